@@ -1,0 +1,1001 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Options carries the host facts a policy may refer to.
+type Options struct {
+	// TableNames maps rt_tables names to numbers. The kernel's own names
+	// (unspec, default, main, local) are always known.
+	TableNames map[string]uint32
+}
+
+// Defaults that the documentation and `uplinkd check` report.
+const (
+	DefaultListen        = "127.0.0.1:9474"
+	DefaultRouteProtocol = 212
+	DefaultRuleBandMin   = 1000
+	DefaultRuleBandMax   = 1999
+	DefaultControlSocket = "/run/uplinkd/control.sock"
+	DefaultHookTimeout   = 10 * time.Second
+	DefaultResync        = 10 * time.Second
+	MaxHookTimeout       = 10 * time.Minute
+)
+
+// DefaultProfile is the shipped detection profile: fast under traffic,
+// silent when idle, and deaf to ordinary loss (three consecutive losses at
+// 1 % loss happen once in a million bursts).
+func DefaultProfile() Profile {
+	return Profile{
+		Name:             "default",
+		Gating:           GatingGated,
+		Interval:         time.Second,
+		FastInterval:     25 * time.Millisecond,
+		Timeout:          100 * time.Millisecond,
+		DownCount:        3,
+		UpCount:          3,
+		TxWithoutRx:      60 * time.Millisecond,
+		ProbeHoldoff:     time.Second,
+		StandbyInterval:  10 * time.Second,
+		RecoveryInterval: time.Second,
+		LinkHold:         time.Second,
+		TrustNeighFailed: true,
+		Window:           60 * time.Second,
+		MinSamples:       5,
+		LatencyThreshold: 500 * time.Millisecond,
+		LossThreshold:    0.2,
+		Damping:          true,
+		FlapPenalty:      1000,
+		SuppressAbove:    2500,
+		ReuseBelow:       800,
+		HalfLife:         30 * time.Second,
+		MaxSuppress:      5 * time.Minute,
+	}
+}
+
+type (
+	fWeight   = textField[Weight, *Weight]
+	fTier     = textField[Tier, *Tier]
+	fTable    = textField[Table, *Table]
+	fDuration = textField[Duration, *Duration]
+	fRatio    = textField[Ratio, *Ratio]
+	fAddr     = textField[Addr, *Addr]
+	fPrefix   = textField[Prefix, *Prefix]
+	fMark     = textField[Mark, *Mark]
+	fBand     = textField[PriorityBand, *PriorityBand]
+	fUint8    = textField[Uint8, *Uint8]
+	fUint32   = textField[Uint32, *Uint32]
+	fCount    = textField[Count, *Count]
+	fFloat    = textField[Float, *Float]
+	fBool     = textField[Bool, *Bool]
+	fWord     = textField[Word, *Word]
+)
+
+type rawFile struct {
+	Daemon   rawDaemon              `toml:"daemon"`
+	Kernel   rawKernel              `toml:"kernel"`
+	Profile  map[string]rawProfile  `toml:"profile"`
+	Gateway  map[string]rawGateway  `toml:"gateway"`
+	Group    map[string]rawGroup    `toml:"group"`
+	Rule     map[string]rawRule     `toml:"rule"`
+	Announce map[string]rawAnnounce `toml:"announce"`
+	Hook     map[string]rawHook     `toml:"hook"`
+}
+
+type rawDaemon struct {
+	Listen         fWord     `toml:"listen"`
+	RouteProtocol  fUint8    `toml:"route_protocol"`
+	RulePriorities fBand     `toml:"rule_priorities"`
+	LogFormat      fWord     `toml:"log_format"`
+	LogLevel       fWord     `toml:"log_level"`
+	OnExit         fWord     `toml:"on_exit"`
+	ControlSocket  fWord     `toml:"control_socket"`
+	TrackDir       fWord     `toml:"track_dir"`
+	ResyncInterval fDuration `toml:"resync_interval"`
+}
+
+type rawKernel struct {
+	IgnoreRoutesWithLinkdown fBool `toml:"ignore_routes_with_linkdown"`
+	FibMultipathHashPolicy   fWord `toml:"fib_multipath_hash_policy"`
+	FibMultipathUseNeigh     fBool `toml:"fib_multipath_use_neigh"`
+}
+
+type rawProfile struct {
+	Gating           fWord     `toml:"gating"`
+	Interval         fDuration `toml:"interval"`
+	FastInterval     fDuration `toml:"fast_interval"`
+	Timeout          fDuration `toml:"timeout"`
+	DownCount        fCount    `toml:"down_count"`
+	UpCount          fCount    `toml:"up_count"`
+	TxWithoutRx      fDuration `toml:"tx_without_rx"`
+	ProbeHoldoff     fDuration `toml:"probe_holdoff"`
+	StandbyInterval  fDuration `toml:"standby_interval"`
+	RecoveryInterval fDuration `toml:"recovery_interval"`
+	LinkHold         fDuration `toml:"link_hold"`
+	TrustNeighFailed fBool     `toml:"trust_neigh_failed"`
+	Window           fDuration `toml:"window"`
+	MinSamples       fCount    `toml:"min_samples"`
+	LatencyThreshold fDuration `toml:"latency_threshold"`
+	LossThreshold    fRatio    `toml:"loss_threshold"`
+	Damping          fBool     `toml:"damping"`
+	FlapPenalty      fFloat    `toml:"flap_penalty"`
+	SuppressAbove    fFloat    `toml:"suppress_above"`
+	ReuseBelow       fFloat    `toml:"reuse_below"`
+	HalfLife         fDuration `toml:"half_life"`
+	MaxSuppress      fDuration `toml:"max_suppress"`
+}
+
+type rawProbe struct {
+	Gateway fBool   `toml:"gateway"`
+	Neigh   fBool   `toml:"neigh"`
+	ICMP    []fAddr `toml:"icmp"`
+	TCP     []fWord `toml:"tcp"`
+	MinUp   fCount  `toml:"min_up"`
+	Pin     fWord   `toml:"pin"`
+	Mark    fUint32 `toml:"mark"`
+}
+
+type rawGateway struct {
+	Address        fAddr      `toml:"address"`
+	Interface      fWord      `toml:"interface"`
+	Optional       fBool      `toml:"optional"`
+	Weight         fWeight    `toml:"weight"`
+	Tier           fTier      `toml:"tier"`
+	DegradedWeight fWeight    `toml:"degraded_weight"`
+	DegradedTier   fTier      `toml:"degraded_tier"`
+	Sources        []fAddr    `toml:"sources"`
+	Table          fTable     `toml:"table"`
+	OnDown         fWord      `toml:"on_down"`
+	Metric         fUint32    `toml:"metric"`
+	Profile        fWord      `toml:"profile"`
+	Probe          rawProbe   `toml:"probe"`
+	Detect         rawProfile `toml:"detect"`
+}
+
+type rawGroup struct {
+	Gateways   []fWord `toml:"gateways"`
+	Table      fTable  `toml:"table"`
+	Family     fWord   `toml:"family"`
+	Metric     fUint32 `toml:"metric"`
+	LastResort fWord   `toml:"last_resort"`
+}
+
+type rawRule struct {
+	From     fPrefix `toml:"from"`
+	To       fPrefix `toml:"to"`
+	FwMark   fMark   `toml:"fwmark"`
+	IIF      fWord   `toml:"iif"`
+	Table    fTable  `toml:"table"`
+	Gateway  fWord   `toml:"gateway"`
+	Priority fUint32 `toml:"priority"`
+	Family   fWord   `toml:"family"`
+}
+
+type rawAnnounce struct {
+	Prefix fPrefix `toml:"prefix"`
+	Track  fWord   `toml:"track"`
+	Table  fTable  `toml:"table"`
+	Type   fWord   `toml:"type"`
+	Via    fAddr   `toml:"via"`
+	Dev    fWord   `toml:"dev"`
+	Metric fUint32 `toml:"metric"`
+}
+
+type rawHook struct {
+	Command []string  `toml:"command"`
+	Timeout fDuration `toml:"timeout"`
+	Events  []fWord   `toml:"events"`
+	Only    []fWord   `toml:"only"`
+}
+
+// validator collects errors with positions while building the Policy.
+type validator struct {
+	file string
+	idx  keyIndex
+	errs Errors
+	opts Options
+}
+
+func (v *validator) addAt(path []string, object, format string, args ...any) {
+	line, col := v.idx.lookup(path...)
+	v.errs = append(v.errs, &Error{File: v.file, Line: line, Col: col, Object: object, Msg: fmt.Sprintf(format, args...)})
+}
+
+// check reports a field's deferred decode error, prefixed with its key
+// unless the message already names it.
+func check[T any, PT interface {
+	*T
+	interface{ UnmarshalText([]byte) error }
+}](v *validator, f textField[T, PT], path []string, object string) bool {
+	if f.Err == nil {
+		return f.Set
+	}
+	key := path[len(path)-1]
+	msg := f.Err.Error()
+	if !strings.HasPrefix(msg, strings.ReplaceAll(key, "_", " ")+" ") && !strings.HasPrefix(msg, key+" ") {
+		msg = key + ": " + msg
+	}
+	v.addAt(path, object, "%s", msg)
+	return false
+}
+
+func objName(kind, name string) string { return fmt.Sprintf("%s %q", kind, name) }
+
+func path(parts ...string) []string { return parts }
+
+// Parse decodes, fills in defaults and validates a policy. file is used only
+// in error messages. It returns every problem it finds as Errors.
+func Parse(file string, data []byte, opts Options) (*Policy, error) {
+	v := &validator{file: file, idx: indexKeys(data), opts: opts}
+	var raw rawFile
+	md, err := toml.Decode(string(data), &raw)
+	if err != nil {
+		return nil, Errors{decodeError(file, err)}
+	}
+	v.unknownKeys(md)
+	p := v.build(&raw)
+	if len(v.errs) > 0 {
+		v.errs.sort()
+		return nil, v.errs
+	}
+	p.File = file
+	return p, nil
+}
+
+func decodeError(file string, err error) *Error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		msg := pe.Message
+		if pe.LastKey != "" && !strings.Contains(msg, pe.LastKey) {
+			msg = fmt.Sprintf("%s (at key %q)", msg, pe.LastKey)
+		}
+		return &Error{File: file, Line: pe.Position.Line, Col: pe.Position.Col, Msg: "decoding TOML: " + msg}
+	}
+	return &Error{File: file, Msg: "decoding TOML: " + strings.TrimPrefix(err.Error(), "toml: ")}
+}
+
+var sections = []string{"daemon", "kernel", "profile", "gateway", "group", "rule", "announce", "hook"}
+
+func (v *validator) unknownKeys(md toml.MetaData) {
+	und := md.Undecoded()
+	seen := map[string]bool{}
+	for _, k := range und {
+		if !slices.Contains(sections, k[0]) {
+			if !seen[k[0]] {
+				seen[k[0]] = true
+				v.addAt(k, "", "unknown section [%s] (sections are %s)", k[0], strings.Join(sections, ", "))
+			}
+			continue
+		}
+		seen[k.String()] = true
+	}
+	for _, k := range und {
+		if seen[k[:1].String()] || (len(k) > 1 && seen[k[:len(k)-1].String()]) {
+			continue // report only the outermost unknown key
+		}
+		object := "[" + k[0] + "]"
+		rest := k[1:]
+		if k[0] != "daemon" && k[0] != "kernel" && len(k) >= 3 {
+			object, rest = objName(k[0], k[1]), k[2:]
+		}
+		where := ""
+		if len(rest) > 1 {
+			where = " in " + strings.Join(rest[:len(rest)-1], ".")
+		}
+		line, col := v.idx.lookupKey(k...)
+		v.errs = append(v.errs, &Error{File: v.file, Line: line, Col: col, Object: object, Msg: fmt.Sprintf("unknown key %q%s", rest[len(rest)-1], where)})
+	}
+}
+
+var builtinTables = map[string]uint32{"unspec": 0, "default": 253, "main": 254, "local": 255}
+
+func tableName(id uint32) string {
+	for n, t := range builtinTables {
+		if t == id {
+			return n
+		}
+	}
+	return strconv.FormatUint(uint64(id), 10)
+}
+
+// table resolves a table reference. reserved lists the numbers not allowed
+// for this use.
+func (v *validator) table(f fTable, p []string, object string, reserved ...uint32) (uint32, bool) {
+	if !check(v, f, p, object) {
+		return 0, false
+	}
+	id := f.V.ID
+	if f.V.Name != "" {
+		var ok bool
+		if id, ok = builtinTables[f.V.Name]; !ok {
+			if id, ok = v.opts.TableNames[f.V.Name]; !ok {
+				v.addAt(p, object, "table %q is not defined in rt_tables", f.V.Name)
+				return 0, false
+			}
+		}
+	}
+	if slices.Contains(reserved, id) {
+		v.addAt(p, object, "table %d is reserved (%s) and cannot be used here", id, tableName(id))
+		return 0, false
+	}
+	return id, true
+}
+
+func (v *validator) enum(f fWord, p []string, object, def string, choices ...string) string {
+	if !f.Set {
+		return def
+	}
+	if !slices.Contains(choices, string(f.V)) {
+		v.addAt(p, object, "%s %q is not one of %s", p[len(p)-1], f.V, strings.Join(choices, ", "))
+		return def
+	}
+	return string(f.V)
+}
+
+var nameOK = func(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys[M ~map[string]V, V any](m M) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func sortStrings(s []string) { slices.Sort(s) }
+
+func (v *validator) build(raw *rawFile) *Policy {
+	p := &Policy{Profiles: map[string]*Profile{}}
+	v.daemon(&raw.Daemon, &p.Daemon)
+	v.kernel(&raw.Kernel, &p.Kernel)
+
+	def := DefaultProfile()
+	p.Profiles["default"] = &def
+	for _, name := range sortedKeys(raw.Profile) {
+		if !nameOK(name) {
+			v.addAt(path("profile", name), objName("profile", name), "name must be 1..64 letters, digits, '-', '_' or '.'")
+		}
+		base := DefaultProfile()
+		base.Name = name
+		rp := raw.Profile[name]
+		prof := v.profile(&rp, base, []string{"profile", name}, objName("profile", name))
+		p.Profiles[name] = &prof
+	}
+
+	names := map[string]string{}  // gateway and group names share one namespace: status --check NAME
+	tables := map[uint32]string{} // table -> the object that owns it as a gateway table
+	sources := map[netip.Addr]string{}
+	for _, name := range sortedKeys(raw.Gateway) {
+		rg := raw.Gateway[name]
+		// Invalid gateways are kept so that references to them do not
+		// cascade into "not defined" errors; the policy is refused anyway.
+		p.Gateways = append(p.Gateways, v.gateway(name, &rg, p, tables, sources))
+		names[name] = "gateway"
+	}
+	for _, name := range sortedKeys(raw.Group) {
+		rg := raw.Group[name]
+		obj := objName("group", name)
+		if kind, dup := names[name]; dup {
+			v.addAt(path("group", name), obj, "name is already used by a %s", kind)
+			continue
+		}
+		p.Groups = append(p.Groups, v.group(name, &rg, p, tables))
+		names[name] = "group"
+	}
+	v.groupTables(p, raw)
+	v.rules(raw, p, tables)
+	for _, name := range sortedKeys(raw.Announce) {
+		ra := raw.Announce[name]
+		if a := v.announce(name, &ra, p, names); a != nil {
+			p.Announces = append(p.Announces, a)
+		}
+	}
+	for _, name := range sortedKeys(raw.Hook) {
+		rh := raw.Hook[name]
+		if h := v.hook(name, &rh, names); h != nil {
+			p.Hooks = append(p.Hooks, h)
+		}
+	}
+	return p
+}
+
+func (v *validator) daemon(r *rawDaemon, d *Daemon) {
+	obj := "[daemon]"
+	d.Listen = DefaultListen
+	if check(v, r.Listen, path("daemon", "listen"), obj) {
+		d.Listen = string(r.Listen.V)
+		if d.Listen != "" {
+			if _, port, err := net.SplitHostPort(d.Listen); err != nil {
+				v.addAt(path("daemon", "listen"), obj, "listen %q is not host:port", d.Listen)
+			} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+				v.addAt(path("daemon", "listen"), obj, "listen %q has no valid port", d.Listen)
+			}
+		}
+	}
+	d.RouteProtocol = DefaultRouteProtocol
+	if check(v, r.RouteProtocol, path("daemon", "route_protocol"), obj) {
+		d.RouteProtocol = uint8(r.RouteProtocol.V)
+		if d.RouteProtocol <= 4 {
+			v.addAt(path("daemon", "route_protocol"), obj, "route_protocol %d is reserved by the kernel (0..4: unspec, redirect, kernel, boot, static); pick an unused number such as %d", d.RouteProtocol, DefaultRouteProtocol)
+		}
+	}
+	d.RulePriority = PriorityBand{DefaultRuleBandMin, DefaultRuleBandMax}
+	if check(v, r.RulePriorities, path("daemon", "rule_priorities"), obj) {
+		d.RulePriority = r.RulePriorities.V
+	}
+	d.LogFormat = v.enum(r.LogFormat, path("daemon", "log_format"), obj, "text", "text", "json")
+	d.LogLevel = v.enum(r.LogLevel, path("daemon", "log_level"), obj, "info", "debug", "info", "warn", "error")
+	d.OnExit = v.enum(r.OnExit, path("daemon", "on_exit"), obj, OnExitLeave, OnExitLeave, OnExitWithdraw)
+	d.ControlSocket = DefaultControlSocket
+	if r.ControlSocket.Set {
+		d.ControlSocket = string(r.ControlSocket.V)
+	}
+	if r.TrackDir.Set {
+		d.TrackDir = string(r.TrackDir.V)
+		if d.TrackDir != "" && !strings.HasPrefix(d.TrackDir, "/") {
+			v.addAt(path("daemon", "track_dir"), obj, "track_dir %q must be an absolute path", d.TrackDir)
+		}
+	}
+	d.ResyncEvery = DefaultResync
+	if check(v, r.ResyncInterval, path("daemon", "resync_interval"), obj) {
+		d.ResyncEvery = time.Duration(r.ResyncInterval.V)
+		if d.ResyncEvery < 100*time.Millisecond {
+			v.addAt(path("daemon", "resync_interval"), obj, "resync_interval %s is below the minimum of 100ms", d.ResyncEvery)
+		}
+	}
+}
+
+func (v *validator) kernel(r *rawKernel, k *Kernel) {
+	obj := "[kernel]"
+	if check(v, r.IgnoreRoutesWithLinkdown, path("kernel", "ignore_routes_with_linkdown"), obj) {
+		b := bool(r.IgnoreRoutesWithLinkdown.V)
+		k.IgnoreRoutesWithLinkdown = &b
+	}
+	if check(v, r.FibMultipathUseNeigh, path("kernel", "fib_multipath_use_neigh"), obj) {
+		b := bool(r.FibMultipathUseNeigh.V)
+		k.FibMultipathUseNeigh = &b
+	}
+	if r.FibMultipathHashPolicy.Set {
+		s := v.enum(r.FibMultipathHashPolicy, path("kernel", "fib_multipath_hash_policy"), obj, "", "l3", "l4", "l3-inner")
+		if s != "" {
+			n := slices.Index([]string{"l3", "l4", "l3-inner"}, s)
+			k.FibMultipathHashPolicy = &n
+		}
+	}
+}
+
+func dur(v *validator, f fDuration, p []string, obj string, def time.Duration) time.Duration {
+	if check(v, f, p, obj) {
+		return time.Duration(f.V)
+	}
+	return def
+}
+
+// profile applies the fields set in r on top of base.
+func (v *validator) profile(r *rawProfile, base Profile, prefix []string, obj string) Profile {
+	k := func(key string) []string { return append(slices.Clone(prefix), key) }
+	pr := base
+	pr.Gating = v.enum(r.Gating, k("gating"), obj, base.Gating, GatingGated, GatingAlways, GatingNever)
+	pr.Interval = dur(v, r.Interval, k("interval"), obj, base.Interval)
+	pr.FastInterval = dur(v, r.FastInterval, k("fast_interval"), obj, base.FastInterval)
+	pr.Timeout = dur(v, r.Timeout, k("timeout"), obj, base.Timeout)
+	pr.TxWithoutRx = dur(v, r.TxWithoutRx, k("tx_without_rx"), obj, base.TxWithoutRx)
+	pr.ProbeHoldoff = dur(v, r.ProbeHoldoff, k("probe_holdoff"), obj, base.ProbeHoldoff)
+	pr.StandbyInterval = dur(v, r.StandbyInterval, k("standby_interval"), obj, base.StandbyInterval)
+	pr.RecoveryInterval = dur(v, r.RecoveryInterval, k("recovery_interval"), obj, base.RecoveryInterval)
+	pr.LinkHold = dur(v, r.LinkHold, k("link_hold"), obj, base.LinkHold)
+	pr.Window = dur(v, r.Window, k("window"), obj, base.Window)
+	pr.LatencyThreshold = dur(v, r.LatencyThreshold, k("latency_threshold"), obj, base.LatencyThreshold)
+	pr.HalfLife = dur(v, r.HalfLife, k("half_life"), obj, base.HalfLife)
+	pr.MaxSuppress = dur(v, r.MaxSuppress, k("max_suppress"), obj, base.MaxSuppress)
+	if check(v, r.DownCount, k("down_count"), obj) {
+		pr.DownCount = int(r.DownCount.V)
+	}
+	if check(v, r.UpCount, k("up_count"), obj) {
+		pr.UpCount = int(r.UpCount.V)
+	}
+	if check(v, r.MinSamples, k("min_samples"), obj) {
+		pr.MinSamples = int(r.MinSamples.V)
+	}
+	if check(v, r.TrustNeighFailed, k("trust_neigh_failed"), obj) {
+		pr.TrustNeighFailed = bool(r.TrustNeighFailed.V)
+	}
+	if check(v, r.Damping, k("damping"), obj) {
+		pr.Damping = bool(r.Damping.V)
+	}
+	if check(v, r.LossThreshold, k("loss_threshold"), obj) {
+		pr.LossThreshold = float64(r.LossThreshold.V)
+	}
+	if check(v, r.FlapPenalty, k("flap_penalty"), obj) {
+		pr.FlapPenalty = float64(r.FlapPenalty.V)
+	}
+	if check(v, r.SuppressAbove, k("suppress_above"), obj) {
+		pr.SuppressAbove = float64(r.SuppressAbove.V)
+	}
+	if check(v, r.ReuseBelow, k("reuse_below"), obj) {
+		pr.ReuseBelow = float64(r.ReuseBelow.V)
+	}
+
+	// Relations between fields; reported at the field the operator most
+	// likely got wrong.
+	for _, d := range []struct {
+		key string
+		val time.Duration
+		set bool
+	}{{"interval", pr.Interval, r.Interval.Set}, {"fast_interval", pr.FastInterval, r.FastInterval.Set}, {"timeout", pr.Timeout, r.Timeout.Set}, {"recovery_interval", pr.RecoveryInterval, r.RecoveryInterval.Set}, {"tx_without_rx", pr.TxWithoutRx, r.TxWithoutRx.Set}} {
+		if d.set && d.val < time.Millisecond {
+			v.addAt(k(d.key), obj, "%s %s is below the minimum of 1ms", d.key, d.val)
+		}
+	}
+	if pr.Damping && (r.Damping.Set || r.ReuseBelow.Set || r.SuppressAbove.Set || r.HalfLife.Set) {
+		if pr.ReuseBelow >= pr.SuppressAbove {
+			v.addAt(k("reuse_below"), obj, "reuse_below %g must be below suppress_above %g", pr.ReuseBelow, pr.SuppressAbove)
+		}
+		if pr.HalfLife <= 0 {
+			v.addAt(k("half_life"), obj, "half_life must be positive while damping is on")
+		}
+	}
+	return pr
+}
+
+func (v *validator) gateway(name string, r *rawGateway, p *Policy, tables map[uint32]string, sources map[netip.Addr]string) *Gateway {
+	obj := objName("gateway", name)
+	at := func(keys ...string) []string { return append([]string{"gateway", name}, keys...) }
+	if !nameOK(name) {
+		v.addAt(at(), obj, "name must be 1..64 letters, digits, '-', '_' or '.'")
+	}
+	g := &Gateway{Name: name, Weight: 1, Tier: 1, OnDown: TableKeep}
+	if check(v, r.Address, at("address"), obj) {
+		g.Address = r.Address.V.Addr
+	} else if !r.Address.Set {
+		v.addAt(at(), obj, "address is required")
+	}
+	if r.Interface.Set && r.Interface.V != "" {
+		g.Interface = string(r.Interface.V)
+		if len(g.Interface) > 15 || strings.ContainsAny(g.Interface, "/ \t") {
+			v.addAt(at("interface"), obj, "interface %q is not a valid Linux interface name", g.Interface)
+		}
+	} else {
+		v.addAt(at(), obj, "interface is required")
+	}
+	if g.Address.Is6() && g.Address.IsLinkLocalUnicast() && g.Address.Zone() != "" && g.Address.Zone() != g.Interface {
+		v.addAt(at("address"), obj, "address zone %q differs from interface %q", g.Address.Zone(), g.Interface)
+	}
+	g.Address = g.Address.WithZone("")
+	if check(v, r.Optional, at("optional"), obj) {
+		g.Optional = bool(r.Optional.V)
+	}
+	if check(v, r.Weight, at("weight"), obj) {
+		g.Weight = int(r.Weight.V)
+	}
+	if check(v, r.Tier, at("tier"), obj) {
+		g.Tier = int(r.Tier.V)
+	}
+	g.DegradedWeight, g.DegradedTier = g.Weight, g.Tier
+	if check(v, r.DegradedWeight, at("degraded_weight"), obj) {
+		g.DegradedWeight = int(r.DegradedWeight.V)
+	}
+	if check(v, r.DegradedTier, at("degraded_tier"), obj) {
+		g.DegradedTier = int(r.DegradedTier.V)
+	}
+	if check(v, r.Metric, at("metric"), obj) {
+		g.Metric = uint32(r.Metric.V)
+	}
+	for i, s := range r.Sources {
+		if !check(v, s, at("sources"), obj) {
+			continue
+		}
+		a := s.V.Addr.WithZone("")
+		if g.Address.IsValid() && a.Is4() != g.Address.Is4() {
+			v.addAt(at("sources"), obj, "source %s is not of the gateway's address family", a)
+			continue
+		}
+		if other, dup := sources[a]; dup {
+			v.addAt(at("sources"), obj, "source %s is already used by %s", a, other)
+			continue
+		}
+		if slices.Contains(g.Sources, a) {
+			v.addAt(at("sources"), obj, "source %s is listed twice (entry %d)", a, i+1)
+			continue
+		}
+		sources[a] = obj
+		g.Sources = append(g.Sources, a)
+	}
+	if r.Table.Set {
+		if id, ok := v.table(r.Table, at("table"), obj, TableUnspec, TableDefault, TableMain, TableLocal); ok {
+			if other, dup := tables[id]; dup {
+				v.addAt(at("table"), obj, "table %d is already the table of %s", id, other)
+			} else {
+				tables[id] = obj
+				g.Table = id
+			}
+		}
+	} else if len(g.Sources) > 0 {
+		v.addAt(at("sources"), obj, "sources need a table of the gateway's own (set table)")
+	}
+	g.OnDown = v.enum(r.OnDown, at("on_down"), obj, TableKeep, TableKeep, TableFailover)
+	if r.OnDown.Set && g.Table == 0 && !r.Table.Set {
+		v.addAt(at("on_down"), obj, "on_down applies to the gateway's own table, but it has none")
+	}
+
+	profName := "default"
+	if r.Profile.Set {
+		profName = string(r.Profile.V)
+	}
+	base, ok := p.Profiles[profName]
+	if !ok {
+		v.addAt(at("profile"), obj, "profile %q is not defined", profName)
+		base = p.Profiles["default"]
+	}
+	prof := v.profile(&r.Detect, *base, at("detect"), obj)
+	g.Profile = &prof
+
+	g.Probe = Probe{Gateway: true, Neigh: true, MinUp: 1, Pin: PinDevice}
+	pr := &r.Probe
+	if check(v, pr.Gateway, at("probe", "gateway"), obj) {
+		g.Probe.Gateway = bool(pr.Gateway.V)
+	}
+	if check(v, pr.Neigh, at("probe", "neigh"), obj) {
+		g.Probe.Neigh = bool(pr.Neigh.V)
+	}
+	for _, t := range pr.ICMP {
+		if check(v, t, at("probe", "icmp"), obj) {
+			if g.Address.IsValid() && t.V.Is4() != g.Address.Is4() {
+				v.addAt(at("probe", "icmp"), obj, "probe target %s is not of the gateway's address family", t.V.Addr)
+				continue
+			}
+			g.Probe.ICMP = append(g.Probe.ICMP, t.V.Addr.WithZone(""))
+		}
+	}
+	for _, t := range pr.TCP {
+		if !check(v, t, at("probe", "tcp"), obj) {
+			continue
+		}
+		ap, err := netip.ParseAddrPort(string(t.V))
+		if err != nil || ap.Port() == 0 {
+			v.addAt(at("probe", "tcp"), obj, "tcp probe target %q is not address:port (IPv6 as [2001:db8::1]:80)", t.V)
+			continue
+		}
+		if g.Address.IsValid() && ap.Addr().Unmap().Is4() != g.Address.Is4() {
+			v.addAt(at("probe", "tcp"), obj, "probe target %s is not of the gateway's address family", ap)
+			continue
+		}
+		g.Probe.TCP = append(g.Probe.TCP, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	}
+	if check(v, pr.MinUp, at("probe", "min_up"), obj) {
+		g.Probe.MinUp = int(pr.MinUp.V)
+		if n := len(g.Probe.ICMP) + len(g.Probe.TCP); g.Probe.MinUp > n {
+			v.addAt(at("probe", "min_up"), obj, "min_up %d is more than the %d remote targets", g.Probe.MinUp, n)
+		}
+	}
+	g.Probe.Pin = v.enum(pr.Pin, at("probe", "pin"), obj, PinDevice, PinDevice, PinSource, PinMark)
+	if check(v, pr.Mark, at("probe", "mark"), obj) {
+		g.Probe.Mark = uint32(pr.Mark.V)
+	}
+	if g.Probe.Pin == PinMark && g.Probe.Mark == 0 {
+		v.addAt(at("probe", "pin"), obj, "pin = \"mark\" needs a non-zero mark")
+	}
+	if g.Probe.Pin == PinSource && len(g.Sources) == 0 {
+		v.addAt(at("probe", "pin"), obj, "pin = \"source\" needs at least one source address")
+	}
+	return g
+}
+
+func familyOf(a netip.Addr) int {
+	if a.Is4() {
+		return 4
+	}
+	return 6
+}
+
+func (v *validator) group(name string, r *rawGroup, p *Policy, tables map[uint32]string) *Group {
+	obj := objName("group", name)
+	at := func(keys ...string) []string { return append([]string{"group", name}, keys...) }
+	if !nameOK(name) {
+		v.addAt(at(), obj, "name must be 1..64 letters, digits, '-', '_' or '.'")
+	}
+	g := &Group{Name: name, Table: TableMain, LastResort: LastResortKeep}
+	switch v.enum(r.Family, at("family"), obj, "", "ipv4", "ipv6") {
+	case "ipv4":
+		g.Family = 4
+	case "ipv6":
+		g.Family = 6
+	}
+	if len(r.Gateways) == 0 {
+		v.addAt(at(), obj, "gateways must list at least one gateway")
+	}
+	for _, f := range r.Gateways {
+		gn := string(f.V)
+		gw := p.Gateway(gn)
+		switch {
+		case gw == nil && f.Err == nil:
+			v.addAt(at("gateways"), obj, "gateway %q is not defined", gn)
+		case slices.Contains(g.Gateways, gn):
+			v.addAt(at("gateways"), obj, "gateway %q is listed twice", gn)
+		case !gw.Address.IsValid():
+			g.Gateways = append(g.Gateways, gn) // its own error is reported already
+		case g.Family == 0:
+			g.Family = familyOf(gw.Address)
+			g.Gateways = append(g.Gateways, gn)
+		case familyOf(gw.Address) != g.Family:
+			v.addAt(at("gateways"), obj, "gateway %q is IPv%d but the group is IPv%d", gn, familyOf(gw.Address), g.Family)
+		default:
+			g.Gateways = append(g.Gateways, gn)
+		}
+	}
+	if r.Table.Set {
+		if id, ok := v.table(r.Table, at("table"), obj, TableUnspec, TableLocal); ok {
+			if owner, dup := tables[id]; dup {
+				v.addAt(at("table"), obj, "table %d is already the table of %s", id, owner)
+			} else {
+				g.Table = id
+			}
+		}
+	}
+	if check(v, r.Metric, at("metric"), obj) {
+		g.Metric = uint32(r.Metric.V)
+	}
+	g.LastResort = v.enum(r.LastResort, at("last_resort"), obj, LastResortKeep, LastResortKeep, LastResortUnreachable, LastResortBlackhole, LastResortRemove)
+	return g
+}
+
+// groupTables rejects two groups that would fight over one default route.
+func (v *validator) groupTables(p *Policy, raw *rawFile) {
+	type key struct {
+		table  uint32
+		family int
+		metric uint32
+	}
+	seen := map[key]string{}
+	for _, g := range p.Groups {
+		k := key{g.Table, g.Family, g.Metric}
+		if other, dup := seen[k]; dup {
+			v.addAt(path("group", g.Name, "table"), objName("group", g.Name), "the IPv%d default route of table %s (metric %d) is already managed by group %q", g.Family, tableName(g.Table), g.Metric, other)
+			continue
+		}
+		seen[k] = g.Name
+	}
+}
+
+func (v *validator) rules(raw *rawFile, p *Policy, tables map[uint32]string) {
+	band := p.Daemon.RulePriority
+	used := map[uint32]string{}
+	var auto []*Rule
+	for _, name := range sortedKeys(raw.Rule) {
+		r := raw.Rule[name]
+		obj := objName("rule", name)
+		at := func(keys ...string) []string { return append([]string{"rule", name}, keys...) }
+		nerr := len(v.errs)
+		rule := &Rule{Name: name}
+		if !nameOK(name) {
+			v.addAt(at(), obj, "name must be 1..64 letters, digits, '-', '_' or '.'")
+		}
+		fams := map[int]bool{}
+		if check(v, r.From, at("from"), obj) {
+			rule.From = r.From.V.Prefix
+			fams[familyOf(rule.From.Addr())] = true
+		}
+		if check(v, r.To, at("to"), obj) {
+			rule.To = r.To.V.Prefix
+			fams[familyOf(rule.To.Addr())] = true
+		}
+		if check(v, r.FwMark, at("fwmark"), obj) {
+			m := r.FwMark.V
+			rule.Mark = &m
+		}
+		if r.IIF.Set {
+			rule.IIF = string(r.IIF.V)
+		}
+		if !rule.From.IsValid() && !rule.To.IsValid() && rule.Mark == nil && rule.IIF == "" && len(v.errs) == nerr {
+			v.addAt(at(), obj, "a rule needs at least one of from, to, fwmark or iif (uplinkd will not own a catch-all rule)")
+		}
+		switch {
+		case r.Table.Set && r.Gateway.Set:
+			v.addAt(at("gateway"), obj, "set either table or gateway, not both")
+		case r.Gateway.Set:
+			gw := p.Gateway(string(r.Gateway.V))
+			if gw == nil {
+				v.addAt(at("gateway"), obj, "gateway %q is not defined", r.Gateway.V)
+			} else if gw.Table == 0 {
+				v.addAt(at("gateway"), obj, "gateway %q has no table of its own", r.Gateway.V)
+			} else {
+				rule.Table, rule.Gateway = gw.Table, gw.Name
+				fams[familyOf(gw.Address)] = true
+			}
+		case r.Table.Set:
+			if id, ok := v.table(r.Table, at("table"), obj, TableUnspec); ok {
+				rule.Table = id
+				if owner, ok := tables[id]; ok {
+					rule.Gateway = strings.TrimSuffix(strings.TrimPrefix(owner, `gateway "`), `"`)
+					if gw := p.Gateway(rule.Gateway); gw != nil {
+						fams[familyOf(gw.Address)] = true
+					}
+				}
+			}
+		default:
+			v.addAt(at(), obj, "a rule needs a table or a gateway to look up")
+		}
+		switch fam := v.enum(r.Family, at("family"), obj, "", "ipv4", "ipv6"); fam {
+		case "ipv4":
+			fams[4] = true
+			rule.Family = 4
+		case "ipv6":
+			fams[6] = true
+			rule.Family = 6
+		}
+		if len(fams) > 1 {
+			v.addAt(at(), obj, "mixes IPv4 and IPv6 (selectors, table owner and family must agree)")
+		}
+		for f := range fams {
+			rule.Family = f
+		}
+		if rule.Family == 0 {
+			rule.Family = 4
+		}
+		if check(v, r.Priority, at("priority"), obj) {
+			rule.Priority = uint32(r.Priority.V)
+			if rule.Priority < band.Min || rule.Priority > band.Max {
+				v.addAt(at("priority"), obj, "priority %d is outside uplinkd's band %d-%d", rule.Priority, band.Min, band.Max)
+			} else if other, dup := used[rule.Priority]; dup {
+				v.addAt(at("priority"), obj, "priority %d is already used by %s", rule.Priority, other)
+			} else {
+				used[rule.Priority] = obj
+			}
+		}
+		if len(v.errs) > nerr {
+			continue
+		}
+		if rule.Priority == 0 {
+			auto = append(auto, rule)
+		}
+		p.Rules = append(p.Rules, rule)
+	}
+	// Source rules come after the explicit ones, in gateway-name order, so a
+	// policy gets the same priorities every time it is loaded.
+	for _, g := range p.Gateways {
+		for _, s := range g.Sources {
+			r := &Rule{
+				Name:    "gateway/" + g.Name + "/" + s.String(),
+				Family:  familyOf(s),
+				From:    netip.PrefixFrom(s, s.BitLen()),
+				Table:   g.Table,
+				Gateway: g.Name,
+			}
+			auto = append(auto, r)
+			p.Rules = append(p.Rules, r)
+		}
+	}
+	next := band.Min
+	for _, r := range auto {
+		for next <= band.Max && used[next] != "" {
+			next++
+		}
+		if next > band.Max {
+			v.addAt(path("daemon", "rule_priorities"), "[daemon]", "rule priority band %d-%d is too small for %d rules", band.Min, band.Max, len(p.Rules))
+			return
+		}
+		r.Priority = next
+		used[next] = r.Name
+	}
+	slices.SortFunc(p.Rules, func(a, b *Rule) int { return int(a.Priority) - int(b.Priority) })
+}
+
+func (v *validator) announce(name string, r *rawAnnounce, p *Policy, names map[string]string) *Announce {
+	obj := objName("announce", name)
+	at := func(keys ...string) []string { return append([]string{"announce", name}, keys...) }
+	nerr := len(v.errs)
+	a := &Announce{Name: name, Table: TableMain, Type: AnnounceUnicast}
+	if !nameOK(name) {
+		v.addAt(at(), obj, "name must be 1..64 letters, digits, '-', '_' or '.'")
+	}
+	if check(v, r.Prefix, at("prefix"), obj) {
+		a.Prefix = r.Prefix.V.Prefix
+	} else if !r.Prefix.Set {
+		v.addAt(at(), obj, "prefix is required")
+	}
+	if !r.Track.Set {
+		v.addAt(at(), obj, "track is required (a gateway or group whose health the route follows)")
+	} else if _, ok := names[string(r.Track.V)]; !ok {
+		v.addAt(at("track"), obj, "track %q is not a gateway or group", r.Track.V)
+	} else {
+		a.Track = string(r.Track.V)
+	}
+	if r.Table.Set {
+		if id, ok := v.table(r.Table, at("table"), obj, TableUnspec, TableLocal); ok {
+			a.Table = id
+		}
+	}
+	a.Type = v.enum(r.Type, at("type"), obj, AnnounceUnicast, AnnounceUnicast, AnnounceBlackhole, AnnounceUnreachable)
+	if check(v, r.Via, at("via"), obj) {
+		a.Via = r.Via.V.Addr
+		if a.Type != AnnounceUnicast {
+			v.addAt(at("via"), obj, "via is only for type = \"unicast\"")
+		}
+		if a.Prefix.IsValid() && a.Via.Is4() != a.Prefix.Addr().Is4() {
+			v.addAt(at("via"), obj, "via %s is not of the prefix's address family", a.Via)
+		}
+	}
+	if r.Dev.Set {
+		a.Dev = string(r.Dev.V)
+	}
+	if check(v, r.Metric, at("metric"), obj) {
+		a.Metric = uint32(r.Metric.V)
+	}
+	if a.Track != "" && a.Prefix.IsValid() && a.Type == AnnounceUnicast && !a.Via.IsValid() && a.Dev == "" {
+		fam := familyOf(a.Prefix.Addr())
+		if gw := p.Gateway(a.Track); gw != nil && familyOf(gw.Address) != fam {
+			v.addAt(at("track"), obj, "tracked gateway %q is IPv%d but the prefix is IPv%d; set via or dev", gw.Name, familyOf(gw.Address), fam)
+		}
+		if g := p.Group(a.Track); g != nil && g.Family != fam {
+			v.addAt(at("track"), obj, "tracked group %q is IPv%d but the prefix is IPv%d; set via or dev", g.Name, g.Family, fam)
+		}
+	}
+	if len(v.errs) > nerr {
+		return nil
+	}
+	return a
+}
+
+func (v *validator) hook(name string, r *rawHook, names map[string]string) *Hook {
+	obj := objName("hook", name)
+	at := func(keys ...string) []string { return append([]string{"hook", name}, keys...) }
+	nerr := len(v.errs)
+	h := &Hook{Name: name, Timeout: DefaultHookTimeout}
+	if !nameOK(name) {
+		v.addAt(at(), obj, "name must be 1..64 letters, digits, '-', '_' or '.'")
+	}
+	switch {
+	case len(r.Command) == 0:
+		v.addAt(at(), obj, "command is required (an argv list; no shell is used)")
+	case !strings.HasPrefix(r.Command[0], "/"):
+		v.addAt(at("command"), obj, "command %q must be an absolute path (hooks run as root and never search PATH)", r.Command[0])
+	default:
+		h.Command = slices.Clone(r.Command)
+	}
+	h.Timeout = dur(v, r.Timeout, at("timeout"), obj, DefaultHookTimeout)
+	if h.Timeout <= 0 || h.Timeout > MaxHookTimeout {
+		v.addAt(at("timeout"), obj, "timeout %s is out of range (0s, %s]", h.Timeout, MaxHookTimeout)
+	}
+	if len(r.Events) == 0 {
+		v.addAt(at(), obj, "events must list at least one of %s", strings.Join(Events, ", "))
+	}
+	for _, e := range r.Events {
+		if !slices.Contains(Events, string(e.V)) {
+			v.addAt(at("events"), obj, "event %q is not one of %s", e.V, strings.Join(Events, ", "))
+			continue
+		}
+		h.Events = append(h.Events, string(e.V))
+	}
+	for _, o := range r.Only {
+		if _, ok := names[string(o.V)]; !ok {
+			v.addAt(at("only"), obj, "%q is not a gateway or group", o.V)
+			continue
+		}
+		h.Objects = append(h.Objects, string(o.V))
+	}
+	if len(v.errs) > nerr {
+		return nil
+	}
+	return h
+}

@@ -1,0 +1,241 @@
+package policy
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Policy is a validated policy with every default filled in. Slices are
+// sorted by name so that everything derived from a Policy is deterministic.
+type Policy struct {
+	File      string
+	Daemon    Daemon
+	Kernel    Kernel
+	Profiles  map[string]*Profile
+	Gateways  []*Gateway
+	Groups    []*Group
+	Rules     []*Rule // explicit rules and the ones generated from gateway sources, by priority
+	Announces []*Announce
+	Hooks     []*Hook
+}
+
+// Daemon holds process-wide settings.
+type Daemon struct {
+	Listen        string        // metrics/status HTTP listener; loopback by default
+	RouteProtocol uint8         // marks every route and rule uplinkd owns
+	RulePriority  PriorityBand  // ip rule priorities uplinkd owns
+	LogFormat     string        // "text" or "json"
+	LogLevel      string        // "debug", "info", "warn", "error"
+	OnExit        string        // OnExitLeave or OnExitWithdraw
+	ControlSocket string        // root-only unix socket for `uplinkd reload`/status; "" disables
+	TrackDir      string        // if set, one file per gateway/group with its state, for keepalived track_file
+	ResyncEvery   time.Duration // periodic full resync of owned kernel state
+}
+
+const (
+	OnExitLeave    = "leave"
+	OnExitWithdraw = "withdraw"
+)
+
+// Kernel is opt-in tuning. Nil pointers mean "leave the kernel's setting
+// alone": uplinkd never changes a sysctl silently.
+type Kernel struct {
+	IgnoreRoutesWithLinkdown *bool // net.ipv{4,6}.conf.IFACE.ignore_routes_with_linkdown on managed interfaces
+	FibMultipathHashPolicy   *int  // net.ipv4.fib_multipath_hash_policy and net.ipv6.fib_multipath_hash_policy (0 l3, 1 l4, 2 l3-inner)
+	FibMultipathUseNeigh     *bool // net.ipv4.fib_multipath_use_neigh
+}
+
+// Gating modes decide when a gateway is actively probed.
+const (
+	GatingGated  = "gated"  // only while traffic is sent and positive evidence is stale (RFC 1122 §3.3.1.4)
+	GatingAlways = "always" // every interval, as dpinger and mwan3 do
+	GatingNever  = "never"  // passive evidence only
+)
+
+// Profile is a set of detection settings. Gateways name one and may
+// override any field.
+type Profile struct {
+	Name string
+
+	Gating           string        // gated, always, never
+	Interval         time.Duration // probe interval in "always" mode
+	FastInterval     time.Duration // probe interval while a gateway is suspect
+	Timeout          time.Duration // a probe with no reply after this is lost
+	DownCount        int           // consecutive lost probes that make a gateway down
+	UpCount          int           // consecutive good probes that make a down gateway up
+	TxWithoutRx      time.Duration // traffic sent with nothing received for this long makes a gateway suspect
+	ProbeHoldoff     time.Duration // after a probe is answered, tx-without-rx alone does not trigger another probe for this long
+	StandbyInterval  time.Duration // slow check of idle standby/backup gateways; 0 disables
+	RecoveryInterval time.Duration // probe interval for down gateways
+	LinkHold         time.Duration // carrier must stay up this long before the link is trusted again
+	TrustNeighFailed bool          // a FAILED neighbour entry makes the gateway down without waiting for probes
+
+	// Degradation over a sliding window of probe results.
+	Window           time.Duration
+	MinSamples       int           // probe results needed in the window before degradation is judged
+	LatencyThreshold time.Duration // average RTT above this degrades; 0 disables
+	LossThreshold    float64       // loss ratio above this degrades; 0 disables
+
+	// Flap damping, as BGP route flap damping (RFC 2439).
+	Damping       bool
+	FlapPenalty   float64
+	SuppressAbove float64
+	ReuseBelow    float64
+	HalfLife      time.Duration
+	MaxSuppress   time.Duration
+}
+
+// Probe targets of a gateway.
+type Probe struct {
+	Gateway bool         // ICMP echo to the gateway address itself
+	Neigh   bool         // kernel ARP/ND probe of the gateway's neighbour entry
+	ICMP    []netip.Addr // remote targets reached through this gateway only
+	TCP     []netip.AddrPort
+	MinUp   int    // N of M remote targets that must answer
+	Pin     string // "device", "source" or "mark"
+	Mark    uint32 // fwmark for pin = "mark"
+}
+
+// Probe pinning modes.
+const (
+	PinDevice = "device" // SO_BINDTODEVICE plus the gateway's source address
+	PinSource = "source" // source address only; needs a per-source rule to be exact
+	PinMark   = "mark"   // SO_MARK with its own rule and table, installed by uplinkd
+)
+
+// Gateway is a first-hop router.
+type Gateway struct {
+	Name      string
+	Address   netip.Addr
+	Interface string
+	Optional  bool // the interface may be absent; the gateway is down until it appears
+	Weight    int
+	Tier      int
+
+	DegradedWeight int // weight while degraded
+	DegradedTier   int // tier while degraded
+
+	Sources []netip.Addr // local addresses whose traffic uses this gateway's table
+	Table   uint32       // own table, 0 when none
+	OnDown  string       // what the own table does when the gateway is down: TableKeep or TableFailover
+	Metric  uint32       // metric of the default route in its own table
+
+	Probe   Probe
+	Profile *Profile // resolved: named profile with the gateway's overrides applied
+}
+
+// Is6 reports whether the gateway is an IPv6 gateway.
+func (g *Gateway) Is6() bool { return g.Address.Is6() }
+
+const (
+	TableKeep     = "keep"
+	TableFailover = "failover"
+)
+
+// Last resort modes for a group with no healthy gateway.
+const (
+	LastResortKeep        = "keep"        // keep every gateway in the route (the kernel's own neighbour logic decides)
+	LastResortUnreachable = "unreachable" // replace with an unreachable default: fail fast with ICMP errors
+	LastResortBlackhole   = "blackhole"   // replace with a blackhole default: drop silently
+	LastResortRemove      = "remove"      // remove the default, so lower-priority tables/rules take over
+)
+
+// Group is a default route spread over its gateways.
+type Group struct {
+	Name       string
+	Gateways   []string // names, in the order written
+	Table      uint32
+	Family     int // 4 or 6
+	Metric     uint32
+	LastResort string
+}
+
+// Rule is one ip rule owned by uplinkd. Selectors left zero are absent.
+type Rule struct {
+	Name     string // "NAME" for [rule.NAME], "gateway/NAME/SRC" for generated source rules
+	Family   int    // 4 or 6
+	Priority uint32
+	From     netip.Prefix
+	To       netip.Prefix
+	Mark     *Mark
+	IIF      string
+	Table    uint32
+	Gateway  string // set when the rule looks up a gateway's own table
+}
+
+// Announce route types.
+const (
+	AnnounceUnicast     = "unicast"
+	AnnounceBlackhole   = "blackhole"
+	AnnounceUnreachable = "unreachable"
+)
+
+// Announce is a route present only while Track (a gateway or a group) is
+// healthy, for a routing daemon to redistribute.
+type Announce struct {
+	Name   string
+	Prefix netip.Prefix
+	Track  string
+	Table  uint32
+	Type   string
+	Via    netip.Addr // unicast: explicit nexthop; zero means "through the tracked gateway(s)"
+	Dev    string
+	Metric uint32
+}
+
+// Hook events.
+const (
+	EventGatewayUp       = "gateway_up"
+	EventGatewayDown     = "gateway_down"
+	EventGatewayDegraded = "gateway_degraded"
+	EventGroupUp         = "group_up"
+	EventGroupDown       = "group_down"
+	EventRouteChanged    = "route_changed"
+)
+
+// Events lists every hook event, for validation and docs.
+var Events = []string{EventGatewayUp, EventGatewayDown, EventGatewayDegraded, EventGroupUp, EventGroupDown, EventRouteChanged}
+
+// Hook is an external command run on events, as argv with no shell.
+type Hook struct {
+	Name    string
+	Command []string
+	Timeout time.Duration
+	Events  []string
+	Objects []string // gateway/group names it fires for; empty means all
+}
+
+// Gateway returns the named gateway or nil.
+func (p *Policy) Gateway(name string) *Gateway {
+	for _, g := range p.Gateways {
+		if g.Name == name {
+			return g
+		}
+	}
+	return nil
+}
+
+// Group returns the named group or nil.
+func (p *Policy) Group(name string) *Group {
+	for _, g := range p.Groups {
+		if g.Name == name {
+			return g
+		}
+	}
+	return nil
+}
+
+// Interfaces returns the names of the interfaces the policy manages,
+// sorted and unique.
+func (p *Policy) Interfaces() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, g := range p.Gateways {
+		if g.Interface != "" && !seen[g.Interface] {
+			seen[g.Interface] = true
+			out = append(out, g.Interface)
+		}
+	}
+	sortStrings(out)
+	return out
+}
