@@ -693,8 +693,15 @@ func (v *validator) gateway(name string, r *rawGateway, p *Policy, tables map[ui
 	if check(v, pr.Mark, at("probe", "mark"), obj) {
 		g.Probe.Mark = uint32(pr.Mark.V)
 	}
-	if g.Probe.Pin == PinMark && g.Probe.Mark == 0 {
-		v.addAt(at("probe", "pin"), obj, "pin = \"mark\" needs a non-zero mark")
+	if g.Probe.Pin == PinMark {
+		switch {
+		case g.Probe.Mark == 0:
+			v.addAt(at("probe", "pin"), obj, "pin = \"mark\" needs a non-zero mark")
+		case g.Table == 0:
+			v.addAt(at("probe", "pin"), obj, "pin = \"mark\" needs the gateway's own table (its probes look it up)")
+		case g.OnDown != TableKeep:
+			v.addAt(at("probe", "pin"), obj, "pin = \"mark\" needs on_down = \"keep\": a failed-over table would send its probes through another gateway")
+		}
 	}
 	if g.Probe.Pin == PinSource && len(g.Sources) == 0 {
 		v.addAt(at("probe", "pin"), obj, "pin = \"source\" needs at least one source address")
@@ -874,6 +881,22 @@ func (v *validator) rules(raw *rawFile, p *Policy, tables map[uint32]string) {
 	// Source rules come after the explicit ones, in gateway-name order, so a
 	// policy gets the same priorities every time it is loaded.
 	for _, g := range p.Gateways {
+		if g == nil {
+			continue
+		}
+		if g.Probe.Pin == PinMark && g.Probe.Mark != 0 && g.Table != 0 {
+			// Probes marked for this gateway look up its own table, which
+			// always routes through it: a probe meant for A never leaves via B.
+			r := &Rule{
+				Name:    "gateway/" + g.Name + "/probe-mark",
+				Family:  familyOf(g.Address),
+				Mark:    &Mark{Value: g.Probe.Mark, Mask: 0xffffffff},
+				Table:   g.Table,
+				Gateway: g.Name,
+			}
+			auto = append(auto, r)
+			p.Rules = append(p.Rules, r)
+		}
 		for _, s := range g.Sources {
 			r := &Rule{
 				Name:    "gateway/" + g.Name + "/" + s.String(),
