@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -30,6 +31,10 @@ const (
 	DefaultHookTimeout   = 10 * time.Second
 	DefaultResync        = 10 * time.Second
 	MaxHookTimeout       = 10 * time.Minute
+	// MaxPolicySize bounds the input: real policies are a few KiB, and a
+	// runaway generator or a wrong path (a log file, a core dump) should be
+	// refused at once rather than parsed.
+	MaxPolicySize = 1 << 20
 )
 
 // DefaultProfile is the shipped detection profile: fast under traffic,
@@ -236,6 +241,14 @@ func path(parts ...string) []string { return parts }
 // Parse decodes, fills in defaults and validates a policy. file is used only
 // in error messages. It returns every problem it finds as Errors.
 func Parse(file string, data []byte, opts Options) (*Policy, error) {
+	if len(data) > MaxPolicySize {
+		return nil, Errors{{File: file, Msg: fmt.Sprintf("policy is %d bytes, more than the %d-byte limit", len(data), MaxPolicySize)}}
+	}
+	if i := bytes.IndexByte(data, 0); i >= 0 {
+		line := bytes.Count(data[:i], []byte("\n")) + 1
+		col := i - bytes.LastIndexByte(data[:i], '\n')
+		return nil, Errors{{File: file, Line: line, Col: col, Msg: "policy contains a NUL byte (is this a binary file?)"}}
+	}
 	v := &validator{file: file, idx: indexKeys(data), opts: opts}
 	var raw rawFile
 	md, err := toml.Decode(string(data), &raw)
@@ -270,9 +283,12 @@ func (v *validator) unknownKeys(md toml.MetaData) {
 	und := md.Undecoded()
 	seen := map[string]bool{}
 	for _, k := range und {
+		if len(k) == 0 {
+			continue
+		}
 		if !slices.Contains(sections, k[0]) {
-			if !seen[k[0]] {
-				seen[k[0]] = true
+			if !seen[k[:1].String()] {
+				seen[k[:1].String()] = true
 				v.addAt(k, "", "unknown section [%s] (sections are %s)", k[0], strings.Join(sections, ", "))
 			}
 			continue
@@ -280,7 +296,7 @@ func (v *validator) unknownKeys(md toml.MetaData) {
 		seen[k.String()] = true
 	}
 	for _, k := range und {
-		if seen[k[:1].String()] || (len(k) > 1 && seen[k[:len(k)-1].String()]) {
+		if len(k) < 2 || seen[k[:1].String()] || seen[k[:len(k)-1].String()] {
 			continue // report only the outermost unknown key
 		}
 		object := "[" + k[0] + "]"
@@ -392,6 +408,10 @@ func (v *validator) build(raw *rawFile) *Policy {
 		// cascade into "not defined" errors; the policy is refused anyway.
 		p.Gateways = append(p.Gateways, v.gateway(name, &rg, p, tables, sources))
 		names[name] = "gateway"
+	}
+	p.byName = make(map[string]*Gateway, len(p.Gateways))
+	for _, g := range p.Gateways {
+		p.byName[g.Name] = g
 	}
 	for _, name := range sortedKeys(raw.Group) {
 		rg := raw.Group[name]

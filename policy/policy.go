@@ -17,6 +17,8 @@ type Policy struct {
 	Rules     []*Rule // explicit rules and the ones generated from gateway sources, by priority
 	Announces []*Announce
 	Hooks     []*Hook
+
+	byName map[string]*Gateway
 }
 
 // Daemon holds process-wide settings.
@@ -207,6 +209,9 @@ type Hook struct {
 
 // Gateway returns the named gateway or nil.
 func (p *Policy) Gateway(name string) *Gateway {
+	if p.byName != nil {
+		return p.byName[name]
+	}
 	for _, g := range p.Gateways {
 		if g.Name == name {
 			return g

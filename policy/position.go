@@ -1,6 +1,9 @@
 package policy
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // keyIndex maps dotted key paths ("gateway.isp2.weight") to where they are
 // written. BurntSushi/toml keeps its key positions private, and errors found
@@ -96,17 +99,40 @@ func (idx keyIndex) lookup(path ...string) (int, int) {
 func splitKey(s string) []string {
 	var parts []string
 	var cur strings.Builder
-	quote := byte(0)
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		switch {
-		case quote != 0 && c == quote:
-			quote = 0
-		case quote != 0:
-			cur.WriteByte(c)
-		case c == '"' || c == '\'':
-			quote = c
-		case c == '.':
+		switch c {
+		case '"':
+			// Basic strings use Go-compatible escapes (\n, \u001b, ...),
+			// so the decoded name matches what the TOML decoder saw.
+			j := i + 1
+			for j < len(s) && s[j] != '"' {
+				if s[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			if j >= len(s) {
+				cur.WriteString(s[i+1:])
+				i = len(s)
+				continue
+			}
+			if u, err := strconv.Unquote(s[i : j+1]); err == nil {
+				cur.WriteString(u)
+			} else {
+				cur.WriteString(s[i+1 : j])
+			}
+			i = j
+		case '\'':
+			j := strings.IndexByte(s[i+1:], '\'')
+			if j < 0 {
+				cur.WriteString(s[i+1:])
+				i = len(s)
+				continue
+			}
+			cur.WriteString(s[i+1 : i+1+j])
+			i += j + 1
+		case '.':
 			parts = append(parts, strings.TrimSpace(cur.String()))
 			cur.Reset()
 		default:

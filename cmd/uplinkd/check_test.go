@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestCheckTestdata runs `uplinkd check` exactly as an operator would on
+// every policy in testdata: valid ones exit 0 with a summary, invalid ones
+// exit 2 printing exactly the messages in their "# want:" lines.
+func TestCheckTestdata(t *testing.T) {
+	t.Chdir(filepath.Join("..", "..", "testdata"))
+	files, err := filepath.Glob("*.toml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata: %v", err)
+	}
+	for _, f := range files {
+		t.Run(f, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := mainArgs([]string{"check", f}, &stdout, &stderr)
+			if !strings.HasPrefix(f, "invalid-") {
+				if code != exitOK {
+					t.Fatalf("exit %d for a valid policy:\n%s", code, stderr.String())
+				}
+				if !strings.HasPrefix(stdout.String(), f+": OK\n") {
+					t.Errorf("summary does not start with %q:\n%s", f+": OK", stdout.String())
+				}
+				return
+			}
+			if code != exitUsage {
+				t.Fatalf("exit %d, want %d", code, exitUsage)
+			}
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			for _, l := range strings.Split(string(data), "\n") {
+				if !strings.HasPrefix(l, "# want: ") {
+					break
+				}
+				want = append(want, strings.TrimPrefix(l, "# want: "))
+			}
+			got := strings.Split(strings.TrimRight(stderr.String(), "\n"), "\n")
+			if len(got) > 0 {
+				got = got[:len(got)-1] // the "N error(s)" footer
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("uplinkd check output (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestHelpExplainsEveryCommand(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := mainArgs([]string{"--help"}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("--help exit %d", code)
+	}
+	for name := range commands {
+		if !strings.Contains(stdout.String(), "  "+name+" ") {
+			t.Errorf("--help does not list %q:\n%s", name, stdout.String())
+		}
+		var out, errOut bytes.Buffer
+		if code := mainArgs([]string{name, "--help"}, &out, &errOut); code != exitOK {
+			t.Errorf("%s --help exit %d", name, code)
+		}
+		if !strings.Contains(errOut.String(), "Usage: uplinkd "+name) {
+			t.Errorf("%s --help has no usage line:\n%s", name, errOut.String())
+		}
+	}
+}
