@@ -54,8 +54,30 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# DESTDIR-aware. The binary goes under PREFIX and the unit's paths follow
+# it; the policy is installed only if none exists, never overwritten.
+UNITDIR   ?= /lib/systemd/system
+SYSCONFDIR ?= /etc
+EXAMPLE_POLICY ?= contrib/examples/router-two-isps.toml
+
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/sbin/uplinkd
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed 's|/usr/local/sbin/uplinkd|$(PREFIX)/sbin/uplinkd|g' contrib/systemd/uplinkd.service >$(DESTDIR)$(UNITDIR)/uplinkd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/uplinkd.service
+	install -D -m 0644 contrib/iproute2/rt_protos.d/uplinkd.conf $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d/uplinkd.conf
+	install -D -m 0755 contrib/examples/hooks/move-address $(DESTDIR)$(PREFIX)/lib/uplinkd/hooks/move-address
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/doc/uplinkd/examples
+	install -m 0644 contrib/examples/*.toml contrib/examples/keepalived.conf contrib/iproute2/rt_tables.d/uplinkd.conf \
+		$(DESTDIR)$(PREFIX)/share/doc/uplinkd/examples/
+	install -m 0644 docs/*.md $(DESTDIR)$(PREFIX)/share/doc/uplinkd/
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/uplinkd
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/uplinkd/uplinkd.toml ]; then \
+		echo "install: keeping the existing $(DESTDIR)$(SYSCONFDIR)/uplinkd/uplinkd.toml"; \
+	else \
+		echo "install -m 0644 $(EXAMPLE_POLICY) $(DESTDIR)$(SYSCONFDIR)/uplinkd/uplinkd.toml"; \
+		install -m 0644 $(EXAMPLE_POLICY) $(DESTDIR)$(SYSCONFDIR)/uplinkd/uplinkd.toml; \
+	fi
 
 clean:
 	rm -rf bin out
