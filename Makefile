@@ -11,7 +11,7 @@ FUZZTIME  ?= 10s
 # Fuzz targets as package:Target; each runs for FUZZTIME in `make test`.
 FUZZ      := ./policy:FuzzParse
 
-.PHONY: all build test test-unit test-fuzz test-contrib bench demo lint install setup clean
+.PHONY: all build test test-unit test-fuzz test-contrib bench demo lint vulncheck install setup clean
 
 all: build
 
@@ -49,10 +49,27 @@ bench: build
 demo: build
 	@echo "make demo: the namespace lab is not built yet" >&2; exit 1
 
+STATICCHECK_VERSION := v0.8.2
+GOVULNCHECK_VERSION := v1.1.4
+GOBIN := $(shell $(GO) env GOPATH)/bin
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; git ls-files -o --exclude-standard '*.go' 2>/dev/null)); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@test -x $(GOBIN)/staticcheck || $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(GOBIN)/staticcheck ./...
+	@test -x $(GOBIN)/govulncheck || $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION)
+	@# govulncheck needs its database (vuln.go.dev). Where the machine cannot
+	@# resolve it, say so plainly instead of passing silently.
+	@if getent hosts vuln.go.dev >/dev/null 2>&1; then \
+		$(GOBIN)/govulncheck ./...; \
+	else \
+		echo "NOT RUN: govulncheck (installed, but vuln.go.dev does not resolve from this machine; run 'make vulncheck' where it does)"; \
+	fi
+
+vulncheck:
+	$(GOBIN)/govulncheck ./...
 
 # DESTDIR-aware. The binary goes under PREFIX and the unit's paths follow
 # it; the policy is installed only if none exists, never overwritten.

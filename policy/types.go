@@ -340,11 +340,3 @@ func (f *textField[T, PT]) UnmarshalTOML(data any) error {
 	f.V = v
 	return nil
 }
-
-// or returns the field's value, or def when the key was absent or invalid.
-func (f textField[T, PT]) or(def T) T {
-	if f.Set && f.Err == nil {
-		return f.V
-	}
-	return def
-}
