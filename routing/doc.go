@@ -1,0 +1,25 @@
+// Package routing turns a validated policy and per-gateway health into
+// kernel routing state (per-gateway tables, ip rules, weighted multipath
+// defaults and announce routes, IPv4 and IPv6) and keeps it there.
+//
+// The work is split so that every decision can be tested without a kernel:
+// Desired is a pure function of policy and health, Plan is a pure diff of two
+// States, and only Reconciler.Apply talks to the kernel, through the small
+// Netlink interface that *netlink.Handle satisfies and MemKernel fakes.
+//
+// Ownership is by route protocol number: a route or rule is uplinkd's if and
+// only if its protocol equals Config.Protocol. Plan never emits a write for
+// anything else; a foreign route on a key uplinkd wants is reported as a
+// conflict instead of being replaced, because NLM_F_REPLACE would silently
+// take it over.
+//
+// Changes to a route that exists are always replaces (one RTM_NEWROUTE with
+// NLM_F_REPLACE), never delete-then-add, so a host never spends a moment
+// without a default route. Rules have no replace, so a changed rule is added
+// before the old one is deleted.
+//
+// Netlink events are only hints: the reconciler re-reads what it owns,
+// debounced, and also resyncs on a timer, after ENOBUFS and after an
+// interrupted dump, since rules have no subscription of their own in the
+// library and events can be lost.
+package routing

@@ -1,0 +1,466 @@
+package routing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// Defaults of Config.
+const (
+	DefaultResyncEvery = 30 * time.Second
+	DefaultDebounce    = 50 * time.Millisecond
+
+	// Repairs are rate-limited with a token bucket so that uplinkd does not
+	// spin against another program fighting over the same routes: a burst
+	// is repaired at once, then at most repairRate per second.
+	repairBurst = 5
+	repairRate  = 2.0
+
+	dumpRetries = 3
+)
+
+// Config configures a Reconciler.
+type Config struct {
+	Netlink     Netlink       // nil: a handle on the current network namespace
+	Protocol    uint8         // policy.Daemon.RouteProtocol; marks everything uplinkd owns
+	Logger      *slog.Logger  // nil: slog.Default()
+	Metrics     *Metrics      // may be nil
+	ResyncEvery time.Duration // periodic full resync; 0: DefaultResyncEvery
+	OnApplied   func([]Op)    // called after each apply that wrote something
+
+	// Watcher feeds Run with change hints. Nil: Netlink itself if it
+	// implements Watcher (MemKernel does), otherwise subscriptions in the
+	// current network namespace.
+	Watcher Watcher
+	// Debounce coalesces bursts of hints into one resync; 0: DefaultDebounce.
+	Debounce time.Duration
+}
+
+// Reconciler makes the kernel match a desired State and keeps it so.
+type Reconciler struct {
+	cfg     Config
+	nl      *countingNetlink
+	log     *slog.Logger
+	watcher Watcher
+	handle  *netlink.Handle // created by NewReconciler, closed by Close
+
+	applyMu sync.Mutex // serialises reconciles; never held while waiting on a channel
+
+	mu         sync.Mutex
+	want       *State
+	wantGen    uint64
+	appliedGen uint64
+	installed  State   // owned state as last read or written
+	foreign    []Route // routes of other protocols on keys uplinkd wants
+	cacheOK    bool    // installed is known to match the kernel
+
+	setc      chan struct{}
+	closed    chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+
+	tokens   float64
+	tokensAt time.Time
+	now      func() time.Time
+}
+
+// NewReconciler checks cfg and returns a Reconciler. It does not touch the
+// kernel until Apply or Run.
+func NewReconciler(cfg Config) (*Reconciler, error) {
+	if cfg.Protocol == 0 {
+		return nil, errors.New("creating reconciler: route protocol 0 would claim every route without a protocol")
+	}
+	r := &Reconciler{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		setc:   make(chan struct{}, 1),
+		closed: make(chan struct{}),
+		tokens: repairBurst,
+		now:    time.Now,
+	}
+	if r.log == nil {
+		r.log = slog.Default()
+	}
+	if r.cfg.ResyncEvery <= 0 {
+		r.cfg.ResyncEvery = DefaultResyncEvery
+	}
+	if r.cfg.Debounce <= 0 {
+		r.cfg.Debounce = DefaultDebounce
+	}
+	nl := cfg.Netlink
+	if nl == nil {
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return nil, fmt.Errorf("creating reconciler: opening netlink handle: %w", err)
+		}
+		r.handle, nl = h, h
+	}
+	r.nl = &countingNetlink{Netlink: nl}
+	r.watcher = cfg.Watcher
+	if r.watcher == nil {
+		if w, ok := nl.(Watcher); ok {
+			r.watcher = w
+		} else {
+			r.watcher = NewKernelWatcher(netns.None())
+		}
+	}
+	r.tokensAt = r.now()
+	return r, nil
+}
+
+// Writes returns how many netlink writes the reconciler has made so far.
+func (r *Reconciler) Writes() int { return int(r.nl.writes.Load()) }
+
+// Apply reads the owned kernel state, plans against want and writes the
+// difference. It also makes want the state Run maintains. It returns the
+// number of netlink writes made; errors of single ops are joined, and the
+// other ops are still applied.
+func (r *Reconciler) Apply(ctx context.Context, want State) (int, error) {
+	r.mu.Lock()
+	w := Normalize(want)
+	r.want = &w
+	r.wantGen++
+	r.mu.Unlock()
+	return r.reconcile(ctx, true, ReasonStart, false)
+}
+
+// Set makes want the desired state. A running Run applies it at once,
+// coalescing a burst of Sets into one apply. Set never blocks.
+func (r *Reconciler) Set(want State) {
+	w := Normalize(want)
+	r.mu.Lock()
+	r.want = &w
+	r.wantGen++
+	r.mu.Unlock()
+	select {
+	case r.setc <- struct{}{}:
+	default:
+	}
+}
+
+// Installed returns the owned state as the reconciler last read or wrote
+// it, for status displays.
+func (r *Reconciler) Installed() State {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return State{Routes: slices.Clone(r.installed.Routes), Rules: slices.Clone(r.installed.Rules)}
+}
+
+// Withdraw deletes every route and rule uplinkd owns (on_exit = "withdraw")
+// and leaves an empty desired state, so a running Run does not put them
+// back.
+func (r *Reconciler) Withdraw(ctx context.Context) error {
+	_, err := r.Apply(ctx, State{})
+	if err != nil {
+		return fmt.Errorf("withdrawing owned routes and rules: %w", err)
+	}
+	return nil
+}
+
+// Close stops Run and releases what NewReconciler opened. It is idempotent.
+func (r *Reconciler) Close() error {
+	r.closeOnce.Do(func() {
+		close(r.closed)
+		r.wg.Wait()
+		if r.handle != nil {
+			r.handle.Close()
+		}
+	})
+	return nil
+}
+
+// readOwned dumps routes and rules once: owned ones (by protocol) and, on
+// keys want uses, routes of other protocols. An interrupted dump is retried.
+func (r *Reconciler) readOwned(want *State, l links) (State, []Route, error) {
+	wantKeys := map[RouteKey]bool{}
+	if want != nil {
+		for _, w := range want.Routes {
+			wantKeys[w.Key()] = true
+		}
+	}
+	proto := r.cfg.Protocol
+	var err error
+	for attempt := 0; attempt < dumpRetries; attempt++ {
+		var s State
+		var foreign []Route
+		err = r.nl.RouteListFilteredIter(netlink.FAMILY_ALL, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE, func(nr netlink.Route) bool {
+			if nr.Family != afOf(4) && nr.Family != afOf(6) {
+				return true
+			}
+			rt := fromNetlinkRoute(nr, l)
+			switch {
+			case rt.Protocol == proto:
+				s.Routes = append(s.Routes, rt)
+			case wantKeys[rt.Key()]:
+				foreign = append(foreign, rt)
+			}
+			return true
+		})
+		if err == nil {
+			var rules []netlink.Rule
+			rules, err = r.nl.RuleListFiltered(netlink.FAMILY_ALL, nil, 0)
+			for _, nr := range rules {
+				if nr.Protocol == proto && (nr.Family == afOf(4) || nr.Family == afOf(6)) {
+					s.Rules = append(s.Rules, fromNetlinkRule(nr))
+				}
+			}
+		}
+		if errors.Is(err, netlink.ErrDumpInterrupted) {
+			r.cfg.Metrics.resync(ReasonDumpInterrupted)
+			continue
+		}
+		if err != nil {
+			return State{}, nil, fmt.Errorf("reading owned routes and rules: %w", err)
+		}
+		return Normalize(s), foreign, nil
+	}
+	return State{}, nil, fmt.Errorf("reading owned routes and rules: %w", err)
+}
+
+// ReadOwned returns the routes and rules of the reconciler's protocol
+// currently in the kernel, with any foreign routes on keys of want.
+func (r *Reconciler) ReadOwned(want State) (State, error) {
+	l, err := readLinks(r.nl)
+	if err != nil {
+		return State{}, err
+	}
+	w := Normalize(want)
+	s, foreign, err := r.readOwned(&w, l)
+	if err != nil {
+		return State{}, err
+	}
+	s.Routes = append(s.Routes, foreign...)
+	return Normalize(s), nil
+}
+
+// reconcile brings the kernel to the current want. full forces a re-read of
+// the kernel; otherwise the cached installed state is trusted if valid.
+// repair marks writes as drift repairs (want itself did not change).
+func (r *Reconciler) reconcile(ctx context.Context, full bool, reason string, repair bool) (int, error) {
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	r.mu.Lock()
+	want, gen := r.want, r.wantGen
+	have, foreign, cached := r.installed, r.foreign, r.cacheOK && !full
+	r.mu.Unlock()
+	if want == nil {
+		return 0, nil
+	}
+	l, err := readLinks(r.nl)
+	if err != nil {
+		return 0, err
+	}
+	if !cached {
+		r.cfg.Metrics.resync(reason)
+		have, foreign, err = r.readOwned(want, l)
+		if err != nil {
+			r.invalidate()
+			return 0, err
+		}
+	}
+	planHave := have
+	if len(foreign) > 0 {
+		planHave = State{Routes: append(slices.Clone(have.Routes), foreign...), Rules: have.Rules}
+	}
+	ops := Plan(*want, planHave)
+	before := r.nl.writes.Load()
+	errs, applied, retry := r.execute(ops, l, repair)
+	writes := int(r.nl.writes.Load() - before)
+
+	r.mu.Lock()
+	if len(errs) == 0 && !retry {
+		r.installed = ownedAfter(*want, ops)
+		r.foreign = foreign
+		r.cacheOK = true
+		r.appliedGen = gen
+	} else {
+		r.installed = have
+		r.cacheOK = false
+	}
+	r.mu.Unlock()
+	r.cfg.Metrics.observe(time.Since(start).Seconds())
+	if repair {
+		var routes, rules int
+		for _, op := range applied {
+			if op.Rule != nil {
+				rules++
+			} else {
+				routes++
+			}
+		}
+		r.cfg.Metrics.repair("route", routes)
+		r.cfg.Metrics.repair("rule", rules)
+	}
+	if len(applied) > 0 && r.cfg.OnApplied != nil {
+		r.cfg.OnApplied(applied)
+	}
+	return writes, errors.Join(errs...)
+}
+
+// ownedAfter is the owned state once ops succeeded: want without the
+// routes left to a foreign owner.
+func ownedAfter(want State, ops []Op) State {
+	conflicts := map[RouteKey]bool{}
+	for _, op := range ops {
+		if op.Kind == OpConflict {
+			conflicts[op.Route.Key()] = true
+		}
+	}
+	if len(conflicts) == 0 {
+		return want
+	}
+	out := State{Rules: want.Rules}
+	for _, rt := range want.Routes {
+		if !conflicts[rt.Key()] {
+			out.Routes = append(out.Routes, rt)
+		}
+	}
+	return out
+}
+
+func (r *Reconciler) invalidate() {
+	r.mu.Lock()
+	r.cacheOK = false
+	r.mu.Unlock()
+}
+
+// execute runs ops in order. retry reports an add that found its key taken
+// since the read: success for now, but the cache is stale.
+func (r *Reconciler) execute(ops []Op, l links, repair bool) (errs []error, applied []Op, retry bool) {
+	verbose := len(ops) <= 20 || repair
+	for _, op := range ops {
+		var err error
+		kind := op.Kind.String()
+		switch {
+		case op.Kind == OpConflict:
+			err = fmt.Errorf("installing %s: key held by foreign route %q (proto %d); not replacing what uplinkd does not own",
+				RouteString(*op.Route), RouteString(*op.Old), op.Old.Protocol)
+			r.log.Error("route conflict", "table", op.Route.Table, "route", RouteString(*op.Route), "foreign", RouteString(*op.Old), "err", err)
+			errs = append(errs, err)
+			continue
+		case op.Route != nil:
+			err = r.writeRoute(op, l, &retry)
+		default:
+			err = r.writeRule(op)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			r.log.Error("netlink write failed", "op", kind, "object", op.Object(), "table", tableOf(op), "err", err)
+			continue
+		}
+		applied = append(applied, op)
+		msg := "changed route"
+		if repair {
+			msg = "repaired drift"
+		}
+		if verbose {
+			r.log.Info(msg, "op", kind, "object", op.Object(), "table", tableOf(op), "line", op.String())
+		} else {
+			r.log.Debug(msg, "op", kind, "object", op.Object(), "table", tableOf(op), "line", op.String())
+		}
+	}
+	if !verbose && len(applied) > 0 {
+		r.log.Info("applied routing changes", "writes", len(applied))
+	}
+	return errs, applied, retry
+}
+
+func tableOf(op Op) uint32 {
+	if op.Rule != nil {
+		return op.Rule.Table
+	}
+	return op.Route.Table
+}
+
+func (r *Reconciler) writeRoute(op Op, l links, retry *bool) error {
+	rt := *op.Route
+	switch op.Kind {
+	case OpDelete:
+		// Delete by key, type and protocol only: the kernel then removes
+		// every nexthop of a multipath route (IPv6 siblings included) and
+		// never matches a route of another protocol.
+		nr := &netlink.Route{
+			Family:   afOf(rt.Family),
+			Dst:      ipNet(rt.Dst),
+			Table:    int(rt.Table),
+			Priority: int(rt.Metric),
+			Tos:      int(rt.Tos),
+			Type:     int(rt.Type),
+			Protocol: netlink.RouteProtocol(rt.Protocol),
+		}
+		err := r.nl.RouteDel(nr)
+		r.cfg.Metrics.write("route", "delete", ignore(err, isGone))
+		if err != nil && !isGone(err) {
+			return fmt.Errorf("deleting route %s: %w", RouteString(rt), err)
+		}
+		return nil
+	case OpAdd:
+		nr, err := toNetlinkRoute(rt, l)
+		if err != nil {
+			return fmt.Errorf("adding route %s: %w", RouteString(rt), err)
+		}
+		// NLM_F_EXCL, not replace: the key was free when read, and if
+		// something took it since, replacing could take over a route
+		// uplinkd does not own. EEXIST is success; the resync that
+		// follows sorts out whose it is.
+		err = r.nl.RouteAdd(nr)
+		r.cfg.Metrics.write("route", "add", ignore(err, isExist))
+		if isExist(err) {
+			*retry = true
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("adding route %s: %w", RouteString(rt), err)
+		}
+		return nil
+	default:
+		nr, err := toNetlinkRoute(rt, l)
+		if err != nil {
+			return fmt.Errorf("replacing route %s: %w", RouteString(rt), err)
+		}
+		err = r.nl.RouteReplace(nr)
+		r.cfg.Metrics.write("route", "replace", err)
+		if err != nil {
+			return fmt.Errorf("replacing route %s: %w", RouteString(rt), err)
+		}
+		return nil
+	}
+}
+
+func (r *Reconciler) writeRule(op Op) error {
+	ru := *op.Rule
+	nr := toNetlinkRule(ru)
+	if op.Kind == OpDelete {
+		err := r.nl.RuleDel(nr)
+		r.cfg.Metrics.write("rule", "delete", ignore(err, isGone))
+		if err != nil && !isGone(err) {
+			return fmt.Errorf("deleting rule %s: %w", RuleString(ru), err)
+		}
+		return nil
+	}
+	err := r.nl.RuleAdd(nr)
+	r.cfg.Metrics.write("rule", "add", ignore(err, isExist))
+	if err != nil && !isExist(err) {
+		return fmt.Errorf("adding rule %s: %w", RuleString(ru), err)
+	}
+	return nil
+}
+
+func ignore(err error, benign func(error) bool) error {
+	if err != nil && benign(err) {
+		return nil
+	}
+	return err
+}
