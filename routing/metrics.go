@@ -9,9 +9,9 @@ import (
 // Metrics are the routing series of docs/design.md. Every label value comes
 // from a fixed set, so nothing here grows with the policy.
 type Metrics struct {
-	writes   *prometheus.CounterVec   // object, op, result
-	repairs  *prometheus.CounterVec   // object
-	resyncs  *prometheus.CounterVec   // reason
+	writes   *prometheus.CounterVec // object, op, result
+	repairs  *prometheus.CounterVec // object
+	resyncs  *prometheus.CounterVec // reason
 	duration prometheus.Histogram
 }
 

@@ -249,8 +249,8 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	debounce.Stop()
 	defer debounce.Stop()
 	debouncing := false
-	pending := ""   // reason of the resync the debounce timer will run
-	full := true    // the next reconcile must re-read the kernel
+	pending := "" // reason of the resync the debounce timer will run
+	full := true  // the next reconcile must re-read the kernel
 	reason := ReasonStart
 	kick := make(chan struct{}, 1)
 	kick <- struct{}{}
