@@ -1,0 +1,290 @@
+package contrib_test
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/uplinkd/uplinkd/policy"
+)
+
+// metricRE matches a metric name wherever it appears: in a PromQL
+// expression, a template variable query or an annotation's text.
+var metricRE = regexp.MustCompile(`\buplinkd_[a-z0-9_]*[a-z0-9]`)
+
+// designMetrics reads the metric table of docs/design.md: name -> type.
+func designMetrics(t *testing.T) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile("../docs/design.md")
+	if err != nil {
+		t.Fatalf("reading the metric contract: %v", err)
+	}
+	row := regexp.MustCompile("(?m)^\\| `(uplinkd_[a-z0-9_]+)` \\| ([a-z]+)")
+	out := map[string]string{}
+	for _, m := range row.FindAllStringSubmatch(string(data), -1) {
+		out[m[1]] = m[2]
+	}
+	if len(out) < 10 {
+		t.Fatalf("docs/design.md: found only %d metric rows; has the table's format changed?", len(out))
+	}
+	return out
+}
+
+// baseName maps a histogram's series names back to the family name.
+func baseName(name string, design map[string]string) string {
+	for _, suf := range []string{"_bucket", "_sum", "_count"} {
+		if b, ok := strings.CutSuffix(name, suf); ok && design[b] == "histogram" {
+			return b
+		}
+	}
+	return name
+}
+
+// jsonStrings returns every string in a decoded JSON document.
+func jsonStrings(v any, out *[]string) {
+	switch x := v.(type) {
+	case string:
+		*out = append(*out, x)
+	case []any:
+		for _, e := range x {
+			jsonStrings(e, out)
+		}
+	case map[string]any:
+		for _, e := range x {
+			jsonStrings(e, out)
+		}
+	}
+}
+
+// referencedMetrics returns, per file, the metric families the dashboard
+// and the alert rules name, sorted and unique.
+func referencedMetrics(t *testing.T, design map[string]string) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	add := func(file, text string) {
+		for _, n := range metricRE.FindAllString(text, -1) {
+			n = baseName(n, design)
+			if !slices.Contains(out[file], n) {
+				out[file] = append(out[file], n)
+			}
+		}
+	}
+	var dash any
+	data, err := os.ReadFile("grafana/uplinkd.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatalf("grafana/uplinkd.json is not JSON: %v", err)
+	}
+	var strs []string
+	jsonStrings(dash, &strs)
+	for _, s := range strs {
+		add("grafana/uplinkd.json", s)
+	}
+	for _, f := range []string{"prometheus/alerts.yml", "prometheus/alerts_test.yml"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Comments may name metrics too; they must be right as well.
+		add(f, string(data))
+	}
+	for f := range out {
+		slices.Sort(out[f])
+	}
+	return out
+}
+
+// TestReferencedMetricsAreInTheContract fails on any metric name in the
+// dashboard or the alerts that docs/design.md does not define: a typo there
+// is a panel that stays empty or an alert that never fires.
+func TestReferencedMetricsAreInTheContract(t *testing.T) {
+	design := designMetrics(t)
+	refs := referencedMetrics(t, design)
+	for _, f := range []string{"grafana/uplinkd.json", "prometheus/alerts.yml"} {
+		if len(refs[f]) == 0 {
+			t.Errorf("%s names no uplinkd metric at all", f)
+		}
+	}
+	for f, names := range refs {
+		for _, n := range names {
+			if _, ok := design[n]; !ok {
+				t.Errorf("%s: metric %s is not in docs/design.md's metric table", f, n)
+			}
+		}
+	}
+}
+
+// TestDashboardCoversTheIssue checks that the dashboard shows what operators
+// asked for: each required subject has a panel drawing its metric.
+func TestDashboardCoversTheIssue(t *testing.T) {
+	var dash struct {
+		Panels []struct {
+			Type    string `json:"type"`
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	data, err := os.ReadFile("grafana/uplinkd.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatal(err)
+	}
+	drawn := map[string]string{} // metric -> panel type
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, n := range metricRE.FindAllString(tg.Expr, -1) {
+				if _, ok := drawn[n]; !ok || p.Type == "state-timeline" {
+					drawn[n] = p.Type
+				}
+			}
+		}
+	}
+	want := map[string]string{
+		"state timeline per gateway": "uplinkd_gateway_state",
+		"RTT":                        "uplinkd_gateway_rtt_seconds_bucket",
+		"loss":                       "uplinkd_gateway_loss_ratio",
+		"probes per second":          "uplinkd_probes_sent_total",
+		"transitions and causes":     "uplinkd_gateway_transitions_total",
+		"route writes":               "uplinkd_netlink_writes_total",
+		"drift repairs":              "uplinkd_drift_repairs_total",
+		"hook failures":              "uplinkd_hook_runs_total",
+		"reload status":              "uplinkd_config_last_reload_successful",
+	}
+	for subject, metric := range want {
+		if _, ok := drawn[metric]; !ok {
+			t.Errorf("dashboard has no panel for %s (no query on %s)", subject, metric)
+		}
+	}
+	if drawn["uplinkd_gateway_state"] != "state-timeline" {
+		t.Errorf("gateway state is drawn as %q, want a state-timeline", drawn["uplinkd_gateway_state"])
+	}
+}
+
+// TestAlertsCoverTheIssue checks that every alert the issue asks for exists
+// and is unit-tested in alerts_test.yml.
+func TestAlertsCoverTheIssue(t *testing.T) {
+	rules, err := os.ReadFile("prometheus/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests, err := os.ReadFile("prometheus/alerts_test.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := regexp.MustCompile(`(?m)^\s*- alert: (\S+)`).FindAllStringSubmatch(string(rules), -1)
+	var got []string
+	for _, m := range names {
+		got = append(got, m[1])
+	}
+	want := []string{
+		"UplinkdGroupDown", "UplinkdGatewayDown", "UplinkdGatewayDegraded", "UplinkdGatewayDamped",
+		"UplinkdGatewayFlapping", "UplinkdReloadFailing", "UplinkdHookFailing", "UplinkdDriftRepairs",
+		"UplinkdNetlinkWriteErrors",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("alerts (-want +got):\n%s", diff)
+	}
+	for _, a := range got {
+		if !regexp.MustCompile(`(?m)alertname: ` + a + `\s*$`).Match(tests) {
+			t.Errorf("alert %s has no test in alerts_test.yml", a)
+		}
+	}
+}
+
+// TestDashboardQueriesParse feeds every dashboard query, with Grafana's
+// variables filled in, to promtool as a recording rule: a PromQL syntax
+// error fails here, not on an operator's screen.
+func TestDashboardQueriesParse(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatalf("promtool is needed to parse the dashboard's PromQL: install Debian's prometheus package (sh scripts/setup.sh): %v", err)
+	}
+	var dash any
+	data, err := os.ReadFile("grafana/uplinkd.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatal(err)
+	}
+	var exprs []string
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		case map[string]any:
+			for k, e := range x {
+				if s, ok := e.(string); ok && k == "expr" {
+					exprs = append(exprs, s)
+				}
+				walk(e)
+			}
+		}
+	}
+	walk(dash)
+	if len(exprs) < 15 {
+		t.Fatalf("found only %d queries in the dashboard", len(exprs))
+	}
+	vars := strings.NewReplacer("$__rate_interval", "1m", "$__interval", "1m", "$instance", "r1:9474", "$gateway", "isp1")
+	var b strings.Builder
+	b.WriteString("groups:\n  - name: dashboard\n    rules:\n")
+	for i, e := range exprs {
+		e = vars.Replace(e)
+		if strings.Contains(e, "$") {
+			t.Errorf("query %d uses a variable the dashboard does not define: %s", i, e)
+		}
+		q, _ := json.Marshal(e) // a JSON string is a valid YAML scalar
+		b.WriteString("      - record: dashboard_query_" + strconv.Itoa(i) + "\n        expr: " + string(q) + "\n")
+	}
+	f := filepath.Join(t.TempDir(), "dashboard-rules.yml")
+	if err := os.WriteFile(f, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(promtool, "check", "rules", f).CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool check rules on the dashboard's queries: %v\n%s", err, out)
+	}
+}
+
+// TestExamplesAreValid parses every example policy exactly as `uplinkd
+// check` does (minus the host's rt_tables: examples use table numbers).
+func TestExamplesAreValid(t *testing.T) {
+	files, err := filepath.Glob("examples/*.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"announce-frr.toml", "dual-stack.toml", "failover-ip-hook.toml", "keepalived.toml", "primary-backup.toml", "realserver-lvs.toml", "router-two-isps.toml"}
+	var got []string
+	for _, f := range files {
+		got = append(got, filepath.Base(f))
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := policy.Parse(f, data, policy.Options{}); err != nil {
+			t.Errorf("%v", err)
+		}
+	}
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			t.Errorf("examples/%s is missing", w)
+		}
+	}
+}
