@@ -81,7 +81,12 @@ func TestCloseRemovesEverything(t *testing.T) {
 	// A process that escapes its process group, like a daemon spawned by
 	// code under test: Close must still find and kill it, or the namespace
 	// would live on invisibly.
-	b.MustRun(t, "sh", "-c", "setsid -f sleep 600 </dev/null >/dev/null 2>&1")
+	// `setsid -f` returns right after fork, before the child has left the shell's
+	// process group: wait (bounded) until it has, or the harness's group kill of
+	// the finished shell would take the child with it and there would be
+	// nothing left to escape.
+	b.MustRun(t, "sh", "-c", "setsid -f sleep 600 </dev/null >/dev/null 2>&1; "+
+		"i=0; while [ $i -lt 200 ] && pgrep -g 0 -x 'setsid|sleep' >/dev/null; do i=$((i+1)); sleep 0.01; done")
 	out, err := exec.Command("ip", "netns", "pids", b.NS).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ip netns pids: %v: %s", err, out)

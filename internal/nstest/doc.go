@@ -10,7 +10,12 @@
 // they fail, and never hang. Centralising the namespace plumbing here means
 // those guarantees are written (and reviewed) once instead of in every test.
 //
-// Safety rules the package enforces, and why:
+// The namespace primitives themselves live in internal/netlab, which returns
+// errors so that the lab program (cmd/uplinkd-lab) can use them too; nstest
+// is the thin testing wrapper: same primitives, failing the test instead of
+// returning errors, with teardown bound to t.Cleanup.
+//
+// Safety rules the package enforces (through netlab), and why:
 //
 //   - The root network namespace is never modified. Every namespace is created
 //     with `ip netns add`, and veth pairs are created from inside the first
@@ -44,7 +49,7 @@
 // because this kernel has no netem qdisc. They live in a single table named
 // "uplnstest" per namespace so Recover can undo them wholesale.
 //
-// The package must not import any other uplinkd package: it is a dependency of
+// The package must not import any other uplinkd package but netlab: it is a dependency of
 // their tests, and an import in the other direction would create cycles and
 // couple the harness to the code it is supposed to judge.
 package nstest

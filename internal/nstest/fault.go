@@ -1,96 +1,20 @@
 package nstest
 
 import (
-	"fmt"
-	"os/exec"
-	"sort"
-	"strings"
 	"testing"
+	"time"
+
+	"github.com/uplinkd/uplinkd/internal/netlab"
 )
 
 // FaultTable is the nftables table (family netdev) holding every fault the
-// harness injects into a namespace. One fixed name lets Recover remove all
-// faults with a single `nft delete table`, and since it exists only inside lab
-// namespaces it cannot clash with the machine's own ruleset.
-const FaultTable = "uplnstest"
+// harness injects into a namespace (see netlab.FaultTable).
+const FaultTable = netlab.FaultTable
 
-// ndTypes are the ICMPv6 neighbour discovery messages (types 133-137) that
-// an "IP blackhole" must let through: the fault being modelled is a gateway
-// that still answers ARP/ND but no longer forwards, the case a carrier or
-// neighbour check cannot see.
-const ndTypes = "{ nd-router-solicit, nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, nd-redirect }"
-
-type faultState struct {
-	chains map[string]string // iface -> nft chain holding its ingress fault
-	arpOff map[string]bool   // ifaces set NOARP by BlackholeARP
-	down   map[string]bool   // ifaces set down by LinkDown
-}
-
-func nftBinary(t testing.TB) {
+func (h *Host) must(t testing.TB, err error) {
 	t.Helper()
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Fatalf("nstest: faults need the nft binary (apt-get install -y nftables): %v", err)
-	}
-}
-
-// chainName maps an interface to an nft identifier. Interface names may
-// contain characters nft identifiers cannot, so they are sanitised; a
-// collision between two sanitised names gets a numeric suffix.
-func (h *Host) chainName(iface string) string {
-	if c, ok := h.faults.chains[iface]; ok {
-		return c
-	}
-	var sb strings.Builder
-	sb.WriteString("in_")
-	for _, r := range iface {
-		if (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9') || r == '_' {
-			sb.WriteRune(r)
-		} else {
-			sb.WriteByte('_')
-		}
-	}
-	name := sb.String()
-	used := map[string]bool{}
-	for _, c := range h.faults.chains {
-		used[c] = true
-	}
-	for i := 1; used[name]; i++ {
-		name = fmt.Sprintf("%s_%d", sb.String(), i)
-	}
-	if h.faults.chains == nil {
-		h.faults.chains = map[string]string{}
-	}
-	h.faults.chains[iface] = name
-	return name
-}
-
-// setIngressFault replaces the ingress fault on iface with rules. Using a
-// netdev ingress hook filters before the IP stack, ARP and bridging see the
-// packet, so exactly "what arrives on this wire" is affected and routing
-// decisions in the namespace do not matter.
-func (h *Host) setIngressFault(t testing.TB, iface string, rules []string) {
-	t.Helper()
-	nftBinary(t)
-	if err := validIfName(iface); err != nil {
-		t.Fatalf("nstest: [%s] %v", h.Name, err)
-	}
-	if _, err := h.Handle.LinkByName(iface); err != nil {
-		t.Fatalf("nstest: [%s] fault on %s: %v", h.Name, iface, err)
-	}
-	h.mu.Lock()
-	chain := h.chainName(iface)
-	h.mu.Unlock()
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "add table netdev %s\n", FaultTable)
-	fmt.Fprintf(&sb, "add chain netdev %s %s { type filter hook ingress device %q priority -500; policy accept; }\n", FaultTable, chain, iface)
-	fmt.Fprintf(&sb, "flush chain netdev %s %s\n", FaultTable, chain)
-	for _, r := range rules {
-		fmt.Fprintf(&sb, "add rule netdev %s %s %s\n", FaultTable, chain, r)
-	}
-	// nft -f applies the file as one transaction: the old fault is replaced
-	// atomically, there is no instant where the link is healthy.
-	if out, err := h.RunInput(sb.String(), "nft", "-f", "-"); err != nil {
-		t.Fatalf("nstest: [%s] nft: %v\n%s\nruleset:\n%s", h.Name, err, out, sb.String())
+	if err != nil {
+		t.Fatalf("nstest: %v", err)
 	}
 }
 
@@ -100,138 +24,48 @@ func (h *Host) setIngressFault(t testing.TB, iface string, rules []string) {
 // It replaces any other ingress fault on iface.
 func (h *Host) BlackholeIP(t testing.TB, iface string) {
 	t.Helper()
-	h.setIngressFault(t, iface, []string{
-		"meta protocol arp counter accept",
-		"icmpv6 type " + ndTypes + " counter accept",
-		"meta protocol { ip, ip6 } counter drop",
-	})
+	h.must(t, h.Host.BlackholeIP(iface))
 }
 
 // BlackholeARP drops everything arriving on iface, including ARP and ND,
-// and turns ARP off on it (so the namespace stops resolving and answering
-// neighbours on that side too). Neighbour entries pointing at this host
-// will go FAILED. It replaces any other ingress fault on iface.
+// and turns ARP off on it. Neighbour entries pointing at this host will go
+// FAILED. It replaces any other ingress fault on iface.
 func (h *Host) BlackholeARP(t testing.TB, iface string) {
 	t.Helper()
-	h.setIngressFault(t, iface, []string{"counter drop"})
-	l, err := h.Handle.LinkByName(iface)
-	if err == nil {
-		err = h.Handle.LinkSetARPOff(l)
-	}
-	if err != nil {
-		t.Fatalf("nstest: [%s] arp off %s: %v", h.Name, iface, err)
-	}
-	h.mu.Lock()
-	if h.faults.arpOff == nil {
-		h.faults.arpOff = map[string]bool{}
-	}
-	h.faults.arpOff[iface] = true
-	h.mu.Unlock()
+	h.must(t, h.Host.BlackholeARP(iface))
 }
 
 // Loss drops percent% (0-100) of the IPv4/IPv6 packets arriving on iface at
-// random. ARP and neighbour discovery are exempt so that a test asking for N%
-// loss gets N% loss on its probes, not a compounded figure from failed
-// neighbour resolution. It replaces any other ingress fault on iface.
+// random; ARP and neighbour discovery are exempt. It replaces any other
+// ingress fault on iface.
 func (h *Host) Loss(t testing.TB, iface string, percent int) {
 	t.Helper()
-	if percent < 0 || percent > 100 {
-		t.Fatalf("nstest: Loss percent %d out of range 0-100", percent)
-	}
-	rules := []string{
-		"meta protocol arp counter accept",
-		"icmpv6 type " + ndTypes + " counter accept",
-	}
-	switch {
-	case percent == 100:
-		// numgen values are 0-99, so "< 100" is rejected by nft.
-		rules = append(rules, "meta protocol { ip, ip6 } counter drop")
-	case percent > 0:
-		rules = append(rules, fmt.Sprintf("meta protocol { ip, ip6 } numgen random mod 100 < %d counter drop", percent))
-	}
-	h.setIngressFault(t, iface, rules)
+	h.must(t, h.Host.Loss(iface, percent))
 }
 
 // LinkDown sets iface administratively down in this namespace; the veth peer
-// in the other namespace loses carrier (NO-CARRIER, oper state down), which is
-// how a dead cable or switch port looks to the host.
+// in the other namespace loses carrier (NO-CARRIER, oper state down).
 func (h *Host) LinkDown(t testing.TB, iface string) {
 	t.Helper()
-	l, err := h.Handle.LinkByName(iface)
-	if err == nil {
-		err = h.Handle.LinkSetDown(l)
-	}
-	if err != nil {
-		t.Fatalf("nstest: [%s] link down %s: %v", h.Name, iface, err)
-	}
-	h.mu.Lock()
-	if h.faults.down == nil {
-		h.faults.down = map[string]bool{}
-	}
-	h.faults.down[iface] = true
-	h.mu.Unlock()
+	h.must(t, h.Host.LinkDown(iface))
 }
 
 // LinkUp reverts LinkDown.
 func (h *Host) LinkUp(t testing.TB, iface string) {
 	t.Helper()
-	l, err := h.Handle.LinkByName(iface)
-	if err == nil {
-		err = h.Handle.LinkSetUp(l)
-	}
-	if err != nil {
-		t.Fatalf("nstest: [%s] link up %s: %v", h.Name, iface, err)
-	}
-	h.mu.Lock()
-	delete(h.faults.down, iface)
-	h.mu.Unlock()
+	h.must(t, h.Host.LinkUp(iface))
 }
 
-// Recover undoes every fault injected on this host: the fault table is
-// deleted, ARP turned back on and downed links set up again.
+// Flap takes iface down and up every period for duration, in the
+// background, leaving it up; Recover stops it early.
+func (h *Host) Flap(t testing.TB, iface string, period, duration time.Duration) {
+	t.Helper()
+	h.must(t, h.Host.Flap(iface, period, duration))
+}
+
+// Recover undoes every fault injected on this host: flapping stops, the
+// fault table is deleted, ARP turned back on and downed links set up again.
 func (h *Host) Recover(t testing.TB) {
 	t.Helper()
-	h.mu.Lock()
-	hadNft := len(h.faults.chains) > 0
-	arpOff := sortedKeys(h.faults.arpOff)
-	down := sortedKeys(h.faults.down)
-	h.faults = faultState{}
-	h.mu.Unlock()
-
-	if hadNft {
-		if out, err := h.Run("nft", "delete", "table", "netdev", FaultTable); err != nil {
-			t.Fatalf("nstest: [%s] removing fault table: %v\n%s", h.Name, err, out)
-		}
-	}
-	for _, iface := range arpOff {
-		l, err := h.Handle.LinkByName(iface)
-		if err == nil {
-			err = h.Handle.LinkSetARPOn(l)
-		}
-		if err != nil {
-			t.Fatalf("nstest: [%s] arp on %s: %v", h.Name, iface, err)
-		}
-	}
-	for _, iface := range down {
-		h.LinkUp(t, iface)
-	}
-}
-
-// FaultRuleset returns the current fault table as nft prints it (empty if
-// none), for debugging failed tests.
-func (h *Host) FaultRuleset() string {
-	out, err := h.Run("nft", "list", "table", "netdev", FaultTable)
-	if err != nil {
-		return ""
-	}
-	return out
-}
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
+	h.must(t, h.Host.Recover())
 }

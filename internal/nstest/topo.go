@@ -1,74 +1,71 @@
 package nstest
 
 import (
-	"net/netip"
 	"testing"
+
+	"github.com/uplinkd/uplinkd/internal/netlab"
 )
 
-// Interface names of the TwoUplinks topology.
+// Interface names of the TwoUplinks topology (see netlab).
 const (
-	HostUplink1If = "eth1" // Host side of the link to GW1
-	HostUplink2If = "eth2" // Host side of the link to GW2
-	GWDownlinkIf  = "eth0" // GW side of the link to Host (where faults go)
-	GWUplinkIf    = "eth1" // GW side of the link to Server
-	ServerGW1If   = "eth1" // Server side of the link to GW1
-	ServerGW2If   = "eth2" // Server side of the link to GW2
+	HostUplink1If = netlab.HostUplink1If // Host side of the link to GW1
+	HostUplink2If = netlab.HostUplink2If // Host side of the link to GW2
+	GWDownlinkIf  = netlab.GWDownlinkIf  // GW side of the link to Host (where faults go)
+	GWUplinkIf    = netlab.GWUplinkIf    // GW side of the link to Server
+	ServerGW1If   = netlab.ServerGW1If   // Server side of the link to GW1
+	ServerGW2If   = netlab.ServerGW2If   // Server side of the link to GW2
 )
 
-// Address plan of the TwoUplinks topology. Tests should use these instead of
-// literals so the plan can change in one place.
+// Address plan of the TwoUplinks topology, defined once in netlab. Tests
+// should use these instead of literals so the plan can change in one place.
 var (
-	// Uplink 1: Host eth1 <-> GW1 eth0.
-	Uplink1Net4 = netip.MustParsePrefix("198.18.1.0/24")
-	Uplink1Net6 = netip.MustParsePrefix("2001:db8:1::/64")
-	Host1Addr4  = netip.MustParseAddr("198.18.1.2")
-	Host1Addr6  = netip.MustParseAddr("2001:db8:1::2")
-	GW1Addr4    = netip.MustParseAddr("198.18.1.1")
-	GW1Addr6    = netip.MustParseAddr("2001:db8:1::1")
+	Uplink1Net4 = netlab.Uplink1Net4
+	Uplink1Net6 = netlab.Uplink1Net6
+	Host1Addr4  = netlab.Host1Addr4
+	Host1Addr6  = netlab.Host1Addr6
+	GW1Addr4    = netlab.GW1Addr4
+	GW1Addr6    = netlab.GW1Addr6
 
-	// Uplink 2: Host eth2 <-> GW2 eth0.
-	Uplink2Net4 = netip.MustParsePrefix("198.18.2.0/24")
-	Uplink2Net6 = netip.MustParsePrefix("2001:db8:2::/64")
-	Host2Addr4  = netip.MustParseAddr("198.18.2.2")
-	Host2Addr6  = netip.MustParseAddr("2001:db8:2::2")
-	GW2Addr4    = netip.MustParseAddr("198.18.2.1")
-	GW2Addr6    = netip.MustParseAddr("2001:db8:2::1")
+	Uplink2Net4 = netlab.Uplink2Net4
+	Uplink2Net6 = netlab.Uplink2Net6
+	Host2Addr4  = netlab.Host2Addr4
+	Host2Addr6  = netlab.Host2Addr6
+	GW2Addr4    = netlab.GW2Addr4
+	GW2Addr6    = netlab.GW2Addr6
 
-	// Transit 1: GW1 eth1 <-> Server eth1.
-	Transit1Net4        = netip.MustParsePrefix("198.18.11.0/24")
-	Transit1Net6        = netip.MustParsePrefix("2001:db8:11::/64")
-	GW1TransitAddr4     = netip.MustParseAddr("198.18.11.1")
-	GW1TransitAddr6     = netip.MustParseAddr("2001:db8:11::1")
-	Server1TransitAddr4 = netip.MustParseAddr("198.18.11.2")
-	Server1TransitAddr6 = netip.MustParseAddr("2001:db8:11::2")
+	Transit1Net4        = netlab.Transit1Net4
+	Transit1Net6        = netlab.Transit1Net6
+	GW1TransitAddr4     = netlab.GW1TransitAddr4
+	GW1TransitAddr6     = netlab.GW1TransitAddr6
+	Server1TransitAddr4 = netlab.Server1TransitAddr4
+	Server1TransitAddr6 = netlab.Server1TransitAddr6
 
-	// Transit 2: GW2 eth1 <-> Server eth2.
-	Transit2Net4        = netip.MustParsePrefix("198.18.12.0/24")
-	Transit2Net6        = netip.MustParsePrefix("2001:db8:12::/64")
-	GW2TransitAddr4     = netip.MustParseAddr("198.18.12.1")
-	GW2TransitAddr6     = netip.MustParseAddr("2001:db8:12::1")
-	Server2TransitAddr4 = netip.MustParseAddr("198.18.12.2")
-	Server2TransitAddr6 = netip.MustParseAddr("2001:db8:12::2")
+	Transit2Net4        = netlab.Transit2Net4
+	Transit2Net6        = netlab.Transit2Net6
+	GW2TransitAddr4     = netlab.GW2TransitAddr4
+	GW2TransitAddr6     = netlab.GW2TransitAddr6
+	Server2TransitAddr4 = netlab.Server2TransitAddr4
+	Server2TransitAddr6 = netlab.Server2TransitAddr6
 
-	// Service / probe target on the Server's lo, reachable through either
+	// Service / probe targets on the Server's lo, reachable through either
 	// gateway.
-	TargetAddr4 = netip.MustParseAddr("198.18.100.1")
-	TargetAddr6 = netip.MustParseAddr("2001:db8:100::1")
+	TargetAddr4 = netlab.TargetAddr4
+	TargetAddr6 = netlab.TargetAddr6
+	ProbeAddr4  = netlab.ProbeAddr4
+	ProbeAddr6  = netlab.ProbeAddr6
 )
 
-// TwoUplinks is the standard multi-homing lab:
+// TwoUplinks is the standard multi-homing lab (netlab.TwoUplinks):
 //
 //	           eth1 ── eth0 [GW1] eth1 ── eth1
-//	[Host]                                    [Server] lo: TargetAddr4/6
+//	[Host]                                    [Server] lo: TargetAddr4/6, ProbeAddr4/6
 //	           eth2 ── eth0 [GW2] eth1 ── eth2
 //
 // The Server routes each uplink prefix back through the gateway it belongs
 // to, so replies to a source address always return via the gateway the
 // request used, and a fault on one gateway only affects paths through it.
-// The gateways forward and default-route to the Server, so tests may add
-// more targets on the Server without touching the gateways. The Host has
-// only connected routes: installing defaults is the job of the code under
-// test.
+// The gateways forward and default-route to the Server. The Host has only
+// connected routes: installing defaults is the job of the code under test.
 type TwoUplinks struct {
 	Lab                    *Lab
 	Host, GW1, GW2, Server *Host
@@ -78,55 +75,15 @@ type TwoUplinks struct {
 func NewTwoUplinks(t testing.TB) *TwoUplinks {
 	t.Helper()
 	lab := New(t)
-	tu := &TwoUplinks{
+	tu, err := netlab.NewTwoUplinks(lab.Lab)
+	if err != nil {
+		t.Fatalf("nstest: building TwoUplinks: %v", err)
+	}
+	return &TwoUplinks{
 		Lab:    lab,
-		Host:   lab.Host("host"),
-		GW1:    lab.Host("gw1"),
-		GW2:    lab.Host("gw2"),
-		Server: lab.Host("srv"),
+		Host:   lab.wrap(tu.Host),
+		GW1:    lab.wrap(tu.GW1),
+		GW2:    lab.wrap(tu.GW2),
+		Server: lab.wrap(tu.Server),
 	}
-	lab.Link(tu.Host, HostUplink1If, tu.GW1, GWDownlinkIf)
-	lab.Link(tu.Host, HostUplink2If, tu.GW2, GWDownlinkIf)
-	lab.Link(tu.GW1, GWUplinkIf, tu.Server, ServerGW1If)
-	lab.Link(tu.GW2, GWUplinkIf, tu.Server, ServerGW2If)
-
-	addr := func(h *Host, iface string, a netip.Addr, n netip.Prefix) {
-		h.AddAddr(t, iface, netip.PrefixFrom(a, n.Bits()).String())
-	}
-	addr(tu.Host, HostUplink1If, Host1Addr4, Uplink1Net4)
-	addr(tu.Host, HostUplink1If, Host1Addr6, Uplink1Net6)
-	addr(tu.Host, HostUplink2If, Host2Addr4, Uplink2Net4)
-	addr(tu.Host, HostUplink2If, Host2Addr6, Uplink2Net6)
-
-	addr(tu.GW1, GWDownlinkIf, GW1Addr4, Uplink1Net4)
-	addr(tu.GW1, GWDownlinkIf, GW1Addr6, Uplink1Net6)
-	addr(tu.GW1, GWUplinkIf, GW1TransitAddr4, Transit1Net4)
-	addr(tu.GW1, GWUplinkIf, GW1TransitAddr6, Transit1Net6)
-
-	addr(tu.GW2, GWDownlinkIf, GW2Addr4, Uplink2Net4)
-	addr(tu.GW2, GWDownlinkIf, GW2Addr6, Uplink2Net6)
-	addr(tu.GW2, GWUplinkIf, GW2TransitAddr4, Transit2Net4)
-	addr(tu.GW2, GWUplinkIf, GW2TransitAddr6, Transit2Net6)
-
-	addr(tu.Server, ServerGW1If, Server1TransitAddr4, Transit1Net4)
-	addr(tu.Server, ServerGW1If, Server1TransitAddr6, Transit1Net6)
-	addr(tu.Server, ServerGW2If, Server2TransitAddr4, Transit2Net4)
-	addr(tu.Server, ServerGW2If, Server2TransitAddr6, Transit2Net6)
-	tu.Server.AddAddr(t, "lo", netip.PrefixFrom(TargetAddr4, 32).String())
-	tu.Server.AddAddr(t, "lo", netip.PrefixFrom(TargetAddr6, 128).String())
-
-	for _, gw := range []*Host{tu.GW1, tu.GW2} {
-		gw.Sysctl(t, "net.ipv4.ip_forward", "1")
-		gw.Sysctl(t, "net.ipv6.conf.all.forwarding", "1")
-	}
-	tu.GW1.MustRun(t, "ip", "route", "add", "default", "via", Server1TransitAddr4.String(), "dev", GWUplinkIf)
-	tu.GW1.MustRun(t, "ip", "-6", "route", "add", "default", "via", Server1TransitAddr6.String(), "dev", GWUplinkIf)
-	tu.GW2.MustRun(t, "ip", "route", "add", "default", "via", Server2TransitAddr4.String(), "dev", GWUplinkIf)
-	tu.GW2.MustRun(t, "ip", "-6", "route", "add", "default", "via", Server2TransitAddr6.String(), "dev", GWUplinkIf)
-
-	tu.Server.MustRun(t, "ip", "route", "add", Uplink1Net4.String(), "via", GW1TransitAddr4.String(), "dev", ServerGW1If)
-	tu.Server.MustRun(t, "ip", "-6", "route", "add", Uplink1Net6.String(), "via", GW1TransitAddr6.String(), "dev", ServerGW1If)
-	tu.Server.MustRun(t, "ip", "route", "add", Uplink2Net4.String(), "via", GW2TransitAddr4.String(), "dev", ServerGW2If)
-	tu.Server.MustRun(t, "ip", "-6", "route", "add", Uplink2Net6.String(), "via", GW2TransitAddr6.String(), "dev", ServerGW2If)
-	return tu
 }

@@ -1,11 +1,20 @@
-package nstest
+package netlab
 
 import (
 	"fmt"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
+
+// Link creates a veth pair with aIf inside a and bIf inside b and sets both
+// ends up. The pair is created from within a's namespace with the peer placed
+// straight into b's, so it never exists in the root namespace.
+func (l *Lab) Link(a *Host, aIf string, b *Host, bIf string) error {
+	if err := link(a, aIf, b, bIf); err != nil {
+		return fmt.Errorf("linking %s:%s <-> %s:%s: %w", a.Name, aIf, b.Name, bIf, err)
+	}
+	return nil
+}
 
 func link(a *Host, aIf string, b *Host, bIf string) error {
 	if err := validIfName(aIf); err != nil {
@@ -26,7 +35,7 @@ func link(a *Host, aIf string, b *Host, bIf string) error {
 		PeerNamespace: netlink.NsFd(int(b.ns)),
 	}
 	if err := a.Handle.LinkAdd(veth); err != nil {
-		return fmt.Errorf("veth add: %w", err)
+		return fmt.Errorf("adding veth: %w", err)
 	}
 	for _, e := range []struct {
 		h    *Host
@@ -37,10 +46,8 @@ func link(a *Host, aIf string, b *Host, bIf string) error {
 			return fmt.Errorf("%s:%s: %w", e.h.Name, e.name, err)
 		}
 		if err := e.h.Handle.LinkSetUp(l); err != nil {
-			return fmt.Errorf("%s:%s up: %w", e.h.Name, e.name, err)
+			return fmt.Errorf("setting %s:%s up: %w", e.h.Name, e.name, err)
 		}
 	}
 	return nil
 }
-
-func syscallKill(pid int) error { return unix.Kill(pid, unix.SIGKILL) }
