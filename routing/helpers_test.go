@@ -1,0 +1,60 @@
+package routing
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/uplinkd/uplinkd/policy"
+)
+
+// mustPolicy parses a policy written inline.
+func mustPolicy(t testing.TB, src string) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse("test.toml", []byte(src), policy.Options{})
+	if err != nil {
+		t.Fatalf("parsing policy: %v\n%s", err, src)
+	}
+	return p
+}
+
+// dump is a golden literal with its indentation and blank lines removed.
+func dump(s string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(s, "\n") {
+		l = strings.TrimSpace(l)
+		if l != "" {
+			b.WriteString(l)
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}
+
+const twoISPs = `
+[gateway.isp1]
+address = "198.18.1.1"
+interface = "eth1"
+weight = 3
+degraded_weight = 1
+sources = ["198.18.1.2"]
+table = 201
+on_down = "failover"
+
+[gateway.isp2]
+address = "198.18.2.1"
+interface = "eth2"
+sources = ["198.18.2.2"]
+table = 202
+
+[gateway.backup]
+address = "198.18.3.1"
+interface = "eth3"
+tier = 2
+
+[group.wan]
+gateways = ["isp1", "isp2", "backup"]
+last_resort = "unreachable"
+`
+
+func sprintf(format string, a ...any) string { return fmt.Sprintf(format, a...) }
