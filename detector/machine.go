@@ -1,0 +1,534 @@
+package detector
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"time"
+
+	"github.com/uplinkd/uplinkd/policy"
+)
+
+// EventKind says which evidence an Event carries.
+type EventKind int
+
+const (
+	// EvTick is the passing of time: damping decays, link hold ends.
+	EvTick EventKind = iota
+	// EvCarrier reports the interface's carrier (OK) or its loss; an
+	// interface that is down or absent has no carrier.
+	EvCarrier
+	// EvNeigh is neighbour-table advice about the gateway's address.
+	EvNeigh
+	// EvTxWithoutRx says packets have left the uplink for For with nothing
+	// received: the first sign of a silent death.
+	EvTxWithoutRx
+	// EvRx says packets are arriving on the uplink: weak positive evidence.
+	EvRx
+	// EvProbe is the result of one probe round (all of a gateway's targets).
+	EvProbe
+)
+
+var kindNames = [...]string{"tick", "carrier", "neigh", "tx-without-rx", "rx", "probe"}
+
+func (k EventKind) String() string {
+	if k >= 0 && int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind(%d)", int(k))
+}
+
+// NeighAdvice is what a neighbour update says about a gateway.
+type NeighAdvice int
+
+const (
+	NeighNone       NeighAdvice = iota // nothing about liveness (STALE, DELAY, PROBE, deleted)
+	NeighConfirmed                     // REACHABLE with a fresh confirmation: positive advice
+	NeighFailed                        // FAILED: negative advice
+	NeighIncomplete                    // resolution started: a hint that starts a check
+)
+
+var adviceNames = [...]string{"none", "confirmed", "failed", "incomplete"}
+
+func (a NeighAdvice) String() string {
+	if a >= 0 && int(a) < len(adviceNames) {
+		return adviceNames[a]
+	}
+	return fmt.Sprintf("advice(%d)", int(a))
+}
+
+// Event is one piece of evidence about one gateway.
+type Event struct {
+	Kind   EventKind
+	Iface  string        // interface the evidence came from
+	OK     bool          // EvCarrier: carrier present; EvProbe: the round succeeded
+	Advice NeighAdvice   // EvNeigh
+	State  string        // EvNeigh: the kernel's NUD state name, for reasons
+	Age    time.Duration // EvNeigh: age of the confirmation
+	RTT    time.Duration // EvProbe: round-trip time of a good round
+	For    time.Duration // EvTxWithoutRx: how long tx has run without rx
+	Detail string        // EvProbe: which targets failed, for reasons
+}
+
+type sample struct {
+	at  time.Time
+	ok  bool
+	rtt time.Duration
+}
+
+// Machine is the health of one gateway: a pure state machine. Every method
+// takes the current monotonic time from the caller; nothing reads a clock.
+type Machine struct {
+	name    string
+	iface   string
+	addr    netip.Addr
+	prof    policy.Profile
+	standby bool
+
+	state  State
+	since  time.Time
+	cause  string
+	reason string
+
+	carrier    bool
+	carrierAt  time.Time // when carrier last came back
+	holdUntil  time.Time // link not trusted before this
+	downByLink bool      // the current Down came from the link, so Up is a link-hold recovery
+
+	good, bad int // consecutive probe results
+
+	// A check is a burst of fast probes started by tx without rx.
+	checking   bool
+	checkFor   time.Duration // tx-without-rx duration that started it
+	lastGood   time.Time
+	lastConf   time.Time
+	lastRx     time.Time
+	lastTxNoRx time.Time
+
+	samples []sample
+	rttLast time.Duration
+
+	penalty   float64
+	penaltyAt time.Time
+	damped    bool
+}
+
+// NewMachine returns the machine of gateway g in state Unknown. The
+// profile is copied, so a later policy reload cannot change it under the
+// health goroutine's feet.
+func NewMachine(g *policy.Gateway, now time.Time) *Machine {
+	m := &Machine{name: g.Name, iface: g.Interface, addr: g.Address, since: now, carrier: true, cause: CauseStart, reason: "starting"}
+	if g.Profile != nil {
+		m.prof = *g.Profile
+	} else {
+		m.prof = policy.DefaultProfile()
+	}
+	return m
+}
+
+// State returns the current state.
+func (m *Machine) State() State { return m.state }
+
+// Reason returns the reason of the current state.
+func (m *Machine) Reason() string { return m.reason }
+
+// Damped reports whether flap damping holds the gateway down.
+func (m *Machine) Damped() bool { return m.damped }
+
+// Carrier reports the last known carrier.
+func (m *Machine) Carrier() bool { return m.carrier }
+
+// SetProfile replaces the profile on a policy reload, keeping the state.
+func (m *Machine) SetProfile(p policy.Profile) { m.prof = p }
+
+// SetStandby marks the gateway as carrying no traffic by policy.
+func (m *Machine) SetStandby(v bool) { m.standby = v }
+
+// Penalty returns the flap penalty decayed to now.
+func (m *Machine) Penalty(now time.Time) float64 {
+	if m.penalty == 0 {
+		return 0
+	}
+	hl := m.prof.HalfLife
+	if hl <= 0 {
+		return 0
+	}
+	dt := now.Sub(m.penaltyAt)
+	if dt < 0 {
+		dt = 0
+	}
+	return m.penalty * math.Exp2(-float64(dt)/float64(hl))
+}
+
+func (m *Machine) addPenalty(now time.Time) {
+	if !m.prof.Damping {
+		return
+	}
+	p := m.Penalty(now) + m.prof.FlapPenalty
+	// RFC 2439 ceiling: never suppressed for longer than MaxSuppress.
+	if m.prof.MaxSuppress > 0 && m.prof.HalfLife > 0 {
+		ceiling := m.prof.ReuseBelow * math.Exp2(float64(m.prof.MaxSuppress)/float64(m.prof.HalfLife))
+		p = math.Min(p, ceiling)
+	}
+	m.penalty, m.penaltyAt = p, now
+	if p > m.prof.SuppressAbove {
+		m.damped = true
+	}
+}
+
+// Window returns the probe results within the profile's window: the
+// average RTT of good ones, the loss ratio and the number of samples.
+func (m *Machine) Window(now time.Time) (avg time.Duration, loss float64, n int) {
+	m.trim(now)
+	var sum time.Duration
+	var good int
+	for _, s := range m.samples {
+		if s.ok {
+			sum += s.rtt
+			good++
+		}
+	}
+	n = len(m.samples)
+	if good > 0 {
+		avg = sum / time.Duration(good)
+	}
+	if n > 0 {
+		loss = float64(n-good) / float64(n)
+	}
+	return avg, loss, n
+}
+
+// RTTLast returns the RTT of the last good probe round.
+func (m *Machine) RTTLast() time.Duration { return m.rttLast }
+
+// LastGood returns when a probe round last succeeded (zero if never).
+func (m *Machine) LastGood() time.Time { return m.lastGood }
+
+// LastConfirmed returns when the neighbour was last confirmed (zero if never).
+func (m *Machine) LastConfirmed() time.Time { return m.lastConf }
+
+// Since returns when the current state was entered.
+func (m *Machine) Since() time.Time { return m.since }
+
+func (m *Machine) trim(now time.Time) {
+	w := m.prof.Window
+	i := 0
+	for i < len(m.samples) && w > 0 && now.Sub(m.samples[i].at) > w {
+		i++
+	}
+	if i > 0 {
+		m.samples = append(m.samples[:0], m.samples[i:]...)
+	}
+}
+
+// linkTrusted says whether probe results count: carrier present and the
+// hold time after its return has passed.
+func (m *Machine) linkTrusted(now time.Time) bool {
+	return m.carrier && !now.Before(m.holdUntil)
+}
+
+// ProbeInterval says how often the gateway should be probed now; 0 means
+// not at all. This is the gating of RFC 1122 §3.3.1.4: an idle active
+// gateway in gated mode gets no probes.
+func (m *Machine) ProbeInterval(now time.Time) time.Duration {
+	p := &m.prof
+	if !m.linkTrusted(now) {
+		return 0
+	}
+	never := p.Gating == policy.GatingNever
+	switch {
+	case m.state == Down:
+		if never {
+			return 0
+		}
+		return p.RecoveryInterval
+	case never:
+		return 0
+	case m.state == Suspect, m.state == Unknown, m.checking:
+		return p.FastInterval
+	case p.Gating == policy.GatingAlways, m.state == Degraded:
+		return p.Interval
+	case m.standby:
+		return p.StandbyInterval
+	}
+	return 0
+}
+
+// HoldUntil returns when the link becomes trusted again after carrier came
+// back; zero or past when it is trusted.
+func (m *Machine) HoldUntil() time.Time { return m.holdUntil }
+
+// Observe feeds one event into the machine and returns the transition it
+// caused, if any.
+func (m *Machine) Observe(ev Event, now time.Time) (Transition, bool) {
+	switch ev.Kind {
+	case EvTick:
+		return m.tick(now)
+	case EvCarrier:
+		return m.onCarrier(ev, now)
+	case EvNeigh:
+		return m.onNeigh(ev, now)
+	case EvTxWithoutRx:
+		return m.onTxWithoutRx(ev, now)
+	case EvRx:
+		m.lastRx = now
+		return Transition{}, false
+	case EvProbe:
+		return m.onProbe(ev, now)
+	}
+	return Transition{}, false
+}
+
+func (m *Machine) move(to State, cause, reason string, now time.Time) (Transition, bool) {
+	if to == m.state {
+		m.cause, m.reason = cause, reason
+		return Transition{}, false
+	}
+	t := Transition{Gateway: m.name, From: m.state, To: to, Cause: cause, Reason: reason, At: now}
+	if to == Down && (m.state == Up || m.state == Degraded || m.state == Suspect) && cause != CauseCarrier {
+		m.addPenalty(now) // carrier losses were counted as they happened
+	}
+	if to == Down {
+		m.checking, m.checkFor = false, 0
+		m.downByLink = cause == CauseCarrier
+	}
+	if to == Up || to == Degraded {
+		m.downByLink = false
+	}
+	m.state, m.since, m.cause, m.reason = to, now, cause, reason
+	return t, true
+}
+
+func (m *Machine) tick(now time.Time) (Transition, bool) {
+	if m.damped {
+		pen := m.Penalty(now)
+		if pen < m.prof.ReuseBelow || !m.prof.Damping {
+			m.damped = false
+			if m.state == Down && m.good >= m.upCount() && m.linkTrusted(now) {
+				return m.move(Up, CauseDamping, fmt.Sprintf("flap penalty %.0f fell below %.0f after %d probes answered", pen, m.prof.ReuseBelow, m.good), now)
+			}
+		}
+	}
+	return Transition{}, false
+}
+
+func (m *Machine) upCount() int {
+	if m.prof.UpCount < 1 {
+		return 1
+	}
+	return m.prof.UpCount
+}
+
+func (m *Machine) downCount() int {
+	if m.prof.DownCount < 1 {
+		return 1
+	}
+	return m.prof.DownCount
+}
+
+func (m *Machine) onCarrier(ev Event, now time.Time) (Transition, bool) {
+	iface := ev.Iface
+	if iface == "" {
+		iface = m.iface
+	}
+	if !ev.OK {
+		was := m.carrier
+		m.carrier = false
+		m.good, m.bad, m.checking = 0, 0, false
+		if was {
+			m.addPenalty(now)
+		}
+		if m.state == Down {
+			m.downByLink = true
+			return Transition{}, false
+		}
+		return m.move(Down, CauseCarrier, stateOr(ev.Detail, "carrier lost on "+iface), now)
+	}
+	if m.carrier {
+		return Transition{}, false
+	}
+	m.carrier, m.carrierAt = true, now
+	m.holdUntil = now.Add(m.prof.LinkHold)
+	m.good, m.bad = 0, 0
+	return Transition{}, false
+}
+
+func (m *Machine) onNeigh(ev Event, now time.Time) (Transition, bool) {
+	switch ev.Advice {
+	case NeighIncomplete:
+		if (m.state == Up || m.state == Degraded) && !m.checking && m.prof.Gating != policy.GatingNever && m.linkTrusted(now) {
+			m.checking, m.checkFor = true, 0
+			m.bad = 0
+		}
+		return Transition{}, false
+	case NeighConfirmed:
+		if at := now.Add(-ev.Age); at.After(m.lastConf) {
+			m.lastConf = at
+		}
+		if !m.linkTrusted(now) {
+			return Transition{}, false
+		}
+		switch {
+		case m.state == Unknown:
+			return m.move(Up, CauseStart, fmt.Sprintf("neighbour %s %s on %s", m.addr, stateOr(ev.State, "reachable"), m.iface), now)
+		case m.state == Down && m.prof.Gating == policy.GatingNever && !m.damped:
+			// Passive-only gateways have no probes to recover with.
+			return m.move(Up, CauseNeigh, fmt.Sprintf("neighbour %s %s on %s", m.addr, stateOr(ev.State, "reachable"), m.iface), now)
+		}
+		// Elsewhere a confirmation is not enough: a gateway that black-holes
+		// IP may still answer ARP. It only keeps the gate closed.
+		return Transition{}, false
+	case NeighFailed:
+		if m.state == Down || !m.carrier {
+			m.good = 0
+			return Transition{}, false
+		}
+		reason := fmt.Sprintf("neighbour %s %s on %s", m.addr, stateOr(ev.State, "failed"), m.iface)
+		if m.prof.TrustNeighFailed {
+			m.good = 0
+			return m.move(Down, CauseNeigh, reason, now)
+		}
+		// Untrusted: it counts as one lost probe round.
+		return m.lost(now, CauseNeigh, reason)
+	}
+	return Transition{}, false
+}
+
+func stateOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func (m *Machine) onTxWithoutRx(ev Event, now time.Time) (Transition, bool) {
+	m.lastTxNoRx = now
+	if m.checking || m.state == Down || m.state == Suspect || m.prof.Gating == policy.GatingNever {
+		return Transition{}, false
+	}
+	// Fresh positive evidence closes the gate: a confirmation newer than
+	// the silence, or a probe answered within the hold-off (one-way UDP
+	// traffic would otherwise probe constantly).
+	if !m.lastConf.IsZero() && now.Sub(m.lastConf) < ev.For {
+		return Transition{}, false
+	}
+	if !m.lastGood.IsZero() && now.Sub(m.lastGood) < m.prof.ProbeHoldoff {
+		return Transition{}, false
+	}
+	m.checking, m.checkFor = true, ev.For
+	m.bad = 0
+	return Transition{}, false
+}
+
+// Checking reports whether a traffic-triggered burst of probes is running.
+func (m *Machine) Checking() bool { return m.checking }
+
+func (m *Machine) onProbe(ev Event, now time.Time) (Transition, bool) {
+	if !m.linkTrusted(now) {
+		return Transition{}, false // results across a carrier change say nothing
+	}
+	m.samples = append(m.samples, sample{at: now, ok: ev.OK, rtt: ev.RTT})
+	m.trim(now)
+	if !ev.OK {
+		reason := "probe lost"
+		if ev.Detail != "" {
+			reason = "probe lost (" + ev.Detail + ")"
+		}
+		return m.lost(now, CauseProbe, reason)
+	}
+	m.rttLast, m.lastGood = ev.RTT, now
+	m.bad = 0
+	m.good++
+	m.checking, m.checkFor = false, 0
+	switch m.state {
+	case Unknown:
+		return m.move(Up, CauseStart, fmt.Sprintf("probe answered in %s", fmtDur(ev.RTT)), now)
+	case Suspect:
+		if t, ok := m.judge(now); ok {
+			return t, ok
+		}
+		return m.move(Up, CauseProbe, fmt.Sprintf("probe answered in %s", fmtDur(ev.RTT)), now)
+	case Down:
+		if m.good < m.upCount() {
+			return Transition{}, false
+		}
+		if m.damped {
+			m.reason = fmt.Sprintf("%d probes answered but flap penalty %.0f is above %.0f", m.good, m.Penalty(now), m.prof.ReuseBelow)
+			return Transition{}, false
+		}
+		if m.downByLink {
+			return m.move(Up, CauseLinkHold, fmt.Sprintf("carrier stable for %s on %s and %d probes answered", fmtDur(now.Sub(m.carrierAt)), m.iface, m.good), now)
+		}
+		return m.move(Up, CauseProbe, fmt.Sprintf("%d probes answered, last in %s", m.good, fmtDur(ev.RTT)), now)
+	}
+	return m.judge(now)
+}
+
+// lost counts one failed probe round (or untrusted negative advice).
+func (m *Machine) lost(now time.Time, cause, what string) (Transition, bool) {
+	m.good = 0
+	m.bad++
+	n := m.downCount()
+	after := ""
+	if m.checkFor > 0 && (m.checking || m.state == Suspect) {
+		after = " after tx without rx for " + fmtDur(m.checkFor)
+	}
+	switch m.state {
+	case Down:
+		return Transition{}, false
+	case Unknown:
+		if m.bad >= n {
+			return m.move(Down, CauseStart, fmt.Sprintf("%d probes lost at start", m.bad), now)
+		}
+		return Transition{}, false
+	}
+	if m.bad >= n {
+		reason := fmt.Sprintf("%d probes lost%s", m.bad, after)
+		if cause == CauseNeigh {
+			reason = fmt.Sprintf("%s, %d lost in a row", what, m.bad)
+		}
+		return m.move(Down, cause, reason, now)
+	}
+	if m.state == Suspect {
+		return Transition{}, false
+	}
+	if m.checking {
+		return m.move(Suspect, CauseTraffic, fmt.Sprintf("%s%s", what, after), now)
+	}
+	return m.move(Suspect, cause, what, now)
+}
+
+// judge decides between Up and Degraded from the window after a good probe.
+func (m *Machine) judge(now time.Time) (Transition, bool) {
+	avg, loss, n := m.Window(now)
+	p := &m.prof
+	if n < p.MinSamples || n == 0 {
+		if m.state == Suspect {
+			return Transition{}, false
+		}
+		return Transition{}, false
+	}
+	switch {
+	case p.LossThreshold > 0 && loss > p.LossThreshold:
+		return m.move(Degraded, CauseLoss, fmt.Sprintf("loss %.0f%% over %d probes is above %.0f%%", loss*100, n, p.LossThreshold*100), now)
+	case p.LatencyThreshold > 0 && avg > p.LatencyThreshold:
+		return m.move(Degraded, CauseLatency, fmt.Sprintf("average rtt %s over %d probes is above %s", fmtDur(avg), n, fmtDur(p.LatencyThreshold)), now)
+	}
+	if m.state == Degraded {
+		return m.move(Up, m.cause, fmt.Sprintf("loss %.0f%% and average rtt %s over %d probes are within thresholds", loss*100, fmtDur(avg), n), now)
+	}
+	return Transition{}, false
+}
+
+// fmtDur prints durations the way operators read them: 120ms, 1.2ms, 30s.
+func fmtDur(d time.Duration) string {
+	switch {
+	case d >= time.Second:
+		return d.Round(100 * time.Millisecond).String()
+	case d >= 10*time.Millisecond:
+		return d.Round(time.Millisecond).String()
+	case d >= time.Millisecond:
+		return d.Round(100 * time.Microsecond).String()
+	}
+	return d.Round(time.Microsecond).String()
+}

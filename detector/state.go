@@ -1,0 +1,79 @@
+package detector
+
+import (
+	"time"
+)
+
+// State is the health of one gateway.
+type State int
+
+// States, in the order of the uplinkd_gateway_state metric.
+const (
+	Unknown State = iota
+	Up
+	Suspect
+	Degraded
+	Down
+)
+
+var stateNames = [...]string{"unknown", "up", "suspect", "degraded", "down"}
+
+// String returns the lowercase name used in logs, metrics and status.
+func (s State) String() string {
+	if s >= 0 && int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "invalid"
+}
+
+// MarshalText makes states readable in JSON status output.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Causes of transitions: a bounded set, used as a metric label.
+const (
+	CauseStart    = "start"
+	CauseCarrier  = "carrier"
+	CauseLinkHold = "link-hold"
+	CauseNeigh    = "neigh"
+	CauseProbe    = "probe"
+	CauseTraffic  = "traffic"
+	CauseLatency  = "latency"
+	CauseLoss     = "loss"
+	CauseDamping  = "damping"
+	CauseConfig   = "config"
+)
+
+// Transition is a change of a gateway's state.
+type Transition struct {
+	Gateway  string
+	From, To State
+	Cause    string    // one of the Cause* constants
+	Reason   string    // human text with numbers: "3 probes lost after tx without rx for 120ms"
+	At       time.Time // wall clock, for display only; all timing uses the monotonic clock
+}
+
+// GatewayStatus is a snapshot of one gateway for status output. Ages are
+// measured at the time of the snapshot; -1 means "never".
+type GatewayStatus struct {
+	Name      string
+	Interface string
+	State     State
+	Since     time.Time // wall clock of the last transition
+	Reason    string
+	Carrier   bool
+	Standby   bool
+
+	RTTLast time.Duration
+	RTTAvg  time.Duration // over the profile's window
+	Loss    float64       // ratio of lost probes over the profile's window
+	Samples int           // probe results in the window
+
+	LastConfirmedAge time.Duration // last neighbour confirmation
+	LastRxAge        time.Duration // last packet received on the interface
+	LastTxAge        time.Duration // last packet sent on the interface
+	LastGoodProbeAge time.Duration
+
+	ProbesPerSecond float64 // over the last minute
+	FlapPenalty     float64
+	Damped          bool
+}

@@ -1,0 +1,340 @@
+package detector
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+// watchedIface is what the watchers need to know about a managed
+// interface; the health goroutine publishes the set on every policy change.
+type watchedIface struct {
+	Name        string
+	TxWithoutRx time.Duration // smallest threshold of its gated gateways; 0: not polled
+}
+
+type watchSet struct {
+	p atomic.Pointer[[]watchedIface]
+}
+
+func (w *watchSet) get() []watchedIface {
+	if p := w.p.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (w *watchSet) set(v []watchedIface) { w.p.Store(&v) }
+
+// resubscribeDelay bounds how fast a failing subscription is retried.
+const resubscribeDelay = 200 * time.Millisecond
+
+// resyncEvery re-reads links even when no event came: netlink events are
+// hints and can be lost.
+const resyncEvery = 10 * time.Second
+
+// linkWatcher sends every link update of a managed interface, a full
+// re-read on start, on every resubscription and on a timer.
+type linkWatcher struct {
+	nl  Netlink
+	log *slog.Logger
+	set *watchSet
+	out chan<- linkInfo
+}
+
+func (w *linkWatcher) Run(ctx context.Context) error {
+	resync := time.NewTicker(resyncEvery)
+	defer resync.Stop()
+	for {
+		ch := make(chan netlink.LinkUpdate, 256)
+		done := make(chan struct{})
+		errc := make(chan error, 1)
+		err := w.nl.LinkSubscribe(ch, done, func(err error) {
+			select {
+			case errc <- err:
+			default:
+			}
+		})
+		if err != nil {
+			w.log.Warn("subscribing to link updates", "err", err)
+		}
+		w.resync(ctx)
+		if err == nil {
+			w.loop(ctx, ch, resync.C, errc)
+		}
+		close(done)
+		for range ch { // the subscription closes ch once done is seen
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		t := time.NewTimer(resubscribeDelay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (w *linkWatcher) loop(ctx context.Context, ch <-chan netlink.LinkUpdate, resync <-chan time.Time, errc <-chan error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case err := <-errc:
+			w.log.Warn("link subscription failed, resubscribing", "err", err)
+			return
+		case <-resync:
+			w.resync(ctx)
+		case u, ok := <-ch:
+			if !ok {
+				return
+			}
+			li, ok := linkFromUpdate(u)
+			if !ok || !w.managed(li.Name) {
+				continue
+			}
+			select {
+			case w.out <- li:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+func (w *linkWatcher) managed(name string) bool {
+	for _, i := range w.set.get() {
+		if i.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *linkWatcher) resync(ctx context.Context) {
+	for _, i := range w.set.get() {
+		li := linkInfo{Name: i.Name, Deleted: true}
+		l, err := w.nl.LinkByName(i.Name)
+		if err == nil {
+			li = linkFromLink(l)
+		} else {
+			var nf netlink.LinkNotFoundError
+			if !errors.As(err, &nf) {
+				w.log.Debug("reading link", "iface", i.Name, "err", err)
+				continue
+			}
+		}
+		select {
+		case w.out <- li:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// neighWatcher sends neighbour updates (all of them: the health goroutine
+// matches them to gateways by interface index and address).
+type neighWatcher struct {
+	nl  Netlink
+	log *slog.Logger
+	out chan<- neighInfo
+}
+
+func (w *neighWatcher) Run(ctx context.Context) error {
+	for {
+		ch := make(chan netlink.NeighUpdate, 1024)
+		done := make(chan struct{})
+		errc := make(chan error, 1)
+		err := w.nl.NeighSubscribe(ch, done, func(err error) {
+			select {
+			case errc <- err:
+			default:
+			}
+		})
+		if err != nil {
+			w.log.Warn("subscribing to neighbour updates", "err", err)
+		} else {
+			w.loop(ctx, ch, errc)
+		}
+		close(done)
+		for range ch {
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		t := time.NewTimer(resubscribeDelay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (w *neighWatcher) loop(ctx context.Context, ch <-chan netlink.NeighUpdate, errc <-chan error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case err := <-errc:
+			// ENOBUFS lands here too: resubscribing with ListExisting
+			// re-reads the whole table.
+			w.log.Warn("neighbour subscription failed, resubscribing", "err", err)
+			return
+		case u, ok := <-ch:
+			if !ok {
+				return
+			}
+			ni, ok := neighFromUpdate(u)
+			if !ok {
+				continue
+			}
+			select {
+			case w.out <- ni:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// trafficEvent is what the counter poller saw on one interface.
+type trafficEvent struct {
+	Iface      string
+	Index      int
+	RxAdvanced bool
+	SilentFor  time.Duration // tx without rx for this long; 0: not silent
+	Neighs     []neighInfo   // the interface's neighbours, read when silent (confirmed ages)
+	At         time.Time
+}
+
+// pollEvery is the counter polling period: a silent death under heavy
+// traffic must start probes within ~100 ms.
+const pollEvery = 10 * time.Millisecond
+
+// rxReportEvery limits "rx advanced" events: weak evidence, cheap to lose.
+const rxReportEvery = 100 * time.Millisecond
+
+// trafficPoller reads the packet counters of the managed interfaces that
+// have a gated gateway.
+type trafficPoller struct {
+	nl  Netlink
+	log *slog.Logger
+	set *watchSet
+	out chan<- trafficEvent
+	now func() time.Time
+}
+
+func (w *trafficPoller) Run(ctx context.Context) error {
+	t := time.NewTicker(pollEvery)
+	defer t.Stop()
+	states := map[string]*trafficState{}
+	lastRxReport := map[string]time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		for _, i := range w.set.get() {
+			if i.TxWithoutRx <= 0 {
+				continue
+			}
+			l, err := w.nl.LinkByName(i.Name)
+			if err != nil {
+				delete(states, i.Name)
+				continue
+			}
+			li := linkFromLink(l)
+			st := states[i.Name]
+			if st == nil {
+				st = &trafficState{}
+				states[i.Name] = st
+			}
+			now := w.now()
+			rx, silent := st.sample(li.Tx, li.Rx, now)
+			ev := trafficEvent{Iface: i.Name, Index: li.Index, At: now}
+			send := false
+			if rx && now.Sub(lastRxReport[i.Name]) >= rxReportEvery {
+				ev.RxAdvanced, send = true, true
+				lastRxReport[i.Name] = now
+			}
+			if silent >= i.TxWithoutRx {
+				ev.SilentFor, send = silent, true
+				// TCP progress confirms the neighbour without any
+				// netlink event: read the cache ages now.
+				if ns, err := w.nl.NeighList(li.Index, 0); err == nil {
+					for k := range ns {
+						if ni, ok := neighFromNeigh(&ns[k]); ok {
+							ev.Neighs = append(ev.Neighs, ni)
+						}
+					}
+				}
+			}
+			if !send {
+				continue
+			}
+			select {
+			case w.out <- ev:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+}
+
+// modePoller reads speed, duplex and auto-negotiation of the managed
+// interfaces now and then; a port that keeps renegotiating shows up in
+// uplinkd_link_renegotiations_total.
+type modePoller struct {
+	nl    Netlink
+	log   *slog.Logger
+	set   *watchSet
+	out   chan<- modeEvent
+	every time.Duration
+}
+
+type modeEvent struct {
+	Iface string
+	Mode  LinkMode
+}
+
+func (w *modePoller) Run(ctx context.Context) error {
+	t := time.NewTicker(w.every)
+	defer t.Stop()
+	unsupported := map[string]bool{}
+	for {
+		for _, i := range w.set.get() {
+			if unsupported[i.Name] {
+				continue
+			}
+			m, err := w.nl.LinkMode(i.Name)
+			if err != nil {
+				if errors.Is(err, ErrNotSupported) {
+					// veth and many virtual drivers: say it once, quietly.
+					unsupported[i.Name] = true
+					w.log.Debug("link mode not reported", "iface", i.Name, "err", err)
+				}
+				continue
+			}
+			select {
+			case w.out <- modeEvent{Iface: i.Name, Mode: m}:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
