@@ -239,3 +239,80 @@ func TestScenarioDriftRepair(t *testing.T) {
 		t.Errorf("uplinkd_resyncs_total not gathered: %d, %v", n, err)
 	}
 }
+
+// silentWatcher never hints, as when events were lost.
+type silentWatcher struct{}
+
+func (silentWatcher) Watch(ctx context.Context, _ chan<- Hint) error {
+	<-ctx.Done()
+	return nil
+}
+
+// Without any event, the periodic resync still finds and repairs drift.
+func TestScenarioTimerResync(t *testing.T) {
+	p := mustPolicy(t, dualStack)
+	k := NewMemKernel("eth1", "eth2", "eth3")
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	rec, err := NewReconciler(Config{Netlink: k, Watcher: silentWatcher{}, Protocol: 212, Logger: quietLogger(), Metrics: m, ResyncEvery: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rec.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+		rec.Close()
+	}()
+	want := Desired(p, nil)
+	rec.Set(want)
+	eventually(t, "initial apply", 5*time.Second, dumpIs(k, Format(want)))
+	if err := k.RuleDel(toNetlinkRule(srcRule(1000, 201))); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "rule repaired by the timer", 5*time.Second, dumpIs(k, Format(want)))
+	if got := testutil.ToFloat64(m.resyncs.WithLabelValues(ReasonTimer)); got < 1 {
+		t.Errorf("uplinkd_resyncs_total{reason=timer} = %v, want >= 1", got)
+	}
+}
+
+// A program fighting uplinkd over a route is answered at a bounded rate.
+func TestScenarioRepairRateLimit(t *testing.T) {
+	p := mustPolicy(t, dualStack)
+	k := NewMemKernel("eth1", "eth2", "eth3")
+	rec, err := NewReconciler(Config{Netlink: k, Protocol: 212, Logger: quietLogger(), ResyncEvery: time.Hour, Debounce: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rec.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+		rec.Close()
+	}()
+	want := Desired(p, nil)
+	rec.Set(want)
+	eventually(t, "initial apply", 5*time.Second, dumpIs(k, Format(want)))
+	base := rec.Writes()
+	l, _ := readLinks(k)
+	r201, _ := toNetlinkRoute(own(201, gw1, "eth1"), l)
+	// Delete the route 40 times as fast as it comes back, for 500 ms.
+	end := time.Now().Add(500 * time.Millisecond)
+	for i := 0; i < 40 && time.Now().Before(end); i++ {
+		_ = k.RouteDel(r201)
+		time.Sleep(10 * time.Millisecond)
+	}
+	repairs := rec.Writes() - base
+	// Burst of repairBurst, then repairRate per second: far fewer than 40.
+	if max := repairBurst + int(repairRate) + 2; repairs > max {
+		t.Errorf("%d repairs in 500 ms against a fighting program, want at most %d", repairs, max)
+	}
+	if repairs == 0 {
+		t.Errorf("no repairs at all")
+	}
+	eventually(t, "route back after the fight", 5*time.Second, dumpIs(k, Format(want)))
+}
