@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/uplinkd/uplinkd/internal/nstest"
+)
+
+func TestPlanAssume(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := mainArgs([]string{"plan", "--desired", "--assume", "dir1=down,dir2=degraded", "../../testdata/realserver-lvs.toml"}, &out, &errb)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	want := `1000: from 198.18.1.2 lookup 201 proto 212
+1001: from 198.18.2.2 lookup 202 proto 212
+1050: from all fwmark 0x2/0xff lookup 202 proto 212
+default via 198.18.1.1 dev eth1 table 201 proto 212 src 198.18.1.2
+default via 198.18.2.1 dev eth2 table 202 proto 212 src 198.18.2.2
+default via 198.18.2.1 dev eth2 table main proto 212
+`
+	if diff := cmp.Diff(want, out.String()); diff != "" {
+		t.Errorf("plan --desired (-want +got):\n%s", diff)
+	}
+	for _, bad := range []string{"nosuch=down", "dir1=sideways", "dir1"} {
+		errb.Reset()
+		if code := mainArgs([]string{"plan", "--assume", bad, "../../testdata/realserver-lvs.toml"}, &out, &errb); code != exitUsage {
+			t.Errorf("--assume %s: exit %d, want %d", bad, code, exitUsage)
+		}
+		if !strings.Contains(errb.String(), "--assume") {
+			t.Errorf("--assume %s: error %q does not name the flag", bad, errb.String())
+		}
+	}
+}
+
+// plan reads the namespace's kernel and changes nothing.
+func TestPlanAgainstKernel(t *testing.T) {
+	tu := nstest.NewTwoUplinks(t)
+	h := tu.Host
+	dir := t.TempDir()
+	file := filepath.Join(dir, "p.toml")
+	if err := os.WriteFile(file, []byte(`
+[gateway.isp1]
+address = "198.18.1.1"
+interface = "eth1"
+[gateway.isp2]
+address = "198.18.2.1"
+interface = "eth2"
+sources = ["198.18.2.2"]
+table = 202
+[group.wan]
+gateways = ["isp1", "isp2"]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.MustRun(t, "ip", "route", "add", "default", "proto", "212", "nexthop", "via", "198.18.1.1", "dev", "eth1", "nexthop", "via", "198.18.2.1", "dev", "eth2", "weight", "5")
+	h.MustRun(t, "ip", "route", "add", "default", "via", "198.18.1.1", "table", "202", "proto", "static")
+	before := h.MustRun(t, "ip", "route", "show", "table", "all") + h.MustRun(t, "ip", "rule")
+	var out, errb bytes.Buffer
+	var code int
+	if err := h.Do(func() error {
+		code = mainArgs([]string{"plan", "--assume", "isp1=down", file}, &out, &errb)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if code != exitFailure {
+		t.Errorf("exit %d, want %d (changes pending); stderr: %s", code, exitFailure, errb.String())
+	}
+	want := `! default via 198.18.2.1 dev eth2 table 202 proto 212 src 198.18.2.2 (conflict: held by foreign route "default via 198.18.1.1 dev eth1 table 202 proto 4")
+- default table main proto 212 nexthop via 198.18.1.1 dev eth1 weight 1 nexthop via 198.18.2.1 dev eth2 weight 5
++ default via 198.18.2.1 dev eth2 table main proto 212
++ 1000: from 198.18.2.2 lookup 202 proto 212
+`
+	if diff := cmp.Diff(want, out.String()); diff != "" {
+		t.Errorf("plan (-want +got):\n%s", diff)
+	}
+	after := h.MustRun(t, "ip", "route", "show", "table", "all") + h.MustRun(t, "ip", "rule")
+	if before != after {
+		t.Errorf("plan changed the kernel:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
