@@ -492,10 +492,16 @@ func (m *Machine) lost(now time.Time, cause, what string) (Transition, bool) {
 	if m.state == Suspect {
 		return Transition{}, false
 	}
-	if m.checking {
+	if m.checking && m.checkFor > 0 {
 		return m.move(Suspect, CauseTraffic, fmt.Sprintf("%s%s", what, after), now)
 	}
-	return m.move(Suspect, cause, what, now)
+	if !m.checking && m.state != Unknown {
+		// One lost probe without other evidence is ordinary loss: probe
+		// fast, and only a second loss in a row makes it suspect.
+		m.checking, m.checkFor = true, 0
+		return Transition{}, false
+	}
+	return m.move(Suspect, cause, fmt.Sprintf("%d probes lost in a row, last: %s", m.bad, what), now)
 }
 
 // judge decides between Up and Degraded from the window after a good probe.

@@ -1,0 +1,259 @@
+package detector
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/uplinkd/uplinkd/internal/nstest"
+	"github.com/uplinkd/uplinkd/policy"
+)
+
+// lab is a running detector inside the Host namespace of a TwoUplinks lab.
+type lab struct {
+	*nstest.TwoUplinks
+	d     *Detector
+	pr    *SocketProber
+	rec   *recorder
+	reg   *prometheus.Registry
+	start time.Time
+}
+
+// recorder drains Transitions, keeping them with their monotonic arrival.
+type recorder struct {
+	mu  sync.Mutex
+	all []recorded
+}
+
+type recorded struct {
+	Transition
+	mono time.Time
+}
+
+func (r *recorder) list() []recorded {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]recorded(nil), r.all...)
+}
+
+// first returns the first transition of gw to state after since.
+func (r *recorder) first(gw string, to State, since time.Time) (recorded, bool) {
+	for _, t := range r.list() {
+		if t.Gateway == gw && t.To == to && !t.mono.Before(since) {
+			return t, true
+		}
+	}
+	return recorded{}, false
+}
+
+func (r *recorder) count(gw string, to State, from, until time.Time) int {
+	n := 0
+	for _, t := range r.list() {
+		if t.Gateway == gw && t.To == to && !t.mono.Before(from) && (until.IsZero() || t.mono.Before(until)) {
+			n++
+		}
+	}
+	return n
+}
+
+type tWriter struct {
+	mu sync.Mutex
+	t  testing.TB
+	on bool
+}
+
+func (w *tWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.on {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	w := &tWriter{t: t, on: true}
+	t.Cleanup(func() { w.mu.Lock(); w.on = false; w.mu.Unlock() })
+	lvl := slog.LevelInfo
+	if os.Getenv("UPLINKD_TEST_DEBUG") != "" {
+		lvl = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}))
+}
+
+func mustPolicy(t testing.TB, text string) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse("test.toml", []byte(text), policy.Options{})
+	if err != nil {
+		t.Fatalf("parsing policy: %v\n%s", err, text)
+	}
+	return p
+}
+
+// newLab builds TwoUplinks and starts a detector with policy text in the
+// Host namespace. The detector is stopped at cleanup.
+func newLab(t testing.TB, text string) *lab {
+	t.Helper()
+	tu := nstest.NewTwoUplinks(t)
+	l := &lab{TwoUplinks: tu}
+	l.startDetector(t, text)
+	return l
+}
+
+func (l *lab) startDetector(t testing.TB, text string) {
+	t.Helper()
+	log := testLogger(t)
+	k, err := NewKernel(l.Host.NsHandle())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, err := NewSocketProber(l.Host.NsHandle(), log)
+	if err != nil {
+		k.Close()
+		t.Fatal(err)
+	}
+	l.reg = prometheus.NewRegistry()
+	d, err := New(Config{Policy: mustPolicy(t, text), Logger: log, Metrics: NewMetrics(l.reg), Netlink: k, Prober: pr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.d, l.pr, l.rec = d, pr, &recorder{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	stopRec := make(chan struct{})
+	recDone := make(chan struct{})
+	go func() {
+		defer close(recDone)
+		for {
+			select {
+			case tr := <-d.Transitions():
+				l.rec.mu.Lock()
+				l.rec.all = append(l.rec.all, recorded{tr, time.Now()})
+				l.rec.mu.Unlock()
+			case <-stopRec:
+				return
+			}
+		}
+	}()
+	l.start = time.Now()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		close(stopRec)
+		<-recDone
+		d.Close()
+		pr.Close()
+		k.Close()
+	})
+}
+
+// waitFor polls cond every 20 ms until it holds or the deadline passes.
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (l *lab) status(name string) GatewayStatus {
+	for _, s := range l.d.Status() {
+		if s.Name == name {
+			return s
+		}
+	}
+	return GatewayStatus{}
+}
+
+func (l *lab) waitState(t testing.TB, gw string, st State, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%s %s (transitions %v)", gw, st, l.rec.list()), timeout, func() bool { return l.status(gw).State == st })
+}
+
+// routeVia sends traffic for the Server's target through gateway 1 or 2
+// (the lab Host has no default route; routes belong to the lab namespace).
+func (l *lab) routeVia(t testing.TB, gw int) {
+	t.Helper()
+	via, dev := nstest.GW1Addr4, nstest.HostUplink1If
+	if gw == 2 {
+		via, dev = nstest.GW2Addr4, nstest.HostUplink2If
+	}
+	l.Host.MustRun(t, "ip", "route", "replace", nstest.TargetAddr4.String()+"/32", "via", via.String(), "dev", dev)
+}
+
+// pingFlood sends echo requests to the target at about pps for d (bounded).
+func (l *lab) pingFlood(t testing.TB, pps int, d time.Duration) {
+	t.Helper()
+	n := int(d.Seconds() * float64(pps))
+	iv := fmt.Sprintf("%.4f", 1/float64(pps))
+	l.Host.Start(t, "ping", "-n", "-q", "-i", iv, "-c", fmt.Sprint(n), "-W", "1", nstest.TargetAddr4.String())
+}
+
+// tcpStream runs a TCP stream Host -> Server target for d, paced with small
+// writes so that ACKs keep coming back. It returns at once.
+func (l *lab) tcpStream(t testing.TB, d time.Duration) {
+	t.Helper()
+	var ln net.Listener
+	if err := l.Server.Do(func() (err error) {
+		ln, err = net.Listen("tcp", net.JoinHostPort(nstest.TargetAddr4.String(), "9"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop); ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(d + 5*time.Second))
+		io.Copy(io.Discard, c)
+	}()
+	var c net.Conn
+	if err := l.Host.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp", net.JoinHostPort(nstest.TargetAddr4.String(), "9"), 3*time.Second)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer c.Close()
+		buf := make([]byte, 1000)
+		tk := time.NewTicker(2 * time.Millisecond)
+		defer tk.Stop()
+		end := time.Now().Add(d)
+		c.SetWriteDeadline(end.Add(time.Second))
+		for time.Now().Before(end) {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+			}
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+}

@@ -1,0 +1,244 @@
+package detector
+
+import (
+	"net"
+
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uplinkd/uplinkd/internal/nstest"
+)
+
+const polGW1 = `
+[gateway.gw1]
+address = "198.18.1.1"
+interface = "eth1"
+`
+
+func TestNSBlackholeARPAnswered(t *testing.T) {
+	l := newLab(t, polGW1)
+	l.routeVia(t, 1)
+	l.pingFlood(t, 1000, 20*time.Second)
+	l.waitState(t, "gw1", Up, 5*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	if n := l.rec.count("gw1", Down, l.start, time.Time{}); n != 0 {
+		t.Fatalf("down before the fault: %v", l.rec.list())
+	}
+	fault := time.Now()
+	l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+	l.waitState(t, "gw1", Down, 5*time.Second)
+	tr, _ := l.rec.first("gw1", Down, fault)
+	t.Logf("detected in %v: %s (%s)", tr.mono.Sub(fault), tr.Reason, tr.Cause)
+	if !strings.Contains(tr.Reason, "probes lost") {
+		t.Errorf("reason %q, want lost probes", tr.Reason)
+	}
+}
+
+func TestNSBlackholeARPDead(t *testing.T) {
+	l := newLab(t, polGW1)
+	l.routeVia(t, 1)
+	l.pingFlood(t, 1000, 20*time.Second)
+	l.waitState(t, "gw1", Up, 5*time.Second)
+	fault := time.Now()
+	l.GW1.BlackholeARP(t, nstest.GWDownlinkIf)
+	l.waitState(t, "gw1", Down, 5*time.Second)
+	tr, _ := l.rec.first("gw1", Down, fault)
+	t.Logf("detected in %v: %s (%s)", tr.mono.Sub(fault), tr.Reason, tr.Cause)
+}
+
+func TestNSCarrierLoss(t *testing.T) {
+	l := newLab(t, polGW1)
+	l.waitState(t, "gw1", Up, 5*time.Second)
+	fault := time.Now()
+	l.GW1.LinkDown(t, nstest.GWDownlinkIf)
+	l.waitState(t, "gw1", Down, 5*time.Second)
+	tr, _ := l.rec.first("gw1", Down, fault)
+	t.Logf("detected in %v: %s (%s)", tr.mono.Sub(fault), tr.Reason, tr.Cause)
+	if tr.Cause != CauseCarrier || tr.Reason != "carrier lost on eth1" {
+		t.Errorf("transition %+v, want cause carrier, reason \"carrier lost on eth1\"", tr.Transition)
+	}
+}
+
+const polGW1Remote = `
+[gateway.gw1]
+address = "198.18.1.1"
+interface = "eth1"
+[gateway.gw1.probe]
+icmp = ["198.18.100.1"]
+`
+
+func TestNSUpstreamCut(t *testing.T) {
+	l := newLab(t, polGW1Remote)
+	l.routeVia(t, 1)
+	l.pingFlood(t, 1000, 20*time.Second)
+	l.waitState(t, "gw1", Up, 5*time.Second)
+	fault := time.Now()
+	// The gateway still answers for itself; what is behind it is gone.
+	l.GW1.BlackholeIP(t, nstest.GWUplinkIf)
+	if err := l.Host.Ping(t, nstest.GW1Addr4.String()); err != nil {
+		t.Fatalf("the gateway itself should still answer: %v", err)
+	}
+	l.waitState(t, "gw1", Down, 5*time.Second)
+	tr, _ := l.rec.first("gw1", Down, fault)
+	t.Logf("detected in %v: %s (%s)", tr.mono.Sub(fault), tr.Reason, tr.Cause)
+	if !strings.Contains(tr.Reason, "probes lost") {
+		t.Errorf("reason %q", tr.Reason)
+	}
+}
+
+func TestNSRecovery(t *testing.T) {
+	for _, tc := range []struct {
+		name, pol string
+		iface     string
+	}{
+		{"gateway", polGW1, nstest.GWDownlinkIf},
+		{"remote", polGW1Remote, nstest.GWUplinkIf},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLab(t, tc.pol)
+			l.routeVia(t, 1)
+			l.pingFlood(t, 500, 30*time.Second)
+			l.waitState(t, "gw1", Up, 5*time.Second)
+			l.GW1.BlackholeIP(t, tc.iface)
+			l.waitState(t, "gw1", Down, 5*time.Second)
+			// Down gateways are probed slowly; none of these may succeed.
+			time.Sleep(2 * time.Second)
+			if s := l.status("gw1"); s.State != Down {
+				t.Fatalf("state %v while still black-holed", s.State)
+			}
+			fix := time.Now()
+			l.GW1.Recover(t)
+			l.waitState(t, "gw1", Up, 10*time.Second)
+			tr, _ := l.rec.first("gw1", Up, fix)
+			t.Logf("recovered in %v: %s (%s)", tr.mono.Sub(fix), tr.Reason, tr.Cause)
+			if tr.Cause != CauseProbe || !strings.Contains(tr.Reason, "3 probes answered") {
+				t.Errorf("recovery %+v, want 3 probes answered", tr.Transition)
+			}
+			if s := l.status("gw1"); s.RTTLast <= 0 || s.LastGoodProbeAge < 0 {
+				t.Errorf("status after recovery lacks probe evidence: %+v", s)
+			}
+		})
+	}
+}
+
+func TestNSLinkFlapDamped(t *testing.T) {
+	l := newLab(t, polGW1)
+	l.waitState(t, "gw1", Up, 5*time.Second)
+	flap := time.Now()
+	for i := 0; i < 5; i++ {
+		l.GW1.LinkDown(t, nstest.GWDownlinkIf)
+		time.Sleep(time.Second)
+		l.GW1.LinkUp(t, nstest.GWDownlinkIf)
+		time.Sleep(time.Second)
+	}
+	stopped := time.Now()
+	if n := l.rec.count("gw1", Up, flap, time.Time{}); n != 0 {
+		t.Errorf("%d up transitions while the link flapped every second: %v", n, l.rec.list())
+	}
+	s := l.status("gw1")
+	if s.State != Down || !s.Damped || s.FlapPenalty <= 2500 {
+		t.Fatalf("after flapping: %+v, want down and damped", s)
+	}
+	// Link hold (1s) and three recovery probes (3s) would bring an
+	// undamped gateway back by now; the penalty keeps it down.
+	time.Sleep(5 * time.Second)
+	s = l.status("gw1")
+	if s.State != Down || !s.Damped {
+		t.Fatalf("5s after flapping stopped: %+v, want still damped", s)
+	}
+	if n := l.rec.count("gw1", Up, stopped, time.Time{}); n != 0 {
+		t.Errorf("came back while damped: %v", l.rec.list())
+	}
+	if !strings.Contains(s.Reason, "flap penalty") {
+		t.Errorf("reason %q does not explain the damping", s.Reason)
+	}
+	t.Logf("status: state=%v damped=%v penalty=%.0f reason=%q", s.State, s.Damped, s.FlapPenalty, s.Reason)
+}
+
+func TestNSRandomLossNoFalseDown(t *testing.T) {
+	l := newLab(t, polGW1+`
+[gateway.gw1.detect]
+gating = "always"
+interval = "20ms"
+`)
+	l.routeVia(t, 1)
+	l.waitState(t, "gw1", Up, 5*time.Second)
+	l.GW1.Loss(t, nstest.GWDownlinkIf, 1)
+	start := time.Now()
+	l.pingFlood(t, 1000, 15*time.Second)
+	time.Sleep(15 * time.Second)
+	if n := l.rec.count("gw1", Down, start, time.Time{}); n != 0 {
+		t.Fatalf("1%% random loss took the gateway down: %v", l.rec.list())
+	}
+	s := l.status("gw1")
+	if s.State == Degraded || s.State == Down {
+		t.Fatalf("state %v under 1%% loss", s.State)
+	}
+	if s.Samples < 100 {
+		t.Fatalf("only %d probe results in the window: the test did not probe", s.Samples)
+	}
+	t.Logf("state=%v loss=%.3f over %d probes, rtt avg %v", s.State, s.Loss, s.Samples, s.RTTAvg)
+}
+
+// TestNSSpoofedRepliesIgnored: a third host sends echo replies "from" the
+// dead gateway, with the prober's own ICMP id and every sequence number
+// around the current one. Only the random payload token tells them apart;
+// the gateway must stay down.
+func TestNSSpoofedRepliesIgnored(t *testing.T) {
+	l := newLab(t, polGW1)
+	spoof := l.Lab.Host("spoof")
+	l.Lab.Link(l.Host, "eth3", spoof, "eth0")
+	l.Host.AddAddr(t, "eth3", "198.18.3.2/24")
+	spoof.AddAddr(t, "eth0", "198.18.3.1/24")
+	spoof.MustRun(t, "ip", "route", "add", nstest.Uplink1Net4.String(), "via", "198.18.3.2", "dev", "eth0")
+
+	l.waitState(t, "gw1", Up, 5*time.Second)
+	l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+	l.routeVia(t, 1)
+	l.pingFlood(t, 500, 20*time.Second)
+	l.waitState(t, "gw1", Down, 5*time.Second)
+	down := time.Now()
+
+	var rc *ipv4.RawConn
+	if err := spoof.Do(func() error {
+		c, err := net.ListenPacket("ip4:icmp", "198.18.3.1")
+		if err != nil {
+			return err
+		}
+		rc, err = ipv4.NewRawConn(c)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	id := l.pr.id
+	sent := 0
+	end := time.Now().Add(5 * time.Second) // five recovery probes
+	for time.Now().Before(end) {
+		cur := uint16(l.pr.seq.Load())
+		for s := cur - 20; s != cur+60; s++ {
+			body, _ := (&icmp.Message{Type: ipv4.ICMPTypeEchoReply, Body: &icmp.Echo{ID: int(id), Seq: int(s), Data: make([]byte, tokenLen)}}).Marshal(nil)
+			h := &ipv4.Header{Version: 4, Len: 20, TotalLen: 20 + len(body), TTL: 64, Protocol: 1,
+				Src: nstest.GW1Addr4.AsSlice(), Dst: nstest.Host1Addr4.AsSlice()}
+			if err := rc.WriteTo(h, body, nil); err != nil {
+				t.Fatalf("spoofing: %v", err)
+			}
+			sent++
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := l.rec.count("gw1", Up, down, time.Time{}); n != 0 {
+		t.Fatalf("spoofed replies brought the dead gateway up: %v", l.rec.list())
+	}
+	if s := l.status("gw1"); s.State != Down || s.LastGoodProbeAge >= 0 && s.LastGoodProbeAge < time.Since(down) {
+		t.Fatalf("status %+v: a spoofed reply counted", s)
+	}
+	ign := l.pr.Ignored.Load()
+	if ign == 0 {
+		t.Fatalf("no spoofed reply reached the prober (%d sent): the test proves nothing", sent)
+	}
+	t.Logf("%d spoofed replies sent, %d reached the prober and were ignored", sent, ign)
+}
