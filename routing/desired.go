@@ -48,10 +48,10 @@ func effective(g *policy.Gateway, h Health) (tier, weight int) {
 // a degraded primary yields to an Up backup in a higher tier but still
 // carries traffic when nothing better is left. Degraded members of the
 // chosen tier join it with their degraded weight.
-func groupNexthops(p *policy.Policy, g *policy.Group, h Snapshot) []Nexthop {
+func groupNexthops(gws map[string]*policy.Gateway, g *policy.Group, h Snapshot) []Nexthop {
 	best, bestUp := -1, false
 	for _, name := range g.Gateways {
-		gw := p.Gateway(name)
+		gw := gws[name]
 		if gw == nil {
 			continue
 		}
@@ -71,7 +71,7 @@ func groupNexthops(p *policy.Policy, g *policy.Group, h Snapshot) []Nexthop {
 	}
 	var nhs []Nexthop
 	for _, name := range g.Gateways {
-		gw := p.Gateway(name)
+		gw := gws[name]
 		if gw == nil || !h[name].Healthy() {
 			continue
 		}
@@ -85,39 +85,54 @@ func groupNexthops(p *policy.Policy, g *policy.Group, h Snapshot) []Nexthop {
 }
 
 // allNexthops is every member of a group, as if healthy: last_resort "keep".
-func allNexthops(p *policy.Policy, g *policy.Group) []Nexthop {
+func allNexthops(gws map[string]*policy.Gateway, g *policy.Group) []Nexthop {
 	var nhs []Nexthop
 	for _, name := range g.Gateways {
-		if gw := p.Gateway(name); gw != nil {
+		if gw := gws[name]; gw != nil {
 			nhs = append(nhs, Nexthop{Gateway: gw.Address, Dev: gw.Interface, Weight: gw.Weight})
 		}
 	}
 	return normNexthops(nhs)
 }
 
-// failoverGateway picks the gateway a failed-over table routes through: the
-// healthy gateway of the same family with the lowest tier, then the highest
-// weight, then the first name.
-func failoverGateway(p *policy.Policy, down *policy.Gateway, h Snapshot) *policy.Gateway {
-	var best *policy.Gateway
-	var bt, bw int
+// failover holds, per family, the gateway a failed-over table routes
+// through: the healthy gateway with the lowest tier, then the highest
+// weight, then the first name. Computed once per Desired, since with many
+// gateways a scan per failed table would be quadratic.
+type failover map[bool]*policy.Gateway // key: Is6
+
+func failoverTargets(p *policy.Policy, h Snapshot) failover {
+	best := failover{}
+	type tw struct{ t, w int }
+	score := map[bool]tw{}
 	for _, gw := range p.Gateways {
-		if gw == down || gw.Is6() != down.Is6() || !h[gw.Name].Healthy() {
+		if !h[gw.Name].Healthy() {
 			continue
 		}
 		t, w := effective(gw, h[gw.Name])
-		if best == nil || t < bt || t == bt && w > bw {
-			best, bt, bw = gw, t, w
+		fam := gw.Is6()
+		cur, ok := best[fam]
+		if !ok || cur == nil || t < score[fam].t || t == score[fam].t && w > score[fam].w {
+			best[fam], score[fam] = gw, tw{t, w}
 		}
 	}
 	return best
 }
+
+// pick returns the failover target for a down gateway (never itself: a
+// down gateway is not healthy, so it is never a target).
+func (f failover) pick(down *policy.Gateway) *policy.Gateway { return f[down.Is6()] }
 
 // Desired is the kernel state the policy wants under the given health. It is
 // pure and deterministic: the same inputs give the same State, sorted.
 func Desired(p *policy.Policy, h Snapshot) State {
 	proto := p.Daemon.RouteProtocol
 	var s State
+	gws := make(map[string]*policy.Gateway, len(p.Gateways))
+	for _, gw := range p.Gateways {
+		gws[gw.Name] = gw
+	}
+	alt := failoverTargets(p, h)
 	groupNH := map[string][]Nexthop{}
 	for _, g := range p.Groups {
 		r := Route{
@@ -129,13 +144,13 @@ func Desired(p *policy.Policy, h Snapshot) State {
 			Protocol: proto,
 			Owner:    "group/" + g.Name,
 		}
-		nhs := groupNexthops(p, g, h)
+		nhs := groupNexthops(gws, g, h)
 		groupNH[g.Name] = nhs
 		switch {
 		case len(nhs) > 0:
 			r.Nexthops = nhs
 		case g.LastResort == policy.LastResortKeep:
-			r.Nexthops = allNexthops(p, g)
+			r.Nexthops = allNexthops(gws, g)
 		case g.LastResort == policy.LastResortUnreachable:
 			r.Type = Unreachable
 		case g.LastResort == policy.LastResortBlackhole:
@@ -167,8 +182,8 @@ func Desired(p *policy.Policy, h Snapshot) State {
 			// The table's own source stays: the kernel accepts any local
 			// address as preferred source, and replies keep the address
 			// the peer knows.
-			if alt := failoverGateway(p, gw, h); alt != nil {
-				r.Nexthops = []Nexthop{{Gateway: alt.Address, Dev: alt.Interface}}
+			if a := alt.pick(gw); a != nil {
+				r.Nexthops = []Nexthop{{Gateway: a.Address, Dev: a.Interface}}
 			}
 		}
 		s.Routes = append(s.Routes, r)
@@ -199,7 +214,8 @@ func Desired(p *policy.Policy, h Snapshot) State {
 		}
 		s.Rules = append(s.Rules, r)
 	}
-	return Normalize(s)
+	normalizeInPlace(&s)
+	return s
 }
 
 // trackHealthy reports whether an announce's tracked gateway or group is
@@ -274,25 +290,70 @@ func normNexthops(nhs []Nexthop) []Nexthop {
 		out[0].Weight = 0
 		return out
 	}
-	slices.SortFunc(out, func(a, b Nexthop) int {
-		if c := cmp.Compare(a.Dev, b.Dev); c != 0 {
-			return c
-		}
-		return a.Gateway.Compare(b.Gateway)
-	})
+	slices.SortFunc(out, compareNexthop)
 	return out
 }
 
 // Normalize returns s in canonical form: routes sorted by key, rules by
 // priority, nexthops sorted, defaults the kernel would fill in filled in.
 // Plan and Format work on normalized states, so two states that mean the
-// same kernel state compare equal.
+// same kernel state compare equal. s itself is not modified.
 func Normalize(s State) State {
-	out := State{}
-	if len(s.Routes) > 0 {
-		out.Routes = make([]Route, len(s.Routes))
+	out := State{Routes: slices.Clone(s.Routes), Rules: slices.Clone(s.Rules)}
+	normalizeInPlace(&out)
+	return out
+}
+
+// normalized reports whether s is already in canonical form, so that Plan
+// can skip copying and sorting 10,000 rules on the hot path.
+func normalized(s State) bool {
+	for i := range s.Routes {
+		r := &s.Routes[i]
+		if r.Dst != r.Dst.Masked() || r.Metric != metricFor(r.Family, r.Metric) || r.Type == 0 ||
+			(r.Type != Unicast && (len(r.Nexthops) > 0 || r.Src.IsValid())) || !nexthopsNormal(r.Nexthops) {
+			return false
+		}
+		if i > 0 && compareKey(s.Routes[i-1].Key(), r.Key()) > 0 {
+			return false
+		}
 	}
-	for i, r := range s.Routes {
+	for i := range s.Rules {
+		r := &s.Rules[i]
+		if r.From != r.From.Masked() || r.To != r.To.Masked() || (r.Mask == 0 && r.Mark != 0) {
+			return false
+		}
+		if i > 0 && compareRule(s.Rules[i-1], *r) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func nexthopsNormal(nhs []Nexthop) bool {
+	if len(nhs) == 1 {
+		return nhs[0].Weight == 0 && nhs[0].Gateway.Zone() == ""
+	}
+	for i, nh := range nhs {
+		if nh.Weight < 1 || nh.Gateway.Zone() != "" {
+			return false
+		}
+		if i > 0 && compareNexthop(nhs[i-1], nh) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func compareNexthop(a, b Nexthop) int {
+	if c := cmp.Compare(a.Dev, b.Dev); c != 0 {
+		return c
+	}
+	return a.Gateway.Compare(b.Gateway)
+}
+
+func normalizeInPlace(s *State) {
+	for i := range s.Routes {
+		r := &s.Routes[i]
 		r.Dst = r.Dst.Masked()
 		r.Metric = metricFor(r.Family, r.Metric)
 		if r.Type == 0 {
@@ -301,16 +362,15 @@ func Normalize(s State) State {
 		if r.Type != Unicast {
 			r.Nexthops = nil
 			r.Src = netip.Addr{}
-		} else {
+		} else if !nexthopsNormal(r.Nexthops) {
 			r.Nexthops = normNexthops(r.Nexthops)
 		}
-		out.Routes[i] = r
 	}
-	slices.SortStableFunc(out.Routes, func(a, b Route) int { return compareKey(a.Key(), b.Key()) })
-	if len(s.Rules) > 0 {
-		out.Rules = make([]Rule, len(s.Rules))
+	if !slices.IsSortedFunc(s.Routes, func(a, b Route) int { return compareKey(a.Key(), b.Key()) }) {
+		slices.SortStableFunc(s.Routes, func(a, b Route) int { return compareKey(a.Key(), b.Key()) })
 	}
-	for i, r := range s.Rules {
+	for i := range s.Rules {
+		r := &s.Rules[i]
 		if r.From.IsValid() {
 			r.From = r.From.Masked()
 		}
@@ -320,10 +380,10 @@ func Normalize(s State) State {
 		if r.Mask == 0 {
 			r.Mark = 0
 		}
-		out.Rules[i] = r
 	}
-	slices.SortStableFunc(out.Rules, compareRule)
-	return out
+	if !slices.IsSortedFunc(s.Rules, compareRule) {
+		slices.SortStableFunc(s.Rules, compareRule)
+	}
 }
 
 func compareKey(a, b RouteKey) int {
@@ -345,6 +405,15 @@ func compareKey(a, b RouteKey) int {
 	return cmp.Compare(a.Tos, b.Tos)
 }
 
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
+}
+
+// compareRule orders rules as the kernel evaluates them (by priority),
+// then by every selector so that the order is total and deterministic.
 func compareRule(a, b Rule) int {
 	if c := cmp.Compare(a.Priority, b.Priority); c != 0 {
 		return c
@@ -352,5 +421,23 @@ func compareRule(a, b Rule) int {
 	if c := cmp.Compare(a.Family, b.Family); c != 0 {
 		return c
 	}
-	return cmp.Compare(ruleText(a), ruleText(b))
+	if c := comparePrefix(a.From, b.From); c != 0 {
+		return c
+	}
+	if c := comparePrefix(a.To, b.To); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Mark, b.Mark); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Mask, b.Mask); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.IIF, b.IIF); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.Table, b.Table); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Protocol, b.Protocol)
 }

@@ -93,11 +93,6 @@ func routeEqual(a, b Route) bool {
 		a.Src == b.Src && slices.Equal(a.Nexthops, b.Nexthops)
 }
 
-func ruleEqual(a, b Rule) bool {
-	a.Owner, b.Owner = "", ""
-	return a == b
-}
-
 // Plan returns the ops that turn have into want, in a safe order: routes
 // are added or replaced before the rules that point at them, new rules are
 // added before old ones are deleted, and routes are deleted last.
@@ -108,7 +103,12 @@ func ruleEqual(a, b Rule) bool {
 // A have route on a key want does not use is deleted only if it carries
 // want's protocol (or want is empty, as for a withdraw of owned state).
 func Plan(want, have State) []Op {
-	want, have = Normalize(want), Normalize(have)
+	if !normalized(want) {
+		want = Normalize(want)
+	}
+	if !normalized(have) {
+		have = Normalize(have)
+	}
 	proto, known := ownProtocol(want)
 
 	haveByKey := map[RouteKey][]int{}
@@ -155,27 +155,35 @@ func Plan(want, have State) []Op {
 		deletes = append(deletes, Op{Kind: OpDelete, Route: h})
 	}
 
-	haveRules := make([]bool, len(have.Rules))
-	for i := range want.Rules {
-		w := &want.Rules[i]
-		found := false
-		for j := range have.Rules {
-			if !haveRules[j] && ruleEqual(*w, have.Rules[j]) {
-				haveRules[j], found = true, true
-				break
+	// Both rule lists are sorted by every field but Owner, so one merge
+	// pass finds what to add and delete: linear for 10,000 rules.
+	var ruleDeletes []Op
+	i, j := 0, 0
+	for i < len(want.Rules) || j < len(have.Rules) {
+		var c int
+		switch {
+		case i == len(want.Rules):
+			c = 1
+		case j == len(have.Rules):
+			c = -1
+		default:
+			c = compareRule(want.Rules[i], have.Rules[j])
+		}
+		switch {
+		case c == 0:
+			i++
+			j++
+		case c < 0:
+			ops = append(ops, Op{Kind: OpAdd, Rule: &want.Rules[i]})
+			i++
+		default:
+			if h := &have.Rules[j]; !known || h.Protocol == proto {
+				ruleDeletes = append(ruleDeletes, Op{Kind: OpDelete, Rule: h})
 			}
-		}
-		if !found {
-			ops = append(ops, Op{Kind: OpAdd, Rule: w})
+			j++
 		}
 	}
-	for j := range have.Rules {
-		h := &have.Rules[j]
-		if haveRules[j] || (known && h.Protocol != proto) {
-			continue
-		}
-		ops = append(ops, Op{Kind: OpDelete, Rule: h})
-	}
+	ops = append(ops, ruleDeletes...)
 	return append(ops, deletes...)
 }
 

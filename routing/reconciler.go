@@ -61,6 +61,7 @@ type Reconciler struct {
 	installed  State   // owned state as last read or written
 	foreign    []Route // routes of other protocols on keys uplinkd wants
 	cacheOK    bool    // installed is known to match the kernel
+	hintGen    uint64  // bumped by every hint; a reconcile that saw one mid-way leaves the cache invalid
 
 	setc      chan struct{}
 	closed    chan struct{}
@@ -252,7 +253,7 @@ func (r *Reconciler) reconcile(ctx context.Context, full bool, reason string, re
 	}
 	start := time.Now()
 	r.mu.Lock()
-	want, gen := r.want, r.wantGen
+	want, gen, hints := r.want, r.wantGen, r.hintGen
 	have, foreign, cached := r.installed, r.foreign, r.cacheOK && !full
 	r.mu.Unlock()
 	if want == nil {
@@ -283,7 +284,7 @@ func (r *Reconciler) reconcile(ctx context.Context, full bool, reason string, re
 	if len(errs) == 0 && !retry {
 		r.installed = ownedAfter(*want, ops)
 		r.foreign = foreign
-		r.cacheOK = true
+		r.cacheOK = r.hintGen == hints
 		r.appliedGen = gen
 	} else {
 		r.installed = have
@@ -333,6 +334,7 @@ func ownedAfter(want State, ops []Op) State {
 func (r *Reconciler) invalidate() {
 	r.mu.Lock()
 	r.cacheOK = false
+	r.hintGen++
 	r.mu.Unlock()
 }
 

@@ -53,8 +53,6 @@ func foreignRoute(t *testing.T, k Netlink) {
 	}
 }
 
-const foreignLine = "198.18.99.0/24 via 198.18.2.1 dev eth2 table 201 proto 4"
-
 // scenario steps: health, and the whole fake kernel afterwards.
 var scenarioSteps = []struct {
 	name   string
