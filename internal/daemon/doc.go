@@ -1,0 +1,25 @@
+// Package daemon is `uplinkd run`: it joins the detector (gateway health) and
+// the routing reconciler (kernel state) in one process, and adds what
+// operators need around them: hooks, hot reload, metrics, a status API, a
+// root-only control socket, keepalived track files, systemd notification,
+// and least privilege.
+//
+// One goroutine, the loop in Daemon.Run, owns the health snapshot. It turns
+// every detector transition into a routing.Snapshot, computes the desired
+// state and hands it to the reconciler at once: there is no polling delay
+// between "down" and the route change. Everything else (signal handling, the
+// control socket, the HTTP server) talks to the loop over channels or reads
+// snapshots published under a mutex that is never held across a channel
+// operation.
+//
+// Reloads are coalesced: requests that arrive while one is pending are
+// folded into it, so a burst of SIGHUPs causes one reload, and a reload
+// with an unchanged policy makes no kernel writes at all.
+//
+// Start-up refuses, with the exact reason and before the kernel is touched,
+// a policy that is invalid, a policy file or hook executable that anyone but
+// root can write, a missing non-optional interface, and a process without
+// CAP_NET_ADMIN. Once its sockets are open the daemon keeps only
+// CAP_NET_ADMIN and CAP_NET_RAW in every capability set of every thread
+// (hooks inherit that bounding set).
+package daemon

@@ -1,0 +1,758 @@
+package daemon_test
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/uplinkd/uplinkd/internal/daemon"
+	"github.com/uplinkd/uplinkd/internal/nstest"
+)
+
+// binary is uplinkd built once for the whole test binary, without cgo as
+// `make build` does: the capability drop needs it.
+var binary string
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "uplinkd-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binary = filepath.Join(dir, "uplinkd")
+	cmd := exec.Command("go", "build", "-o", binary, "github.com/uplinkd/uplinkd/cmd/uplinkd")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building uplinkd: %v\n%s", err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+const listen = "127.0.0.1:9474" // each lab host has its own loopback
+
+// lab is the TwoUplinks topology with uplinkd running on the host.
+type lab struct {
+	*nstest.TwoUplinks
+	t      *testing.T
+	dir    string
+	policy string
+	cmd    *exec.Cmd
+	hooks  string // file the recording hook appends to
+}
+
+// recordHook appends one line per event with every UPLINKD_* variable.
+const recordHook = `#!/bin/sh
+printf 'event=%s gateway=%s group=%s iface=%s addr=%s prev=%s state=%s table=%s reason=%s\n' \
+  "$UPLINKD_EVENT" "$UPLINKD_GATEWAY" "$UPLINKD_GROUP" "$UPLINKD_INTERFACE" "$UPLINKD_ADDRESS" \
+  "$UPLINKD_PREV_STATE" "$UPLINKD_STATE" "$UPLINKD_TABLE" "$UPLINKD_REASON" >> "$1"
+`
+
+func newLab(t *testing.T) *lab {
+	t.Helper()
+	l := &lab{TwoUplinks: nstest.NewTwoUplinks(t), t: t, dir: t.TempDir()}
+	l.policy = filepath.Join(l.dir, "uplinkd.toml")
+	l.hooks = filepath.Join(l.dir, "hooks.log")
+	l.writeFile("record-hook", recordHook, 0o755)
+	return l
+}
+
+func (l *lab) writeFile(name, content string, mode os.FileMode) string {
+	l.t.Helper()
+	p := filepath.Join(l.dir, name)
+	if err := os.WriteFile(p, []byte(content), mode); err != nil {
+		l.t.Fatal(err)
+	}
+	if err := os.Chmod(p, mode); err != nil {
+		l.t.Fatal(err)
+	}
+	return p
+}
+
+// basePolicy: a weighted multipath default over both uplinks, each gateway
+// probed every 100ms through a remote target behind it, and the recording
+// hook on every event. extra is appended.
+func (l *lab) basePolicy(w1 int, extra string) string {
+	return fmt.Sprintf(`
+[daemon]
+listen = %q
+control_socket = %q
+track_dir = %q
+
+[profile.fast]
+gating = "always"
+interval = "100ms"
+timeout = "100ms"
+down_count = 3
+up_count = 3
+recovery_interval = "100ms"
+damping = false
+
+[gateway.isp1]
+address = "%s"
+interface = "%s"
+weight = %d
+profile = "fast"
+[gateway.isp1.probe]
+icmp = ["%s"]
+
+[gateway.isp2]
+address = "%s"
+interface = "%s"
+weight = 1
+profile = "fast"
+[gateway.isp2.probe]
+icmp = ["%s"]
+
+[group.wan]
+gateways = ["isp1", "isp2"]
+
+[hook.record]
+command = [%q, %q]
+events = ["gateway_up", "gateway_down", "gateway_degraded", "group_up", "group_down", "route_changed"]
+timeout = "5s"
+%s`, listen, filepath.Join(l.dir, "run", "control.sock"), filepath.Join(l.dir, "track"),
+		nstest.GW1Addr4, nstest.HostUplink1If, w1, nstest.TargetAddr4,
+		nstest.GW2Addr4, nstest.HostUplink2If, nstest.TargetAddr4,
+		filepath.Join(l.dir, "record-hook"), l.hooks, extra)
+}
+
+func (l *lab) start(policy string, args ...string) {
+	l.t.Helper()
+	l.writeFile("uplinkd.toml", policy, 0o600)
+	l.cmd = l.Host.Start(l.t, append([]string{binary, "run", "--config", l.policy, "--log-level", "info"}, args...)...)
+	l.waitFor("the status listener", func() bool {
+		_, err := l.get("/healthz")
+		return err == nil
+	})
+}
+
+func (l *lab) signal(sig syscall.Signal) {
+	l.t.Helper()
+	if err := l.Host.ProcOf(l.cmd).Signal(sig); err != nil {
+		l.t.Fatalf("signal %v: %v", sig, err)
+	}
+}
+
+// waitFor polls cond every 20 ms up to a generous deadline.
+func (l *lab) waitFor(what string, cond func() bool) {
+	l.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			l.t.Fatalf("timed out waiting for %s\ndaemon output:\n%s", what, tail(l.Host.Output(l.cmd), 6000))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// get does an HTTP GET inside the host namespace. The socket is created on
+// the namespace's thread (nstest Do), so it reaches the lab's loopback.
+func (l *lab) get(path string) (string, error) {
+	var body string
+	err := l.Host.Do(func() error {
+		c, err := net.DialTimeout("tcp", listen, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "GET %s HTTP/1.0\r\nHost: uplinkd\r\n\r\n", path)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var b strings.Builder
+		if _, err := bufio.NewReader(resp.Body).WriteTo(&b); err != nil {
+			return err
+		}
+		body = b.String()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("GET %s: %s", path, resp.Status)
+		}
+		return nil
+	})
+	return body, err
+}
+
+func (l *lab) metrics() map[string]*dto.MetricFamily {
+	l.t.Helper()
+	body, err := l.get("/metrics")
+	if err != nil {
+		l.t.Fatalf("scraping /metrics: %v", err)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mf, err := p.TextToMetricFamilies(strings.NewReader(body))
+	if err != nil {
+		l.t.Fatalf("parsing /metrics: %v", err)
+	}
+	return mf
+}
+
+// metric sums the samples of name whose labels include want.
+func (l *lab) metric(name string, want map[string]string) float64 {
+	mf := l.metrics()[name]
+	if mf == nil {
+		return -1
+	}
+	sum := 0.0
+next:
+	for _, m := range mf.GetMetric() {
+		have := map[string]string{}
+		for _, lp := range m.GetLabel() {
+			have[lp.GetName()] = lp.GetValue()
+		}
+		for k, v := range want {
+			if have[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			sum += m.Counter.GetValue()
+		case m.Gauge != nil:
+			sum += m.Gauge.GetValue()
+		case m.Untyped != nil:
+			sum += m.Untyped.GetValue()
+		}
+	}
+	return sum
+}
+
+// routes is uplinkd's part of the host's main table.
+func (l *lab) routes() string {
+	l.t.Helper()
+	return l.Host.MustRun(l.t, "ip", "route", "show", "table", "main", "proto", "212")
+}
+
+func (l *lab) hookLines() []string {
+	data, _ := os.ReadFile(l.hooks)
+	s := strings.TrimSpace(string(data))
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+// hookEvents returns the hook lines for one event name.
+func (l *lab) hookEvents(event string) []string {
+	var out []string
+	for _, line := range l.hookLines() {
+		if strings.HasPrefix(line, "event="+event+" ") {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+func (l *lab) status() *daemon.Status {
+	l.t.Helper()
+	out, err := l.Host.Run(binary, "status", "--json", "--addr", listen)
+	if err != nil {
+		l.t.Fatalf("uplinkd status --json: %v\n%s", err, out)
+	}
+	var st daemon.Status
+	if err := jsonUnmarshal(out, &st); err != nil {
+		l.t.Fatalf("decoding status: %v\n%s", err, out)
+	}
+	return &st
+}
+
+func (l *lab) gatewayState(name string) string {
+	for _, g := range l.status().Gateways {
+		if g.Name == name {
+			return g.State
+		}
+	}
+	return ""
+}
+
+var bothNexthops = regexp.MustCompile(`(?s)default.*nexthop via 198\.18\.1\.1 dev eth1 weight (\d+).*nexthop via 198\.18\.2\.1 dev eth2 weight 1`)
+
+func (l *lab) waitBothUp() {
+	l.t.Helper()
+	l.waitFor("both gateways up and in the default route", func() bool {
+		return l.gatewayState("isp1") == "up" && l.gatewayState("isp2") == "up" && bothNexthops.MatchString(l.routes())
+	})
+}
+
+// A gateway that black-holes traffic (carrier and ARP still fine) leaves the
+// default route, each hook fires once with the right environment, and the
+// gateway comes back when it recovers.
+func TestGatewayDiesRoutesChangeHooksFireOnce(t *testing.T) {
+	l := newLab(t)
+	l.start(l.basePolicy(2, ""))
+	l.waitBothUp()
+	if m := bothNexthops.FindStringSubmatch(l.routes()); m[1] != "2" {
+		t.Fatalf("isp1 weight %s in %q, want 2", m[1], l.routes())
+	}
+	// Real traffic through the multipath route while the gateway dies.
+	pinger := l.Host.Start(t, "ping", "-q", "-i", "0.05", "-c", "400", "-W", "1", nstest.TargetAddr4.String())
+	defer l.Host.Stop(pinger)
+
+	l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+	l.waitFor("isp1 to leave the default route", func() bool {
+		r := l.routes()
+		return strings.Contains(r, "default via 198.18.2.1 dev eth2") && !strings.Contains(r, "198.18.1.1")
+	})
+	l.waitFor("the gateway_down and group hooks to run", func() bool { return len(l.hookEvents("gateway_down")) >= 1 })
+	if got := l.gatewayState("isp1"); got != "down" {
+		t.Errorf("isp1 state %q, want down", got)
+	}
+	track, err := os.ReadFile(filepath.Join(l.dir, "track", "isp1"))
+	if err != nil || string(track) != "1\n" {
+		t.Errorf("track file isp1 = %q, %v; want \"1\\n\"", track, err)
+	}
+	if track, _ := os.ReadFile(filepath.Join(l.dir, "track", "wan")); string(track) != "0\n" {
+		t.Errorf("track file wan = %q, want \"0\\n\" (isp2 still healthy)", track)
+	}
+
+	l.GW1.Recover(t)
+	l.waitFor("isp1 back in the default route", func() bool { return bothNexthops.MatchString(l.routes()) })
+	l.waitFor("the gateway_up hook", func() bool { return len(l.hookEvents("gateway_up")) >= 1 })
+	// Let any stray duplicate show up before counting.
+	time.Sleep(500 * time.Millisecond)
+
+	down := l.hookEvents("gateway_down")
+	wantDown := "event=gateway_down gateway=isp1 group=wan iface=eth1 addr=198.18.1.1 prev=up state=down table=254 reason="
+	if len(down) != 1 || !strings.HasPrefix(down[0], wantDown) || strings.TrimPrefix(down[0], wantDown) == "" {
+		t.Errorf("gateway_down hook lines:\n%s\nwant exactly one starting %q with a reason", strings.Join(down, "\n"), wantDown)
+	}
+	up := l.hookEvents("gateway_up")
+	wantUp := "event=gateway_up gateway=isp1 group=wan iface=eth1 addr=198.18.1.1 prev=down state=up table=254 reason="
+	if len(up) != 1 || !strings.HasPrefix(up[0], wantUp) {
+		t.Errorf("gateway_up hook lines:\n%s\nwant exactly one starting %q", strings.Join(up, "\n"), wantUp)
+	}
+	if g := l.hookEvents("group_down"); len(g) != 0 {
+		t.Errorf("group_down fired although isp2 stayed up: %q", g)
+	}
+	// One route_changed when isp1 left, one when it came back (plus the
+	// initial install at start-up).
+	rc := l.hookEvents("route_changed")
+	if len(rc) != 3 {
+		t.Errorf("route_changed hook ran %d times, want 3 (install, isp1 out, isp1 back):\n%s", len(rc), strings.Join(rc, "\n"))
+	}
+	for _, line := range rc {
+		if !strings.Contains(line, "group=wan") || !strings.Contains(line, "table=254") {
+			t.Errorf("route_changed line %q lacks group=wan table=254", line)
+		}
+	}
+	if v := l.metric("uplinkd_hook_runs_total", map[string]string{"hook": "record", "result": "ok"}); v != float64(len(l.hookLines())) {
+		t.Errorf("hook_runs_total{ok} = %v, hook ran %d times", v, len(l.hookLines()))
+	}
+}
+
+// A hook that hangs is killed, with its children, at its timeout; the
+// daemon keeps detecting and routing meanwhile.
+func TestHangingHookIsKilledAtTimeout(t *testing.T) {
+	l := newLab(t)
+	pidFile := filepath.Join(l.dir, "hang.pid")
+	hang := l.writeFile("hang-hook", "#!/bin/sh\necho $$ > "+pidFile+"\nsleep 600\n", 0o755)
+	l.start(l.basePolicy(2, fmt.Sprintf(`
+[hook.hang]
+command = [%q]
+events = ["gateway_down", "gateway_up"]
+timeout = "1s"
+`, hang)))
+	l.waitBothUp()
+	l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+	l.waitFor("the hanging hook to start", func() bool { _, err := os.Stat(pidFile); return err == nil })
+	// Routing does not wait for the hook.
+	l.waitFor("isp1 to leave the default route", func() bool { return !strings.Contains(l.routes(), "198.18.1.1") })
+	l.waitFor("the hook to be counted as timed out", func() bool {
+		return l.metric("uplinkd_hook_runs_total", map[string]string{"hook": "hang", "result": "timeout"}) == 1
+	})
+	data, _ := os.ReadFile(pidFile)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	if pid <= 0 {
+		t.Fatalf("bad pid file %q", data)
+	}
+	l.waitFor("the hook process to be gone", func() bool {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		return err != nil || strings.Contains(string(st), ") Z ")
+	})
+	if !strings.Contains(l.Host.Output(l.cmd), "killed after timeout 1s") {
+		t.Errorf("daemon log does not say the hook was killed at its timeout")
+	}
+	// The next event still runs the hook: its queue is not wedged.
+	l.GW1.Recover(t)
+	l.waitFor("the hook's second run", func() bool {
+		return l.metric("uplinkd_hook_runs_total", map[string]string{"hook": "hang", "result": "timeout"}) == 2
+	})
+}
+
+func writesTotal(l *lab) float64 {
+	return l.metric("uplinkd_netlink_writes_total", nil)
+}
+
+// SIGHUP with one weight changed replaces exactly one route; a storm of
+// SIGHUPs with nothing changed writes nothing; a broken policy is refused,
+// keeping the old routes and health, with the reload metric at 0.
+func TestReload(t *testing.T) {
+	l := newLab(t)
+	l.start(l.basePolicy(2, ""))
+	l.waitBothUp()
+	time.Sleep(300 * time.Millisecond) // let the start-up route_changed settle
+	w0 := writesTotal(l)
+	since0 := l.status().Gateways[0].Since
+
+	l.writeFile("uplinkd.toml", l.basePolicy(5, ""), 0o600)
+	l.signal(syscall.SIGHUP)
+	l.waitFor("isp1's weight to become 5", func() bool {
+		m := bothNexthops.FindStringSubmatch(l.routes())
+		return m != nil && m[1] == "5"
+	})
+	l.waitFor("the reload to be counted", func() bool { return writesTotal(l) > w0 })
+	time.Sleep(300 * time.Millisecond)
+	if d := writesTotal(l) - w0; d != 1 {
+		t.Errorf("weight change made %v netlink writes, want 1", d)
+	}
+	if v := l.metric("uplinkd_netlink_writes_total", map[string]string{"op": "replace", "result": "ok", "object": "route"}); v < 1 {
+		t.Errorf("the write was not a replace (replace count %v)", v)
+	}
+	if st := l.status(); !sameTime(st.Gateways[0].Since, since0) || st.Gateways[0].State != "up" {
+		t.Errorf("isp1 lost its health on reload: state %s since %v, was up since %v", st.Gateways[0].State, st.Gateways[0].Since, since0)
+	}
+
+	// 100 SIGHUPs in a burst, policy unchanged: no churn.
+	w1 := writesTotal(l)
+	reloadLines := strings.Count(l.Host.Output(l.cmd), "policy reloaded")
+	for range 100 {
+		l.signal(syscall.SIGHUP)
+	}
+	time.Sleep(time.Second)
+	if d := writesTotal(l) - w1; d != 0 {
+		t.Errorf("100 SIGHUPs with an unchanged policy made %v writes, want 0", d)
+	}
+	n := strings.Count(l.Host.Output(l.cmd), "policy reloaded") - reloadLines
+	if n < 1 || n > 3 {
+		t.Errorf("100 SIGHUPs caused %d reloads, want them coalesced into 1..3", n)
+	}
+
+	// A broken policy: refused, old routes and health stay.
+	before := l.routes()
+	l.writeFile("uplinkd.toml", l.basePolicy(2, "\n[gateway.isp3]\naddress = \"not-an-ip\"\ninterface = \"eth1\"\n"), 0o600)
+	l.signal(syscall.SIGHUP)
+	l.waitFor("the reload metric to drop to 0", func() bool {
+		return l.metric("uplinkd_config_last_reload_successful", nil) == 0
+	})
+	if after := l.routes(); after != before {
+		t.Errorf("routes changed after a refused reload:\nbefore %q\nafter  %q", before, after)
+	}
+	st := l.status()
+	if st.LastReloadOK || !strings.Contains(st.LastReloadError, "not-an-ip") {
+		t.Errorf("status last_reload_ok=%v error %q; want false and the policy error", st.LastReloadOK, st.LastReloadError)
+	}
+	if st.Gateways[0].State != "up" || !sameTime(st.Gateways[0].Since, since0) || len(st.Gateways) != 2 {
+		t.Errorf("health changed after a refused reload: %+v", st.Gateways)
+	}
+
+	// `uplinkd reload` over the control socket reports the refusal too,
+	// then succeeds once the policy is fixed.
+	sock := filepath.Join(l.dir, "run", "control.sock")
+	if out, err := l.Host.Run(binary, "reload", "--socket", sock); err == nil || !strings.Contains(out, "not-an-ip") {
+		t.Errorf("uplinkd reload with a broken policy: err %v, output %q; want failure naming the error", err, out)
+	}
+	l.writeFile("uplinkd.toml", l.basePolicy(5, ""), 0o600)
+	if out, err := l.Host.Run(binary, "reload", "--socket", sock); err != nil {
+		t.Errorf("uplinkd reload: %v\n%s", err, out)
+	}
+	if v := l.metric("uplinkd_config_last_reload_successful", nil); v != 1 {
+		t.Errorf("reload metric %v after a good reload, want 1", v)
+	}
+	fi, err := os.Stat(sock)
+	if err != nil || fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
+		t.Errorf("control socket mode %v, %v; want a 0600 socket", fi.Mode(), err)
+	}
+	if di, err := os.Stat(filepath.Dir(sock)); err != nil || di.Mode().Perm() != 0o700 {
+		t.Errorf("control socket directory mode %v, %v; want 0700", di.Mode(), err)
+	}
+}
+
+// Every metric of docs/design.md's table is served.
+func TestMetricsAreAllPresent(t *testing.T) {
+	l := newLab(t)
+	l.start(l.basePolicy(2, ""))
+	l.waitBothUp()
+	// Make every label set exist: a transition, a hook run, a reload.
+	l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+	l.waitFor("isp1 down", func() bool { return l.gatewayState("isp1") == "down" })
+	l.GW1.Recover(t)
+	l.waitFor("isp1 up", func() bool { return l.gatewayState("isp1") == "up" })
+	l.signal(syscall.SIGHUP)
+	l.waitFor("a hook run", func() bool { return len(l.hookLines()) > 0 })
+
+	design, err := os.ReadFile("../../docs/design.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := regexp.MustCompile("(?m)^\\| `(uplinkd_[a-z_]+)` \\|").FindAllStringSubmatch(string(design), -1)
+	if len(names) < 20 {
+		t.Fatalf("found only %d metric names in docs/design.md", len(names))
+	}
+	mf := l.metrics()
+	for _, n := range names {
+		if _, ok := mf[n[1]]; !ok {
+			t.Errorf("metric %s (docs/design.md) is not served", n[1])
+		}
+	}
+	if v := l.metric("uplinkd_build_info", nil); v != 1 {
+		t.Errorf("uplinkd_build_info = %v, want 1", v)
+	}
+	if v := l.metric("uplinkd_group_up", map[string]string{"group": "wan"}); v != 1 {
+		t.Errorf("uplinkd_group_up{group=wan} = %v, want 1", v)
+	}
+	if v := l.metric("uplinkd_group_healthy_gateways", map[string]string{"group": "wan"}); v != 2 {
+		t.Errorf("uplinkd_group_healthy_gateways{group=wan} = %v, want 2", v)
+	}
+	// Read-only: nothing changes on POST.
+	err = l.Host.Do(func() error {
+		c, err := net.DialTimeout("tcp", listen, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "POST /status HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed {
+			return fmt.Errorf("POST /status: %s, want 405", resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+}
+
+// `uplinkd status --check` exit codes follow the state: 0 up, 1 down, 2 for
+// an unknown name or no daemon.
+func TestStatusCheckExitCodes(t *testing.T) {
+	l := newLab(t)
+	l.start(l.basePolicy(2, ""))
+	l.waitBothUp()
+	check := func(name string) int {
+		_, err := l.Host.Run(binary, "status", "--addr", listen, "--check", name)
+		if err == nil {
+			return 0
+		}
+		var ee *exec.ExitError
+		if errorsAs(err, &ee) {
+			return ee.ExitCode()
+		}
+		t.Fatalf("status --check %s: %v", name, err)
+		return -1
+	}
+	for name, want := range map[string]int{"isp1": 0, "isp2": 0, "wan": 0, "nosuch": 2} {
+		if got := check(name); got != want {
+			t.Errorf("status --check %s = %d, want %d", name, got, want)
+		}
+	}
+	l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+	l.waitFor("isp1 down", func() bool { return check("isp1") == 1 })
+	if got := check("wan"); got != 0 {
+		t.Errorf("status --check wan = %d with isp2 up, want 0", got)
+	}
+	l.GW2.BlackholeIP(t, nstest.GWDownlinkIf)
+	l.waitFor("group wan down", func() bool { return check("wan") == 1 })
+	l.waitFor("the group_down hook", func() bool { return len(l.hookEvents("group_down")) == 1 })
+	if track, _ := os.ReadFile(filepath.Join(l.dir, "track", "wan")); string(track) != "1\n" {
+		t.Errorf("track file wan = %q with no healthy gateway, want \"1\\n\"", track)
+	}
+	// The table shows both gateways down, with reasons.
+	out := l.Host.MustRun(t, binary, "status", "--addr", listen)
+	for _, want := range []string{"GATEWAY", "isp1", "eth1", "down", "GROUP", "wan"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status table lacks %q:\n%s", want, out)
+		}
+	}
+	l.GW1.Recover(t)
+	l.waitFor("group wan up again", func() bool { return check("wan") == 0 })
+
+	l.signal(syscall.SIGTERM)
+	if err := l.Host.Wait(l.cmd, 15*time.Second); err != nil {
+		t.Fatalf("daemon exit: %v", err)
+	}
+	if got := check("isp1"); got != 2 {
+		t.Errorf("status --check with no daemon = %d, want 2", got)
+	}
+}
+
+// SIGTERM with the default on_exit leaves the routes in place; withdraw
+// removes them.
+func TestSIGTERMOnExit(t *testing.T) {
+	for _, tc := range []struct {
+		onExit    string
+		wantRoute bool
+	}{{"", true}, {`on_exit = "withdraw"`, false}} {
+		t.Run("on_exit="+tc.onExit, func(t *testing.T) {
+			l := newLab(t)
+			pol := l.basePolicy(2, "")
+			if tc.onExit != "" {
+				pol = strings.Replace(pol, "[daemon]\n", "[daemon]\n"+tc.onExit+"\n", 1)
+			}
+			l.start(pol)
+			l.waitBothUp()
+			before := l.routes()
+			l.signal(syscall.SIGTERM)
+			if err := l.Host.Wait(l.cmd, 15*time.Second); err != nil {
+				t.Fatalf("daemon did not exit cleanly on SIGTERM: %v\n%s", err, l.Host.Output(l.cmd))
+			}
+			after := l.routes()
+			if tc.wantRoute && after != before {
+				t.Errorf("routes changed on exit with on_exit=leave:\nbefore %q\nafter  %q", before, after)
+			}
+			if !tc.wantRoute && strings.TrimSpace(after) != "" {
+				t.Errorf("routes left after on_exit=withdraw: %q", after)
+			}
+			if _, err := os.Stat(filepath.Join(l.dir, "run", "control.sock")); !os.IsNotExist(err) {
+				t.Errorf("control socket left behind: %v", err)
+			}
+		})
+	}
+}
+
+// A restart with the same policy and healthy gateways makes no writes.
+func TestRestartMakesNoWrites(t *testing.T) {
+	l := newLab(t)
+	pol := l.basePolicy(2, "")
+	l.start(pol)
+	l.waitBothUp()
+	l.signal(syscall.SIGTERM)
+	if err := l.Host.Wait(l.cmd, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	before := l.routes()
+	l.start(pol)
+	l.waitBothUp()
+	time.Sleep(500 * time.Millisecond)
+	if v := writesTotal(l); v != 0 {
+		t.Errorf("restart made %v netlink writes, want 0", v)
+	}
+	if after := l.routes(); after != before {
+		t.Errorf("routes changed across a restart:\nbefore %q\nafter  %q", before, after)
+	}
+}
+
+// After start-up only CAP_NET_ADMIN and CAP_NET_RAW remain, in every set.
+func TestCapabilitiesDropped(t *testing.T) {
+	l := newLab(t)
+	l.start(l.basePolicy(2, ""))
+	l.waitBothUp()
+	pid := strconv.Itoa(l.cmd.Process.Pid)
+	caps, err := daemon.ReadProcCaps(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = 1<<12 | 1<<13 // CAP_NET_ADMIN, CAP_NET_RAW
+	if caps.Eff != want || caps.Prm != want || caps.Bnd != want || caps.Inh != 0 || caps.Amb != 0 {
+		t.Errorf("capabilities of pid %s: %+v; want Eff=Prm=Bnd=%#x, Inh=Amb=0", pid, caps, want)
+	}
+	// Every thread, not just the main one.
+	tasks, _ := os.ReadDir("/proc/" + pid + "/task")
+	if len(tasks) < 2 {
+		t.Fatalf("only %d threads", len(tasks))
+	}
+	for _, task := range tasks {
+		c, err := daemon.ReadProcCaps(pid + "/task/" + task.Name())
+		if err != nil {
+			continue // thread exited
+		}
+		if c.Eff != want || c.Prm != want || c.Bnd != want {
+			t.Errorf("thread %s: %+v", task.Name(), c)
+		}
+	}
+	// And the daemon still works: it can still change routes.
+	l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+	l.waitFor("isp1 to leave the route with reduced capabilities", func() bool { return !strings.Contains(l.routes(), "198.18.1.1") })
+}
+
+// The daemon refuses to start, says why, exits 2 and touches nothing.
+func TestRefusesToStart(t *testing.T) {
+	l := newLab(t)
+	good := l.basePolicy(2, "")
+	ruleDump := l.Host.MustRun(t, "ip", "rule", "show")
+	for _, tc := range []struct {
+		name   string
+		policy string
+		mode   os.FileMode
+		setup  func()
+		want   string
+	}{
+		{"invalid policy", good + "\n[gateway.bad]\naddress = \"nope\"\ninterface = \"eth1\"\n", 0o600, nil, "is not an IPv4 or IPv6 address"},
+		{"group-writable policy", good, 0o664, nil, "is writable by group or others"},
+		{"missing interface", strings.Replace(good, `interface = "eth2"`, `interface = "eth9"`, 1), 0o600, nil, "interface eth9 does not exist"},
+		{"writable hook", good, 0o600, func() { os.Chmod(filepath.Join(l.dir, "record-hook"), 0o757) }, "record-hook is writable by group or others"},
+		{"hook owned by another user", good, 0o600, func() {
+			os.Chmod(filepath.Join(l.dir, "record-hook"), 0o755)
+			os.Chown(filepath.Join(l.dir, "record-hook"), 65534, 65534)
+		}, "is owned by uid 65534, not root"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l.writeFile("record-hook", recordHook, 0o755)
+			os.Chown(filepath.Join(l.dir, "record-hook"), 0, 0)
+			if tc.setup != nil {
+				tc.setup()
+			}
+			l.writeFile("uplinkd.toml", tc.policy, tc.mode)
+			out, err := l.Host.Run(binary, "run", "--config", l.policy)
+			var ee *exec.ExitError
+			if !errorsAs(err, &ee) || ee.ExitCode() != 2 {
+				t.Errorf("exit: %v, want status 2\n%s", err, out)
+			}
+			if !strings.Contains(out, "refusing to start") || !strings.Contains(out, tc.want) {
+				t.Errorf("output does not say %q:\n%s", tc.want, out)
+			}
+			if r := l.routes(); strings.TrimSpace(r) != "" {
+				t.Errorf("routes installed by a daemon that refused to start: %q", r)
+			}
+			if r := l.Host.MustRun(t, "ip", "rule", "show"); r != ruleDump {
+				t.Errorf("rules changed:\n%s", r)
+			}
+		})
+	}
+	// Without CAP_NET_ADMIN (setpriv removes it from the bounding set,
+	// so the exec'd daemon never has it).
+	if _, err := exec.LookPath("setpriv"); err == nil {
+		l.writeFile("record-hook", recordHook, 0o755)
+		os.Chown(filepath.Join(l.dir, "record-hook"), 0, 0)
+		l.writeFile("uplinkd.toml", good, 0o600)
+		out, err := l.Host.Run("setpriv", "--inh-caps=-all", "--bounding-set=-net_admin", binary, "run", "--config", l.policy)
+		var ee *exec.ExitError
+		if !errorsAs(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(out, "missing CAP_NET_ADMIN") {
+			t.Errorf("without CAP_NET_ADMIN: %v, want exit 2 saying \"missing CAP_NET_ADMIN\":\n%s", err, out)
+		}
+	} else {
+		t.Log("setpriv not installed: the missing-CAP_NET_ADMIN case is not exercised")
+	}
+}

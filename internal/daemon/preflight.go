@@ -1,0 +1,117 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/policy"
+)
+
+// checkRootOnly refuses a file that anyone but root could change: hooks run
+// as root, and the policy decides what they run, so whoever can write
+// either can run code as root. Every directory above the file is checked
+// too, because write access to a directory lets one replace the file in it;
+// a sticky directory (/tmp) is fine, since only the owner may rename or
+// remove a file there.
+func checkRootOnly(what, path string) error {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", what, path, err)
+	}
+	real, err = filepath.Abs(real)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", what, path, err)
+	}
+	fi, err := os.Stat(real)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", what, path, err)
+	}
+	if err := rootOnly(fi); err != nil {
+		return fmt.Errorf("%s %s %w; it decides what runs as root (fix: chown root:root %s && chmod go-w %s)", what, path, err, real, real)
+	}
+	for dir := filepath.Dir(real); ; dir = filepath.Dir(dir) {
+		di, err := os.Stat(dir)
+		if err != nil {
+			return fmt.Errorf("%s %s: directory %s: %w", what, path, dir, err)
+		}
+		if di.Mode()&fs.ModeSticky == 0 {
+			if err := rootOnly(di); err != nil {
+				return fmt.Errorf("%s %s: its directory %s %w, so the file could be replaced (fix: chown root %s && chmod go-w %s)", what, path, dir, err, dir, dir)
+			}
+		}
+		if dir == "/" || dir == "." {
+			return nil
+		}
+	}
+}
+
+func rootOnly(fi fs.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return errors.New("has no owner information")
+	}
+	if st.Uid != 0 {
+		return fmt.Errorf("is owned by uid %d, not root", st.Uid)
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("is writable by group or others (mode %04o)", fi.Mode().Perm())
+	}
+	return nil
+}
+
+// checkPolicyFiles checks the policy file and every hook executable.
+func checkPolicyFiles(p *policy.Policy) error {
+	var errs []error
+	if p.File != "" {
+		if err := checkRootOnly("policy file", p.File); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, h := range p.Hooks {
+		if err := checkRootOnly(fmt.Sprintf("hook %q: executable", h.Name), h.Command[0]); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := unix.Access(h.Command[0], unix.X_OK); err != nil {
+			errs = append(errs, fmt.Errorf("hook %q: executable %s is not executable: %w", h.Name, h.Command[0], err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkInterfaces refuses a policy whose non-optional interfaces are
+// missing: a typo must not start a daemon that silently manages nothing.
+func checkInterfaces(p *policy.Policy) error {
+	var errs []error
+	seen := map[string]bool{}
+	for _, g := range p.Gateways {
+		if g.Optional || seen[g.Interface] {
+			continue
+		}
+		seen[g.Interface] = true
+		if _, err := net.InterfaceByName(g.Interface); err != nil {
+			errs = append(errs, fmt.Errorf("gateway %q: interface %s does not exist (set optional = true if it may appear later): %w", g.Name, g.Interface, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkPrivileges refuses to run without CAP_NET_ADMIN, which every route
+// and rule write needs: better now than at the first gateway failure.
+func checkPrivileges() error {
+	ok, err := HasCapability(unix.CAP_NET_ADMIN)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errors.New("missing CAP_NET_ADMIN: uplinkd must run as root or with CAP_NET_ADMIN and CAP_NET_RAW to change routes and send probes")
+	}
+	return nil
+}
