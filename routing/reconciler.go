@@ -34,7 +34,7 @@ type Config struct {
 	Logger      *slog.Logger  // nil: slog.Default()
 	Metrics     *Metrics      // may be nil
 	ResyncEvery time.Duration // periodic full resync; 0: DefaultResyncEvery
-	OnApplied   func([]Op)    // called after each apply that wrote something
+	OnApplied   func([]Op)    // called after each apply that wrote something, outside any lock
 
 	// Watcher feeds Run with change hints. Nil: Netlink itself if it
 	// implements Watcher (MemKernel does), otherwise subscriptions in the
@@ -60,6 +60,7 @@ type Reconciler struct {
 	appliedGen uint64
 	installed  State   // owned state as last read or written
 	foreign    []Route // routes of other protocols on keys uplinkd wants
+	closing    bool    // set by Close; Run refuses to start after it
 	cacheOK    bool    // installed is known to match the kernel
 	hintGen    uint64  // bumped by every hint; a reconcile that saw one mid-way leaves the cache invalid
 
@@ -169,6 +170,9 @@ func (r *Reconciler) Withdraw(ctx context.Context) error {
 // Close stops Run and releases what NewReconciler opened. It is idempotent.
 func (r *Reconciler) Close() error {
 	r.closeOnce.Do(func() {
+		r.mu.Lock()
+		r.closing = true
+		r.mu.Unlock()
 		close(r.closed)
 		r.wg.Wait()
 		if r.handle != nil {
@@ -247,9 +251,19 @@ func (r *Reconciler) ReadOwned(want State) (State, error) {
 // repair marks writes as drift repairs (want itself did not change).
 func (r *Reconciler) reconcile(ctx context.Context, full bool, reason string, repair bool) (int, error) {
 	r.applyMu.Lock()
-	defer r.applyMu.Unlock()
+	n, applied, err := r.reconcileLocked(ctx, full, reason, repair)
+	r.applyMu.Unlock()
+	// Outside the lock, so that the callback may call back into the
+	// reconciler (Installed, Set, even Apply).
+	if len(applied) > 0 && r.cfg.OnApplied != nil {
+		r.cfg.OnApplied(applied)
+	}
+	return n, err
+}
+
+func (r *Reconciler) reconcileLocked(ctx context.Context, full bool, reason string, repair bool) (int, []Op, error) {
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	start := time.Now()
 	r.mu.Lock()
@@ -257,18 +271,18 @@ func (r *Reconciler) reconcile(ctx context.Context, full bool, reason string, re
 	have, foreign, cached := r.installed, r.foreign, r.cacheOK && !full
 	r.mu.Unlock()
 	if want == nil {
-		return 0, nil
+		return 0, nil, nil
 	}
 	l, err := readLinks(r.nl)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if !cached {
 		r.cfg.Metrics.resync(reason)
 		have, foreign, err = r.readOwned(want, l)
 		if err != nil {
 			r.invalidate()
-			return 0, err
+			return 0, nil, err
 		}
 	}
 	planHave := have
@@ -304,10 +318,7 @@ func (r *Reconciler) reconcile(ctx context.Context, full bool, reason string, re
 		r.cfg.Metrics.repair("route", routes)
 		r.cfg.Metrics.repair("rule", rules)
 	}
-	if len(applied) > 0 && r.cfg.OnApplied != nil {
-		r.cfg.OnApplied(applied)
-	}
-	return writes, errors.Join(errs...)
+	return writes, applied, errors.Join(errs...)
 }
 
 // ownedAfter is the owned state once ops succeeded: want without the

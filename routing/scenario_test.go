@@ -314,3 +314,62 @@ func TestScenarioRepairRateLimit(t *testing.T) {
 	}
 	eventually(t, "route back after the fight", 5*time.Second, dumpIs(k, Format(want)))
 }
+
+// Close stops a running Run, is idempotent, and a later Run refuses.
+// OnApplied sees each apply that wrote, and Withdraw leaves only what
+// uplinkd does not own.
+func TestScenarioLifecycle(t *testing.T) {
+	p := mustPolicy(t, dualStack)
+	k := NewMemKernel("eth1", "eth2", "eth3")
+	foreignRoute(t, k)
+	applied := make(chan []Op, 16)
+	rec, err := NewReconciler(Config{Netlink: k, Protocol: 212, Logger: quietLogger(), ResyncEvery: time.Hour,
+		OnApplied: func(ops []Op) { applied <- ops }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- rec.Run(context.Background()) }()
+	// A burst of Sets is coalesced; the last one wins.
+	for _, st := range scenarioSteps {
+		rec.Set(Desired(p, st.health))
+	}
+	rec.Set(Desired(p, nil))
+	eventually(t, "last Set applied", 5*time.Second, dumpIs(k, scenarioSteps[0].golden))
+	select {
+	case ops := <-applied:
+		if len(ops) == 0 {
+			t.Errorf("OnApplied called with no ops")
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("OnApplied not called")
+	}
+	if err := rec.Withdraw(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(dump(`198.18.99.0/24 via 198.18.2.1 dev eth2 table 201 proto 4`), Format(k.State())); diff != "" {
+		t.Errorf("after Withdraw (-want +got):\n%s", diff)
+	}
+	if got := rec.Installed(); len(got.Routes)+len(got.Rules) != 0 {
+		t.Errorf("Installed after Withdraw = %s", Format(got))
+	}
+	rec.Close()
+	rec.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run after Close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after Close")
+	}
+	if err := rec.Run(context.Background()); err == nil {
+		t.Errorf("Run after Close succeeded")
+	}
+}
+
+func TestNewReconcilerRejectsProtocolZero(t *testing.T) {
+	if _, err := NewReconciler(Config{Netlink: NewMemKernel(), Protocol: 0}); err == nil {
+		t.Error("protocol 0 accepted; it would claim routes that carry no protocol")
+	}
+}

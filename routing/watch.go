@@ -214,12 +214,15 @@ func (w *KernelWatcher) rules(ctx context.Context, send func(Hint)) error {
 // after change hints (debounced), after ENOBUFS or an interrupted dump, and
 // every ResyncEvery. Repairs are rate-limited.
 func (r *Reconciler) Run(ctx context.Context) error {
-	select {
-	case <-r.closed:
+	// Registering with wg under mu, checked against closing, keeps Close's
+	// wg.Wait from racing with a Run that is just starting.
+	r.mu.Lock()
+	if r.closing {
+		r.mu.Unlock()
 		return errors.New("running reconciler: closed")
-	default:
 	}
 	r.wg.Add(1)
+	r.mu.Unlock()
 	defer r.wg.Done()
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
