@@ -228,8 +228,8 @@ func TestMachine(t *testing.T) {
 			},
 		},
 		{
-			name: "never: passive evidence only, a confirmation recovers",
-			prof: func(p *policy.Profile) { p.Gating = policy.GatingNever },
+			name:  "never: passive evidence only, a confirmation recovers",
+			prof:  func(p *policy.Profile) { p.Gating = policy.GatingNever },
 			steps: []step{{0, confirm}, {1000 * ms, failed}, {2000 * ms, silent(time.Second)}, {3000 * ms, confirm}},
 			want: []tr{
 				{0, Unknown, Up, CauseStart, "neighbour 198.18.1.1 REACHABLE on eth1"},
