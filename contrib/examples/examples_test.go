@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -180,4 +181,161 @@ func TestRouterTwoISPs(t *testing.T) {
 
 	tu.GW1.Recover(t)
 	waitNexthops(t, tu.Host, 20*time.Second, []string{gw1, gw2}, "-4", "route", "show", "default", "proto", "212")
+}
+
+// TestPrimaryBackup: the backup tier carries no traffic while the primary
+// is up, takes the default route when the primary dies, and gives it back.
+func TestPrimaryBackup(t *testing.T) {
+	tu := nstest.NewTwoUplinks(t)
+	primary, backup := nstest.GW1Addr4.String(), nstest.GW2Addr4.String()
+	d := daemontest.Start(t, tu.Host, bin, example(t, "primary-backup.toml"))
+	def := []string{"-4", "route", "show", "default", "proto", "212"}
+	waitNexthops(t, tu.Host, 10*time.Second, []string{primary}, def...)
+
+	// Traffic flows, all of it through the primary.
+	targets := addTargets(t, tu, 3, false)
+	pings(t, tu.Host, "", targets...)
+	idleBackup := func(phase string) {
+		t.Helper()
+		p0, b0 := rxPackets(t, tu.GW1, nstest.GWDownlinkIf), rxPackets(t, tu.GW2, nstest.GWDownlinkIf)
+		time.Sleep(time.Second) // a measuring window, not a wait for a condition
+		p, b := rxPackets(t, tu.GW1, nstest.GWDownlinkIf)-p0, rxPackets(t, tu.GW2, nstest.GWDownlinkIf)-b0
+		// 4 pings at 20/s: ~80 packets a second. The backup may see its
+		// slow standby check and neighbour traffic, a handful at most.
+		if p < 40 || b > 5 {
+			t.Errorf("%s: the primary received %d packets in 1s and the backup %d; want all traffic on the primary", phase, p, b)
+		}
+	}
+	idleBackup("primary up")
+	if g, err := d.Gateway("backup"); err != nil || !g.Standby {
+		t.Errorf("the backup should be in standby (slow checks only) while the primary carries traffic: %+v %v", g, err)
+	}
+
+	tu.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+	waitNexthops(t, tu.Host, 15*time.Second, []string{backup}, def...)
+	for _, dst := range targets {
+		if err := tu.Host.Ping(t, "-c", "2", "-i", "0.2", dst); err != nil {
+			t.Errorf("with the primary dead: %v", err)
+		}
+	}
+	if c := d.Check("wan"); c != 0 {
+		t.Errorf("status --check wan = %d while the backup carries it, want 0", c)
+	}
+
+	tu.GW1.Recover(t)
+	waitNexthops(t, tu.Host, 20*time.Second, []string{primary}, def...)
+	idleBackup("primary back")
+}
+
+// TestFailoverIPHook: when the primary dies the hook moves the service
+// address to the backup's interface, exactly once; the primary's return
+// does not move it back.
+func TestFailoverIPHook(t *testing.T) {
+	tu := nstest.NewTwoUplinks(t)
+	const addr = "198.18.60.1/32"
+	tu.Host.AddAddr(t, nstest.HostUplink1If, addr)
+
+	// The hook's argv in the example names the installed paths; run this
+	// repository's script, from a root-only directory (uplinkd refuses a
+	// hook anyone else could replace), logging into the test's directory.
+	dir := t.TempDir()
+	hook := filepath.Join(dir, "move-address")
+	script, err := os.ReadFile("hooks/move-address")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hook, script, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logFile := filepath.Join(dir, "move-address.log")
+	text := example(t, "failover-ip-hook.toml")
+	for old, repl := range map[string]string{
+		"/usr/local/lib/uplinkd/hooks/move-address": hook,
+		"/run/uplinkd/move-address.log":             logFile,
+	} {
+		if !strings.Contains(text, old) {
+			t.Fatalf("failover-ip-hook.toml no longer mentions %s", old)
+		}
+		text = strings.ReplaceAll(text, old, repl)
+	}
+	daemontest.Start(t, tu.Host, bin, text)
+	def := []string{"-4", "route", "show", "default", "proto", "212"}
+	waitNexthops(t, tu.Host, 10*time.Second, []string{nstest.GW1Addr4.String()}, def...)
+
+	has := func(iface string) bool {
+		out := tu.Host.MustRun(t, "ip", "-4", "-o", "address", "show", "dev", iface)
+		return strings.Contains(out, " "+addr+" ")
+	}
+	moves := func() int {
+		b, err := os.ReadFile(logFile)
+		if os.IsNotExist(err) {
+			return 0
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(string(b), " moved ")
+	}
+	if !has(nstest.HostUplink1If) || moves() != 0 {
+		t.Fatalf("before any failure the address must be on %s and the hook must not have run (moves: %d)", nstest.HostUplink1If, moves())
+	}
+
+	pings(t, tu.Host, "", nstest.TargetAddr4.String())
+	tu.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+	waitNexthops(t, tu.Host, 15*time.Second, []string{nstest.GW2Addr4.String()}, def...)
+	daemontest.WaitFor(t, 10*time.Second, "the hook to move "+addr, func() (bool, string) {
+		on1, on2 := has(nstest.HostUplink1If), has(nstest.HostUplink2If)
+		return !on1 && on2, fmt.Sprintf("on %s: %v, on %s: %v", nstest.HostUplink1If, on1, nstest.HostUplink2If, on2)
+	})
+	b, _ := os.ReadFile(logFile)
+	if n := moves(); n != 1 {
+		t.Errorf("the hook moved the address %d times, want exactly 1:\n%s", n, b)
+	}
+	if !strings.Contains(string(b), "event gateway_down, gateway primary") {
+		t.Errorf("the hook did not see the event in its environment:\n%s", b)
+	}
+
+	// The primary returns: routes go back, the address stays (moving a
+	// failover IP back is the operator's decision).
+	tu.GW1.Recover(t)
+	waitNexthops(t, tu.Host, 20*time.Second, []string{nstest.GW1Addr4.String()}, def...)
+	if !has(nstest.HostUplink2If) || has(nstest.HostUplink1If) {
+		t.Errorf("the address moved back when the primary returned")
+	}
+	if n := moves(); n != 1 {
+		t.Errorf("after the primary's return the hook has moved the address %d times, want 1", n)
+	}
+}
+
+// TestDualStack: the IPv4 and IPv6 defaults follow the same ISP failure
+// together, each judged on its own evidence.
+func TestDualStack(t *testing.T) {
+	tu := nstest.NewTwoUplinks(t)
+	v4 := []string{"-4", "route", "show", "default", "proto", "212"}
+	v6 := []string{"-6", "route", "show", "default", "proto", "212"}
+	d := daemontest.Start(t, tu.Host, bin, example(t, "dual-stack.toml"))
+	waitNexthops(t, tu.Host, 10*time.Second, []string{nstest.GW1Addr4.String(), nstest.GW2Addr4.String()}, v4...)
+	waitNexthops(t, tu.Host, 10*time.Second, []string{nstest.GW1Addr6.String(), nstest.GW2Addr6.String()}, v6...)
+
+	t4 := addTargets(t, tu, 7, false)
+	t6 := addTargets(t, tu, 7, true)
+	pings(t, tu.Host, "", append(t4, t6...)...)
+
+	tu.GW1.BlackholeIP(t, nstest.GWDownlinkIf) // both families, ARP and ND still answered
+	waitNexthops(t, tu.Host, 15*time.Second, []string{nstest.GW2Addr4.String()}, v4...)
+	waitNexthops(t, tu.Host, 15*time.Second, []string{nstest.GW2Addr6.String()}, v6...)
+	for _, dst := range append(t4, t6...) {
+		if err := tu.Host.Ping(t, "-c", "2", "-i", "0.2", dst); err != nil {
+			t.Errorf("with isp1 dead: %v", err)
+		}
+	}
+	for name, want := range map[string]int{"isp1-v4": 1, "isp1-v6": 1, "wan4": 0, "wan6": 0} {
+		if c := d.Check(name); c != want {
+			t.Errorf("status --check %s = %d, want %d", name, c, want)
+		}
+	}
+
+	tu.GW1.Recover(t)
+	waitNexthops(t, tu.Host, 20*time.Second, []string{nstest.GW1Addr4.String(), nstest.GW2Addr4.String()}, v4...)
+	waitNexthops(t, tu.Host, 20*time.Second, []string{nstest.GW1Addr6.String(), nstest.GW2Addr6.String()}, v6...)
 }
