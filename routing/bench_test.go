@@ -108,10 +108,11 @@ func BenchmarkReconcile(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(func() { rec.Close() })
 		return rec
 	}
+	base := heapMB()
 	rec := newRec()
+	defer rec.Close()
 
 	b.Run("full", func(b *testing.B) {
 		var writes int
@@ -128,7 +129,9 @@ func BenchmarkReconcile(b *testing.B) {
 			writes += n
 		}
 		b.ReportMetric(float64(writes)/float64(b.N), "writes/op")
-		b.ReportMetric(heapMB(), "heap-MB")
+		// Live heap of the reconciler holding 1,100 routes and 10,000
+		// rules (plus the desired states the benchmark keeps).
+		b.ReportMetric(heapMB()-base, "heap-MB")
 	})
 	if _, err := rec.Apply(ctx, up); err != nil {
 		b.Fatal(err)
@@ -136,7 +139,9 @@ func BenchmarkReconcile(b *testing.B) {
 	b.Run("restart", func(b *testing.B) {
 		var writes int
 		for i := 0; i < b.N; i++ {
-			n, err := newRec().Apply(ctx, up)
+			r2 := newRec()
+			n, err := r2.Apply(ctx, up)
+			r2.Close()
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -177,7 +182,6 @@ func BenchmarkReconcile(b *testing.B) {
 			b.StartTimer()
 		}
 		b.ReportMetric(float64(writes)/float64(b.N), "writes/op")
-		b.ReportMetric(heapMB(), "heap-MB")
 	})
 }
 
