@@ -339,3 +339,98 @@ func TestDualStack(t *testing.T) {
 	waitNexthops(t, tu.Host, 20*time.Second, []string{nstest.GW1Addr4.String(), nstest.GW2Addr4.String()}, v4...)
 	waitNexthops(t, tu.Host, 20*time.Second, []string{nstest.GW1Addr6.String(), nstest.GW2Addr6.String()}, v6...)
 }
+
+// TestRealserverLVS: replies from each VIP leave through the director
+// their requests came in on (per-source tables), checked with `ip route
+// get` and with real traffic; a dead director's table follows its on_down.
+func TestRealserverLVS(t *testing.T) {
+	tu := nstest.NewTwoUplinks(t)
+	const vip1, vip2 = "198.18.50.1", "198.18.50.2"
+	d1, d2 := nstest.GW1Addr4.String(), nstest.GW2Addr4.String()
+	tu.Host.AddAddr(t, "lo", vip1+"/32")
+	tu.Host.AddAddr(t, "lo", vip2+"/32")
+	// Each director delivers its VIP to the realserver; clients (the
+	// Server) reach VIP1 through director 1 and VIP2 through director 2.
+	tu.GW1.MustRun(t, "ip", "route", "add", vip1+"/32", "via", nstest.Host1Addr4.String(), "dev", nstest.GWDownlinkIf)
+	tu.GW2.MustRun(t, "ip", "route", "add", vip2+"/32", "via", nstest.Host2Addr4.String(), "dev", nstest.GWDownlinkIf)
+	tu.Server.MustRun(t, "ip", "route", "add", vip1+"/32", "via", nstest.GW1TransitAddr4.String(), "dev", nstest.ServerGW1If)
+	tu.Server.MustRun(t, "ip", "route", "add", vip2+"/32", "via", nstest.GW2TransitAddr4.String(), "dev", nstest.ServerGW2If)
+
+	d := daemontest.Start(t, tu.Host, bin, example(t, "realserver-lvs.toml"))
+	t201 := []string{"-4", "route", "show", "table", "201", "default", "proto", "212"}
+	t202 := []string{"-4", "route", "show", "table", "202", "default", "proto", "212"}
+	own := []string{"-4", "route", "show", "table", "main", "default", "proto", "212"}
+	waitNexthops(t, tu.Host, 10*time.Second, []string{d1}, t201...)
+	waitNexthops(t, tu.Host, 10*time.Second, []string{d2}, t202...)
+	waitNexthops(t, tu.Host, 10*time.Second, []string{d1, d2}, own...)
+	rules := tu.Host.MustRun(t, "ip", "-4", "rule", "show", "proto", "212")
+	for _, want := range []string{"from " + vip1 + " lookup 201", "from " + vip2 + " lookup 202"} {
+		if !strings.Contains(rules, want) {
+			t.Errorf("ip rule lacks %q:\n%s", want, rules)
+		}
+	}
+	routeGet := func(vip, want string) {
+		t.Helper()
+		out := tu.Host.MustRun(t, "ip", "route", "get", nstest.TargetAddr4.String(), "from", vip)
+		if !strings.Contains(out, want) {
+			t.Errorf("ip route get %s from %s: %s; want %q", nstest.TargetAddr4, vip, strings.TrimSpace(out), want)
+		}
+	}
+	routeGet(vip1, "via "+d1+" dev "+nstest.HostUplink1If+" table 201")
+	routeGet(vip2, "via "+d2+" dev "+nstest.HostUplink2If+" table 202")
+
+	// Real traffic: clients ping each VIP; the replies must reach the
+	// director the requests came through, and only that one.
+	replies := func(vip string, via, other *nstest.Host) {
+		t.Helper()
+		v0, o0 := rxPackets(t, via, nstest.GWDownlinkIf), rxPackets(t, other, nstest.GWDownlinkIf)
+		out, err := tu.Server.Run("ping", "-n", "-q", "-c", "40", "-i", "0.02", "-W", "1", "-I", nstest.TargetAddr4.String(), vip)
+		if err != nil {
+			t.Fatalf("clients cannot reach %s: %v\n%s", vip, err, out)
+		}
+		v, o := rxPackets(t, via, nstest.GWDownlinkIf)-v0, rxPackets(t, other, nstest.GWDownlinkIf)-o0
+		if v < 40 || o > 10 {
+			t.Errorf("40 replies from %s: the director it came through received %d packets, the other %d", vip, v, o)
+		}
+	}
+	replies(vip1, tu.GW1, tu.GW2)
+	replies(vip2, tu.GW2, tu.GW1)
+
+	// The realserver keeps answering from both VIPs (what LVS clients
+	// generate), so a dead director is noticed by its silence.
+	pings(t, tu.Host, vip1, nstest.TargetAddr4.String())
+	pings(t, tu.Host, vip2, nstest.TargetAddr4.String())
+
+	// Director 1 dies: on_down = "failover", its table goes through
+	// director 2, keeping VIP1 as the source.
+	tu.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+	waitNexthops(t, tu.Host, 15*time.Second, []string{d2}, t201...)
+	if out := tu.Host.MustRun(t, "ip", "route", "show", "table", "201"); !strings.Contains(out, "src "+vip1) {
+		t.Errorf("the failed-over table 201 lost its source %s:\n%s", vip1, out)
+	}
+	routeGet(vip1, "via "+d2+" dev "+nstest.HostUplink2If+" table 201")
+	if err := tu.Host.Ping(t, "-c", "2", "-i", "0.2", "-I", vip1, nstest.TargetAddr4.String()); err != nil {
+		t.Errorf("VIP1's traffic does not get through after the failover: %v", err)
+	}
+	waitNexthops(t, tu.Host, 5*time.Second, []string{d2}, t202...)
+	waitNexthops(t, tu.Host, 5*time.Second, []string{d2}, own...)
+	tu.GW1.Recover(t)
+	waitNexthops(t, tu.Host, 20*time.Second, []string{d1}, t201...)
+	waitNexthops(t, tu.Host, 5*time.Second, []string{d1, d2}, own...)
+
+	// Director 2 dies: on_down = "keep", table 202 stays as it is while
+	// the realserver's own default drops it.
+	tu.GW2.BlackholeIP(t, nstest.GWDownlinkIf)
+	d.WaitFor(15*time.Second, "director2 down", func() (bool, string) {
+		g, err := d.Gateway("director2")
+		if err != nil {
+			return false, err.Error()
+		}
+		return g.State == "down", "director2 is " + g.State
+	})
+	waitNexthops(t, tu.Host, 5*time.Second, []string{d1}, own...)
+	if got := nexthops(t, tu.Host, t202...); !slices.Equal(got, []string{d2}) {
+		t.Errorf("table 202 (on_down = keep) routes via %v with director 2 down, want it kept via %s", got, d2)
+	}
+	routeGet(vip2, "via "+d2+" dev "+nstest.HostUplink2If+" table 202")
+}
