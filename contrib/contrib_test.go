@@ -2,6 +2,7 @@ package contrib_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,9 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/uplinkd/uplinkd/contrib/internal/daemontest"
+	"github.com/uplinkd/uplinkd/internal/nstest"
 	"github.com/uplinkd/uplinkd/policy"
 )
 
@@ -285,6 +289,95 @@ func TestExamplesAreValid(t *testing.T) {
 	for _, w := range want {
 		if !slices.Contains(got, w) {
 			t.Errorf("examples/%s is missing", w)
+		}
+	}
+}
+
+// TestMetricsExistOnARunningDaemon runs uplinkd in a namespace, makes it
+// do everything the dashboard and the alerts watch (transitions, failed
+// probes, a hook run, a drift repair, a reload), scrapes /metrics and fails
+// on any metric they name that the daemon does not export.
+func TestMetricsExistOnARunningDaemon(t *testing.T) {
+	design := designMetrics(t)
+	refs := referencedMetrics(t, design)
+	tu := nstest.NewTwoUplinks(t)
+	bin, err := daemontest.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := daemontest.Start(t, tu.Host, bin, `
+[gateway.isp1]
+address = "198.18.1.1"
+interface = "eth1"
+weight = 2
+[gateway.isp1.probe]
+icmp = ["198.18.100.1"]
+
+[gateway.isp2]
+address = "198.18.2.1"
+interface = "eth2"
+[gateway.isp2.probe]
+icmp = ["198.18.100.1"]
+
+[group.wan]
+gateways = ["isp1", "isp2"]
+
+[hook.notify]
+command = ["/bin/true"]
+events = ["gateway_down", "gateway_up"]
+`)
+	// Traffic through both uplinks, then isp2 dies silently and returns.
+	for _, src := range []string{nstest.Host1Addr4.String(), nstest.Host2Addr4.String()} {
+		tu.Host.Start(t, "ping", "-n", "-q", "-i", "0.05", "-c", "1200", "-W", "1", "-I", src, nstest.TargetAddr4.String())
+	}
+	tu.GW2.BlackholeIP(t, nstest.GWDownlinkIf)
+	d.WaitFor(15*time.Second, "isp2 down", func() (bool, string) {
+		g, err := d.Gateway("isp2")
+		if err != nil {
+			return false, err.Error()
+		}
+		return g.State == "down", "isp2 is " + g.State
+	})
+	tu.GW2.Recover(t)
+	d.WaitFor(20*time.Second, "isp2 up again", func() (bool, string) {
+		g, err := d.Gateway("isp2")
+		if err != nil {
+			return false, err.Error()
+		}
+		return g.State == "up", "isp2 is " + g.State
+	})
+	// Someone deletes uplinkd's default route: it must be repaired.
+	tu.Host.MustRun(t, "ip", "route", "del", "default", "proto", "212")
+	daemontest.WaitFor(t, 15*time.Second, "the default route to be repaired", func() (bool, string) {
+		out, _ := tu.Host.Run("ip", "route", "show", "default", "proto", "212")
+		return strings.Contains(out, "nexthop"), "no default route"
+	})
+	if out, err := d.Reload(); err != nil {
+		t.Fatalf("uplinkd reload: %v\n%s", err, out)
+	}
+
+	var fams map[string]string
+	daemontest.WaitFor(t, 10*time.Second, "every referenced metric on /metrics", func() (bool, string) {
+		m, err := d.Metrics()
+		if err != nil {
+			return false, err.Error()
+		}
+		fams = daemontest.Families(m)
+		var missing []string
+		for _, names := range refs {
+			for _, n := range names {
+				if _, ok := fams[n]; !ok && !slices.Contains(missing, n) {
+					missing = append(missing, n)
+				}
+			}
+		}
+		slices.Sort(missing)
+		return len(missing) == 0, fmt.Sprintf("missing: %s", strings.Join(missing, ", "))
+	})
+	// And every family has the type the contract gives it.
+	for name, typ := range design {
+		if got, ok := fams[name]; ok && got != typ {
+			t.Errorf("%s is a %s on /metrics, docs/design.md says %s", name, got, typ)
 		}
 	}
 }
