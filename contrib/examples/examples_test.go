@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uplinkd/uplinkd/contrib/internal/daemontest"
+	"github.com/uplinkd/uplinkd/internal/daemontest"
 	"github.com/uplinkd/uplinkd/internal/nstest"
 )
 
