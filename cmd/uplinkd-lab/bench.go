@@ -1,0 +1,494 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/uplinkd/uplinkd/internal/netlab"
+)
+
+type benchOpts struct {
+	bin, cfg     string
+	reps         int
+	kernelReps   int
+	faults       []netlab.Fault
+	window       time.Duration // how long uplinkd may take to restore traffic
+	kernelWindow time.Duration // how long the kernel alone may take
+	steady       time.Duration // each steady-state measurement (idle, TCP, UDP)
+	outDir       string
+	skipKernel   bool
+}
+
+// runResult is one fault run.
+type runResult struct {
+	Mode  string `json:"mode"` // "uplinkd" or "kernel"
+	Fault string `json:"fault"`
+	Rep   int    `json:"rep"`
+
+	Recovered   bool    `json:"recovered"`    // traffic flowed on every flow again within the window
+	OutageMs    float64 `json:"outage_ms"`    // longest gap in replies (sender clock); the window length if not recovered
+	ReplyGapMs  float64 `json:"reply_gap_ms"` // the same gap by receive times
+	LostPackets int     `json:"lost_packets"` // in that gap
+
+	SwitchedBack     bool    `json:"switched_back"`      // gw1 carried traffic again after recovery
+	SwitchbackMs     float64 `json:"switchback_gap_ms"`  // longest gap in replies after recovery; 0: nothing lost
+	SwitchbackLost   int     `json:"switchback_lost"`    // packets lost after recovery
+	SwitchbackAfterS float64 `json:"switchback_after_s"` // recovery to first reply via gw1
+	RouteChanges     int     `json:"recovery_route_changes"`
+	MaxRTTms         float64 `json:"max_rtt_ms"`
+
+	DaemonCPUms  float64 `json:"daemon_cpu_ms,omitempty"`
+	DaemonPeakMB float64 `json:"daemon_peak_rss_mb,omitempty"`
+	Note         string  `json:"note,omitempty"`
+}
+
+// steadyResult is uplinkd without faults.
+type steadyResult struct {
+	ProbesIdle    [2]float64 `json:"probes_per_s_idle"` // gw1, gw2
+	ProbesTCP     [2]float64 `json:"probes_per_s_tcp"`
+	ProbesUDP     [2]float64 `json:"probes_per_s_udp_one_way"`
+	IdleCPUPct    float64    `json:"idle_cpu_percent_of_core"`
+	PeakRSSMB     float64    `json:"peak_rss_mb"`
+	WindowSeconds float64    `json:"window_s"`
+	TCPBytes      int64      `json:"tcp_bytes"`
+}
+
+func runBench(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("bench", "The fault matrix at 1,000 packets/s over 4 UDP flows, uplinkd against the kernel alone.", stderr)
+	var o benchOpts
+	fs.StringVar(&o.bin, "uplinkd", defaultUplinkd(), "the uplinkd binary")
+	fs.StringVar(&o.cfg, "config", "contrib/examples/demo.toml", "the policy uplinkd runs with")
+	fs.IntVar(&o.reps, "reps", 5, "runs of each fault with uplinkd")
+	fs.IntVar(&o.kernelReps, "kernel-reps", 2, "runs of each fault with the kernel alone")
+	faults := fs.String("faults", "blackhole,blackhole-arp,linkdown,upstream,flap,loss", "faults to run")
+	fs.DurationVar(&o.window, "window", 20*time.Second, "how long uplinkd may take to restore traffic")
+	fs.DurationVar(&o.kernelWindow, "kernel-window", 60*time.Second, "how long the kernel alone may take")
+	fs.DurationVar(&o.steady, "steady", 10*time.Second, "length of each probe-rate measurement")
+	fs.StringVar(&o.outDir, "out", "out", "directory for bench.csv and bench.json")
+	fs.BoolVar(&o.skipKernel, "no-kernel", false, "skip the kernel baseline")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	for _, name := range strings.Split(*faults, ",") {
+		f, err := netlab.ParseFault(strings.TrimSpace(name))
+		if err != nil || f == netlab.FaultRecover {
+			fmt.Fprintf(stderr, "uplinkd-lab bench: bad fault %q\n", name)
+			return 2
+		}
+		o.faults = append(o.faults, f)
+	}
+	if o.reps < 1 || o.kernelReps < 0 {
+		fmt.Fprintf(stderr, "uplinkd-lab bench: --reps must be >= 1 and --kernel-reps >= 0\n")
+		return 2
+	}
+	for _, f := range []string{o.bin, o.cfg} {
+		if _, err := os.Stat(f); err != nil {
+			fmt.Fprintf(stderr, "uplinkd-lab bench: %v (run `make build` first?)\n", err)
+			return 1
+		}
+	}
+	o.bin, _ = filepath.Abs(o.bin)
+	o.cfg, _ = filepath.Abs(o.cfg)
+
+	began := time.Now()
+	var runs []runResult
+	var steady *steadyResult
+	code := 0
+	st := newStyle(stdout)
+	fmt.Fprintf(stdout, "%s: %d faults × %d runs with uplinkd", st.bold("uplinkd bench"), len(o.faults), o.reps)
+	if !o.skipKernel && o.kernelReps > 0 {
+		fmt.Fprintf(stdout, ", × %d with the kernel alone (window %v)", o.kernelReps, o.kernelWindow)
+	}
+	fmt.Fprintf(stdout, "; %d pkt/s over %d UDP flows\n", demoRate, demoFlows)
+
+	// uplinkd: one lab for the matrix and the steady-state figures.
+	err := withLab(stderr, func(ctx context.Context, e *env) error {
+		var err error
+		steady, err = benchSteady(ctx, e, o, stdout)
+		if err != nil {
+			return fmt.Errorf("measuring steady state: %w", err)
+		}
+		for _, f := range o.faults {
+			for rep := 1; rep <= repsOf(f, o.reps); rep++ {
+				r, err := benchRun(ctx, e, o, "uplinkd", f, rep)
+				if err != nil {
+					return fmt.Errorf("running %s #%d with uplinkd: %w", f, rep, err)
+				}
+				printRun(stdout, r)
+				runs = append(runs, r)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "uplinkd-lab bench: %v\n", err)
+		code = 1
+	}
+	// The kernel alone, in a fresh lab: nothing of uplinkd's left behind.
+	if code == 0 && !o.skipKernel && o.kernelReps > 0 {
+		err := withLab(stderr, func(ctx context.Context, e *env) error {
+			if err := e.kernelBaseline(); err != nil {
+				return err
+			}
+			for _, f := range o.faults {
+				for rep := 1; rep <= o.kernelReps; rep++ {
+					r, err := benchRun(ctx, e, o, "kernel", f, rep)
+					if err != nil {
+						return fmt.Errorf("running %s #%d with the kernel alone: %w", f, rep, err)
+					}
+					printRun(stdout, r)
+					runs = append(runs, r)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			fmt.Fprintf(stderr, "uplinkd-lab bench: %v\n", err)
+			code = 1
+		}
+	}
+	if len(runs) == 0 {
+		return 1
+	}
+	rep := newReport(runs, steady, o, time.Since(began))
+	fmt.Fprintln(stdout)
+	rep.printTable(stdout, st)
+	if err := rep.write(o.outDir); err != nil {
+		fmt.Fprintf(stderr, "uplinkd-lab bench: %v\n", err)
+		code = 1
+	} else {
+		fmt.Fprintf(stdout, "\nwritten: %s, %s (%.1f min in all)\n", filepath.Join(o.outDir, "bench.csv"), filepath.Join(o.outDir, "bench.json"), time.Since(began).Minutes())
+	}
+	return code
+}
+
+// repsOf bounds the runs of a flap, each of which waits for flap damping
+// to release the gateway, to keep the bench under a quarter of an hour.
+func repsOf(f netlab.Fault, reps int) int {
+	if f == netlab.FaultFlap {
+		return min(reps, 3)
+	}
+	return reps
+}
+
+// withLab runs fn in a fresh lab and always tears it down.
+func withLab(stderr io.Writer, fn func(ctx context.Context, e *env) error) error {
+	e, ctx, err := setupLab(context.Background(), stderr)
+	if err != nil {
+		return err
+	}
+	err = fn(ctx, e)
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err() // interrupted
+	}
+	if cerr := e.close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("tearing down: %w", cerr))
+	}
+	return err
+}
+
+func printRun(w io.Writer, r runResult) {
+	out := "never (>" + fmt.Sprintf("%.0f s", r.OutageMs/1000) + ")"
+	if r.Recovered {
+		out = fmt.Sprintf("%.0f ms", r.OutageMs)
+	}
+	back := "not back"
+	if r.SwitchedBack {
+		back = fmt.Sprintf("gap %.0f ms (%d lost), %d route change(s)", r.SwitchbackMs, r.SwitchbackLost, r.RouteChanges)
+	}
+	note := ""
+	if r.Note != "" {
+		note = "  [" + r.Note + "]"
+	}
+	fmt.Fprintf(w, "  %-8s %-13s #%d  outage %-14s switch-back %s%s\n", r.Mode, r.Fault, r.Rep, out, back, note)
+}
+
+// resetHost clears what a previous run left in the host's neighbour cache,
+// so each run starts from the same state.
+func resetHost(e *env) error {
+	for _, dev := range []string{netlab.HostUplink1If, netlab.HostUplink2If} {
+		if _, err := e.tu.Host.MustRun("ip", "neigh", "flush", "dev", dev); err != nil {
+			return err
+		}
+	}
+	for _, gw := range []netip.Addr{netlab.GW1Addr4, netlab.GW2Addr4} {
+		_ = e.tu.Host.Ping("-c", "1", "-W", "1", gw.String())
+	}
+	return nil
+}
+
+// benchRun is one fault on gw1 while traffic flows: inject, wait until
+// every flow is answered again (or the window ends), recover, wait for the
+// switch-back, and measure.
+func benchRun(ctx context.Context, e *env, o benchOpts, mode string, f netlab.Fault, rep int) (runResult, error) {
+	r := runResult{Mode: mode, Fault: string(f), Rep: rep}
+	if err := resetHost(e); err != nil {
+		return r, err
+	}
+	h := e.tu.Host
+	window := o.kernelWindow
+	var d *daemon
+	if mode == "uplinkd" {
+		window = o.window
+		var err error
+		// A fresh daemon per run: no flap penalty carried over from the
+		// previous run of the same fault.
+		if d, err = startDaemon(ctx, h, o.bin, o.cfg, listen); err != nil {
+			return r, err
+		}
+		defer d.stop()
+	}
+	if !poll(ctx, 15*time.Second, e.routeUsesBoth) {
+		return r, fmt.Errorf("no default route over both gateways within 15s:\n%s", e.defaultRoute())
+	}
+	ports, _, err := e.flows(demoFlows, "udp", netlab.EchoPort, 40000)
+	if err != nil {
+		return r, err
+	}
+	mon, err := netlab.MonitorRoutes(h)
+	if err != nil {
+		return r, err
+	}
+	defer mon.Close()
+	var u0 netlab.Usage
+	if d != nil {
+		u0, _ = netlab.ReadUsage(d.p.Pid)
+	}
+	prog := &netlab.Progress{}
+	run := startUDPProgress(ctx, h, ports, 2*window+60*time.Second, prog)
+	defer run.stop()
+	if !sleepCtx(ctx, 1500*time.Millisecond) {
+		return r, ctx.Err()
+	}
+	tf := time.Now()
+	if err := e.tu.Inject(1, f, netlab.FaultOptions{}); err != nil {
+		return r, err
+	}
+	// Survived: every flow answered within the last 40 ms (10 of its
+	// packets), and for a flap only once the flapping is over. Loss is
+	// never "survived": it lasts a fixed 5 s.
+	switch f {
+	case netlab.FaultLoss:
+		sleepCtx(ctx, 5*time.Second)
+		r.Recovered = true
+	default:
+		flapDone := e.tu.GW1.FlapDone(netlab.GWDownlinkIf)
+		r.Recovered = poll(ctx, window, func() bool {
+			if flapDone != nil {
+				select {
+				case <-flapDone:
+				default:
+					return false
+				}
+			}
+			return time.Since(tf) > 100*time.Millisecond && prog.Flowing(40*time.Millisecond)
+		})
+		if r.Recovered {
+			sleepCtx(ctx, time.Second)
+		}
+	}
+	if ctx.Err() != nil {
+		return r, ctx.Err()
+	}
+	trec := time.Now()
+	if err := e.tu.Inject(1, netlab.FaultRecover, netlab.FaultOptions{}); err != nil {
+		return r, err
+	}
+	backWait := 15 * time.Second
+	if f == netlab.FaultFlap {
+		// Flap damping keeps a flapping gateway out until its penalty
+		// has decayed below reuse_below: about half a minute here.
+		backWait = 45 * time.Second
+	}
+	r.SwitchedBack = poll(ctx, backWait, func() bool {
+		return prog.LastVia(netlab.ServerGW1If).After(trec) && (d == nil || e.routeUses(1))
+	})
+	if r.SwitchedBack {
+		sleepCtx(ctx, 1500*time.Millisecond)
+	}
+	end := time.Now()
+	tr, err := run.stop()
+	if err != nil {
+		return r, err
+	}
+	if ctx.Err() != nil {
+		return r, ctx.Err()
+	}
+	off := func(t time.Time) time.Duration { return t.Sub(tr.Start) }
+	gap := tr.LongestGap(off(tf)-200*time.Millisecond, off(trec))
+	if gap.Open && f != netlab.FaultLoss {
+		r.Recovered = false
+	}
+	r.OutageMs = ms(gap.Len)
+	r.ReplyGapMs = ms(gap.RecvLen)
+	r.LostPackets = gap.Lost
+	if !r.Recovered {
+		r.OutageMs = ms(trec.Sub(tf))
+		r.ReplyGapMs = r.OutageMs
+	}
+	sb := tr.LongestGap(off(trec), tr.End+time.Millisecond)
+	r.SwitchbackMs, r.SwitchbackLost = ms(sb.Len), 0
+	dl := tr.Delivered(off(trec), tr.End+time.Millisecond)
+	r.SwitchbackLost = dl.Lost
+	r.MaxRTTms = ms(dl.MaxRTT)
+	if first := tr.FirstVia(netlab.ServerGW1If, off(trec)); first >= 0 {
+		r.SwitchbackAfterS = (first - off(trec)).Seconds()
+	}
+	proto := proto212
+	if mode == "kernel" {
+		proto = -1 // any route change at all
+	}
+	r.RouteChanges = mon.Count(proto, trec, end)
+	if d != nil {
+		if u1, err := netlab.ReadUsage(d.p.Pid); err == nil {
+			r.DaemonCPUms = ms(u1.CPU - u0.CPU)
+			r.DaemonPeakMB = float64(u1.PeakRSS) / (1 << 20)
+		}
+		if s, err := d.status(); err == nil && !r.SwitchedBack {
+			for _, g := range s.Gateways {
+				if g.Name == "gw1" && g.Damped {
+					r.Note = "gw1 damped (flap penalty " + fmt.Sprintf("%.0f", g.FlapPenalty) + ")"
+				}
+			}
+		}
+	}
+	if err := mon.Err(); err != nil {
+		r.Note = strings.TrimSpace(r.Note + " route monitor: " + err.Error())
+	}
+	if tr.Errors > 0 {
+		r.Note = strings.TrimSpace(fmt.Sprintf("%s %d send errors", r.Note, tr.Errors))
+	}
+	return r, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// startUDPProgress is startUDP with a live view.
+func startUDPProgress(ctx context.Context, h *netlab.Host, ports []int, max time.Duration, p *netlab.Progress) *udpRun {
+	u := &udpRun{stopc: make(chan struct{}), done: make(chan struct{})}
+	startedc := make(chan time.Time, 1)
+	go func() {
+		defer close(u.done)
+		u.res, u.err = netlab.RunUDP(ctx, h, netlab.UDPConfig{
+			Target:   netip.AddrPortFrom(netlab.TargetAddr4, netlab.EchoPort),
+			Flows:    len(ports),
+			Ports:    ports,
+			Rate:     demoRate,
+			Duration: max,
+			Stop:     u.stopc,
+			Progress: p,
+		}, func(t time.Time) { startedc <- t })
+		if u.err != nil {
+			startedc <- time.Now()
+		}
+	}()
+	u.start = <-startedc
+	return u
+}
+
+// benchSteady measures uplinkd with no fault: probes toward each gateway
+// while idle, under TCP traffic and under one-way UDP traffic, and its CPU
+// use while idle.
+func benchSteady(ctx context.Context, e *env, o benchOpts, w io.Writer) (*steadyResult, error) {
+	h := e.tu.Host
+	d, err := startDaemon(ctx, h, o.bin, o.cfg, listen)
+	if err != nil {
+		return nil, err
+	}
+	defer d.stop()
+	if !poll(ctx, 15*time.Second, e.routeUsesBoth) {
+		return nil, fmt.Errorf("no default route over both gateways within 15s:\n%s", e.defaultRoute())
+	}
+	// Start-up probes and neighbour resolution are not steady state.
+	sleepCtx(ctx, 3*time.Second)
+	s := &steadyResult{WindowSeconds: o.steady.Seconds()}
+	measure := func(load func() error) ([2]float64, time.Duration, error) {
+		c0, err := e.counts()
+		if err != nil {
+			return [2]float64{}, 0, err
+		}
+		u0, _ := netlab.ReadUsage(d.p.Pid)
+		t0 := time.Now()
+		if err := load(); err != nil {
+			return [2]float64{}, 0, err
+		}
+		el := time.Since(t0)
+		c1, err := e.counts()
+		if err != nil {
+			return [2]float64{}, 0, err
+		}
+		u1, _ := netlab.ReadUsage(d.p.Pid)
+		var rate [2]float64
+		for i := range rate {
+			rate[i] = float64(c1[i].Sub(c0[i]).Echo()) / el.Seconds()
+		}
+		// CPU time per second of wall time.
+		return rate, time.Duration(float64(u1.CPU-u0.CPU) / el.Seconds()), nil
+	}
+	fmt.Fprintf(w, "  steady   idle for %v ...\n", o.steady)
+	var cpuShare time.Duration
+	s.ProbesIdle, cpuShare, err = measure(func() error { sleepCtx(ctx, o.steady); return ctx.Err() })
+	if err != nil {
+		return nil, err
+	}
+	s.IdleCPUPct = cpuShare.Seconds() * 100
+
+	fmt.Fprintf(w, "  steady   TCP streams through both gateways for %v ...\n", o.steady)
+	tports, _, err := e.flows(2, "tcp", netlab.DiscardPort, 41000)
+	if err != nil {
+		return nil, err
+	}
+	s.ProbesTCP, _, err = measure(func() error {
+		var wg sync.WaitGroup
+		errs := make([]error, len(tports))
+		sent := make([]int64, len(tports))
+		for i, p := range tports {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sent[i], errs[i] = netlab.RunTCP(ctx, h, netlab.TCPConfig{
+					Target:    netip.AddrPortFrom(netlab.TargetAddr4, netlab.DiscardPort),
+					LocalPort: p, Chunk: 1000, Rate: 100, Duration: o.steady,
+				})
+			}()
+		}
+		wg.Wait()
+		for _, n := range sent {
+			s.TCPBytes += n
+		}
+		return errors.Join(errs...)
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	fmt.Fprintf(w, "  steady   one-way UDP (no replies) through both gateways for %v ...\n", o.steady)
+	uports, _, err := e.flows(demoFlows, "udp", netlab.EchoPort, 42000)
+	if err != nil {
+		return nil, err
+	}
+	s.ProbesUDP, _, err = measure(func() error {
+		_, err := netlab.RunUDP(ctx, h, netlab.UDPConfig{
+			Target: netip.AddrPortFrom(netlab.TargetAddr4, netlab.EchoPort),
+			Flows:  len(uports), Ports: uports, Rate: demoRate, Duration: o.steady, OneWay: true,
+		}, nil)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if u, err := netlab.ReadUsage(d.p.Pid); err == nil {
+		s.PeakRSSMB = float64(u.PeakRSS) / (1 << 20)
+	}
+	fmt.Fprintf(w, "  steady   probes/s gw1,gw2: idle %.2f,%.2f  TCP %.2f,%.2f  UDP one-way %.2f,%.2f; idle CPU %.2f %%, peak RSS %.1f MB\n",
+		s.ProbesIdle[0], s.ProbesIdle[1], s.ProbesTCP[0], s.ProbesTCP[1], s.ProbesUDP[0], s.ProbesUDP[1], s.IdleCPUPct, s.PeakRSSMB)
+	return s, nil
+}
