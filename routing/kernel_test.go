@@ -334,6 +334,17 @@ func TestKernelLastResort(t *testing.T) {
 			if n != wantN {
 				t.Errorf("%s: %d writes, want %d", c.mode, n, wantN)
 			}
+			// Recovery replaces the reject routes (or re-adds the
+			// removed ones) with the multipath defaults, both families.
+			if _, err := rec.Apply(ctx, Desired(p, nil)); err != nil {
+				t.Fatalf("recovery: %v", err)
+			}
+			if diff := cmp.Diff(Format(Desired(p, nil)), kernelDump(t, rec)); diff != "" {
+				t.Errorf("after recovery (-want +got):\n%s", diff)
+			}
+			if err := h.Ping(t, "-6", "-c", "1", "-W", "2", nstest.TargetAddr6.String()); err != nil {
+				t.Errorf("ping -6 after recovery: %v", err)
+			}
 		})
 	}
 }
@@ -480,5 +491,69 @@ func TestKernelTuning(t *testing.T) {
 	}
 	if err := h.Do(func() error { return ApplyKernelTuning(policy.Kernel{}, []string{"eth1"}) }); err != nil {
 		t.Errorf("empty tuning: %v", err)
+	}
+}
+
+// Every health change of a group is a replace: `ip monitor` never sees the
+// main table's default deleted, in either family, through failover, last
+// resort and recovery.
+func TestKernelNeverWithoutDefault(t *testing.T) {
+	tu := nstest.NewTwoUplinks(t)
+	h := tu.Host
+	p := labPolicyWith(t, "unreachable")
+	rec := newLabReconciler(t, h, nil)
+	ctx := context.Background()
+	if _, err := rec.Apply(ctx, Desired(p, nil)); err != nil {
+		t.Fatal(err)
+	}
+	mon := h.Start(t, "ip", "monitor", "route")
+	// Wait until the monitor is listening: a sentinel route it must report.
+	// Each poll adds or deletes it, so every poll makes an event.
+	sentinel := []string{"198.18.97.0/24", "via", "198.18.1.1", "table", "999"}
+	present := false
+	eventually(t, "ip monitor listening", 10*time.Second, func() (bool, string) {
+		op := "add"
+		if present {
+			op = "del"
+		}
+		h.MustRun(t, append([]string{"ip", "route", op}, sentinel...)...)
+		present = !present
+		out := h.Output(mon)
+		return strings.Contains(out, "198.18.97.0/24"), out
+	})
+	if !present {
+		h.MustRun(t, append([]string{"ip", "route", "add"}, sentinel...)...)
+	}
+	steps := []Snapshot{
+		{"isp1": Down, "isp1-v6": Down},
+		{"isp1": Down, "isp2": Down, "isp1-v6": Down, "isp2-v6": Down},
+		{"isp2": Down, "isp2-v6": Down},
+		{"isp2": Degraded},
+		nil,
+	}
+	for i, st := range steps {
+		if _, err := rec.Apply(ctx, Desired(p, st)); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+	}
+	// The last change must show up before the monitor is stopped.
+	h.MustRun(t, "ip", "route", "del", "198.18.97.0/24", "table", "999")
+	eventually(t, "monitor caught up", 10*time.Second, func() (bool, string) {
+		out := h.Output(mon)
+		return strings.HasSuffix(strings.TrimSpace(out), "Deleted 198.18.97.0/24 via 198.18.1.1 dev eth1 table 999"), out
+	})
+	h.Stop(mon)
+	out := h.Output(mon)
+	var replaced int
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "Deleted") && strings.Contains(l, "default") && !strings.Contains(l, "table") {
+			t.Errorf("main table default deleted during a health change: %s", l)
+		}
+		if strings.HasPrefix(l, "default") || strings.HasPrefix(l, "unreachable default") {
+			replaced++
+		}
+	}
+	if replaced < len(steps) {
+		t.Errorf("monitor saw %d default route changes, want at least %d:\n%s", replaced, len(steps), out)
 	}
 }
