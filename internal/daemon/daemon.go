@@ -270,13 +270,29 @@ func gatewayTables(p *policy.Policy, g *policy.Gateway) string {
 // update pushes the current health to routing, the detector and the group
 // bookkeeping. initial suppresses group hooks: at start-up nothing changed.
 func (c *Core) update(initial bool) {
+	snap := c.pushRoutes()
+	c.updateGroups(snap, initial)
+}
+
+// pushRoutes hands the desired state for the current health to the
+// reconciler (it applies at once, on its own goroutine) and tells the
+// detector which gateways idle as backups.
+func (c *Core) pushRoutes() routing.Snapshot {
 	snap := c.snapshot()
 	c.rec.Set(routing.Desired(c.pol, snap))
-
 	sb := standbySet(c.pol, snap)
 	if !maps.Equal(sb, c.standby) {
 		c.det.SetStandby(sb)
+		c.mu.Lock()
+		c.standby = sb
+		c.mu.Unlock()
 	}
+	return snap
+}
+
+// updateGroups recounts healthy gateways per group: metrics, track files,
+// and group_up/group_down hooks when a count crosses zero.
+func (c *Core) updateGroups(snap routing.Snapshot, initial bool) {
 	gh := map[string]int{}
 	for _, grp := range c.pol.Groups {
 		n := groupHealthy(c.pol, grp, snap)
@@ -299,7 +315,6 @@ func (c *Core) update(initial bool) {
 			Reason: fmt.Sprintf("%d of %d gateways healthy", n, len(grp.Gateways)), Table: tableText(grp.Table)})
 	}
 	c.mu.Lock()
-	c.standby = sb
 	c.groupHealth = gh
 	c.mu.Unlock()
 	c.notifyStatus()
@@ -343,25 +358,26 @@ func (c *Core) transition(tr detector.Transition) {
 	// The detector logs the transition itself at Info.
 	c.log.Debug("gateway "+tr.To.String(), "gateway", tr.Gateway, "iface", g.Interface, "from", tr.From.String(),
 		"to", tr.To.String(), "cause", tr.Cause, "reason", tr.Reason)
-	c.update(false)
+	// Routes first; hooks and bookkeeping only queue work.
+	snap := c.pushRoutes()
 	if err := c.track.set(g.Name, next.Healthy()); err != nil {
 		c.log.Error("writing track file", "gateway", g.Name, "err", err)
 	}
-	if prev == next {
-		return
+	if prev != next {
+		ev := policy.EventGatewayUp
+		switch next {
+		case routing.Down:
+			ev = policy.EventGatewayDown
+		case routing.Degraded:
+			ev = policy.EventGatewayDegraded
+		}
+		c.hooks.Fire(hooks.Event{
+			Name: ev, Gateway: g.Name, Group: strings.Join(groupsOf(c.pol, g.Name), ","),
+			Interface: g.Interface, Address: g.Address.String(),
+			PrevState: prev.String(), State: next.String(), Reason: tr.Reason, Table: gatewayTables(c.pol, g),
+		})
 	}
-	ev := policy.EventGatewayUp
-	switch next {
-	case routing.Down:
-		ev = policy.EventGatewayDown
-	case routing.Degraded:
-		ev = policy.EventGatewayDegraded
-	}
-	c.hooks.Fire(hooks.Event{
-		Name: ev, Gateway: g.Name, Group: strings.Join(groupsOf(c.pol, g.Name), ","),
-		Interface: g.Interface, Address: g.Address.String(),
-		PrevState: prev.String(), State: next.String(), Reason: tr.Reason, Table: gatewayTables(c.pol, g),
-	})
+	c.updateGroups(snap, false)
 }
 
 // OnApplied is the reconciler's callback: it fires route_changed hooks. It

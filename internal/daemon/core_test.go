@@ -1,0 +1,389 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/uplinkd/uplinkd/detector"
+	"github.com/uplinkd/uplinkd/internal/hooks"
+	"github.com/uplinkd/uplinkd/policy"
+	"github.com/uplinkd/uplinkd/routing"
+)
+
+// fakeDetector is a HealthSource driven by the test.
+type fakeDetector struct {
+	trans chan detector.Transition
+
+	mu      sync.Mutex
+	updates []*policy.Policy
+	standby []map[string]bool
+	failOn  func(*policy.Policy) error
+}
+
+func newFakeDetector() *fakeDetector {
+	return &fakeDetector{trans: make(chan detector.Transition, 64)}
+}
+
+func (f *fakeDetector) Run(ctx context.Context) error           { <-ctx.Done(); return nil }
+func (f *fakeDetector) Transitions() <-chan detector.Transition { return f.trans }
+func (f *fakeDetector) Status() []detector.GatewayStatus        { return nil }
+func (f *fakeDetector) Close() error                            { return nil }
+func (f *fakeDetector) SetStandby(m map[string]bool) {
+	f.mu.Lock()
+	f.standby = append(f.standby, m)
+	f.mu.Unlock()
+}
+func (f *fakeDetector) lastStandby() map[string]bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.standby[len(f.standby)-1]
+}
+func (f *fakeDetector) send(gw string, from, to detector.State, r string) {
+	f.trans <- detector.Transition{Gateway: gw, From: from, To: to, Cause: "probe", Reason: r, At: time.Now()}
+}
+
+func (f *fakeDetector) Update(p *policy.Policy) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failOn != nil {
+		if err := f.failOn(p); err != nil {
+			return err
+		}
+	}
+	f.updates = append(f.updates, p)
+	return nil
+}
+
+func mustParse(t *testing.T, text string) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse("test.toml", []byte(text), policy.Options{})
+	if err != nil {
+		t.Fatalf("parsing policy: %v", err)
+	}
+	return p
+}
+
+func twoISPs(w1 int, hookEvents string) string {
+	return fmt.Sprintf(`
+[gateway.isp1]
+address = "198.18.1.1"
+interface = "eth1"
+weight = %d
+[gateway.isp2]
+address = "198.18.2.1"
+interface = "eth2"
+[group.wan]
+gateways = ["isp1", "isp2"]
+[hook.h]
+command = ["/bin/true"]
+events = [%s]
+`, w1, hookEvents)
+}
+
+// harness runs a Core over the real reconciler and the in-memory kernel.
+type harness struct {
+	t       *testing.T
+	kernel  *routing.MemKernel
+	rec     *routing.Reconciler
+	det     *fakeDetector
+	core    *Core
+	reg     *prometheus.Registry
+	loads   atomic.Int32
+	next    atomic.Pointer[policy.Policy]
+	loadErr atomic.Pointer[error]
+
+	mu     sync.Mutex
+	events []hooks.Event
+}
+
+func newHarness(t *testing.T, p *policy.Policy) *harness {
+	t.Helper()
+	h := &harness{t: t, kernel: routing.NewMemKernel("eth1", "eth2"), det: newFakeDetector(), reg: prometheus.NewRegistry()}
+	hr := hooks.New(hooks.Config{Metrics: hooks.NewMetrics(h.reg)})
+	hr.OnResult(func(r hooks.Result) {
+		h.mu.Lock()
+		h.events = append(h.events, r.Event)
+		h.mu.Unlock()
+	})
+	var err error
+	h.rec, err = routing.NewReconciler(routing.Config{Netlink: h.kernel, Protocol: 212, OnApplied: func(ops []routing.Op) { h.core.OnApplied(ops) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.next.Store(p)
+	h.core, err = NewCore(CoreConfig{
+		Policy: p, Detector: h.det, Routes: h.rec, Hooks: hr, Metrics: NewMetrics(h.reg, BuildInfo{"v", "c", "go"}),
+		TrackDir: filepath.Join(t.TempDir(), "track"),
+		Load: func() (*policy.Policy, error) {
+			h.loads.Add(1)
+			if e := h.loadErr.Load(); e != nil {
+				return nil, *e
+			}
+			return h.next.Load(), nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.rec.Apply(context.Background(), h.core.Desired()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); h.rec.Run(ctx) }()
+	go func() { defer wg.Done(); h.core.Loop(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		h.rec.Close()
+		hr.Close()
+	})
+	return h
+}
+
+func (h *harness) waitFor(what string, cond func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out waiting for %s; kernel:\n%s", what, routing.Format(h.kernel.State()))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (h *harness) hookEvents() []hooks.Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]hooks.Event(nil), h.events...)
+}
+
+func (h *harness) kernelDump() string { return routing.Format(h.kernel.State()) }
+
+func TestCoreGatewayDownChangesRoutesAndFiresHooks(t *testing.T) {
+	h := newHarness(t, mustParse(t, twoISPs(2, `"gateway_down", "gateway_up", "group_down", "group_up"`)))
+	both := h.kernelDump()
+	if !strings.Contains(both, "nexthop via 198.18.1.1 dev eth1 weight 2") || !strings.Contains(both, "nexthop via 198.18.2.1 dev eth2 weight 1") {
+		t.Fatalf("initial state:\n%s", both)
+	}
+	// Unknown -> up changes nothing and fires nothing.
+	h.det.send("isp1", detector.Unknown, detector.Up, "neighbour reachable")
+	h.det.send("isp2", detector.Unknown, detector.Up, "neighbour reachable")
+	// Suspect still carries traffic.
+	h.det.send("isp1", detector.Up, detector.Suspect, "tx without rx")
+	h.det.send("isp1", detector.Suspect, detector.Down, "3 probes lost")
+	want := "default via 198.18.2.1 dev eth2 table main proto 212"
+	h.waitFor("isp1 out of the route", func() bool { return strings.Contains(h.kernelDump(), want) })
+	h.det.send("isp2", detector.Up, detector.Down, "carrier lost on eth2")
+	wantEv := []hooks.Event{
+		{Name: "gateway_down", Gateway: "isp1", Group: "wan", Interface: "eth1", Address: "198.18.1.1", PrevState: "up", State: "down", Reason: "3 probes lost", Table: "254"},
+		{Name: "gateway_down", Gateway: "isp2", Group: "wan", Interface: "eth2", Address: "198.18.2.1", PrevState: "up", State: "down", Reason: "carrier lost on eth2", Table: "254"},
+	}
+	h.waitFor("three hook runs", func() bool { return len(h.hookEvents()) >= 3 })
+	time.Sleep(100 * time.Millisecond) // a duplicate would show up now
+	got := h.hookEvents()
+	// The group goes down with its last gateway, right after it.
+	wantEv = append(wantEv, hooks.Event{Name: "group_down", Group: "wan", PrevState: "up", State: "down", Reason: "0 of 2 gateways healthy", Table: "254"})
+	if d := cmp.Diff(wantEv, got); d != "" {
+		t.Errorf("hook events (-want +got):\n%s", d)
+	}
+	if v := testutil.ToFloat64(h.core.metrics.groupUp.WithLabelValues("wan")); v != 0 {
+		t.Errorf("group_up{wan} = %v, want 0", v)
+	}
+	if s := h.core.Status(); s.Groups[0].Up || s.Gateways[0].State != "down" || s.Gateways[0].Up {
+		t.Errorf("status %+v", s)
+	}
+	data, _ := os.ReadFile(filepath.Join(h.core.track.dir, "wan"))
+	if string(data) != "1\n" {
+		t.Errorf("track file wan = %q", data)
+	}
+}
+
+func TestCoreReloadStormIsCoalesced(t *testing.T) {
+	h := newHarness(t, mustParse(t, twoISPs(2, `"route_changed"`)))
+	w0 := h.rec.Writes()
+	for range 100 {
+		h.core.RequestReload()
+	}
+	h.waitFor("a reload", func() bool { return h.loads.Load() >= 1 })
+	time.Sleep(3 * DefaultReloadDebounce)
+	if n := h.loads.Load(); n < 1 || n > 2 {
+		t.Errorf("100 reload requests caused %d loads, want 1 (2 at most if the burst straddled the debounce)", n)
+	}
+	if d := h.rec.Writes() - w0; d != 0 {
+		t.Errorf("unchanged reloads wrote %d times", d)
+	}
+}
+
+func TestCoreReloadChangesOneRoute(t *testing.T) {
+	h := newHarness(t, mustParse(t, twoISPs(2, `"route_changed"`)))
+	h.det.send("isp1", detector.Unknown, detector.Up, "ok")
+	w0 := h.rec.Writes()
+	h.next.Store(mustParse(t, twoISPs(7, `"route_changed"`)))
+	if err := h.core.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("weight 7", func() bool { return strings.Contains(h.kernelDump(), "weight 7") })
+	if d := h.rec.Writes() - w0; d != 1 {
+		t.Errorf("one weight change made %d writes, want 1", d)
+	}
+	if st := h.core.Status(); st.Gateways[0].State != "up" {
+		t.Errorf("isp1 lost its state on reload: %q", st.Gateways[0].State)
+	}
+	if len(h.det.updates) != 1 {
+		t.Errorf("detector updated %d times, want 1", len(h.det.updates))
+	}
+}
+
+func TestCoreInvalidReloadKeepsPolicy(t *testing.T) {
+	p := mustParse(t, twoISPs(2, `"route_changed"`))
+	h := newHarness(t, p)
+	before := h.kernelDump()
+	bad := errors.New("test.toml:3:11: gateway \"isp1\": address \"x\" is not an IPv4 or IPv6 address")
+	h.loadErr.Store(&bad)
+	if err := h.core.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), "is not an IPv4") {
+		t.Fatalf("Reload = %v, want the policy error", err)
+	}
+	if v := testutil.ToFloat64(h.core.metrics.reloadOK); v != 0 {
+		t.Errorf("reload metric %v, want 0", v)
+	}
+	if h.core.pol != p || h.kernelDump() != before {
+		t.Errorf("refused reload changed the policy or the kernel")
+	}
+	if s := h.core.Status(); s.LastReloadOK || s.LastReloadError != bad.Error() {
+		t.Errorf("status reload fields: ok=%v err=%q", s.LastReloadOK, s.LastReloadError)
+	}
+	// A detector that refuses the new policy also keeps the old one.
+	h.loadErr.Store(nil)
+	h.det.failOn = func(*policy.Policy) error { return errors.New("no") }
+	if err := h.core.Reload(context.Background()); err == nil {
+		t.Fatal("reload accepted although the detector refused it")
+	}
+	// And a route_protocol change is refused: it would orphan every route.
+	h.det.failOn = nil
+	h.next.Store(mustParse(t, "[daemon]\nroute_protocol = 213\n"+twoISPs(2, `"route_changed"`)))
+	if err := h.core.Reload(context.Background()); err == nil || !strings.Contains(err.Error(), "route_protocol changed") {
+		t.Errorf("route_protocol change: %v", err)
+	}
+	h.next.Store(p)
+	if err := h.core.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if v := testutil.ToFloat64(h.core.metrics.reloadOK); v != 1 {
+		t.Errorf("reload metric %v after a good reload, want 1", v)
+	}
+}
+
+func TestCoreReloadRemovesGroupSeriesAndTrackFiles(t *testing.T) {
+	h := newHarness(t, mustParse(t, twoISPs(2, `"route_changed"`)))
+	// The loop publishes group series when it starts.
+	h.waitFor("the group_up series", func() bool { return testutil.CollectAndCount(h.core.metrics.groupUp) == 1 })
+	h.next.Store(mustParse(t, `
+[gateway.isp2]
+address = "198.18.2.1"
+interface = "eth2"
+[group.other]
+gateways = ["isp2"]
+`))
+	if err := h.core.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(h.core.metrics.groupUp, "uplinkd_group_up"); n != 1 {
+		t.Errorf("%d group_up series after the group was replaced, want 1", n)
+	}
+	if v := testutil.ToFloat64(h.core.metrics.groupUp.WithLabelValues("other")); v != 1 {
+		t.Errorf("group_up{other} = %v", v)
+	}
+	entries, _ := os.ReadDir(h.core.track.dir)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if d := cmp.Diff([]string{"isp2", "other"}, names); d != "" {
+		t.Errorf("track files (-want +got):\n%s", d)
+	}
+	h.waitFor("isp1 out of the kernel", func() bool { return !strings.Contains(h.kernelDump(), "198.18.1.1") })
+}
+
+func TestHealthOf(t *testing.T) {
+	for s, want := range map[detector.State]routing.Health{
+		detector.Unknown: routing.Up, detector.Up: routing.Up, detector.Suspect: routing.Up,
+		detector.Degraded: routing.Degraded, detector.Down: routing.Down,
+	} {
+		if got := healthOf(s); got != want {
+			t.Errorf("healthOf(%v) = %v, want %v", s, got, want)
+		}
+	}
+}
+
+func TestStandbySet(t *testing.T) {
+	p := mustParse(t, `
+[gateway.a]
+address = "198.18.1.1"
+interface = "eth1"
+tier = 1
+[gateway.b]
+address = "198.18.2.1"
+interface = "eth2"
+tier = 2
+degraded_tier = 3
+[gateway.c]
+address = "198.18.3.1"
+interface = "eth3"
+tier = 2
+[group.g]
+gateways = ["a", "b", "c"]
+`)
+	for _, tc := range []struct {
+		name string
+		h    routing.Snapshot
+		want map[string]bool
+	}{
+		{"all up: backup tier idles", routing.Snapshot{}, map[string]bool{"b": true, "c": true}},
+		{"primary down: tier 2 carries", routing.Snapshot{"a": routing.Down}, map[string]bool{}},
+		{"primary down, b degraded to tier 3", routing.Snapshot{"a": routing.Down, "b": routing.Degraded}, map[string]bool{"b": true}},
+		{"everything down: nobody is standby", routing.Snapshot{"a": routing.Down, "b": routing.Down, "c": routing.Down}, map[string]bool{}},
+	} {
+		if d := cmp.Diff(tc.want, standbySet(p, tc.h)); d != "" {
+			t.Errorf("%s (-want +got):\n%s", tc.name, d)
+		}
+	}
+}
+
+func TestOnAppliedEvent(t *testing.T) {
+	p := mustParse(t, twoISPs(2, `"route_changed"`))
+	var got []hooks.Event
+	hr := hooks.New(hooks.Config{})
+	hr.OnResult(func(r hooks.Result) { got = append(got, r.Event) })
+	c, err := NewCore(CoreConfig{Policy: p, Detector: newFakeDetector(), Hooks: hr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := routing.Route{Family: 4, Table: 254, Dst: mustPrefix("0.0.0.0/0"), Protocol: 212, Type: routing.Unicast, Owner: "group/wan",
+		Nexthops: []routing.Nexthop{{Gateway: mustAddr("198.18.2.1"), Dev: "eth2", Weight: 1}}}
+	c.OnApplied([]routing.Op{{Kind: routing.OpReplace, Route: &rt}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hr.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hr.Close()
+	want := []hooks.Event{{Name: "route_changed", Group: "wan", Table: "254", State: "applied",
+		Reason: "1 route/rule operations applied", Changes: "+ " + routing.RouteString(rt)}}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("route_changed event (-want +got):\n%s", d)
+	}
+}
