@@ -26,11 +26,10 @@ import (
 // module root is found from this source file, so tests in any directory can
 // call it.
 func Build(dir string) (string, error) {
-	_, self, _, ok := runtime.Caller(0)
-	if !ok {
-		return "", errors.New("locating the module root: no caller information")
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
 	}
-	root := filepath.Join(filepath.Dir(self), "..", "..", "..")
 	bin := filepath.Join(dir, "uplinkd")
 	goBin := "go"
 	if _, err := exec.LookPath(goBin); err != nil {
@@ -45,10 +44,27 @@ func Build(dir string) (string, error) {
 	return bin, nil
 }
 
-// Root returns the module's root directory.
+// Root returns the module's root directory, or "" if it cannot be found.
 func Root() string {
-	_, self, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(self), "..", "..", ".."))
+	r, _ := moduleRoot()
+	return r
+}
+
+// moduleRoot walks up from this source file to the directory holding
+// go.mod, so the package keeps working wherever it is moved.
+func moduleRoot() (string, error) {
+	_, self, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", errors.New("locating the module root: no caller information")
+	}
+	for dir := filepath.Dir(self); ; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		if dir == filepath.Dir(dir) {
+			return "", fmt.Errorf("locating the module root: no go.mod above %s", self)
+		}
+	}
 }
 
 // SetDaemonKeys returns policy text with the given [daemon] keys set: an
