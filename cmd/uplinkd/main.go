@@ -1,5 +1,3 @@
-// Command uplinkd detects dead gateways and manages multipath and policy
-// routes. See the README and docs/ for the policy language and operations.
 package main
 
 import (
