@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -76,5 +77,25 @@ func TestRuleRoundTrip(t *testing.T) {
 	nr.Src = &net.IPNet{IP: net.ParseIP("198.18.1.2"), Mask: net.CIDRMask(32, 32)}
 	if got := fromNetlinkRule(*nr); got.From != netip.MustParsePrefix("198.18.1.2/32") {
 		t.Errorf("source read as %v", got.From)
+	}
+}
+
+// The library reports a receive overflow as text ("Receive failed: no
+// buffer space available"), not as a wrapped errno; both must count as
+// ENOBUFS so the resync is labelled right.
+func TestIsENOBUFS(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{unix.ENOBUFS, true},
+		{fmt.Errorf("receiving rule events: %w", unix.ENOBUFS), true},
+		{fmt.Errorf("Receive failed: %v", unix.ENOBUFS), true},
+		{fmt.Errorf("Receive failed: %v", unix.EBADF), false},
+		{nil, false},
+	} {
+		if got := isENOBUFS(c.err); got != c.want {
+			t.Errorf("isENOBUFS(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }

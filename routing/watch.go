@@ -41,6 +41,11 @@ type KernelWatcher struct {
 // the current one).
 func NewKernelWatcher(ns netns.NsHandle) *KernelWatcher { return &KernelWatcher{NS: ns} }
 
+// subscribeBuffer is the receive buffer asked for each subscription
+// (capped by net.core.rmem_max): a first apply of 10,000 rules and 1,000
+// routes echoes as many events, and an overflow costs a resubscription.
+const subscribeBuffer = 4 << 20
+
 // rtnetlink multicast groups for rules, which vishvananda/netlink has no
 // subscription helper for.
 const (
@@ -56,10 +61,13 @@ func (w *KernelWatcher) Watch(ctx context.Context, hints chan<- Hint) error {
 	if retry <= 0 {
 		retry = time.Second
 	}
+	// Never block on hints: a full channel already means a resync is
+	// pending, and a watcher stuck on it would stop draining the library's
+	// channel, whose socket would then overflow (ENOBUFS) for nothing.
 	send := func(h Hint) {
 		select {
 		case hints <- h:
-		case <-ctx.Done():
+		default:
 		}
 	}
 	var wg sync.WaitGroup
@@ -156,7 +164,7 @@ func subscription[T any](ctx context.Context, what string, send func(Hint), star
 
 func (w *KernelWatcher) routes(ctx context.Context, send func(Hint)) error {
 	return subscription(ctx, "route", send, func(ch chan netlink.RouteUpdate, done chan struct{}, cb func(error)) error {
-		return netlink.RouteSubscribeWithOptions(ch, done, netlink.RouteSubscribeOptions{Namespace: w.nsOpt(), ErrorCallback: cb})
+		return netlink.RouteSubscribeWithOptions(ch, done, netlink.RouteSubscribeOptions{Namespace: w.nsOpt(), ErrorCallback: cb, ReceiveBufferSize: subscribeBuffer})
 	}, func(u netlink.RouteUpdate) bool {
 		// Cloned (cache) routes and the local table churn with traffic
 		// and addresses; they are never uplinkd's.
@@ -166,13 +174,13 @@ func (w *KernelWatcher) routes(ctx context.Context, send func(Hint)) error {
 
 func (w *KernelWatcher) links(ctx context.Context, send func(Hint)) error {
 	return subscription(ctx, "link", send, func(ch chan netlink.LinkUpdate, done chan struct{}, cb func(error)) error {
-		return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{Namespace: w.nsOpt(), ErrorCallback: cb})
+		return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{Namespace: w.nsOpt(), ErrorCallback: cb, ReceiveBufferSize: subscribeBuffer})
 	}, nil)
 }
 
 func (w *KernelWatcher) addrs(ctx context.Context, send func(Hint)) error {
 	return subscription(ctx, "addr", send, func(ch chan netlink.AddrUpdate, done chan struct{}, cb func(error)) error {
-		return netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{Namespace: w.nsOpt(), ErrorCallback: cb})
+		return netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{Namespace: w.nsOpt(), ErrorCallback: cb, ReceiveBufferSize: subscribeBuffer})
 	}, nil)
 }
 
@@ -188,6 +196,10 @@ func (w *KernelWatcher) rules(ctx context.Context, send func(Hint)) error {
 	}
 	if err != nil {
 		return fmt.Errorf("subscribing to rule events: %w", err)
+	}
+	if err := s.SetReceiveBufferSize(subscribeBuffer, false); err != nil {
+		s.Close()
+		return fmt.Errorf("sizing rule event socket: %w", err)
 	}
 	stop := context.AfterFunc(ctx, s.Close)
 	defer func() {
