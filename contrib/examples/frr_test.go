@@ -49,13 +49,14 @@ func startFRR(t *testing.T, h *nstest.Host, conf string) {
 			t.Fatalf("FRR's %s is needed to prove announce-frr.toml: install Debian's frr package (sh scripts/setup.sh): %v", d, err)
 		}
 	}
-	dir := filepath.Join(t.TempDir(), "frr-"+h.Name)
+	tmp := t.TempDir() // /tmp/TestName123/001, both 0700
+	dir := filepath.Join(tmp, "frr-"+h.Name)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// FRR drops to user frr: it must be able to reach and write dir.
-	for _, p := range []string{dir, filepath.Dir(dir)} {
-		if err := os.Chmod(p, 0o777); err != nil {
+	// FRR drops to user frr: it must be able to reach dir and write in it.
+	for p, mode := range map[string]os.FileMode{dir: 0o777, tmp: 0o755, filepath.Dir(tmp): 0o755} {
+		if err := os.Chmod(p, mode); err != nil {
 			t.Fatal(err)
 		}
 	}
