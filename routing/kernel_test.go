@@ -557,3 +557,82 @@ func TestKernelNeverWithoutDefault(t *testing.T) {
 		t.Errorf("monitor saw %d default route changes, want at least %d:\n%s", replaced, len(steps), out)
 	}
 }
+
+// Announce routes of every kind come and go with what they track, and a
+// restart rewrites none of them (a "via" without "dev" included, which the
+// kernel reads back with the device it resolved).
+func TestKernelAnnounces(t *testing.T) {
+	tu := nstest.NewTwoUplinks(t)
+	h := tu.Host
+	p := mustPolicy(t, `
+[gateway.isp1]
+address = "198.18.1.1"
+interface = "eth1"
+[gateway.isp2]
+address = "198.18.2.1"
+interface = "eth2"
+[gateway.isp1-v6]
+address = "2001:db8:1::1"
+interface = "eth1"
+[group.wan]
+gateways = ["isp1", "isp2"]
+table = 100
+[announce.via]
+prefix = "198.18.60.0/24"
+track = "isp1"
+via = "198.18.1.1"
+[announce.dev]
+prefix = "198.18.61.0/24"
+track = "isp2"
+dev = "eth2"
+[announce.group]
+prefix = "198.18.62.0/24"
+track = "wan"
+[announce.hole]
+prefix = "198.18.63.0/24"
+track = "wan"
+type = "blackhole"
+[announce.six]
+prefix = "2001:db8:60::/48"
+track = "isp1-v6"
+type = "unreachable"
+table = 250
+`)
+	rec := newLabReconciler(t, h, nil)
+	ctx := context.Background()
+	if _, err := rec.Apply(ctx, Desired(p, nil)); err != nil {
+		t.Fatal(err)
+	}
+	want := dump(`
+		default table 100 proto 212 nexthop via 198.18.1.1 dev eth1 weight 1 nexthop via 198.18.2.1 dev eth2 weight 1
+		198.18.60.0/24 via 198.18.1.1 dev eth1 table main proto 212
+		198.18.61.0/24 dev eth2 table main proto 212
+		198.18.62.0/24 table main proto 212 nexthop via 198.18.1.1 dev eth1 weight 1 nexthop via 198.18.2.1 dev eth2 weight 1
+		blackhole 198.18.63.0/24 table main proto 212
+		-6 unreachable 2001:db8:60::/48 table 250 proto 212 metric 1024`)
+	if diff := cmp.Diff(want, kernelDump(t, rec)); diff != "" {
+		t.Fatalf("announces (-want +got):\n%s", diff)
+	}
+	if got := routeGet(t, h, "198.18.61.1"); got != "198.18.61.1 dev eth2" {
+		t.Errorf("ip route get 198.18.61.1 = %q", got)
+	}
+	if n, err := newLabReconciler(t, h, nil).Apply(ctx, Desired(p, nil)); err != nil || n != 0 {
+		t.Errorf("restart: %d writes (err %v), want 0", n, err)
+	}
+	// isp1 down: its announce goes, the group's follows isp2 alone.
+	n, err := rec.Apply(ctx, Desired(p, Snapshot{"isp1": Down, "isp1-v6": Down}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = dump(`
+		default via 198.18.2.1 dev eth2 table 100 proto 212
+		198.18.61.0/24 dev eth2 table main proto 212
+		198.18.62.0/24 via 198.18.2.1 dev eth2 table main proto 212
+		blackhole 198.18.63.0/24 table main proto 212`)
+	if diff := cmp.Diff(want, kernelDump(t, rec)); diff != "" {
+		t.Errorf("announces with isp1 down (-want +got):\n%s", diff)
+	}
+	if n != 4 {
+		t.Errorf("isp1 down: %d writes, want 4 (two deletes, two replaces)", n)
+	}
+}

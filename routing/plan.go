@@ -2,7 +2,6 @@ package routing
 
 import (
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 )
@@ -87,10 +86,21 @@ func (op Op) Lines() []string {
 	return []string{op.String()}
 }
 
-// routeEqual compares what the kernel stores; Owner is ignored.
-func routeEqual(a, b Route) bool {
-	return a.Key() == b.Key() && a.Type == b.Type && a.Protocol == b.Protocol &&
-		a.Src == b.Src && slices.Equal(a.Nexthops, b.Nexthops)
+// routeEqual reports whether the installed route have is what want asks
+// for; Owner is ignored. A wanted nexthop without a device (an announce
+// with only "via") matches whatever device the kernel resolved.
+func routeEqual(want, have Route) bool {
+	if want.Key() != have.Key() || want.Type != have.Type || want.Protocol != have.Protocol ||
+		want.Src != have.Src || len(want.Nexthops) != len(have.Nexthops) {
+		return false
+	}
+	for i, w := range want.Nexthops {
+		h := have.Nexthops[i]
+		if w.Gateway != h.Gateway || w.Weight != h.Weight || (w.Dev != "" && w.Dev != h.Dev) {
+			return false
+		}
+	}
+	return true
 }
 
 // Plan returns the ops that turn have into want, in a safe order: routes
