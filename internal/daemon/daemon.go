@@ -21,6 +21,7 @@ import (
 	sd "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sys/unix"
 
 	"github.com/uplinkd/uplinkd/detector"
 	"github.com/uplinkd/uplinkd/internal/hooks"
@@ -448,7 +449,10 @@ func (c *Core) RequestReload() {
 func (c *Core) reload() error {
 	start := c.now()
 	if c.notify != nil {
-		c.notify(sd.SdNotifyReloading)
+		// MONOTONIC_USEC lets Type=notify-reload units match the reload.
+		var ts unix.Timespec
+		_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+		c.notify(fmt.Sprintf("%s\nMONOTONIC_USEC=%d", sd.SdNotifyReloading, ts.Nano()/1000))
 		defer c.notify(sd.SdNotifyReady)
 	}
 	p, err := c.load()
@@ -646,8 +650,23 @@ func (c *Core) Status() *Status {
 	for _, d := range det {
 		byName[d.Name] = d
 	}
+	// Each route is rendered once, however many gateways it goes through.
+	type hop struct {
+		addr string
+		dev  string
+	}
+	held := map[hop][]string{}
 	for _, r := range installed.Routes {
-		s.Routes = append(s.Routes, routing.RouteString(r))
+		text := routing.RouteString(r)
+		s.Routes = append(s.Routes, text)
+		seen := map[hop]bool{}
+		for _, nh := range r.Nexthops {
+			k := hop{nh.Gateway.String(), nh.Dev}
+			if nh.Gateway.IsValid() && !seen[k] {
+				seen[k] = true
+				held[k] = append(held[k], text)
+			}
+		}
 	}
 	for _, r := range installed.Rules {
 		s.Rules = append(s.Rules, routing.RuleString(r))
@@ -672,14 +691,7 @@ func (c *Core) Status() *Status {
 			gs.LastTxAge, gs.LastGoodProbeAge = sec(d.LastTxAge), sec(d.LastGoodProbeAge)
 			gs.ProbesPerSecond, gs.FlapPenalty = d.ProbesPerSecond, d.FlapPenalty
 		}
-		for _, r := range installed.Routes {
-			for _, nh := range r.Nexthops {
-				if nh.Gateway == g.Address && nh.Dev == g.Interface {
-					gs.Routes = append(gs.Routes, routing.RouteString(r))
-					break
-				}
-			}
-		}
+		gs.Routes = held[hop{g.Address.String(), g.Interface}]
 		s.Gateways = append(s.Gateways, gs)
 	}
 	for _, grp := range p.Groups {
@@ -701,9 +713,6 @@ type Options struct {
 	LogFormat, LogLevel string
 	Stderr              *os.File
 	Build               BuildInfo
-	// KeepCapabilities disables the capability drop (tests of the drop
-	// itself leave it enabled).
-	KeepCapabilities bool
 }
 
 // StartError is a refusal to start: nothing was touched.
@@ -829,12 +838,10 @@ func Run(ctx context.Context, opts Options) error {
 		log.Info("initial state applied", "writes", writes)
 	}
 
-	if !opts.KeepCapabilities {
-		if err := DropCapabilities(KeptCapabilities); err != nil {
-			return err
-		}
-		log.Info("capabilities dropped", "kept", "CAP_NET_ADMIN,CAP_NET_RAW")
+	if err := DropCapabilities(KeptCapabilities); err != nil {
+		return err
 	}
+	log.Info("capabilities dropped", "kept", "CAP_NET_ADMIN,CAP_NET_RAW")
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,7 +40,11 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binary = filepath.Join(dir, "uplinkd")
-	cmd := exec.Command("go", "build", "-o", binary, "github.com/uplinkd/uplinkd/cmd/uplinkd")
+	goBin := "go"
+	if _, err := exec.LookPath(goBin); err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	cmd := exec.Command(goBin, "build", "-o", binary, "github.com/uplinkd/uplinkd/cmd/uplinkd")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building uplinkd: %v\n%s", err, out)
