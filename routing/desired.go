@@ -195,6 +195,7 @@ func Desired(p *policy.Policy, h Snapshot) State {
 			s.Routes = append(s.Routes, r)
 		}
 	}
+	s.Routes = dedupeKeys(s.Routes)
 	for _, pr := range p.Rules {
 		r := Rule{
 			Family:   pr.Family,
@@ -216,6 +217,22 @@ func Desired(p *policy.Policy, h Snapshot) State {
 	}
 	normalizeInPlace(&s)
 	return s
+}
+
+// dedupeKeys keeps the first route of each kernel key. Two policy objects
+// that want the same key (an announce of 0.0.0.0/0 in a group's table)
+// would otherwise replace each other on every reconcile; groups come first,
+// then gateway tables, then announces.
+func dedupeKeys(routes []Route) []Route {
+	seen := make(map[RouteKey]bool, len(routes))
+	out := routes[:0]
+	for _, r := range routes {
+		if k := r.Key(); !seen[k] {
+			seen[k] = true
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // trackHealthy reports whether an announce's tracked gateway or group is

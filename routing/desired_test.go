@@ -246,3 +246,22 @@ metric = 5
 		t.Errorf("Desired down (-want +got):\n%s", diff)
 	}
 }
+
+// An announce on the key of a group's default does not fight it.
+func TestDesiredDuplicateKey(t *testing.T) {
+	p := mustPolicy(t, `
+[gateway.a]
+address = "198.18.1.1"
+interface = "eth1"
+[group.wan]
+gateways = ["a"]
+[announce.all]
+prefix = "0.0.0.0/0"
+track = "a"
+type = "blackhole"
+`)
+	want := dump(`default via 198.18.1.1 dev eth1 table main proto 212`)
+	if diff := cmp.Diff(want, Format(Desired(p, nil))); diff != "" {
+		t.Errorf("Desired (-want +got):\n%s", diff)
+	}
+}
