@@ -492,6 +492,10 @@ func TestReload(t *testing.T) {
 	if v := l.metric("uplinkd_config_last_reload_successful", nil); v != 1 {
 		t.Errorf("reload metric %v after a good reload, want 1", v)
 	}
+	// Status through the control socket instead of HTTP.
+	if out, err := l.Host.Run(binary, "status", "--socket", sock, "--check", "isp1"); err != nil {
+		t.Errorf("status --socket --check isp1: %v\n%s", err, out)
+	}
 	fi, err := os.Stat(sock)
 	if err != nil || fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
 		t.Errorf("control socket mode %v, %v; want a 0600 socket", fi.Mode(), err)
@@ -596,6 +600,7 @@ func TestStatusCheckExitCodes(t *testing.T) {
 	}
 	// The table shows both gateways down, with reasons.
 	out := l.Host.MustRun(t, binary, "status", "--addr", listen)
+	t.Logf("uplinkd status:\n%s", out)
 	for _, want := range []string{"GATEWAY", "isp1", "eth1", "down", "GROUP", "wan"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status table lacks %q:\n%s", want, out)
@@ -760,4 +765,138 @@ func TestRefusesToStart(t *testing.T) {
 	} else {
 		t.Log("setpriv not installed: the missing-CAP_NET_ADMIN case is not exercised")
 	}
+}
+
+// With the shipped profile (gated: probe only while traffic flows and
+// nothing comes back), real traffic through a gateway that silently stops
+// forwarding is what gets it detected and routed around; the idle gateway
+// is never declared down.
+func TestGatedDetectionWithRealTraffic(t *testing.T) {
+	l := newLab(t)
+	pol := fmt.Sprintf(`
+[daemon]
+listen = %q
+control_socket = %q
+
+[gateway.isp1]
+address = "%s"
+interface = "eth1"
+[gateway.isp1.probe]
+icmp = ["%s"]
+
+[gateway.isp2]
+address = "%s"
+interface = "eth2"
+[gateway.isp2.probe]
+icmp = ["%s"]
+
+[group.wan]
+gateways = ["isp1", "isp2"]
+`, listen, filepath.Join(l.dir, "run", "control.sock"), nstest.GW1Addr4, nstest.TargetAddr4, nstest.GW2Addr4, nstest.TargetAddr4)
+	l.start(pol)
+	l.waitFor("both gateways in the default route", func() bool {
+		r := l.routes()
+		return strings.Contains(r, "nexthop via 198.18.1.1 dev eth1") && strings.Contains(r, "nexthop via 198.18.2.1 dev eth2")
+	})
+	l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+	// Traffic bound to eth1 takes isp1's nexthop of the multipath default,
+	// so isp1 sees tx without rx; bounded in count and time.
+	pinger := l.Host.Start(t, "ping", "-q", "-I", "eth1", "-i", "0.02", "-c", "1000", "-w", "30", nstest.TargetAddr4.String())
+	defer l.Host.Stop(pinger)
+	l.waitFor("isp1 to leave the default route", func() bool {
+		r := l.routes()
+		return strings.Contains(r, "default via 198.18.2.1 dev eth2") && !strings.Contains(r, "198.18.1.1")
+	})
+	st := l.status()
+	for _, g := range st.Gateways {
+		switch g.Name {
+		case "isp1":
+			if g.State != "down" || g.Reason == "" {
+				t.Errorf("isp1: state %q reason %q, want down with a reason", g.State, g.Reason)
+			}
+		case "isp2":
+			if !g.Up {
+				t.Errorf("idle isp2 is %q, want it still up", g.State)
+			}
+		}
+	}
+	if v := l.metric("uplinkd_probes_sent_total", map[string]string{"gateway": "isp1"}); v <= 0 {
+		t.Errorf("isp1 was never probed (probes_sent %v): detection must come from probes confirming tx without rx", v)
+	}
+	l.Host.Stop(pinger)
+	l.GW1.Recover(t)
+	l.waitFor("isp1 back after recovery probes", func() bool {
+		return strings.Contains(l.routes(), "nexthop via 198.18.1.1 dev eth1")
+	})
+}
+
+// systemd notification: READY=1 once routes are applied, STATUS=, the
+// watchdog at half of WATCHDOG_USEC from the health loop, RELOADING=1 around
+// a reload and STOPPING=1 on SIGTERM.
+func TestSystemdNotify(t *testing.T) {
+	l := newLab(t)
+	sockPath := filepath.Join(l.dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	msgs := make(chan string, 256)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, _, err := conn.ReadFromUnix(buf)
+			if err != nil {
+				close(msgs)
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	l.writeFile("uplinkd.toml", l.basePolicy(2, ""), 0o600)
+	l.cmd = l.Host.Start(t, "env", "NOTIFY_SOCKET="+sockPath, "WATCHDOG_USEC=400000", binary, "run", "--config", l.policy)
+	var got []string
+	expect := func(prefix string) string {
+		t.Helper()
+		deadline := time.After(20 * time.Second)
+		for {
+			for _, m := range got {
+				if strings.HasPrefix(m, prefix) {
+					return m
+				}
+			}
+			select {
+			case m := <-msgs:
+				got = append(got, m)
+			case <-deadline:
+				t.Fatalf("no %q notification; got %q\n%s", prefix, got, l.Host.Output(l.cmd))
+			}
+		}
+	}
+	expect("READY=1")
+	if s := expect("STATUS="); !strings.Contains(s, "gateways healthy") {
+		t.Errorf("status text %q", s)
+	}
+	// At least two watchdog pings: the loop keeps sending them.
+	expect("WATCHDOG=1")
+	got = slicesDeleteFirst(got, "WATCHDOG=1")
+	expect("WATCHDOG=1")
+	l.signal(syscall.SIGHUP)
+	if m := expect("RELOADING=1"); !strings.Contains(m, "MONOTONIC_USEC=") {
+		t.Errorf("RELOADING without MONOTONIC_USEC: %q", m)
+	}
+	l.signal(syscall.SIGTERM)
+	expect("STOPPING=1")
+	if err := l.Host.Wait(l.cmd, 15*time.Second); err != nil {
+		t.Errorf("exit after SIGTERM: %v", err)
+	}
+}
+
+func slicesDeleteFirst(s []string, v string) []string {
+	for i, x := range s {
+		if x == v {
+			return append(s[:i:i], s[i+1:]...)
+		}
+	}
+	return s
 }
