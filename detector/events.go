@@ -142,6 +142,10 @@ type trafficState struct {
 // idle uplink must not trigger a probe.
 const minSilentTx = 3
 
+// sustainedGap is the longest pause between sent packets that still
+// counts as one flow for tx-without-rx.
+const sustainedGap = 2 * time.Second
+
 // sample feeds new counters; it returns whether rx advanced and, when
 // traffic is leaving with nothing returning, for how long.
 func (s *trafficState) sample(tx, rx uint64, now time.Time) (rxAdvanced bool, silentFor time.Duration) {
@@ -152,6 +156,11 @@ func (s *trafficState) sample(tx, rx uint64, now time.Time) (rxAdvanced bool, si
 	if rx > s.rx {
 		rxAdvanced = true
 		s.lastRx = now
+		s.silentSince, s.txSinceRx = time.Time{}, 0
+	}
+	if tx > s.tx && !rxAdvanced && !s.lastTx.IsZero() && now.Sub(s.lastTx) > sustainedGap {
+		// Sporadic packets (router solicitations, MLD reports) are not
+		// traffic: silence is only counted over a sustained flow.
 		s.silentSince, s.txSinceRx = time.Time{}, 0
 	}
 	if tx > s.tx {
