@@ -381,3 +381,45 @@ events = ["gateway_down", "gateway_up"]
 		}
 	}
 }
+
+// TestRtProtosNamesUplinkdRoutes installs contrib/iproute2's rt_protos
+// entry in a private mount namespace (never the host's /etc) and checks
+// that iproute2 then shows and selects uplinkd's routes as "proto uplinkd".
+func TestRtProtosNamesUplinkdRoutes(t *testing.T) {
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Fatalf("unshare (util-linux) is needed to try the rt_protos entry without touching /etc: %v", err)
+	}
+	lab := nstest.New(t)
+	h := lab.Host("r")
+	h.MustRun(t, "ip", "route", "add", "blackhole", "198.18.100.0/24", "proto", "212")
+
+	// A copy of /etc/iproute2 plus our entry, bind-mounted over /etc/iproute2
+	// inside a mount namespace that dies with the shell.
+	etc := t.TempDir()
+	if out, err := exec.Command("cp", "-a", "/etc/iproute2/.", etc).CombinedOutput(); err != nil {
+		t.Fatalf("copying /etc/iproute2: %v\n%s", err, out)
+	}
+	if err := os.MkdirAll(filepath.Join(etc, "rt_protos.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	entry, err := os.ReadFile("iproute2/rt_protos.d/uplinkd.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(etc, "rt_protos.d", "uplinkd.conf"), entry, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := `mount --bind "$1" /etc/iproute2 && ip -n "$2" route show table main && echo --- && ip -n "$2" route show proto uplinkd`
+	out, err := exec.Command(unshare, "--mount", "--propagation", "private", "sh", "-c", script, "sh", etc, h.NS).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip route with the entry installed: %v\n%s", err, out)
+	}
+	shown, selected, _ := strings.Cut(string(out), "---")
+	if want := "blackhole 198.18.100.0/24 proto uplinkd"; !strings.Contains(shown, want) {
+		t.Errorf("with rt_protos.d/uplinkd.conf, ip route shows:\n%s\nwant a line with %q", shown, want)
+	}
+	if !strings.Contains(selected, "blackhole 198.18.100.0/24") {
+		t.Errorf("ip route show proto uplinkd does not select the proto 212 route:\n%s", selected)
+	}
+}
