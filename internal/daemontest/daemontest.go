@@ -33,7 +33,7 @@ func Build(dir string) (string, error) {
 	bin := filepath.Join(dir, "uplinkd")
 	goBin := "go"
 	if _, err := exec.LookPath(goBin); err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		goBin = "/usr/local/go/bin/go" // where the machine image and CI keep it
 	}
 	cmd := exec.Command(goBin, "build", "-o", bin, "./cmd/uplinkd")
 	cmd.Dir = root
