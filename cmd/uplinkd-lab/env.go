@@ -45,6 +45,13 @@ func (e *env) build(ctx context.Context) error {
 		return fmt.Errorf("building topology: %w", err)
 	}
 	e.tu = tu
+	return e.prepare(ctx)
+}
+
+// prepare readies a built topology for traffic: the host's multipath hash,
+// the gateways' probe counters and the server's echo responder.
+func (e *env) prepare(ctx context.Context) error {
+	tu := e.tu
 	// A layer-4 multipath hash, as a router spreading many flows would
 	// use: with the default layer-3 hash every flow from the one host to
 	// the one server would take the same nexthop.

@@ -251,7 +251,7 @@ func (p *metricsPoller) rows(t *timeline, gw string, from, detail, to time.Time)
 		}
 	}
 	if restProbes > 0 {
-		t.add(to, "probe", "%s: %.0f more probes (%.0f unanswered) in the next %.1f s: slow checks of a down gateway",
+		t.add(to, "probe", "%s: %.0f more probes (%.0f unanswered) over the next %.1f s",
 			gw, restProbes, restLost, to.Sub(detail).Seconds())
 	}
 }

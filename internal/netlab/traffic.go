@@ -322,7 +322,7 @@ func (g Gap) Ms() float64 { return float64(g.Len) / float64(time.Millisecond) }
 // never answered, its gap runs to the last send and is Open; a flow that got
 // no reply at all in the window is Open from its first packet.
 func (t *Traffic) LongestGap(from, to time.Duration) Gap {
-	var best Gap
+	best := Gap{Resumed: -1}
 	for fi, f := range t.Flows {
 		g := f.longestGap(from, to)
 		g.Flow = fi
@@ -565,10 +565,18 @@ func ServeEcho(ctx context.Context, addr netip.Addr, ready func()) error {
 			}
 		}(ln)
 	}
+	// Interface names are looked up here, on the caller's thread, which is
+	// in the namespace being served; the reader goroutine below may run on
+	// any thread, and a lookup there could see another namespace.
+	names := map[int]string{}
+	if ifs, err := net.Interfaces(); err == nil {
+		for _, ifi := range ifs {
+			names[ifi.Index] = ifi.Name
+		}
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		names := map[int]string{}
 		buf := make([]byte, 1500)
 		for {
 			n, cm, from, err := p.ReadFrom(buf)
@@ -585,12 +593,7 @@ func ServeEcho(ctx context.Context, addr netip.Addr, ready func()) error {
 			if cm != nil {
 				var ok bool
 				if name, ok = names[cm.IfIndex]; !ok {
-					if ifi, err := net.InterfaceByIndex(cm.IfIndex); err == nil {
-						name = ifi.Name
-					} else {
-						name = strconv.Itoa(cm.IfIndex)
-					}
-					names[cm.IfIndex] = name
+					name = strconv.Itoa(cm.IfIndex)
 				}
 			}
 			clear(buf[ifNameOff : ifNameOff+maxIfName])
