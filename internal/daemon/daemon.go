@@ -72,6 +72,7 @@ type Core struct {
 	// Watchdog, if positive, is how often the loop tells systemd it is alive.
 	Watchdog time.Duration
 	notify   func(state string) // sd_notify; nil outside systemd
+	tune     func(p *policy.Policy) ([]routing.SysctlChange, error)
 
 	reloadc chan chan error
 	beat    chanHeartbeat
@@ -478,6 +479,15 @@ func (c *Core) reload() error {
 		c.log.Warn("reload: this setting only changes on restart", "setting", w)
 	}
 	c.hooks.SetHooks(p.Hooks)
+	if c.tune != nil {
+		// Opt-in sysctls follow the policy; values already right are not
+		// rewritten, so an unchanged [kernel] section writes nothing.
+		if changes, err := c.tune(p); err != nil {
+			c.log.Error("reload: applying [kernel] settings", "err", err)
+		} else if len(changes) > 0 {
+			c.log.Info("reload: kernel settings applied", "changes", len(changes))
+		}
+	}
 	states := map[string]detector.State{}
 	for _, g := range p.Gateways {
 		if st, ok := c.states[g.Name]; ok {
@@ -823,8 +833,17 @@ func Run(ctx context.Context, opts Options) error {
 		defer ctl.close()
 	}
 
+	if host, _, err := net.SplitHostPort(p.Daemon.Listen); err == nil && p.Daemon.Listen != "" {
+		if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+			log.Warn("metrics and status are served beyond loopback; they are read-only but reveal the network's health", "listen", p.Daemon.Listen)
+		}
+	}
+
 	// The kernel is touched from here on.
-	if changes, err := routing.TuneKernel(p.Kernel, p.Interfaces(), log); err != nil {
+	core.tune = func(p *policy.Policy) ([]routing.SysctlChange, error) {
+		return routing.TuneKernel(p.Kernel, p.Interfaces(), log)
+	}
+	if changes, err := core.tune(p); err != nil {
 		return fmt.Errorf("applying [kernel] settings: %w", err)
 	} else if len(changes) > 0 {
 		log.Info("kernel settings applied", "changes", len(changes))

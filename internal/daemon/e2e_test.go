@@ -492,6 +492,17 @@ func TestReload(t *testing.T) {
 	if v := l.metric("uplinkd_config_last_reload_successful", nil); v != 1 {
 		t.Errorf("reload metric %v after a good reload, want 1", v)
 	}
+	// Opt-in kernel settings follow a reload.
+	if v := strings.TrimSpace(l.Host.SysctlGet(t, "net.ipv4.fib_multipath_hash_policy")); v != "0" {
+		t.Fatalf("fib_multipath_hash_policy starts at %s, want the namespace default 0", v)
+	}
+	l.writeFile("uplinkd.toml", "[kernel]\nfib_multipath_hash_policy = \"l4\"\n"+l.basePolicy(5, ""), 0o600)
+	if out, err := l.Host.Run(binary, "reload", "--socket", sock); err != nil {
+		t.Errorf("uplinkd reload with [kernel]: %v\n%s", err, out)
+	}
+	if v := strings.TrimSpace(l.Host.SysctlGet(t, "net.ipv4.fib_multipath_hash_policy")); v != "1" {
+		t.Errorf("fib_multipath_hash_policy = %s after reload, want 1 (l4)", v)
+	}
 	// Status through the control socket instead of HTTP.
 	if out, err := l.Host.Run(binary, "status", "--socket", sock, "--check", "isp1"); err != nil {
 		t.Errorf("status --socket --check isp1: %v\n%s", err, out)
