@@ -126,7 +126,18 @@ func (l *lab) startDetector(t testing.TB, text string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.d, l.pr, l.rec = d, pr, &recorder{}
+	l.d, l.pr = d, pr
+	l.rec = runDetector(t, d)
+	l.start = time.Now()
+	t.Cleanup(func() {
+		pr.Close()
+		k.Close()
+	})
+}
+
+// runDetector runs d until the test ends, recording its transitions.
+func runDetector(t testing.TB, d *Detector) *recorder {
+	rec := &recorder{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
@@ -137,15 +148,14 @@ func (l *lab) startDetector(t testing.TB, text string) {
 		for {
 			select {
 			case tr := <-d.Transitions():
-				l.rec.mu.Lock()
-				l.rec.all = append(l.rec.all, recorded{tr, time.Now()})
-				l.rec.mu.Unlock()
+				rec.mu.Lock()
+				rec.all = append(rec.all, recorded{tr, time.Now()})
+				rec.mu.Unlock()
 			case <-stopRec:
 				return
 			}
 		}
 	}()
-	l.start = time.Now()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -153,10 +163,11 @@ func (l *lab) startDetector(t testing.TB, text string) {
 		}
 		close(stopRec)
 		<-recDone
-		d.Close()
-		pr.Close()
-		k.Close()
+		if err := d.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
 	})
+	return rec
 }
 
 // waitFor polls cond every 20 ms until it holds or the deadline passes.
