@@ -319,12 +319,21 @@ gateways = ["isp2"]
 }
 
 func TestHealthOf(t *testing.T) {
-	for s, want := range map[detector.State]routing.Health{
-		detector.Unknown: routing.Up, detector.Up: routing.Up, detector.Suspect: routing.Up,
-		detector.Degraded: routing.Degraded, detector.Down: routing.Down,
+	for _, tc := range []struct {
+		s    detector.State
+		prev routing.Health
+		want routing.Health
+	}{
+		{detector.Unknown, routing.Up, routing.Up},
+		{detector.Up, routing.Down, routing.Up},
+		{detector.Degraded, routing.Up, routing.Degraded},
+		{detector.Down, routing.Up, routing.Down},
+		// Suspect carries traffic as it did before it became suspect.
+		{detector.Suspect, routing.Up, routing.Up},
+		{detector.Suspect, routing.Degraded, routing.Degraded},
 	} {
-		if got := healthOf(s); got != want {
-			t.Errorf("healthOf(%v) = %v, want %v", s, got, want)
+		if got := healthOf(tc.s, tc.prev); got != tc.want {
+			t.Errorf("healthOf(%v, %v) = %v, want %v", tc.s, tc.prev, got, tc.want)
 		}
 	}
 }

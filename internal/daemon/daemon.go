@@ -82,6 +82,7 @@ type Core struct {
 	mu          sync.RWMutex
 	pol         *policy.Policy
 	states      map[string]detector.State // every policy gateway; Unknown until the detector says
+	health      map[string]routing.Health // what routing does with each gateway
 	groupHealth map[string]int            // healthy gateways per group
 	standby     map[string]bool
 	started     time.Time
@@ -128,6 +129,7 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 		reloadc:     make(chan chan error, 64),
 		pol:         cfg.Policy,
 		states:      map[string]detector.State{},
+		health:      map[string]routing.Health{},
 		groupHealth: map[string]int{},
 		standby:     map[string]bool{},
 		version:     cfg.Version,
@@ -147,6 +149,7 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 	}
 	for _, g := range c.pol.Gateways {
 		c.states[g.Name] = detector.Unknown
+		c.health[g.Name] = routing.Up
 	}
 	c.started = c.now()
 	c.lastReload = c.started
@@ -156,11 +159,15 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 	return c, nil
 }
 
-// healthOf maps detector states to routing health. Suspect still carries
-// traffic until the detector declares it down, and Unknown is optimistic,
-// so a restart never withdraws a working route on a guess.
-func healthOf(s detector.State) routing.Health {
+// healthOf maps a detector state to routing health, given the health the
+// gateway had. Suspect keeps it (a suspect gateway still carries traffic,
+// with its degraded weight if it was degraded, until the detector declares
+// it down), and Unknown is optimistic, so a restart never withdraws a
+// working route on a guess.
+func healthOf(s detector.State, prev routing.Health) routing.Health {
 	switch s {
+	case detector.Suspect:
+		return prev
 	case detector.Degraded:
 		return routing.Degraded
 	case detector.Down:
@@ -173,8 +180,8 @@ func healthOf(s detector.State) routing.Health {
 // loop only.
 func (c *Core) snapshot() routing.Snapshot {
 	s := routing.Snapshot{}
-	for name, st := range c.states {
-		s[name] = healthOf(st)
+	for name, h := range c.health {
+		s[name] = h
 	}
 	return s
 }
@@ -327,8 +334,8 @@ func (c *Core) notifyStatus() {
 		return
 	}
 	up := 0
-	for _, st := range c.states {
-		if healthOf(st).Healthy() {
+	for _, h := range c.health {
+		if h.Healthy() {
 			up++
 		}
 	}
@@ -352,11 +359,12 @@ func (c *Core) transition(tr detector.Transition) {
 		// A transition queued before a reload removed the gateway.
 		return
 	}
-	prev := healthOf(c.states[tr.Gateway])
+	prev := c.health[tr.Gateway]
+	next := healthOf(tr.To, prev)
 	c.mu.Lock()
 	c.states[tr.Gateway] = tr.To
+	c.health[tr.Gateway] = next
 	c.mu.Unlock()
-	next := healthOf(tr.To)
 	// The detector logs the transition itself at Info.
 	c.log.Debug("gateway "+tr.To.String(), "gateway", tr.Gateway, "iface", g.Interface, "from", tr.From.String(),
 		"to", tr.To.String(), "cause", tr.Cause, "reason", tr.Reason)
@@ -489,11 +497,12 @@ func (c *Core) reload() error {
 		}
 	}
 	states := map[string]detector.State{}
+	health := map[string]routing.Health{}
 	for _, g := range p.Gateways {
 		if st, ok := c.states[g.Name]; ok {
-			states[g.Name] = st
+			states[g.Name], health[g.Name] = st, c.health[g.Name]
 		} else {
-			states[g.Name] = detector.Unknown
+			states[g.Name], health[g.Name] = detector.Unknown, routing.Up
 		}
 	}
 	keep := map[string]bool{}
@@ -516,13 +525,14 @@ func (c *Core) reload() error {
 	c.mu.Lock()
 	c.pol = p
 	c.states = states
+	c.health = health
 	c.groupHealth = gh
 	c.reloadErr = nil
 	c.lastReload = c.now()
 	c.reloads++
 	c.mu.Unlock()
 	for _, g := range p.Gateways {
-		if err := c.track.set(g.Name, healthOf(states[g.Name]).Healthy()); err != nil {
+		if err := c.track.set(g.Name, health[g.Name].Healthy()); err != nil {
 			c.log.Error("writing track file", "gateway", g.Name, "err", err)
 		}
 	}
@@ -645,6 +655,7 @@ func (c *Core) Status() *Status {
 	c.mu.RLock()
 	p := c.pol
 	states := maps.Clone(c.states)
+	health := maps.Clone(c.health)
 	gh := maps.Clone(c.groupHealth)
 	standby := maps.Clone(c.standby)
 	s := &Status{
@@ -691,7 +702,7 @@ func (c *Core) Status() *Status {
 		st := states[g.Name]
 		gs := GatewayStatus{
 			Name: g.Name, Interface: g.Interface, Address: g.Address.String(), Groups: groupsOf(p, g.Name),
-			State: st.String(), Health: healthOf(st).String(), Up: healthOf(st).Healthy(), Standby: standby[g.Name],
+			State: st.String(), Health: health[g.Name].String(), Up: health[g.Name].Healthy(), Standby: standby[g.Name],
 			LastConfirmedAge: -1, LastRxAge: -1, LastTxAge: -1, LastGoodProbeAge: -1,
 		}
 		if d, ok := byName[g.Name]; ok {

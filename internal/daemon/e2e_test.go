@@ -911,3 +911,46 @@ func slicesDeleteFirst(s []string, v string) []string {
 	}
 	return s
 }
+
+// A lossy gateway is degraded, not down: it keeps its place in the route
+// with its degraded weight, gateway_degraded fires once, and it is restored
+// when the loss stops.
+func TestLossyGatewayDegraded(t *testing.T) {
+	l := newLab(t)
+	pol := l.basePolicy(3, "")
+	pol = strings.Replace(pol, "weight = 3\n", "weight = 3\ndegraded_weight = 1\n", 1)
+	pol = strings.Replace(pol, `interval = "100ms"
+timeout = "100ms"
+down_count = 3`, `interval = "50ms"
+timeout = "100ms"
+down_count = 12
+window = "2s"
+min_samples = 10
+loss_threshold = "20%"`, 1)
+	l.start(pol)
+	l.waitBothUp()
+	// 40% of what reaches GW1 is dropped: twelve losses in a row (down) is
+	// a 1-in-60,000 event, the window's loss ratio is far above 20%.
+	l.GW1.Loss(t, nstest.GWDownlinkIf, 40)
+	l.waitFor("isp1 degraded with its degraded weight", func() bool {
+		m := bothNexthops.FindStringSubmatch(l.routes())
+		return l.gatewayState("isp1") == "degraded" && m != nil && m[1] == "1"
+	})
+	l.GW1.Recover(t)
+	l.waitFor("isp1 restored to weight 3", func() bool {
+		m := bothNexthops.FindStringSubmatch(l.routes())
+		return l.gatewayState("isp1") == "up" && m != nil && m[1] == "3"
+	})
+	l.waitFor("the gateway_up hook", func() bool { return len(l.hookEvents("gateway_up")) >= 1 })
+	time.Sleep(300 * time.Millisecond)
+	deg := l.hookEvents("gateway_degraded")
+	if len(deg) != 1 || !strings.HasPrefix(deg[0], "event=gateway_degraded gateway=isp1 group=wan iface=eth1 addr=198.18.1.1 prev=up state=degraded table=254 reason=loss ") {
+		t.Errorf("gateway_degraded hook lines: %q", deg)
+	}
+	if up := l.hookEvents("gateway_up"); len(up) != 1 || !strings.Contains(up[0], "prev=degraded state=up") {
+		t.Errorf("gateway_up hook lines: %q", up)
+	}
+	if d := l.hookEvents("gateway_down"); len(d) != 0 {
+		t.Errorf("a lossy gateway was declared down: %q", d)
+	}
+}
