@@ -423,3 +423,99 @@ func TestRtProtosNamesUplinkdRoutes(t *testing.T) {
 		t.Errorf("ip route show proto uplinkd does not select the proto 212 route:\n%s", selected)
 	}
 }
+
+// unitSettings reads the [Service] settings of the shipped unit.
+func unitSettings(t *testing.T) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile("systemd/uplinkd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	in := false
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "["):
+			in = line == "[Service]"
+		case in && line != "" && !strings.HasPrefix(line, "#"):
+			if k, v, ok := strings.Cut(line, "="); ok {
+				out[k] = v
+			}
+		}
+	}
+	return out
+}
+
+// TestUnitLeastPrivilege runs the daemon with the unit's capability
+// bounding set and no_new_privs (setpriv stands in for systemd, which is
+// not PID 1 here) and checks that it still does its whole job, hooks
+// included: the silent death of the primary moves the default route and the
+// failover-IP hook moves its address with nothing but CAP_NET_ADMIN and
+// CAP_NET_RAW.
+func TestUnitLeastPrivilege(t *testing.T) {
+	unit := unitSettings(t)
+	if unit["NoNewPrivileges"] != "yes" {
+		t.Errorf("the unit must set NoNewPrivileges=yes, it has %q", unit["NoNewPrivileges"])
+	}
+	var caps []string
+	for _, c := range strings.Fields(unit["CapabilityBoundingSet"]) {
+		caps = append(caps, "+"+strings.ToLower(strings.TrimPrefix(c, "CAP_")))
+	}
+	slices.Sort(caps)
+	if want := []string{"+net_admin", "+net_raw"}; !slices.Equal(caps, want) {
+		t.Fatalf("CapabilityBoundingSet gives %v, want exactly %v", caps, want)
+	}
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatalf("setpriv (util-linux) is needed to apply the unit's bounding set: %v", err)
+	}
+	for _, k := range []string{"Type", "WatchdogSec", "ExecReload", "ExecStartPre", "Restart", "ProtectSystem", "ProtectHome", "PrivateTmp", "RuntimeDirectory"} {
+		if unit[k] == "" {
+			t.Errorf("the unit lacks %s=", k)
+		}
+	}
+	if unit["Type"] != "notify" || unit["ProtectSystem"] != "strict" || unit["ExecReload"] != "/bin/kill -HUP $MAINPID" {
+		t.Errorf("unit: Type=%s ProtectSystem=%s ExecReload=%s", unit["Type"], unit["ProtectSystem"], unit["ExecReload"])
+	}
+
+	tu := nstest.NewTwoUplinks(t)
+	const addr = "198.18.60.1/32"
+	tu.Host.AddAddr(t, nstest.HostUplink1If, addr)
+	dir := t.TempDir()
+	hook := filepath.Join(dir, "move-address")
+	script, err := os.ReadFile("examples/hooks/move-address")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hook, script, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := daemontest.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := os.ReadFile("examples/failover-ip-hook.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := strings.ReplaceAll(string(text), "/usr/local/lib/uplinkd/hooks/move-address", hook)
+	pol = strings.ReplaceAll(pol, "/run/uplinkd/move-address.log", filepath.Join(dir, "moves.log"))
+
+	// ExecStartPre under the same restrictions.
+	if out, err := tu.Host.Run(setpriv, "--bounding-set", "-all,"+strings.Join(caps, ","), "--no-new-privs", bin, "check", "-q", "examples/failover-ip-hook.toml"); err != nil {
+		t.Fatalf("ExecStartPre (uplinkd check) under the unit's privileges: %v\n%s", err, out)
+	}
+	d := daemontest.StartWrapped(t, tu.Host, bin, pol, setpriv, "--bounding-set", "-all,"+strings.Join(caps, ","), "--no-new-privs")
+	tu.Host.Start(t, "ping", "-n", "-q", "-i", "0.05", "-c", "1200", "-W", "1", nstest.TargetAddr4.String())
+	tu.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+	daemontest.WaitFor(t, 15*time.Second, "the default via the backup and the address moved", func() (bool, string) {
+		def, _ := tu.Host.Run("ip", "-4", "route", "show", "default", "proto", "212")
+		on2, _ := tu.Host.Run("ip", "-4", "-o", "address", "show", "dev", nstest.HostUplink2If)
+		ok := strings.Contains(def, "via "+nstest.GW2Addr4.String()) && !strings.Contains(def, nstest.GW1Addr4.String()) && strings.Contains(on2, " "+addr+" ")
+		return ok, fmt.Sprintf("default: %s; eth2: %s", strings.TrimSpace(def), strings.TrimSpace(on2))
+	})
+	if out := d.Output(); strings.Contains(out, "Operation not permitted") {
+		t.Errorf("something was refused under the unit's privileges:\n%s", out)
+	}
+}

@@ -126,6 +126,14 @@ type Daemon struct {
 // gateway, and fails the test, with the daemon's output, otherwise.
 func Start(t testing.TB, h *nstest.Host, bin, policyText string) *Daemon {
 	t.Helper()
+	return StartWrapped(t, h, bin, policyText)
+}
+
+// StartWrapped is Start with wrap prepended to the daemon's argv, for a
+// tool that changes how it runs (setpriv with a unit's capability bounding
+// set, for instance). wrap runs inside the namespace.
+func StartWrapped(t testing.TB, h *nstest.Host, bin, policyText string, wrap ...string) *Daemon {
+	t.Helper()
 	dir := t.TempDir()
 	d := &Daemon{Host: h, Bin: bin, Dir: dir, Config: filepath.Join(dir, "uplinkd.toml"), Socket: filepath.Join(dir, "control.sock"), t: t}
 	text := SetDaemonKeys(policyText, map[string]string{"control_socket": fmt.Sprintf("%q", d.Socket)})
@@ -137,7 +145,8 @@ func Start(t testing.TB, h *nstest.Host, bin, policyText string) *Daemon {
 		t.Fatalf("the test's policy is invalid: %v\n%s", err, text)
 	}
 	d.Listen = p.Daemon.Listen
-	d.Cmd = h.Start(t, bin, "run", "--config", d.Config, "--log-level", "debug")
+	argv := append(append([]string{}, wrap...), bin, "run", "--config", d.Config, "--log-level", "debug")
+	d.Cmd = h.Start(t, argv...)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("uplinkd output in %s:\n%s", h.NS, tail(h.Output(d.Cmd), 16384))
