@@ -127,12 +127,14 @@ func (l *lab) startDetector(t testing.TB, text string) {
 		t.Fatal(err)
 	}
 	l.d, l.pr = d, pr
-	l.rec = runDetector(t, d)
-	l.start = time.Now()
+	// Cleanups run last-in first-out: the detector stops before the
+	// sockets it uses are closed.
 	t.Cleanup(func() {
 		pr.Close()
 		k.Close()
 	})
+	l.rec = runDetector(t, d)
+	l.start = time.Now()
 }
 
 // runDetector runs d until the test ends, recording its transitions.
@@ -265,6 +267,31 @@ func (l *lab) tcpStream(t testing.TB, d time.Duration) {
 			if _, err := c.Write(buf); err != nil {
 				return
 			}
+		}
+	}()
+}
+
+// tcpListen accepts (and closes) connections on the Server's target port 9
+// until the test ends.
+func (l *lab) tcpListen(t testing.TB) {
+	t.Helper()
+	var ln net.Listener
+	if err := l.Server.Do(func() (err error) {
+		ln, err = net.Listen("tcp", net.JoinHostPort(nstest.TargetAddr4.String(), "9"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { ln.Close(); <-done })
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
 		}
 	}()
 }

@@ -1,6 +1,7 @@
 package detector
 
 import (
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"net"
 
 	"golang.org/x/net/icmp"
@@ -241,4 +242,78 @@ func TestNSSpoofedRepliesIgnored(t *testing.T) {
 		t.Fatalf("no spoofed reply reached the prober (%d sent): the test proves nothing", sent)
 	}
 	t.Logf("%d spoofed replies sent, %d reached the prober and were ignored", sent, ign)
+}
+
+// TestNSProbeKinds checks each probe kind and pinning mode against a live
+// gateway, then against a dead one, through the real sockets.
+func TestNSProbeKinds(t *testing.T) {
+	tests := []struct {
+		name  string
+		pol   string
+		setup func(t *testing.T, l *lab)
+		kinds []string
+	}{
+		{"ipv6 gateway and remote target", `
+[gateway.gw1]
+address = "2001:db8:1::1"
+interface = "eth1"
+[gateway.gw1.probe]
+icmp = ["2001:db8:100::1"]
+`, nil, []string{KindICMP, KindNeigh}},
+		{"tcp connect through the uplink", `
+[gateway.gw1]
+address = "198.18.1.1"
+interface = "eth1"
+[gateway.gw1.probe]
+gateway = false
+neigh = false
+tcp = ["198.18.100.1:9"]
+`, func(t *testing.T, l *lab) {
+			// TCP needs a route through the gateway (the connect is a real
+			// socket); a listener on the Server answers.
+			l.routeVia(t, 1)
+			l.tcpListen(t)
+		}, []string{KindTCP}},
+		{"pin by mark", `
+[gateway.gw1]
+address = "198.18.1.1"
+interface = "eth1"
+table = 201
+[gateway.gw1.probe]
+gateway = false
+neigh = false
+icmp = ["198.18.100.1"]
+pin = "mark"
+mark = 0x51
+`, func(t *testing.T, l *lab) {
+			// What routing installs for pin = "mark", by hand.
+			l.Host.MustRun(t, "ip", "rule", "add", "fwmark", "0x51", "lookup", "201", "priority", "1001")
+			l.Host.MustRun(t, "ip", "route", "add", "default", "via", nstest.GW1Addr4.String(), "dev", "eth1", "table", "201")
+		}, []string{KindICMP}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tu := nstest.NewTwoUplinks(t)
+			l := &lab{TwoUplinks: tu}
+			if tc.setup != nil {
+				tc.setup(t, l)
+			}
+			pol := strings.ReplaceAll(tc.pol, "[gateway.gw1.probe]", "[gateway.gw1.detect]\ngating = \"always\"\ninterval = \"50ms\"\n[gateway.gw1.probe]")
+			l.startDetector(t, pol)
+			l.waitState(t, "gw1", Up, 5*time.Second)
+			time.Sleep(500 * time.Millisecond)
+			if s := l.status("gw1"); s.State != Up || s.Samples < 3 || s.Loss > 0 {
+				t.Fatalf("live gateway: %+v", s)
+			}
+			for _, k := range tc.kinds {
+				sent := testutil.ToFloat64(l.d.met.probesSent.WithLabelValues("gw1", k))
+				failed := testutil.ToFloat64(l.d.met.probesFailed.WithLabelValues("gw1", k))
+				if sent < 3 || failed > 0 {
+					t.Errorf("%s probes: %v sent, %v failed", k, sent, failed)
+				}
+			}
+			l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+			l.waitState(t, "gw1", Down, 5*time.Second)
+		})
+	}
 }

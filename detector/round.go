@@ -129,15 +129,19 @@ func (d *Detector) source(spec roundSpec, dst netip.Addr) netip.Addr {
 	return fallback
 }
 
-// gatewayHW reads the gateway's link-layer address, asking the kernel to
-// resolve it when it is unknown.
-func (d *Detector) gatewayHW(spec roundSpec) net.HardwareAddr {
+// gatewayHW reads the gateway's link-layer address. When it is unknown it
+// asks the kernel to resolve it (NTF_USE, as if traffic used the entry)
+// and waits up to wait for the answer.
+func (d *Detector) gatewayHW(ctx context.Context, spec roundSpec, wait time.Duration) net.HardwareAddr {
 	fam := netlink.FAMILY_V4
 	if spec.gw.Is6() {
 		fam = netlink.FAMILY_V6
 	}
-	ns, err := d.nl.NeighList(spec.index, fam)
-	if err == nil {
+	lookup := func() net.HardwareAddr {
+		ns, err := d.nl.NeighList(spec.index, fam)
+		if err != nil {
+			return nil
+		}
 		for _, n := range ns {
 			ip, ok := netip.AddrFromSlice(n.IP)
 			if ok && ip.Unmap() == spec.gw && len(n.HardwareAddr) > 0 &&
@@ -145,10 +149,28 @@ func (d *Detector) gatewayHW(spec roundSpec) net.HardwareAddr {
 				return n.HardwareAddr
 			}
 		}
+		return nil
 	}
-	// NTF_USE makes the kernel resolve the entry as if traffic used it.
+	if hw := lookup(); hw != nil {
+		return hw
+	}
 	_ = d.nl.NeighSet(&netlink.Neigh{LinkIndex: spec.index, Family: fam, IP: spec.gw.AsSlice(), Flags: netlink.NTF_USE})
-	return nil
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-deadline.C:
+			return nil
+		case <-tick.C:
+		}
+		if hw := lookup(); hw != nil {
+			return hw
+		}
+	}
 }
 
 // round runs every probe target of one gateway at once. It succeeds when
@@ -206,7 +228,7 @@ func (d *Detector) round(ctx context.Context, spec roundSpec) probeResult {
 	}
 	var hw net.HardwareAddr
 	if len(spec.probe.ICMP) > 0 && (spec.probe.Pin == policy.PinDevice || spec.probe.Pin == "") {
-		hw = d.gatewayHW(spec)
+		hw = d.gatewayHW(ctx, spec, spec.timeout/2)
 	}
 	for _, a := range spec.probe.ICMP {
 		remoteN++
