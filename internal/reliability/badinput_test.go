@@ -1,0 +1,158 @@
+package reliability
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uplinkd/uplinkd/internal/daemontest"
+	"github.com/uplinkd/uplinkd/internal/nstest"
+)
+
+type badPolicy struct {
+	name       string
+	text       string
+	mode       os.FileMode // 0: 0644
+	positioned bool        // the error names file:line
+	want       string      // a substring of the error
+}
+
+// hostilePolicies mirrors policy/hostile_test.go's corpus (which lives in
+// a test file and cannot be imported) plus refusals only `run` makes.
+func hostilePolicies(dir string) []badPolicy {
+	many := func(n int) string {
+		var b strings.Builder
+		for i := 0; i < n; i++ {
+			fmt.Fprintf(&b, "[gateway.g%d]\naddress = \"198.18.%d.%d\"\ninterface = \"eth1\"\n", i, i/250, i%250+1)
+		}
+		b.WriteString("[group.wan]\ngateways = [")
+		for i := 0; i < n; i++ {
+			fmt.Fprintf(&b, "\"g%d\", ", i)
+		}
+		b.WriteString("\"nope\"]\n")
+		return b.String()
+	}
+	gw := "[gateway.a]\naddress = \"198.18.1.1\"\ninterface = \"eth1\"\n"
+	writable := filepath.Join(dir, "writable-hook")
+	_ = os.WriteFile(writable, []byte("#!/bin/sh\n"), 0o777)
+	_ = os.Chmod(writable, 0o777)
+	return []badPolicy{
+		{"too large", strings.Repeat("# padding\n", 1<<20/10+1), 0, false, "limit"},
+		{"NUL byte", "[gateway.a]\naddress = \"198.18.1.1\x00\"\n", 0, true, "NUL"},
+		{"invalid UTF-8", "[gateway.a]\naddress = \"\xff\xfe\"\n", 0, true, ""},
+		{"deep nesting", "x = " + strings.Repeat("[", 50000) + strings.Repeat("]", 50000) + "\n", 0, true, ""},
+		{"terminal escape in name", "[gateway.\"\\u001b[31mred\"]\naddress = \"198.18.1.1\"\ninterface = \"eth1\"\n", 0, true, "name must be"},
+		{"interface with slash", "[gateway.a]\naddress = \"198.18.1.1\"\ninterface = \"../../etc\"\n", 0, true, "interface"},
+		{"hook through a shell", gw + "[hook.h]\ncommand = [\"sh\", \"-c\", \"rm -rf /\"]\nevents = [\"gateway_down\"]\n", 0, true, "absolute path"},
+		{"3000 gateways, one bad reference", many(3000), 0, true, `"nope"`},
+		{"only garbage", "\xde\xad\xbe\xef", 0, true, ""},
+		{"world-writable policy", gw + "[group.wan]\ngateways = [\"a\"]\n", 0o666, false, "writable"},
+		{"world-writable hook", gw + "[group.wan]\ngateways = [\"a\"]\n[hook.h]\ncommand = [\"" + writable + "\"]\nevents = [\"gateway_down\"]\n", 0, false, "writable"},
+		{"interface that does not exist", "[gateway.a]\naddress = \"198.18.1.1\"\ninterface = \"nosuch0\"\n[group.wan]\ngateways = [\"a\"]\n", 0, false, "nosuch0"},
+	}
+}
+
+var positionRE = regexp.MustCompile(`\.toml:\d+(:\d+)?:`)
+
+// Bad input: `uplinkd run` with each malformed, hostile or huge policy —
+// the testdata/invalid-*.toml corpus, the hostile cases of policy's own
+// tests, and refusals only `run` makes (a world-writable policy or hook,
+// a missing interface) — exits 2 with a clear error, positioned where the
+// problem has a position, before it touches the kernel: `ip monitor` in
+// its namespace sees nothing and no route or rule has proto 212.
+func TestHostilePoliciesRefusedBeforeKernel(t *testing.T) {
+	tu := nstest.NewTwoUplinks(t)
+	dir := t.TempDir()
+	var cases []badPolicy
+	files, err := filepath.Glob(filepath.Join(daemontest.Root(), "testdata", "invalid-*.toml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata/invalid-*.toml: %v", err)
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cases = append(cases, badPolicy{name: filepath.Base(f), text: string(data), positioned: true})
+	}
+	cases = append(cases, hostilePolicies(dir)...)
+
+	mon := tu.Host.Start(t, "ip", "monitor", "all")
+	daemontest.WaitFor(t, 10*time.Second, "ip monitor to subscribe", func() (bool, string) {
+		tu.Host.MustRun(t, "ip", "route", "replace", "198.19.255.254/32", "dev", "lo", "table", "999")
+		tu.Host.MustRun(t, "ip", "route", "del", "198.19.255.254/32", "dev", "lo", "table", "999")
+		return strings.Contains(tu.Host.Output(mon), "198.19.255.254"), "no output yet"
+	})
+	time.Sleep(100 * time.Millisecond)
+	var table []string
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-"))
+			if !strings.HasSuffix(path, ".toml") {
+				path += ".toml"
+			}
+			mode := c.mode
+			if mode == 0 {
+				mode = 0o644
+			}
+			if err := os.WriteFile(path, []byte(c.text), mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(path, mode); err != nil {
+				t.Fatal(err)
+			}
+			before := len(tu.Host.Output(mon))
+			cmd := tu.Host.Start(t, uplinkdBin, "run", "--config", path)
+			err := tu.Host.Wait(cmd, 30*time.Second)
+			out := tu.Host.Output(cmd)
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+				t.Fatalf("uplinkd run: %v, want exit status 2\n%s", err, tail(out, 2000))
+			}
+			if c.positioned && !positionRE.MatchString(out) {
+				t.Errorf("the error has no file:line position:\n%s", tail(out, 2000))
+			}
+			if c.want != "" && !strings.Contains(out, c.want) {
+				t.Errorf("the error does not mention %q:\n%s", c.want, tail(out, 2000))
+			}
+			if len(out) > 64<<10 {
+				t.Errorf("the refusal is %d bytes long: an operator cannot read that", len(out))
+			}
+			time.Sleep(100 * time.Millisecond) // let ip monitor print anything pending
+			if seen := tu.Host.Output(mon)[before:]; strings.TrimSpace(seen) != "" {
+				t.Errorf("the kernel changed while uplinkd refused to start:\n%s", tail(seen, 2000))
+			}
+			table = append(table, fmt.Sprintf("%-36s exit 2: %.150s", c.name, errorLine(out)))
+		})
+	}
+	for _, fam := range []string{"-4", "-6"} {
+		if out := tu.Host.MustRun(t, "ip", fam, "route", "show", "table", "all", "proto", "212"); strings.TrimSpace(out) != "" {
+			t.Errorf("routes with proto 212 after the refusals:\n%s", out)
+		}
+		if out := tu.Host.MustRun(t, "ip", fam, "rule", "show"); strings.Contains(out, "proto 212") {
+			t.Errorf("rules with proto 212 after the refusals:\n%s", out)
+		}
+	}
+	t.Logf("%d bad policies refused:\n%s", len(table), strings.Join(table, "\n"))
+}
+
+// errorLine is the line of a refusal that says what is wrong: the first
+// positioned one, else the first.
+func errorLine(out string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if positionRE.MatchString(l) {
+			l = strings.TrimSpace(l)
+			if i := strings.Index(l, ".toml:"); i >= 0 {
+				l = l[strings.LastIndex(l[:i], "/")+1:]
+			}
+			return l
+		}
+	}
+	return firstLine(out)
+}
