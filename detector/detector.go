@@ -254,7 +254,7 @@ func (d *Detector) Run(ctx context.Context) error {
 	modeCh := make(chan modeEvent, 16)
 	watchers := []interface{ Run(context.Context) error }{
 		&linkWatcher{nl: d.nl, log: d.log, set: &d.set, out: linkCh},
-		&neighWatcher{nl: d.nl, log: d.log, out: neighCh},
+		&neighWatcher{nl: d.nl, log: d.log, set: &d.set, out: neighCh},
 		&trafficPoller{nl: d.nl, log: d.log, set: &d.set, out: trafficCh, now: d.now},
 		&modePoller{nl: d.nl, log: d.log, set: &d.set, out: modeCh, every: 10 * time.Second},
 	}
@@ -370,6 +370,11 @@ func (d *Detector) apply(p *policy.Policy, now time.Time) []Transition {
 		}
 	}
 	d.set.set(ws)
+	addrs := map[netip.Addr]bool{}
+	for _, g := range p.Gateways {
+		addrs[g.Address] = true
+	}
+	d.set.setAddrs(addrs)
 	d.pol = p
 	return out
 }
@@ -547,12 +552,7 @@ func (d *Detector) onTraffic(ctx context.Context, te trafficEvent, now time.Time
 	if is == nil {
 		return
 	}
-	if te.RxAdvanced {
-		is.lastRx = te.At
-	}
-	if te.SilentFor > 0 || te.RxAdvanced {
-		is.lastTx = te.At
-	}
+	is.lastRx, is.lastTx = te.LastRx, te.LastTx
 	for _, ni := range te.Neighs {
 		// A confirmation from TCP progress raises no netlink event: only
 		// the cache ages show it. Fresh ones close the gate.

@@ -128,6 +128,12 @@ func NewSocketProber(ns netns.NsHandle, log *slog.Logger) (*SocketProber, error)
 		return nil, err
 	}
 	p.p4 = p.c4.IPv4PacketConn()
+	var f4 ipv4.ICMPFilter
+	f4.SetAll(true)
+	f4.Accept(ipv4.ICMPTypeEchoReply)
+	if err := p.p4.SetICMPFilter(&f4); err != nil {
+		p.log.Debug("setting ICMP filter", "err", err)
+	}
 	p.wg.Add(1)
 	go p.read(p.c4, false)
 	if p.c6 != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -18,7 +19,17 @@ type watchedIface struct {
 }
 
 type watchSet struct {
-	p atomic.Pointer[[]watchedIface]
+	p     atomic.Pointer[[]watchedIface]
+	addrs atomic.Pointer[map[netip.Addr]bool] // gateway addresses, for the neighbour filter
+}
+
+func (w *watchSet) setAddrs(m map[netip.Addr]bool) { w.addrs.Store(&m) }
+
+// wanted says whether a neighbour update concerns some gateway: a router
+// may see thousands of neighbours churn on its LAN side.
+func (w *watchSet) wanted(a netip.Addr) bool {
+	p := w.addrs.Load()
+	return p == nil || (*p)[a]
 }
 
 func (w *watchSet) get() []watchedIface {
@@ -144,6 +155,7 @@ func (w *linkWatcher) resync(ctx context.Context) {
 type neighWatcher struct {
 	nl  Netlink
 	log *slog.Logger
+	set *watchSet
 	out chan<- neighInfo
 }
 
@@ -194,7 +206,7 @@ func (w *neighWatcher) loop(ctx context.Context, ch <-chan netlink.NeighUpdate, 
 				return
 			}
 			ni, ok := neighFromUpdate(u)
-			if !ok {
+			if !ok || !w.set.wanted(ni.Addr) {
 				continue
 			}
 			select {
@@ -214,6 +226,8 @@ type trafficEvent struct {
 	SilentFor  time.Duration // tx without rx for this long; 0: not silent
 	Neighs     []neighInfo   // the interface's neighbours, read when silent (confirmed ages)
 	At         time.Time
+	LastTx     time.Time // when the tx counter last moved
+	LastRx     time.Time // when the rx counter last moved
 }
 
 // pollEvery is the counter polling period: a silent death under heavy
@@ -261,7 +275,7 @@ func (w *trafficPoller) Run(ctx context.Context) error {
 			}
 			now := w.now()
 			rx, silent := st.sample(li.Tx, li.Rx, now)
-			ev := trafficEvent{Iface: i.Name, Index: li.Index, At: now}
+			ev := trafficEvent{Iface: i.Name, Index: li.Index, At: now, LastTx: st.lastTx, LastRx: st.lastRx}
 			send := false
 			if rx && now.Sub(lastRxReport[i.Name]) >= rxReportEvery {
 				ev.RxAdvanced, send = true, true
