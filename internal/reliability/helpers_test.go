@@ -113,6 +113,10 @@ timeout = "100ms"
 down_count = 3
 up_count = 3
 recovery_interval = "100ms"
+# A death leaves lost probes in the loss window; the faults here are about
+# up and down, so degradation would only blur them.
+loss_threshold = 0
+latency_threshold = "0s"
 `, listen)
 	if o.Damping {
 		b.WriteString("damping = true\nflap_penalty = 1000\nsuppress_above = 2000\nreuse_below = 750\nhalf_life = \"30s\"\nmax_suppress = \"2m\"\n")

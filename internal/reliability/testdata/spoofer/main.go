@@ -26,7 +26,7 @@ import (
 func main() {
 	iface := flag.String("iface", "eth0", "interface whose echo requests are answered")
 	dst := flag.String("dst", "", "victim address for unsolicited replies")
-	srcs := flag.String("src", "", "comma-less single source address claimed by unsolicited replies")
+	srcs := flag.String("src", "", "source address claimed by unsolicited replies")
 	window := flag.Int("window", 8, "sequence numbers either side of a seen request")
 	rate := flag.Int("rate", 2000, "unsolicited replies per second")
 	duration := flag.Duration("duration", 10*time.Second, "stop after this")
