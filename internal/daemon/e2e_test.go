@@ -954,3 +954,46 @@ loss_threshold = "20%"`, 1)
 		t.Errorf("a lossy gateway was declared down: %q", d)
 	}
 }
+
+// Every kind of gateway death takes the gateway out of the route and brings
+// it back after recovery, with one gateway_down and one gateway_up hook.
+func TestFaults(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fault func(l *lab)
+		after func(l *lab) // extra repair after Recover
+	}{
+		{"forwarding blackholed, ARP still answered", func(l *lab) { l.GW1.BlackholeIP(t, nstest.GWDownlinkIf) }, nil},
+		{"ARP and IP blackholed", func(l *lab) { l.GW1.BlackholeARP(t, nstest.GWDownlinkIf) }, nil},
+		{"carrier lost", func(l *lab) { l.GW1.LinkDown(t, nstest.GWDownlinkIf) }, nil},
+		// Only the remote probe target can see this one.
+		{"upstream cut behind the gateway", func(l *lab) { l.GW1.LinkDown(t, nstest.GWUplinkIf) }, func(l *lab) {
+			// The kernel dropped GW1's default route with its link.
+			l.GW1.MustRun(t, "ip", "route", "replace", "default", "via", nstest.Server1TransitAddr4.String(), "dev", nstest.GWUplinkIf)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLab(t)
+			l.start(l.basePolicy(2, ""))
+			l.waitBothUp()
+			tc.fault(l)
+			l.waitFor("isp1 out of the default route", func() bool {
+				r := l.routes()
+				return strings.Contains(r, "default via 198.18.2.1 dev eth2") && !strings.Contains(r, "198.18.1.1")
+			})
+			l.waitFor("the gateway_down hook", func() bool { return len(l.hookEvents("gateway_down")) >= 1 })
+			reason := l.status().Gateways[0].Reason
+			l.GW1.Recover(t)
+			if tc.after != nil {
+				tc.after(l)
+			}
+			l.waitFor("isp1 back in the default route", func() bool { return bothNexthops.MatchString(l.routes()) })
+			l.waitFor("the gateway_up hook", func() bool { return len(l.hookEvents("gateway_up")) >= 1 })
+			time.Sleep(300 * time.Millisecond)
+			if d, u := l.hookEvents("gateway_down"), l.hookEvents("gateway_up"); len(d) != 1 || len(u) != 1 {
+				t.Errorf("hooks: %d gateway_down, %d gateway_up, want 1 each:\n%s", len(d), len(u), strings.Join(l.hookLines(), "\n"))
+			}
+			t.Logf("%s: detected as %q", tc.name, reason)
+		})
+	}
+}
