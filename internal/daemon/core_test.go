@@ -396,3 +396,18 @@ func TestOnAppliedEvent(t *testing.T) {
 		t.Errorf("route_changed event (-want +got):\n%s", d)
 	}
 }
+
+func TestCoreControlCommands(t *testing.T) {
+	h := newHarness(t, mustParse(t, twoISPs(2, `"route_changed"`)))
+	ctx := context.Background()
+	if out, err := h.core.control(ctx, CmdReload); err != nil || out != "policy reloaded\n" {
+		t.Errorf("reload: %q, %v", out, err)
+	}
+	out, err := h.core.control(ctx, CmdStatus)
+	if err != nil || !strings.Contains(out, `"name": "isp1"`) {
+		t.Errorf("status: %v\n%s", err, out)
+	}
+	if _, err := h.core.control(ctx, "shutdown"); err == nil || !strings.Contains(err.Error(), `unknown command "shutdown"`) {
+		t.Errorf("unknown command: %v", err)
+	}
+}

@@ -997,3 +997,51 @@ func TestFaults(t *testing.T) {
 		})
 	}
 }
+
+// A gateway that leaves the policy on reload takes its metric series, its
+// track file and its routes with it; the other gateway keeps its health.
+func TestReloadRemovesGateway(t *testing.T) {
+	l := newLab(t)
+	l.start(l.basePolicy(2, ""))
+	l.waitBothUp()
+	hasSeries := func(label, value string) []string {
+		var names []string
+		for name, mf := range l.metrics() {
+			for _, m := range mf.GetMetric() {
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == label && lp.GetValue() == value {
+						names = append(names, name)
+					}
+				}
+			}
+		}
+		return names
+	}
+	if len(hasSeries("gateway", "isp2")) == 0 {
+		t.Fatal("no isp2 series before the reload")
+	}
+	since := l.status().Gateways[0].Since
+	pol := l.basePolicy(2, "")
+	start := strings.Index(pol, "[gateway.isp2]")
+	end := strings.Index(pol, "[group.wan]")
+	pol = pol[:start] + pol[end:]
+	pol = strings.Replace(pol, `gateways = ["isp1", "isp2"]`, `gateways = ["isp1"]`, 1)
+	l.writeFile("uplinkd.toml", pol, 0o600)
+	if out, err := l.Host.Run(binary, "reload", "--socket", filepath.Join(l.dir, "run", "control.sock")); err != nil {
+		t.Fatalf("reload: %v\n%s", err, out)
+	}
+	l.waitFor("the route through isp1 only", func() bool {
+		r := l.routes()
+		return strings.Contains(r, "default via 198.18.1.1 dev eth1") && !strings.Contains(r, "198.18.2.1")
+	})
+	if names := hasSeries("gateway", "isp2"); len(names) != 0 {
+		t.Errorf("series of removed gateway isp2 still served: %v", names)
+	}
+	if _, err := os.Stat(filepath.Join(l.dir, "track", "isp2")); !os.IsNotExist(err) {
+		t.Errorf("track file of removed gateway isp2: %v", err)
+	}
+	st := l.status()
+	if len(st.Gateways) != 1 || st.Gateways[0].State != "up" || !sameTime(st.Gateways[0].Since, since) {
+		t.Errorf("after removing isp2: %+v (isp1 was up since %v)", st.Gateways, since)
+	}
+}
