@@ -1045,3 +1045,46 @@ func TestReloadRemovesGateway(t *testing.T) {
 		t.Errorf("after removing isp2: %+v (isp1 was up since %v)", st.Gateways, since)
 	}
 }
+
+// IPv6 gateways go through the same loop: an IPv6 default multipath route
+// loses the dead gateway and gets it back.
+func TestIPv6Gateway(t *testing.T) {
+	l := newLab(t)
+	pol := l.basePolicy(2, fmt.Sprintf(`
+[gateway.isp1-v6]
+address = "%s"
+interface = "eth1"
+profile = "fast"
+[gateway.isp1-v6.probe]
+icmp = ["%s"]
+
+[gateway.isp2-v6]
+address = "%s"
+interface = "eth2"
+profile = "fast"
+[gateway.isp2-v6.probe]
+icmp = ["%s"]
+
+[group.wan6]
+gateways = ["isp1-v6", "isp2-v6"]
+`, nstest.GW1Addr6, nstest.TargetAddr6, nstest.GW2Addr6, nstest.TargetAddr6))
+	l.start(pol)
+	routes6 := func() string { return l.Host.MustRun(t, "ip", "-6", "route", "show", "table", "main", "proto", "212") }
+	both6 := regexp.MustCompile(`(?s)default.*nexthop via 2001:db8:1::1 dev eth1 weight 1.*nexthop via 2001:db8:2::1 dev eth2 weight 1`)
+	l.waitFor("the IPv6 multipath default", func() bool { return both6.MatchString(routes6()) })
+	l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+	l.waitFor("isp1-v6 out of the IPv6 default", func() bool {
+		r := routes6()
+		return strings.Contains(r, "default via 2001:db8:2::1 dev eth2") && !strings.Contains(r, "2001:db8:1::1")
+	})
+	l.waitFor("the v6 gateway_down hook", func() bool {
+		for _, line := range l.hookEvents("gateway_down") {
+			if strings.Contains(line, "gateway=isp1-v6 group=wan6 iface=eth1 addr=2001:db8:1::1 prev=up state=down") {
+				return true
+			}
+		}
+		return false
+	})
+	l.GW1.Recover(t)
+	l.waitFor("isp1-v6 back", func() bool { return both6.MatchString(routes6()) })
+}
