@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -71,9 +72,15 @@ func listenControl(path string) (*net.UnixListener, error) {
 		ln.Close()
 		return nil, fmt.Errorf("creating control socket: %w", err)
 	}
-	if err := os.Lchown(path, 0, 0); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("creating control socket: %w", err)
+	// Only when needed: under systemd's bounding set there is no CAP_CHOWN,
+	// and a socket created by root is root's already.
+	if fi, err := os.Lstat(path); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && (st.Uid != 0 || st.Gid != 0) {
+			if err := os.Lchown(path, 0, 0); err != nil {
+				ln.Close()
+				return nil, fmt.Errorf("creating control socket: %w", err)
+			}
+		}
 	}
 	return ln, nil
 }
