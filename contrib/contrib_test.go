@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -517,5 +518,102 @@ func TestUnitLeastPrivilege(t *testing.T) {
 	})
 	if out := d.Output(); strings.Contains(out, "Operation not permitted") {
 		t.Errorf("something was refused under the unit's privileges:\n%s", out)
+	}
+}
+
+// stopDaemon sends SIGTERM, as systemctl stop does, and waits for a clean
+// exit.
+func stopDaemon(t *testing.T, d *daemontest.Daemon) {
+	t.Helper()
+	if err := d.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("signalling uplinkd: %v", err)
+	}
+	if err := d.Host.Wait(d.Cmd, 15*time.Second); err != nil {
+		t.Fatalf("uplinkd did not stop cleanly on SIGTERM: %v\n%s", err, d.Output())
+	}
+}
+
+// TestRestartAndWithdraw proves what docs/operations.md says about
+// upgrades: with on_exit = "leave" a stop keeps the routes and the next
+// start takes them over without a single netlink write; with
+// "withdraw" a stop removes everything uplinkd owns and nothing else.
+func TestRestartAndWithdraw(t *testing.T) {
+	tu := nstest.NewTwoUplinks(t)
+	bin, err := daemontest.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := os.ReadFile("examples/router-two-isps.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Someone else's route, in the same table uplinkd manages.
+	tu.Host.MustRun(t, "ip", "route", "add", "198.18.200.0/24", "via", nstest.GW1Addr4.String(), "proto", "static")
+	owned := func() string {
+		out := tu.Host.MustRun(t, "ip", "route", "show", "table", "all", "proto", "212")
+		out += tu.Host.MustRun(t, "ip", "-6", "route", "show", "table", "all", "proto", "212")
+		// iproute2 6.1 ignores a proto selector on `ip rule show`.
+		for _, fam := range []string{"-4", "-6"} {
+			for _, l := range strings.Split(tu.Host.MustRun(t, "ip", fam, "rule", "show"), "\n") {
+				if strings.Contains(l, "proto 212") {
+					out += l + "\n"
+				}
+			}
+		}
+		return out
+	}
+
+	d := daemontest.Start(t, tu.Host, bin, string(text))
+	daemontest.WaitFor(t, 10*time.Second, "the default route", func() (bool, string) {
+		o := owned()
+		return strings.Count(o, "nexthop via") == 2, o
+	})
+	before := owned()
+	stopDaemon(t, d)
+	if after := owned(); after != before {
+		t.Fatalf("on_exit = leave: stopping changed uplinkd's routes:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+
+	d = daemontest.Start(t, tu.Host, bin, string(text))
+	m, err := d.Metrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	writes := 0.0
+	for _, line := range strings.Split(m, "\n") {
+		if strings.HasPrefix(line, "uplinkd_netlink_writes_total{") {
+			var v float64
+			if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err == nil {
+				writes += v
+			}
+		}
+	}
+	if writes != 0 {
+		t.Errorf("a restart over its own routes made %v netlink writes, want 0:\n%s", writes, m)
+	}
+	if after := owned(); after != before {
+		t.Errorf("the restart changed uplinkd's routes:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	stopDaemon(t, d)
+
+	// Withdraw, with rules and per-gateway tables too: the realserver.
+	stopDaemon(t, daemontest.Start(t, tu.Host, bin, daemontest.SetDaemonKeys(string(text), map[string]string{"on_exit": `"withdraw"`})))
+	tu.Host.AddAddr(t, "lo", "198.18.50.1/32")
+	tu.Host.AddAddr(t, "lo", "198.18.50.2/32")
+	rs, err := os.ReadFile("examples/realserver-lvs.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d = daemontest.Start(t, tu.Host, bin, daemontest.SetDaemonKeys(string(rs), map[string]string{"on_exit": `"withdraw"`}))
+	daemontest.WaitFor(t, 10*time.Second, "the realserver's rules and tables", func() (bool, string) {
+		o := owned()
+		return strings.Contains(o, "lookup 201") && strings.Contains(o, "lookup 202") && strings.Contains(o, "table 201"), o
+	})
+	stopDaemon(t, d)
+	if o := strings.TrimSpace(owned()); o != "" {
+		t.Errorf("on_exit = withdraw left routes or rules behind:\n%s", o)
+	}
+	if out := tu.Host.MustRun(t, "ip", "route", "show", "198.18.200.0/24"); !strings.Contains(out, "proto static") {
+		t.Errorf("withdrawing removed a route uplinkd does not own; 198.18.200.0/24 is now: %q", out)
 	}
 }
