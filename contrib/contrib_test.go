@@ -617,3 +617,59 @@ func TestRestartAndWithdraw(t *testing.T) {
 		t.Errorf("withdrawing removed a route uplinkd does not own; 198.18.200.0/24 is now: %q", out)
 	}
 }
+
+// TestDashboardLayout catches what Grafana would silently mangle on
+// import: duplicate panel ids, panels wider than the 24-column grid or
+// overlapping, and queries without the instance selector that lets one
+// dashboard serve a fleet.
+func TestDashboardLayout(t *testing.T) {
+	var dash struct {
+		UID    string `json:"uid"`
+		Panels []struct {
+			ID      int    `json:"id"`
+			Type    string `json:"type"`
+			Title   string `json:"title"`
+			GridPos struct{ H, W, X, Y int } `json:"gridPos"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	data, err := os.ReadFile("grafana/uplinkd.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatal(err)
+	}
+	if dash.UID == "" {
+		t.Error("the dashboard has no uid: every import would create a copy")
+	}
+	ids := map[int]string{}
+	cells := map[[2]int]string{}
+	overlaps := map[string]bool{}
+	for _, p := range dash.Panels {
+		if other, dup := ids[p.ID]; dup {
+			t.Errorf("panels %q and %q share id %d", other, p.Title, p.ID)
+		}
+		ids[p.ID] = p.Title
+		g := p.GridPos
+		if g.W <= 0 || g.H <= 0 || g.X < 0 || g.X+g.W > 24 {
+			t.Errorf("panel %q has gridPos %+v outside the 24-column grid", p.Title, g)
+		}
+		for y := g.Y; y < g.Y+g.H; y++ {
+			for x := g.X; x < g.X+g.W; x++ {
+				if other, ok := cells[[2]int{x, y}]; ok && !overlaps[other+"|"+p.Title] {
+					overlaps[other+"|"+p.Title] = true
+					t.Errorf("panels %q and %q overlap at column %d row %d", other, p.Title, x, y)
+				}
+				cells[[2]int{x, y}] = p.Title
+			}
+		}
+		for _, tg := range p.Targets {
+			if !strings.Contains(tg.Expr, `instance=~"$instance"`) {
+				t.Errorf("panel %q: query without the instance selector: %s", p.Title, tg.Expr)
+			}
+		}
+	}
+}
