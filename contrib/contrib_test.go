@@ -626,9 +626,9 @@ func TestDashboardLayout(t *testing.T) {
 	var dash struct {
 		UID    string `json:"uid"`
 		Panels []struct {
-			ID      int    `json:"id"`
-			Type    string `json:"type"`
-			Title   string `json:"title"`
+			ID      int                      `json:"id"`
+			Type    string                   `json:"type"`
+			Title   string                   `json:"title"`
 			GridPos struct{ H, W, X, Y int } `json:"gridPos"`
 			Targets []struct {
 				Expr string `json:"expr"`
