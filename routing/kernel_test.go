@@ -72,12 +72,25 @@ func labPolicyWith(t testing.TB, lastResort string) *policy.Policy {
 	return mustPolicy(t, sprintf(labPolicy, lastResort, lastResort))
 }
 
+// labKernel is the production Netlink (Kernel, strict route dumps) of
+// the host's namespace, closed at cleanup.
+func labKernel(t testing.TB, h *nstest.Host) *Kernel {
+	t.Helper()
+	k, err := NewKernel(h.NsHandle(), quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	return k
+}
+
 // newLabReconciler's periodic resync is an hour away, so every repair in a
 // test comes from a netlink hint (route, link, address or rule event).
+// It runs on Kernel, as uplinkd does.
 func newLabReconciler(t testing.TB, h *nstest.Host, m *Metrics) *Reconciler {
 	t.Helper()
 	rec, err := NewReconciler(Config{
-		Netlink:     h.Handle,
+		Netlink:     labKernel(t, h),
 		Watcher:     NewKernelWatcher(h.NsHandle()),
 		Protocol:    212,
 		Logger:      quietLogger(),

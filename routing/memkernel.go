@@ -22,13 +22,14 @@ type MemKernel struct {
 	links    []netlink.Link
 	routes   []netlink.Route
 	rules    []netlink.Rule
-	watchers map[chan struct{}]struct{}
+	watchers map[chan struct{}]RouteFilter
+	dumped   int
 }
 
 // NewMemKernel returns a fake kernel with the named links (index 1 is lo,
 // the names get 2, 3, ...).
 func NewMemKernel(linkNames ...string) *MemKernel {
-	k := &MemKernel{watchers: map[chan struct{}]struct{}{}}
+	k := &MemKernel{watchers: map[chan struct{}]RouteFilter{}}
 	k.AddLink("lo")
 	for _, n := range linkNames {
 		k.AddLink(n)
@@ -45,8 +46,22 @@ func (k *MemKernel) AddLink(name string) int {
 	return idx
 }
 
-func (k *MemKernel) notify() {
-	for c := range k.watchers {
+// notify wakes the watchers. route is the route that changed, nil for a
+// rule change, which no filter applies to.
+func (k *MemKernel) notify(route *netlink.Route, deleted bool) {
+	var ev RouteEvent
+	if route != nil {
+		fam := familyOfAF(route.Family)
+		ev = RouteEvent{Family: fam, Table: uint32(route.Table), Dst: fromIPNet(route.Dst, fam), Metric: uint32(route.Priority),
+			Tos: uint8(route.Tos), Protocol: uint8(route.Protocol), Deleted: deleted}
+		if !ev.Dst.IsValid() {
+			ev.Dst = defaultDst(fam)
+		}
+	}
+	for c, keep := range k.watchers {
+		if route != nil && keep != nil && !keep(ev) {
+			continue
+		}
 		select {
 		case c <- struct{}{}:
 		default:
@@ -56,9 +71,15 @@ func (k *MemKernel) notify() {
 
 // Watch implements Watcher: every change of routes or rules is a hint.
 func (k *MemKernel) Watch(ctx context.Context, hints chan<- Hint) error {
+	return k.WatchFiltered(ctx, hints, nil)
+}
+
+// WatchFiltered implements FilteringWatcher: every change of rules, and
+// of the routes keep accepts, is a hint.
+func (k *MemKernel) WatchFiltered(ctx context.Context, hints chan<- Hint, keep RouteFilter) error {
 	c := make(chan struct{}, 1)
 	k.mu.Lock()
-	k.watchers[c] = struct{}{}
+	k.watchers[c] = keep
 	k.mu.Unlock()
 	defer func() {
 		k.mu.Lock()
@@ -174,7 +195,7 @@ func (k *MemKernel) RouteAdd(r *netlink.Route) error {
 		return unix.EEXIST
 	}
 	k.routes = append(k.routes, c)
-	k.notify()
+	k.notify(&c, false)
 	return nil
 }
 
@@ -193,7 +214,7 @@ func (k *MemKernel) RouteReplace(r *netlink.Route) error {
 	} else {
 		k.routes = append(k.routes, c)
 	}
-	k.notify()
+	k.notify(&c, false)
 	return nil
 }
 
@@ -219,30 +240,23 @@ func (k *MemKernel) RouteDel(r *netlink.Route) error {
 			(c.Gw != nil && !c.Gw.Equal(h.Gw)) {
 			continue
 		}
+		gone := *h
 		k.routes = slices.Delete(k.routes, i, i+1)
-		k.notify()
+		k.notify(&gone, true)
 		return nil
 	}
 	return unix.ESRCH
 }
 
-// RouteListFilteredIter implements Netlink with the library's filtering:
-// without RT_FILTER_TABLE only the main table is listed.
+// RouteListFilteredIter implements Netlink as Kernel does on a kernel with
+// strict checking: family, table (with RT_FILTER_TABLE; without it only
+// the main table is listed, as the library does) and protocol (with
+// RT_FILTER_PROTOCOL) filter before a route is copied out, and only the
+// routes that pass count in Dumped.
 func (k *MemKernel) RouteListFilteredIter(family int, filter *netlink.Route, mask uint64, f func(netlink.Route) bool) error {
 	k.mu.Lock()
-	routes := make([]netlink.Route, len(k.routes))
-	for i, r := range k.routes {
-		routes[i] = r
-		if r.MultiPath != nil {
-			routes[i].MultiPath = make([]*netlink.NexthopInfo, len(r.MultiPath))
-			for j, nh := range r.MultiPath {
-				n := *nh
-				routes[i].MultiPath[j] = &n
-			}
-		}
-	}
-	k.mu.Unlock()
-	for _, r := range routes {
+	var routes []netlink.Route
+	for _, r := range k.routes {
 		if family != netlink.FAMILY_ALL && r.Family != family {
 			continue
 		}
@@ -257,11 +271,32 @@ func (k *MemKernel) RouteListFilteredIter(family int, filter *netlink.Route, mas
 				continue
 			}
 		}
+		if r.MultiPath != nil {
+			mp := make([]*netlink.NexthopInfo, len(r.MultiPath))
+			for j, nh := range r.MultiPath {
+				n := *nh
+				mp[j] = &n
+			}
+			r.MultiPath = mp
+		}
+		routes = append(routes, r)
+	}
+	k.dumped += len(routes)
+	k.mu.Unlock()
+	for _, r := range routes {
 		if !f(r) {
 			break
 		}
 	}
 	return nil
+}
+
+// Dumped returns how many routes route dumps have copied out so far: what
+// a resync costs beside a large table of another protocol.
+func (k *MemKernel) Dumped() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.dumped
 }
 
 func ruleNorm(r *netlink.Rule) netlink.Rule {
@@ -311,7 +346,7 @@ func (k *MemKernel) RuleAdd(r *netlink.Rule) error {
 	}
 	k.rules = append(k.rules, c)
 	slices.SortStableFunc(k.rules, func(a, b netlink.Rule) int { return a.Priority - b.Priority })
-	k.notify()
+	k.notify(nil, false)
 	return nil
 }
 
@@ -323,7 +358,7 @@ func (k *MemKernel) RuleDel(r *netlink.Rule) error {
 	for i := range k.rules {
 		if ruleMatch(&k.rules[i], &c) {
 			k.rules = slices.Delete(k.rules, i, i+1)
-			k.notify()
+			k.notify(nil, false)
 			return nil
 		}
 	}
@@ -381,5 +416,7 @@ func (k *MemKernel) FlushLink(name string) {
 		}
 		return false
 	})
-	k.notify()
+	// The kernel sends no route notification for what a link takes down
+	// with it (IPv4); the link event is what tells.
+	k.notify(nil, false)
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -50,7 +51,8 @@ type Reconciler struct {
 	nl      *countingNetlink
 	log     *slog.Logger
 	watcher Watcher
-	handle  *netlink.Handle // created by NewReconciler, closed by Close
+	kernel  *Kernel // created by NewReconciler, closed by Close
+	keep    atomic.Pointer[interest]
 
 	applyMu sync.Mutex // serialises reconciles; never held while waiting on a channel
 
@@ -65,6 +67,7 @@ type Reconciler struct {
 	hintGen    uint64  // bumped by every hint; a reconcile that saw one mid-way leaves the cache invalid
 
 	setc      chan struct{}
+	retryc    chan struct{} // an add met EEXIST: the key's holder must be read
 	closed    chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -84,6 +87,7 @@ func NewReconciler(cfg Config) (*Reconciler, error) {
 		cfg:    cfg,
 		log:    cfg.Logger,
 		setc:   make(chan struct{}, 1),
+		retryc: make(chan struct{}, 1),
 		closed: make(chan struct{}),
 		tokens: repairBurst,
 		now:    time.Now,
@@ -99,11 +103,11 @@ func NewReconciler(cfg Config) (*Reconciler, error) {
 	}
 	nl := cfg.Netlink
 	if nl == nil {
-		h, err := netlink.NewHandle()
+		k, err := NewKernel(netns.None(), r.log)
 		if err != nil {
-			return nil, fmt.Errorf("creating reconciler: opening netlink handle: %w", err)
+			return nil, fmt.Errorf("creating reconciler: %w", err)
 		}
-		r.handle, nl = h, h
+		r.kernel, nl = k, k
 	}
 	r.nl = &countingNetlink{Netlink: nl}
 	r.watcher = cfg.Watcher
@@ -115,6 +119,7 @@ func NewReconciler(cfg Config) (*Reconciler, error) {
 		}
 	}
 	r.tokensAt = r.now()
+	r.keep.Store(&interest{proto: cfg.Protocol})
 	return r, nil
 }
 
@@ -130,6 +135,7 @@ func (r *Reconciler) Apply(ctx context.Context, want State) (int, error) {
 	w := Normalize(want)
 	r.want = &w
 	r.wantGen++
+	r.keep.Store(newInterest(r.cfg.Protocol, w))
 	r.mu.Unlock()
 	return r.reconcile(ctx, true, ReasonStart, false)
 }
@@ -141,6 +147,7 @@ func (r *Reconciler) Set(want State) {
 	r.mu.Lock()
 	r.want = &w
 	r.wantGen++
+	r.keep.Store(newInterest(r.cfg.Protocol, w))
 	r.mu.Unlock()
 	select {
 	case r.setc <- struct{}{}:
@@ -175,48 +182,35 @@ func (r *Reconciler) Close() error {
 		r.mu.Unlock()
 		close(r.closed)
 		r.wg.Wait()
-		if r.handle != nil {
-			r.handle.Close()
+		if r.kernel != nil {
+			r.kernel.Close()
 		}
 	})
 	return nil
 }
 
-// readOwned dumps routes and rules once: owned ones (by protocol) and, on
-// keys want uses, routes of other protocols. An interrupted dump is retried.
+// readOwned reads the owned routes and rules, and the routes of other
+// protocols on keys want uses that no owned route holds. An interrupted
+// dump is retried.
+//
+// Owned routes come from one dump per family that asks the kernel for
+// Protocol only (rtm_protocol with NETLINK_GET_STRICT_CHK, see Kernel), so
+// a full BGP table elsewhere is walked in the kernel and never copied out.
+// Foreign routes matter only on a key uplinkd wants but does not hold: that
+// is where an add would meet EEXIST, and where a foreign route that replaced
+// an owned one now sits. Only the tables of such keys are dumped, and only
+// when there are any, so a steady-state resync reads nothing foreign. A
+// foreign route sharing a key with an owned one (ip route append) is not
+// looked for; the kernel keeps them apart and uplinkd's replace and delete
+// name their protocol.
 func (r *Reconciler) readOwned(want *State, l links) (State, []Route, error) {
-	wantKeys := map[RouteKey]bool{}
-	if want != nil {
-		for _, w := range want.Routes {
-			wantKeys[w.Key()] = true
-		}
-	}
-	proto := r.cfg.Protocol
 	var err error
 	for attempt := 0; attempt < dumpRetries; attempt++ {
 		var s State
 		var foreign []Route
-		err = r.nl.RouteListFilteredIter(netlink.FAMILY_ALL, &netlink.Route{Table: 0}, netlink.RT_FILTER_TABLE, func(nr netlink.Route) bool {
-			if nr.Family != afOf(4) && nr.Family != afOf(6) {
-				return true
-			}
-			rt := fromNetlinkRoute(nr, l)
-			switch {
-			case rt.Protocol == proto:
-				s.Routes = append(s.Routes, rt)
-			case wantKeys[rt.Key()]:
-				foreign = append(foreign, rt)
-			}
-			return true
-		})
+		s, err = r.dumpOwned(l)
 		if err == nil {
-			var rules []netlink.Rule
-			rules, err = r.nl.RuleListFiltered(netlink.FAMILY_ALL, nil, 0)
-			for _, nr := range rules {
-				if nr.Protocol == proto && (nr.Family == afOf(4) || nr.Family == afOf(6)) {
-					s.Rules = append(s.Rules, fromNetlinkRule(nr))
-				}
-			}
+			foreign, err = r.dumpForeign(want, s.Routes, l)
 		}
 		if errors.Is(err, netlink.ErrDumpInterrupted) {
 			r.cfg.Metrics.resync(ReasonDumpInterrupted)
@@ -228,6 +222,85 @@ func (r *Reconciler) readOwned(want *State, l links) (State, []Route, error) {
 		return Normalize(s), foreign, nil
 	}
 	return State{}, nil, fmt.Errorf("reading owned routes and rules: %w", err)
+}
+
+// dumpOwned dumps the routes (every table, both families) and rules of
+// the reconciler's protocol. Rule dumps cannot be filtered by the kernel
+// (a strict kernel rejects any selector in a rule dump request), but they
+// are small: a rule list never holds a routing table.
+func (r *Reconciler) dumpOwned(l links) (State, error) {
+	proto := r.cfg.Protocol
+	var s State
+	for _, fam := range []int{4, 6} {
+		err := r.nl.RouteListFilteredIter(afOf(fam), &netlink.Route{Protocol: netlink.RouteProtocol(proto)}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL, func(nr netlink.Route) bool {
+			if nr.Family == afOf(fam) && uint8(nr.Protocol) == proto {
+				s.Routes = append(s.Routes, fromNetlinkRoute(nr, l))
+			}
+			return true
+		})
+		if err != nil {
+			return State{}, fmt.Errorf("dumping IPv%d routes of protocol %d: %w", fam, proto, err)
+		}
+	}
+	rules, err := r.nl.RuleListFiltered(netlink.FAMILY_ALL, nil, 0)
+	if err != nil {
+		return State{}, fmt.Errorf("dumping rules: %w", err)
+	}
+	for _, nr := range rules {
+		if nr.Protocol == proto && (nr.Family == afOf(4) || nr.Family == afOf(6)) {
+			s.Rules = append(s.Rules, fromNetlinkRule(nr))
+		}
+	}
+	return s, nil
+}
+
+// famTable is one routing table of one family.
+type famTable struct {
+	family int
+	table  uint32
+}
+
+// dumpForeign returns the routes of other protocols on keys of want that
+// no owned route holds, dumping only the tables of those keys.
+func (r *Reconciler) dumpForeign(want *State, owned []Route, l links) ([]Route, error) {
+	if want == nil || len(want.Routes) == 0 {
+		return nil, nil
+	}
+	held := make(map[RouteKey]bool, len(owned))
+	for _, o := range owned {
+		held[o.Key()] = true
+	}
+	missing := map[RouteKey]bool{}
+	var tables []famTable
+	seen := map[famTable]bool{}
+	for _, w := range want.Routes {
+		k := w.Key()
+		if held[k] {
+			continue
+		}
+		missing[k] = true
+		if ft := (famTable{w.Family, w.Table}); !seen[ft] {
+			seen[ft] = true
+			tables = append(tables, ft)
+		}
+	}
+	proto := r.cfg.Protocol
+	var foreign []Route
+	for _, ft := range tables {
+		err := r.nl.RouteListFilteredIter(afOf(ft.family), &netlink.Route{Table: int(ft.table)}, netlink.RT_FILTER_TABLE, func(nr netlink.Route) bool {
+			if nr.Family != afOf(ft.family) || uint8(nr.Protocol) == proto {
+				return true
+			}
+			if rt := fromNetlinkRoute(nr, l); missing[rt.Key()] {
+				foreign = append(foreign, rt)
+			}
+			return true
+		})
+		if err != nil {
+			return nil, fmt.Errorf("dumping IPv%d table %d for routes on wanted keys: %w", ft.family, ft.table, err)
+		}
+	}
+	return foreign, nil
 }
 
 // ReadOwned returns the routes and rules of the reconciler's protocol
@@ -305,6 +378,15 @@ func (r *Reconciler) reconcileLocked(ctx context.Context, full bool, reason stri
 		r.cacheOK = false
 	}
 	r.mu.Unlock()
+	if retry {
+		// Something took a key between the read and the add; only a read
+		// of that key's table tells whose it is, and nothing else may
+		// come along to ask for one before the periodic resync.
+		select {
+		case r.retryc <- struct{}{}:
+		default:
+		}
+	}
 	r.cfg.Metrics.observe(time.Since(start).Seconds())
 	if repair {
 		var routes, rules int

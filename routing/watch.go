@@ -2,8 +2,11 @@ package routing
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +29,66 @@ type Hint struct {
 // than ctx allows.
 type Watcher interface {
 	Watch(ctx context.Context, hints chan<- Hint) error
+}
+
+// RouteEvent is what one route notification says about its route: enough
+// to tell whether it can change anything the reconciler reads.
+type RouteEvent struct {
+	Family   int // 4 or 6
+	Table    uint32
+	Dst      netip.Prefix // masked; the family's default route when absent
+	Metric   uint32
+	Tos      uint8
+	Protocol uint8
+	Deleted  bool // RTM_DELROUTE
+}
+
+// Key returns the kernel identity of the route the event is about.
+func (e RouteEvent) Key() RouteKey {
+	return RouteKey{Family: e.Family, Table: e.Table, Dst: e.Dst.Masked(), Metric: e.Metric, Tos: e.Tos}
+}
+
+// RouteFilter reports whether a route event can matter. Watchers call it
+// for every route notification on their own goroutine, so it must be cheap
+// and never block.
+type RouteFilter func(RouteEvent) bool
+
+// FilteringWatcher is a Watcher that drops route events a RouteFilter
+// rejects before they become hints. Beside a BGP daemon that rewrites
+// thousands of routes a second, a hint per foreign route would keep the
+// reconciler re-reading all the time, and a hint channel full of them
+// could hide the one hint that mattered; the filter must therefore run
+// before the channel, in the watcher. The reconciler uses WatchFiltered
+// when its watcher has it. Link, address and rule events are never
+// filtered.
+type FilteringWatcher interface {
+	Watcher
+	WatchFiltered(ctx context.Context, hints chan<- Hint, keep RouteFilter) error
+}
+
+// interest is what the reconciler wants to hear about: every route of its
+// own protocol, anywhere (an owned route changed, went away or appeared
+// where it must not be), and a route of any other protocol on a key it
+// wants, because that is the only way a foreign route can change what
+// uplinkd reads or writes: it takes (or frees) a key uplinkd holds or is
+// about to add. A foreign route on another key, even in a table uplinkd
+// manages, changes neither owned state nor the plan; a full BGP table in
+// main churns on exactly such keys.
+type interest struct {
+	proto uint8
+	keys  map[RouteKey]bool
+}
+
+func newInterest(proto uint8, want State) *interest {
+	i := &interest{proto: proto, keys: make(map[RouteKey]bool, len(want.Routes))}
+	for _, rt := range want.Routes {
+		i.keys[rt.Key()] = true
+	}
+	return i
+}
+
+func (i *interest) relevant(ev RouteEvent) bool {
+	return ev.Protocol == i.proto || i.keys[ev.Key()]
 }
 
 // KernelWatcher subscribes to route, link, address and rule notifications
@@ -53,10 +116,16 @@ const (
 	rtnlgrpIPv6Rule = 19 // RTNLGRP_IPV6_RULE
 )
 
-// Watch runs the subscriptions and resubscribes after one fails (after
-// ENOBUFS the library closes its socket), sending a hint each time because
-// whatever was lost must be found by a re-read.
+// Watch is WatchFiltered with every route event kept.
 func (w *KernelWatcher) Watch(ctx context.Context, hints chan<- Hint) error {
+	return w.WatchFiltered(ctx, hints, nil)
+}
+
+// WatchFiltered runs the subscriptions and resubscribes after one fails
+// (after ENOBUFS the library closes its link and address sockets), sending
+// a hint each time because whatever was lost must be found by a re-read.
+// Route events keep rejects (nil keeps all) never become hints.
+func (w *KernelWatcher) WatchFiltered(ctx context.Context, hints chan<- Hint, keep RouteFilter) error {
 	retry := w.RetryEvery
 	if retry <= 0 {
 		retry = time.Second
@@ -72,7 +141,8 @@ func (w *KernelWatcher) Watch(ctx context.Context, hints chan<- Hint) error {
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for _, sub := range []func(context.Context, func(Hint)) error{w.routes, w.links, w.addrs, w.rules} {
+	routes := func(ctx context.Context, send func(Hint)) error { return w.routes(ctx, send, keep) }
+	for _, sub := range []func(context.Context, func(Hint)) error{routes, w.links, w.addrs, w.rules} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -162,16 +232,6 @@ func subscription[T any](ctx context.Context, what string, send func(Hint), star
 	}
 }
 
-func (w *KernelWatcher) routes(ctx context.Context, send func(Hint)) error {
-	return subscription(ctx, "route", send, func(ch chan netlink.RouteUpdate, done chan struct{}, cb func(error)) error {
-		return netlink.RouteSubscribeWithOptions(ch, done, netlink.RouteSubscribeOptions{Namespace: w.nsOpt(), ErrorCallback: cb, ReceiveBufferSize: subscribeBuffer})
-	}, func(u netlink.RouteUpdate) bool {
-		// Cloned (cache) routes and the local table churn with traffic
-		// and addresses; they are never uplinkd's.
-		return u.Flags&unix.RTM_F_CLONED == 0 && u.Table != unix.RT_TABLE_LOCAL
-	})
-}
-
 func (w *KernelWatcher) links(ctx context.Context, send func(Hint)) error {
 	return subscription(ctx, "link", send, func(ch chan netlink.LinkUpdate, done chan struct{}, cb func(error)) error {
 		return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{Namespace: w.nsOpt(), ErrorCallback: cb, ReceiveBufferSize: subscribeBuffer})
@@ -184,41 +244,180 @@ func (w *KernelWatcher) addrs(ctx context.Context, send func(Hint)) error {
 	}, nil)
 }
 
+// rtnetlink multicast groups of route notifications.
+const (
+	rtnlgrpIPv4Route = 7  // RTNLGRP_IPV4_ROUTE
+	rtnlgrpIPv6Route = 11 // RTNLGRP_IPV6_ROUTE
+)
+
+// routes reads route notifications from a raw rtnetlink socket and parses
+// only the rtmsg header and RTA_TABLE: a full BGP table churning beside
+// uplinkd sends thousands of notifications a second, and the library's
+// subscription would decode every one of them into a Route (addresses,
+// nexthops, metrics) only for most to be dropped.
+func (w *KernelWatcher) routes(ctx context.Context, send func(Hint), keep RouteFilter) error {
+	return w.listen(ctx, "route", send, func(typ uint16, body []byte) bool {
+		ev, ok := parseRouteEvent(typ, body)
+		return ok && (keep == nil || keep(ev))
+	}, rtnlgrpIPv4Route, rtnlgrpIPv6Route)
+}
+
 // rules reads rule notifications from a raw rtnetlink socket: any message
 // is a hint, its content does not matter.
 func (w *KernelWatcher) rules(ctx context.Context, send func(Hint)) error {
+	return w.listen(ctx, "rule", send, func(uint16, []byte) bool { return true }, rtnlgrpIPv4Rule, rtnlgrpIPv6Rule)
+}
+
+// listen subscribes a raw rtnetlink socket to groups and sends one hint for
+// each datagram holding a message that match accepts. The socket is read
+// with read(2) into one reused buffer, so a notification costs no
+// allocation. ENOBUFS is reported as a hint and the socket kept: netlink
+// clears the error once it is read, and only what overflowed is lost.
+func (w *KernelWatcher) listen(ctx context.Context, what string, send func(Hint), match func(typ uint16, body []byte) bool, groups ...uint) error {
 	var s *nl.NetlinkSocket
 	var err error
 	if w.NS.IsOpen() {
-		s, err = nl.SubscribeAt(w.NS, netns.None(), unix.NETLINK_ROUTE, rtnlgrpIPv4Rule, rtnlgrpIPv6Rule)
+		s, err = nl.SubscribeAt(w.NS, netns.None(), unix.NETLINK_ROUTE, groups...)
 	} else {
-		s, err = nl.Subscribe(unix.NETLINK_ROUTE, rtnlgrpIPv4Rule, rtnlgrpIPv6Rule)
+		s, err = nl.Subscribe(unix.NETLINK_ROUTE, groups...)
 	}
 	if err != nil {
-		return fmt.Errorf("subscribing to rule events: %w", err)
+		return fmt.Errorf("subscribing to %s events: %w", what, err)
 	}
 	if err := s.SetReceiveBufferSize(subscribeBuffer, false); err != nil {
 		s.Close()
-		return fmt.Errorf("sizing rule event socket: %w", err)
+		return fmt.Errorf("sizing %s event socket: %w", what, err)
 	}
-	stop := context.AfterFunc(ctx, s.Close)
+	// The library's socket reads into a fresh 64 KiB array per call; a
+	// duplicate of its descriptor (non-blocking, so the runtime's poller
+	// takes it) lets this loop own the reads.
+	fd, err := unix.Dup(s.GetFd())
+	s.Close()
+	if err != nil {
+		return fmt.Errorf("duplicating %s event socket: %w", what, err)
+	}
+	f := os.NewFile(uintptr(fd), "rtnetlink-"+what)
+	stop := context.AfterFunc(ctx, func() { f.Close() })
 	defer func() {
-		if stop() {
-			s.Close()
-		}
+		stop()
+		f.Close()
 	}()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("reading %s events: %w", what, err)
+	}
+	buf := make([]byte, 1<<16)
+	var n int
+	var rerr error
+	read := func(fd uintptr) bool {
+		n, rerr = unix.Read(int(fd), buf)
+		return rerr != unix.EAGAIN
+	}
 	for {
-		msgs, _, err := s.Receive()
+		err := rc.Read(read)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err != nil {
-			return fmt.Errorf("receiving rule events: %w", err)
+		if err == nil {
+			err = rerr
 		}
-		if len(msgs) > 0 {
-			send(Hint{Reason: ReasonEvent, What: "rule"})
+		if isENOBUFS(err) {
+			send(Hint{Reason: ReasonENOBUFS, What: what})
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("receiving %s events: %w", what, err)
+		}
+		if anyMessage(buf[:n], match) {
+			send(Hint{Reason: ReasonEvent, What: what})
 		}
 	}
+}
+
+// anyMessage walks the netlink messages of one datagram and reports
+// whether match accepts one of them.
+func anyMessage(b []byte, match func(typ uint16, body []byte) bool) bool {
+	for len(b) >= unix.NLMSG_HDRLEN {
+		l := int(binary.NativeEndian.Uint32(b[0:4]))
+		if l < unix.NLMSG_HDRLEN || l > len(b) {
+			return false
+		}
+		typ := binary.NativeEndian.Uint16(b[4:6])
+		if typ != unix.NLMSG_DONE && typ != unix.NLMSG_NOOP && typ != unix.NLMSG_ERROR && match(typ, b[unix.NLMSG_HDRLEN:l]) {
+			return true
+		}
+		al := (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1)
+		if al > len(b) {
+			return false
+		}
+		b = b[al:]
+	}
+	return false
+}
+
+// parseRouteEvent reads a route notification's rtmsg header and the
+// attributes of the route's key: RTA_TABLE (tables above 255 exist only
+// there), RTA_DST and RTA_PRIORITY. Cloned (cache) routes and the local
+// table churn with traffic and addresses and are never uplinkd's: ok is
+// false for them.
+func parseRouteEvent(typ uint16, body []byte) (RouteEvent, bool) {
+	if (typ != unix.RTM_NEWROUTE && typ != unix.RTM_DELROUTE) || len(body) < unix.SizeofRtMsg {
+		return RouteEvent{}, false
+	}
+	// struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope,
+	// type, then flags (u32).
+	af, dstLen := body[0], int(body[1])
+	ev := RouteEvent{
+		Table:    uint32(body[4]),
+		Tos:      body[3],
+		Protocol: body[5],
+		Deleted:  typ == unix.RTM_DELROUTE,
+	}
+	var dst netip.Addr
+	switch af {
+	case unix.AF_INET:
+		ev.Family, dst = 4, netip.IPv4Unspecified()
+	case unix.AF_INET6:
+		ev.Family, dst = 6, netip.IPv6Unspecified()
+	default:
+		return RouteEvent{}, false
+	}
+	if binary.NativeEndian.Uint32(body[8:12])&unix.RTM_F_CLONED != 0 {
+		return RouteEvent{}, false
+	}
+	for a := body[unix.SizeofRtMsg:]; len(a) >= unix.SizeofRtAttr; {
+		al := int(binary.NativeEndian.Uint16(a[0:2]))
+		if al < unix.SizeofRtAttr || al > len(a) {
+			break
+		}
+		v := a[unix.SizeofRtAttr:al]
+		switch binary.NativeEndian.Uint16(a[2:4]) {
+		case unix.RTA_TABLE:
+			if len(v) >= 4 {
+				ev.Table = binary.NativeEndian.Uint32(v)
+			}
+		case unix.RTA_PRIORITY:
+			if len(v) >= 4 {
+				ev.Metric = binary.NativeEndian.Uint32(v)
+			}
+		case unix.RTA_DST:
+			if af == unix.AF_INET && len(v) >= 4 {
+				dst = netip.AddrFrom4([4]byte(v[:4]))
+			} else if af == unix.AF_INET6 && len(v) >= 16 {
+				dst = netip.AddrFrom16([16]byte(v[:16]))
+			}
+		}
+		al = (al + unix.RTA_ALIGNTO - 1) &^ (unix.RTA_ALIGNTO - 1)
+		if al > len(a) {
+			break
+		}
+		a = a[al:]
+	}
+	if dstLen > dst.BitLen() {
+		return RouteEvent{}, false
+	}
+	ev.Dst = netip.PrefixFrom(dst, dstLen).Masked()
+	return ev, ev.Table != unix.RT_TABLE_LOCAL
 }
 
 // Run keeps the kernel at the desired state until ctx ends or Close is
@@ -253,7 +452,13 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := r.watcher.Watch(ctx, hints); err != nil && ctx.Err() == nil {
+		var err error
+		if fw, ok := r.watcher.(FilteringWatcher); ok {
+			err = fw.WatchFiltered(ctx, hints, r.relevant)
+		} else {
+			err = r.watcher.Watch(ctx, hints)
+		}
+		if err != nil && ctx.Err() == nil {
 			r.log.Error("watching kernel events; relying on periodic resync", "err", err)
 		}
 	}()
@@ -266,6 +471,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	debouncing := false
 	pending := "" // reason of the resync the debounce timer will run
 	full := true  // the next reconcile must re-read the kernel
+	retried := false
 	reason := ReasonStart
 	kick := make(chan struct{}, 1)
 	kick <- struct{}{}
@@ -280,7 +486,23 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		case <-kick:
 			r.runOnce(ctx, full, reason)
 			full, reason = false, ""
+		case <-r.retryc:
+			// Once: if the re-read does not show who holds the key
+			// either, another try at once would only spin.
+			if retried {
+				retried = false
+				break
+			}
+			retried = true
+			if pending == "" {
+				pending = ReasonEvent
+			}
+			if !debouncing {
+				debounce.Reset(r.cfg.Debounce)
+				debouncing = true
+			}
 		case h := <-hints:
+			retried = false
 			if pending == "" || h.Reason != ReasonEvent {
 				pending = h.Reason
 			}
@@ -343,3 +565,7 @@ func (r *Reconciler) repairBudget() time.Duration {
 }
 
 func (r *Reconciler) spendRepair() { r.tokens-- }
+
+// relevant is the reconciler's RouteFilter: its interest as of the last
+// Set or Apply.
+func (r *Reconciler) relevant(ev RouteEvent) bool { return r.keep.Load().relevant(ev) }

@@ -1,0 +1,312 @@
+package routing
+
+import (
+	"context"
+	"encoding/binary"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// rtMessage builds one rtnetlink route notification as the kernel sends
+// it: nlmsghdr, rtmsg, then attributes.
+type rtAttr struct {
+	typ uint16
+	val []byte
+}
+
+func rtMessage(typ uint16, hdr [8]byte, flags uint32, attrs ...rtAttr) []byte {
+	body := append([]byte{}, hdr[:]...)
+	body = binary.NativeEndian.AppendUint32(body, flags)
+	for _, a := range attrs {
+		l := unix.SizeofRtAttr + len(a.val)
+		body = binary.NativeEndian.AppendUint16(body, uint16(l))
+		body = binary.NativeEndian.AppendUint16(body, a.typ)
+		body = append(body, a.val...)
+		for len(body)%unix.RTA_ALIGNTO != 0 {
+			body = append(body, 0)
+		}
+	}
+	msg := binary.NativeEndian.AppendUint32(nil, uint32(unix.NLMSG_HDRLEN+len(body)))
+	msg = binary.NativeEndian.AppendUint16(msg, typ)
+	msg = append(msg, make([]byte, 10)...) // flags, seq, pid
+	return append(msg, body...)
+}
+
+func u32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
+
+// hdr is an rtmsg header: family, dst_len, src_len, tos, table, protocol,
+// scope, type.
+func hdr(af, dstLen, tos, table, proto byte) [8]byte {
+	return [8]byte{af, dstLen, 0, tos, table, proto, 0, unix.RTN_UNICAST}
+}
+
+func TestParseRouteEvent(t *testing.T) {
+	v4 := func(s string) []byte { a := netip.MustParseAddr(s).As4(); return a[:] }
+	v6 := func(s string) []byte { a := netip.MustParseAddr(s).As16(); return a[:] }
+	for _, c := range []struct {
+		name string
+		msg  []byte
+		want RouteEvent
+		ok   bool
+	}{
+		{"bgp prefix in main",
+			rtMessage(unix.RTM_NEWROUTE, hdr(unix.AF_INET, 24, 0, 254, 186), 0,
+				rtAttr{unix.RTA_TABLE, u32(254)}, rtAttr{unix.RTA_DST, v4("198.19.7.0")}, rtAttr{unix.RTA_PRIORITY, u32(20)}, rtAttr{unix.RTA_OIF, u32(2)}),
+			RouteEvent{Family: 4, Table: 254, Dst: netip.MustParsePrefix("198.19.7.0/24"), Metric: 20, Protocol: 186}, true},
+		{"default without RTA_DST, table above 255 only in RTA_TABLE",
+			rtMessage(unix.RTM_NEWROUTE, hdr(unix.AF_INET, 0, 0, unix.RT_TABLE_COMPAT, 212), 0, rtAttr{unix.RTA_TABLE, u32(20001)}),
+			RouteEvent{Family: 4, Table: 20001, Dst: netip.MustParsePrefix("0.0.0.0/0"), Protocol: 212}, true},
+		{"ipv6 delete with tos-free key and metric",
+			rtMessage(unix.RTM_DELROUTE, hdr(unix.AF_INET6, 64, 0, 201, 212), 0,
+				rtAttr{unix.RTA_TABLE, u32(201)}, rtAttr{unix.RTA_DST, v6("2001:db8:f000:1::")}, rtAttr{unix.RTA_PRIORITY, u32(1024)}),
+			RouteEvent{Family: 6, Table: 201, Dst: netip.MustParsePrefix("2001:db8:f000:1::/64"), Metric: 1024, Protocol: 212, Deleted: true}, true},
+		{"tos is part of the key",
+			rtMessage(unix.RTM_NEWROUTE, hdr(unix.AF_INET, 0, 0x10, 254, 4), 0),
+			RouteEvent{Family: 4, Table: 254, Dst: netip.MustParsePrefix("0.0.0.0/0"), Tos: 0x10, Protocol: 4}, true},
+		{"cloned route", rtMessage(unix.RTM_NEWROUTE, hdr(unix.AF_INET6, 128, 0, 254, 2), unix.RTM_F_CLONED), RouteEvent{}, false},
+		{"local table", rtMessage(unix.RTM_NEWROUTE, hdr(unix.AF_INET, 32, 0, 255, 2), 0, rtAttr{unix.RTA_TABLE, u32(255)}), RouteEvent{}, false},
+		{"other family (ipmr)", rtMessage(unix.RTM_NEWROUTE, hdr(128, 32, 0, 254, 17), 0), RouteEvent{}, false},
+		{"not a route message", rtMessage(unix.RTM_NEWRULE, hdr(unix.AF_INET, 0, 0, 254, 212), 0), RouteEvent{}, false},
+		{"prefix length beyond the family", rtMessage(unix.RTM_NEWROUTE, hdr(unix.AF_INET, 33, 0, 254, 186), 0), RouteEvent{}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			typ := binary.NativeEndian.Uint16(c.msg[4:6])
+			got, ok := parseRouteEvent(typ, c.msg[unix.NLMSG_HDRLEN:])
+			if ok != c.ok {
+				t.Fatalf("ok = %v, want %v", ok, c.ok)
+			}
+			if !ok {
+				return
+			}
+			if diff := cmp.Diff(c.want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+				t.Errorf("event (-want +got):\n%s", diff)
+			}
+		})
+	}
+	// A truncated header is no event, and does not panic.
+	full := rtMessage(unix.RTM_NEWROUTE, hdr(unix.AF_INET, 24, 0, 254, 186), 0, rtAttr{unix.RTA_DST, v4("198.19.7.0")})
+	for n := unix.NLMSG_HDRLEN; n < len(full); n++ {
+		parseRouteEvent(unix.RTM_NEWROUTE, full[unix.NLMSG_HDRLEN:n])
+	}
+	if _, ok := parseRouteEvent(unix.RTM_NEWROUTE, full[unix.NLMSG_HDRLEN:unix.NLMSG_HDRLEN+8]); ok {
+		t.Errorf("a header of 8 bytes parsed as an event")
+	}
+}
+
+func TestAnyMessage(t *testing.T) {
+	foreign := rtMessage(unix.RTM_NEWROUTE, hdr(unix.AF_INET, 24, 0, 254, 186), 0)
+	owned := rtMessage(unix.RTM_DELROUTE, hdr(unix.AF_INET, 0, 0, 201, 212), 0)
+	isOwned := func(typ uint16, body []byte) bool {
+		ev, ok := parseRouteEvent(typ, body)
+		return ok && ev.Protocol == 212
+	}
+	for _, c := range []struct {
+		name  string
+		dgram []byte
+		want  bool
+	}{
+		{"one foreign", foreign, false},
+		{"foreign then owned", append(append([]byte{}, foreign...), owned...), true},
+		{"owned", owned, true},
+		{"empty", nil, false},
+		{"length beyond the datagram", owned[:len(owned)-1], false},
+	} {
+		if got := anyMessage(c.dgram, isOwned); got != c.want {
+			t.Errorf("%s: anyMessage = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestInterest(t *testing.T) {
+	p := mustPolicy(t, twoISPs)
+	in := newInterest(212, Desired(p, nil))
+	def4 := netip.MustParsePrefix("0.0.0.0/0")
+	for _, c := range []struct {
+		name string
+		ev   RouteEvent
+		want bool
+	}{
+		{"bgp prefix in main, where uplinkd has its default", RouteEvent{Family: 4, Table: 254, Dst: netip.MustParsePrefix("198.19.7.0/24"), Metric: 20, Protocol: 186}, false},
+		{"bgp default in main at another metric", RouteEvent{Family: 4, Table: 254, Dst: def4, Metric: 20, Protocol: 186}, false},
+		{"foreign default on uplinkd's key in main", RouteEvent{Family: 4, Table: 254, Dst: def4, Protocol: 186}, true},
+		{"foreign default leaving uplinkd's key in table 201", RouteEvent{Family: 4, Table: 201, Dst: def4, Protocol: 3, Deleted: true}, true},
+		{"foreign ipv6 default in main (not wanted: no ipv6 in this policy)", RouteEvent{Family: 6, Table: 254, Dst: netip.MustParsePrefix("::/0"), Metric: 1024, Protocol: 186}, false},
+		{"owned route deleted anywhere", RouteEvent{Family: 4, Table: 77, Dst: netip.MustParsePrefix("198.18.9.0/24"), Protocol: 212, Deleted: true}, true},
+		{"owned route appearing in an unmanaged table", RouteEvent{Family: 6, Table: 300, Dst: netip.MustParsePrefix("2001:db8::/64"), Metric: 1024, Protocol: 212}, true},
+		{"foreign route in a table of another family", RouteEvent{Family: 6, Table: 201, Dst: netip.MustParsePrefix("::/0"), Metric: 1024, Protocol: 186}, false},
+	} {
+		if got := in.relevant(c.ev); got != c.want {
+			t.Errorf("%s: relevant = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// foreignPrefix4 is the i-th of 131,070 distinct prefixes inside
+// 198.19.0.0/16 (every /17 to /32), a stand-in for a BGP table.
+func foreignPrefix4(i int) netip.Prefix {
+	for bits := 32; bits >= 17; bits-- {
+		n := 1 << (bits - 16)
+		if i < n {
+			base := uint32(198)<<24 | uint32(19)<<16 | uint32(i)<<(32-bits)
+			return netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(base >> 24), byte(base >> 16), byte(base >> 8), byte(base)}), bits)
+		}
+		i -= n
+	}
+	panic("foreignPrefix4: index beyond 198.19.0.0/16")
+}
+
+// foreignPrefix6 is the i-th /64 in 2001:db8:f000::/36.
+func foreignPrefix6(i int) netip.Prefix {
+	var a [16]byte
+	a[0], a[1], a[2], a[3] = 0x20, 0x01, 0x0d, 0xb8
+	binary.BigEndian.PutUint16(a[4:], uint16(0xf000+i>>16))
+	binary.BigEndian.PutUint16(a[6:], uint16(i))
+	return netip.PrefixFrom(netip.AddrFrom16(a), 64)
+}
+
+// Beside a large table of another protocol, a resync copies out only the
+// owned routes, foreign churn on keys uplinkd does not want wakes nothing,
+// and a foreign route that takes an owned key is still seen, left alone
+// and outlived.
+func TestScenarioForeignTable(t *testing.T) {
+	p := mustPolicy(t, twoISPs)
+	want := Desired(p, nil)
+	k := NewMemKernel("eth1", "eth2", "eth3")
+	l, _ := readLinks(k)
+	const nForeign = 2000
+	for i := 0; i < nForeign; i++ {
+		table := 254
+		if i%2 == 1 {
+			table = 300
+		}
+		if err := k.RouteAdd(&netlink.Route{Dst: ipNet(foreignPrefix4(i)), LinkIndex: l.byName["eth1"], Table: table, Protocol: 186}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	rec, err := NewReconciler(Config{Netlink: k, Protocol: 212, Logger: quietLogger(), Metrics: m, ResyncEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Close()
+	ctx := context.Background()
+	if _, err := rec.Apply(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+
+	// A restart or resync: zero writes, and nothing foreign copied out.
+	before := k.Dumped()
+	rec2, err := NewReconciler(Config{Netlink: k, Protocol: 212, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec2.Close()
+	if n, err := rec2.Apply(ctx, want); err != nil || n != 0 {
+		t.Errorf("restart beside %d foreign routes: %d writes (err %v), want 0", nForeign, n, err)
+	}
+	if got := k.Dumped() - before; got != len(want.Routes) {
+		t.Errorf("restart copied %d routes out of the kernel, want %d (the owned ones)", got, len(want.Routes))
+	}
+
+	// The filter the reconciler hands its watcher, counted.
+	var kept, dropped int
+	counting := func(ev RouteEvent) bool {
+		ok := rec.relevant(ev)
+		if ok {
+			kept++
+		} else {
+			dropped++
+		}
+		return ok
+	}
+	wctx, stop := context.WithCancel(ctx)
+	hints := make(chan Hint, 1)
+	wdone := make(chan struct{})
+	go func() {
+		defer close(wdone)
+		k.WatchFiltered(wctx, hints, counting)
+	}()
+	eventually(t, "watcher registered", 5*time.Second, func() (bool, string) {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		return len(k.watchers) == 1, "no watcher"
+	})
+	for i := 0; i < nForeign; i++ {
+		table := 254
+		if i%2 == 1 {
+			table = 300
+		}
+		if err := k.RouteReplace(&netlink.Route{Dst: ipNet(foreignPrefix4(i)), LinkIndex: l.byName["eth2"], Table: table, Protocol: 186}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k.mu.Lock() // kept and dropped are written under k.mu, by notify
+	if kept != 0 || dropped != nForeign {
+		t.Errorf("foreign churn on keys uplinkd does not want: %d kept, %d dropped; want 0 kept, %d dropped", kept, dropped, nForeign)
+	}
+	k.mu.Unlock()
+	stop()
+	<-wdone
+
+	// Run: a foreign default takes the key of the owned one in table 201.
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- rec.Run(rctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	rec.Set(want)
+	golden := Format(want)
+	owned := func() (bool, string) {
+		s, err := rec.ReadOwned(State{})
+		if err != nil {
+			return false, err.Error()
+		}
+		diff := cmp.Diff(golden, Format(s))
+		return diff == "", "owned state (-want +got):\n" + diff
+	}
+	eventually(t, "converged", 5*time.Second, owned)
+	events := func() float64 { return testutil.ToFloat64(m.resyncs.WithLabelValues(ReasonEvent)) }
+	resyncs := events()
+	writes := rec.Writes()
+	bgpDefault := &netlink.Route{Family: unix.AF_INET, Table: 201, Gw: netIP(netip.MustParseAddr("198.18.2.1")), LinkIndex: l.byName["eth2"], Protocol: 186}
+	if err := k.RouteReplace(bgpDefault); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "resync after the foreign takeover", 5*time.Second, func() (bool, string) {
+		return events() > resyncs, "no resync"
+	})
+	if rec.Writes() != writes {
+		t.Errorf("the reconciler wrote %d times over a foreign route on its key", rec.Writes()-writes)
+	}
+	if s := Format(k.State()); !strings.Contains(s, "default via 198.18.2.1 dev eth2 table 201 proto 186") {
+		t.Errorf("foreign default of table 201 not left alone:\n%s", s)
+	}
+	ops, err := func() ([]Op, error) {
+		have, err := rec.ReadOwned(want)
+		return Plan(want, have), err
+	}()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ops) != 1 || ops[0].Kind != OpConflict {
+		t.Errorf("plan with the foreign default: %v, want one conflict", ops)
+	}
+	// It goes away: uplinkd's default comes back.
+	if err := k.RouteDel(&netlink.Route{Family: unix.AF_INET, Table: 201, Protocol: 186}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "owned default back in table 201", 5*time.Second, owned)
+}

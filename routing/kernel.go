@@ -1,0 +1,86 @@
+package routing
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Kernel is the production Netlink of one network namespace. Writes, rule
+// dumps and link dumps go through an ordinary rtnetlink handle; route dumps
+// go through a second socket with NETLINK_GET_STRICT_CHK (Linux 4.20+), on
+// which the kernel itself honours the table, protocol and type a dump
+// request carries. Beside a full BGP table that is the difference between
+// walking a million routes in the kernel and copying, parsing and
+// discarding a million routes in uplinkd on every resync.
+//
+// The second socket exists because strict checking also applies to the
+// library's rule dumps, whose request (an ifinfomsg where the kernel wants
+// a fib_rule_hdr) a strict kernel rejects.
+//
+// On an older kernel the option cannot be set; Kernel then says so once at
+// Info and dumps through the ordinary handle, where the library applies
+// the same filters in userspace: the results are identical, only slower.
+type Kernel struct {
+	*netlink.Handle
+	dump   *netlink.Handle
+	strict bool
+}
+
+// NewKernel opens the sockets of a Kernel in the network namespace ns
+// (netns.None(): the current one). logger may be nil (slog.Default()).
+func NewKernel(ns netns.NsHandle, logger *slog.Logger) (*Kernel, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("opening netlink handle: %w", err)
+	}
+	k := &Kernel{Handle: h, dump: h}
+	d, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("opening netlink dump handle: %w", err)
+	}
+	if err := d.SetStrictCheck(true); err != nil {
+		d.Close()
+		logger.Info("kernel lacks NETLINK_GET_STRICT_CHK (Linux < 4.20); route dumps are filtered in userspace, which costs a full dump per resync beside large routing tables", "err", err)
+		return k, nil
+	}
+	k.dump, k.strict = d, true
+	return k, nil
+}
+
+// StrictDumps reports whether the kernel filters route dumps itself.
+func (k *Kernel) StrictDumps() bool { return k.strict }
+
+// RouteListFilteredIter implements Netlink. The filter's Table, Protocol
+// and Type go into the request (rtm_table or RTA_TABLE, rtm_protocol,
+// rtm_type) and LinkIndex as RTA_OIF; a strict kernel then sends only the
+// matching routes, and the library checks them again either way. Tos,
+// Priority, Dst, Src, Gw and Scope must stay unset: a strict kernel
+// rejects dump requests that carry them.
+//
+// A strict, family-specific dump of a table that does not exist fails
+// with ENOENT; to the reconciler that is an empty table, as it is on a
+// kernel without strict checking.
+func (k *Kernel) RouteListFilteredIter(family int, filter *netlink.Route, mask uint64, f func(netlink.Route) bool) error {
+	err := k.dump.RouteListFilteredIter(family, filter, mask, f)
+	if k.strict && errors.Is(err, unix.ENOENT) && filter != nil && filter.Table != 0 && mask&netlink.RT_FILTER_TABLE != 0 {
+		return nil
+	}
+	return err
+}
+
+// Close closes both sockets. It is idempotent.
+func (k *Kernel) Close() {
+	if k.dump != k.Handle {
+		k.dump.Close()
+	}
+	k.Handle.Close()
+}
