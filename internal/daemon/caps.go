@@ -134,10 +134,11 @@ func ReadProcCaps(pid string) (ProcCaps, error) {
 	if err != nil {
 		return ProcCaps{}, err
 	}
-	return parseProcCaps(string(data))
+	return ParseProcCaps(string(data))
 }
 
-func parseProcCaps(status string) (ProcCaps, error) {
+// ParseProcCaps parses the Cap* lines of a /proc/PID/status text.
+func ParseProcCaps(status string) (ProcCaps, error) {
 	var pc ProcCaps
 	fields := map[string]*uint64{"CapInh": &pc.Inh, "CapPrm": &pc.Prm, "CapEff": &pc.Eff, "CapBnd": &pc.Bnd, "CapAmb": &pc.Amb}
 	seen := 0

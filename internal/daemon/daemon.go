@@ -796,7 +796,9 @@ func Run(ctx context.Context, opts Options) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	dm := NewMetrics(reg, opts.Build)
-	hr := hooks.New(hooks.Config{Logger: log, Metrics: hooks.NewMetrics(reg)})
+	// Paused until the capabilities are dropped: the initial apply already
+	// fires route_changed.
+	hr := hooks.New(hooks.Config{Logger: log, Metrics: hooks.NewMetrics(reg), Paused: true})
 	defer hr.Close()
 
 	var core *Core
@@ -872,6 +874,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	log.Info("capabilities dropped", "kept", "CAP_NET_ADMIN,CAP_NET_RAW")
+	hr.Start()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

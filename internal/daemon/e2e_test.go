@@ -688,8 +688,25 @@ func TestRestartMakesNoWrites(t *testing.T) {
 // After start-up only CAP_NET_ADMIN and CAP_NET_RAW remain, in every set.
 func TestCapabilitiesDropped(t *testing.T) {
 	l := newLab(t)
-	l.start(l.basePolicy(2, ""))
+	capsFile := filepath.Join(l.dir, "hook-caps")
+	capsHook := l.writeFile("caps-hook", "#!/bin/sh\ngrep ^Cap /proc/self/status >> "+capsFile+"\n", 0o755)
+	// route_changed fires for the initial apply, which happens before the
+	// drop: the hook must still only run with the kept capabilities.
+	l.start(l.basePolicy(2, fmt.Sprintf(`
+[hook.caps]
+command = [%q]
+events = ["route_changed"]
+`, capsHook)))
 	l.waitBothUp()
+	l.waitFor("the caps hook", func() bool { _, err := os.Stat(capsFile); return err == nil })
+	data, _ := os.ReadFile(capsFile)
+	hc, err := daemon.ParseProcCaps(string(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hc.Eff != 1<<12|1<<13 || hc.Bnd != 1<<12|1<<13 || hc.Amb != 0 {
+		t.Errorf("hook capabilities %+v (%q); want Eff=Bnd=0x3000, Amb=0", hc, data)
+	}
 	pid := strconv.Itoa(l.cmd.Process.Pid)
 	caps, err := daemon.ReadProcCaps(pid)
 	if err != nil {
@@ -1087,4 +1104,30 @@ gateways = ["isp1-v6", "isp2-v6"]
 	})
 	l.GW1.Recover(t)
 	l.waitFor("isp1-v6 back", func() bool { return both6.MatchString(routes6()) })
+}
+
+// Under the systemd unit's CapabilityBoundingSet (NET_ADMIN and NET_RAW
+// only, so no CAP_SETPCAP, CAP_CHOWN or CAP_DAC_OVERRIDE) the daemon starts,
+// drops nothing it cannot, and still moves routes.
+func TestRunsUnderUnitBoundingSet(t *testing.T) {
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv (util-linux) is not installed: cannot reproduce the unit's bounding set")
+	}
+	l := newLab(t)
+	l.writeFile("uplinkd.toml", l.basePolicy(2, ""), 0o600)
+	l.cmd = l.Host.Start(t, "setpriv", "--inh-caps=-all", "--bounding-set=-all,+net_admin,+net_raw", binary, "run", "--config", l.policy)
+	l.waitFor("the status listener", func() bool { _, err := l.get("/healthz"); return err == nil })
+	l.waitBothUp()
+	caps, err := daemon.ReadProcCaps(strconv.Itoa(l.cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if caps.Eff != 0x3000 || caps.Bnd != 0x3000 {
+		t.Errorf("capabilities %+v, want Eff=Bnd=0x3000", caps)
+	}
+	l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+	l.waitFor("isp1 out of the route", func() bool { return !strings.Contains(l.routes(), "198.18.1.1") })
+	if out, err := l.Host.Run(binary, "reload", "--socket", filepath.Join(l.dir, "run", "control.sock")); err != nil {
+		t.Errorf("reload under the bounding set: %v\n%s", err, out)
+	}
 }

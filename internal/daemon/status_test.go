@@ -69,7 +69,7 @@ func TestStatusCheck(t *testing.T) {
 
 func TestParseProcCaps(t *testing.T) {
 	status := "Name:\tuplinkd\nCapInh:\t0000000000000000\nCapPrm:\t0000000000003000\nCapEff:\t0000000000003000\nCapBnd:\t0000000000003000\nCapAmb:\t0000000000000000\n"
-	got, err := parseProcCaps(status)
+	got, err := ParseProcCaps(status)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestParseProcCaps(t *testing.T) {
 	if capMask(KeptCapabilities) != 0x3000 {
 		t.Errorf("kept mask %#x, want 0x3000 (NET_ADMIN 12, NET_RAW 13)", capMask(KeptCapabilities))
 	}
-	if _, err := parseProcCaps("Name: x\n"); err == nil {
+	if _, err := ParseProcCaps("Name: x\n"); err == nil {
 		t.Error("no Cap lines accepted")
 	}
 }

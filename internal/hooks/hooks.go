@@ -135,6 +135,10 @@ type Config struct {
 	Metrics   *Metrics // may be nil
 	QueueLen  int      // events queued per hook before they are dropped; DefaultQueueLen if 0
 	MaxOutput int      // bytes of combined stdout+stderr kept per run; DefaultMaxOutput if 0
+	// Paused queues events without running anything until Start: the
+	// daemon fires hooks for its initial apply before it has dropped its
+	// capabilities, and no hook may run with more than it keeps.
+	Paused bool
 }
 
 // Result describes one finished run, for logs and tests.
@@ -154,9 +158,11 @@ type Runner struct {
 	log  *slog.Logger
 	done func(Result) // test observer; nil in production
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	ready     chan struct{} // closed by Start
+	startOnce sync.Once
 
 	pending atomic.Int64 // events queued or running, for Wait
 
@@ -184,8 +190,16 @@ func New(cfg Config) *Runner {
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Runner{cfg: cfg, log: log, ctx: ctx, cancel: cancel, workers: map[string]*worker{}}
+	r := &Runner{cfg: cfg, log: log, ctx: ctx, cancel: cancel, workers: map[string]*worker{}, ready: make(chan struct{})}
+	if !cfg.Paused {
+		r.Start()
+	}
+	return r
 }
+
+// Start lets a Runner created with Paused run what it has queued and
+// everything after. It is idempotent.
+func (r *Runner) Start() { r.startOnce.Do(func() { close(r.ready) }) }
 
 // OnResult sets an observer called after every run (and every drop). It is
 // for tests and must be set before SetHooks.
@@ -271,6 +285,13 @@ func (r *Runner) work(w *worker) {
 			}
 		}
 	}()
+	select {
+	case <-r.ready:
+	case <-r.ctx.Done():
+		return
+	case <-w.stop:
+		return
+	}
 	for {
 		// Stop wins over a full queue: a hook that left the policy must not
 		// keep running old events.

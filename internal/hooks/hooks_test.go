@@ -332,3 +332,23 @@ func TestCloseKillsRunning(t *testing.T) {
 		t.Errorf("%d results after Close, want at most 1", n)
 	}
 }
+
+func TestPausedRunsNothingUntilStart(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "ran")
+	sh := script(t, "echo \"$UPLINKD_STATE\" >> "+out+"\n")
+	h := &policy.Hook{Name: "p", Command: []string{sh}, Timeout: 5 * time.Second, Events: []string{policy.EventGatewayUp}}
+	r, c, _ := newRunner(t, Config{Paused: true}, h)
+	r.Fire(Event{Name: policy.EventGatewayUp, State: "1"})
+	r.Fire(Event{Name: policy.EventGatewayUp, State: "2"})
+	time.Sleep(200 * time.Millisecond)
+	if _, err := os.Stat(out); !os.IsNotExist(err) || len(c.get()) != 0 {
+		t.Fatalf("a paused runner ran a hook (%v, %d results)", err, len(c.get()))
+	}
+	r.Start()
+	r.Start() // idempotent
+	waitFor(t, "both queued runs", func() bool { return len(c.get()) == 2 })
+	data, _ := os.ReadFile(out)
+	if string(data) != "1\n2\n" {
+		t.Errorf("runs after Start: %q, want both in order", data)
+	}
+}
