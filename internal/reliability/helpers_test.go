@@ -97,6 +97,7 @@ type polOpts struct {
 	Damping    bool   // flap damping on, with a quick half-life
 	Extra      string // appended verbatim (more sections)
 	NoRecord   bool   // leave the recording hook out
+	V6         bool   // also an IPv6 group over both uplinks (isp1v6, isp2v6)
 }
 
 func (r *rig) policy(o polOpts) string {
@@ -140,6 +141,19 @@ latency_threshold = "0s"
 	b.WriteString("\n[group.wan]\ngateways = [\"isp1\", \"isp2\"]\n")
 	if o.LastResort != "" {
 		fmt.Fprintf(&b, "last_resort = %q\n", o.LastResort)
+	}
+	if o.V6 {
+		for i, g := range []struct{ name, addr, iface, src string }{
+			{"isp1v6", nstest.GW1Addr6.String(), nstest.HostUplink1If, nstest.Host1Addr6.String()},
+			{"isp2v6", nstest.GW2Addr6.String(), nstest.HostUplink2If, nstest.Host2Addr6.String()},
+		} {
+			fmt.Fprintf(&b, "\n[gateway.%s]\naddress = %q\ninterface = %q\nprofile = \"fast\"\n", g.name, g.addr, g.iface)
+			if o.Tables {
+				fmt.Fprintf(&b, "sources = [%q]\ntable = %d\n", g.src, 211+i)
+			}
+			fmt.Fprintf(&b, "[gateway.%s.probe]\nicmp = [%q]\n", g.name, nstest.TargetAddr6)
+		}
+		b.WriteString("\n[group.wan6]\ngateways = [\"isp1v6\", \"isp2v6\"]\n")
 	}
 	if !o.NoRecord {
 		fmt.Fprintf(&b, "\n[hook.record]\ncommand = [%q, %q]\nevents = [\"gateway_up\", \"gateway_down\", \"gateway_degraded\", \"group_up\", \"group_down\"]\ntimeout = \"5s\"\n",

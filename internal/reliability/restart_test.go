@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Fault 1: uplinkd is SIGKILLed (no on_exit handling, no chance to clean
+// Fault 1: uplinkd (IPv4 and IPv6 groups, per-source tables) is SIGKILLed (no on_exit handling, no chance to clean
 // up) while traffic flows. The routes and rules stay in the kernel while
 // it is gone; the restart with the same policy writes nothing — neither
 // `ip monitor route rule` nor uplinkd_netlink_writes_total{result="ok"}
@@ -16,12 +16,14 @@ import (
 func TestSIGKILLRestartWritesNothing(t *testing.T) {
 	t.Parallel()
 	r := newRig(t)
-	pol := r.policy(polOpts{Tables: true})
+	pol := r.policy(polOpts{Tables: true, V6: true})
 	r.traffic(60 * time.Second)
 	r.start(pol)
 	r.waitBothUp()
+	r.waitState("isp1v6", "up")
+	r.waitState("isp2v6", "up")
 	before := r.owned()
-	if !strings.Contains(before, "table 201") || !strings.Contains(before, "lookup 201") {
+	if !strings.Contains(before, "table 201") || !strings.Contains(before, "lookup 201") || !strings.Contains(before, "-6 route default") || !strings.Contains(before, "lookup 211") {
 		t.Fatalf("the policy's tables and rules are not installed:\n%s", before)
 	}
 
@@ -42,6 +44,8 @@ func TestSIGKILLRestartWritesNothing(t *testing.T) {
 	mark := len(r.Host.Output(mon))
 	d := r.start(pol)
 	r.waitBothUp()
+	r.waitState("isp1v6", "up")
+	r.waitState("isp2v6", "up")
 	// Let the reconciler and the detector run a while: any late write or
 	// false transition would show now.
 	time.Sleep(3 * time.Second)
