@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -40,7 +39,7 @@ func runMain(m *testing.M) int {
 	spooferBin = filepath.Join(dir, "spoofer")
 	goBin := "go"
 	if _, err := exec.LookPath(goBin); err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		goBin = "/usr/local/go/bin/go" // where the machine image and CI keep it, as daemontest.Build
 	}
 	cmd := exec.Command(goBin, "build", "-o", spooferBin, "./internal/reliability/testdata/spoofer")
 	cmd.Dir = daemontest.Root()
