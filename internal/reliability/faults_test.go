@@ -99,6 +99,25 @@ func TestNetlinkOverflowResyncs(t *testing.T) {
 			t.Fatalf("deleting the burst: %v: %s", err, out)
 		}
 	}
+	// The detector's link and neighbour subscriptions overflow too: a
+	// veth pair inside the host namespace flapped a thousand times, and
+	// thousands of neighbour entries on eth2 added and removed.
+	r.ipOut("link", "add", "flap0", "type", "veth", "peer", "name", "flap1")
+	var flaps, neigh strings.Builder
+	for i := 0; i < 1000; i++ {
+		flaps.WriteString("link set flap0 up\nlink set flap0 down\n")
+	}
+	for i := 0; i < 3000; i++ {
+		fmt.Fprintf(&neigh, "neigh replace 198.18.2.%d lladdr 02:00:00:00:%02x:%02x dev eth2 nud permanent\n", i%250+3, i/256, i%256)
+	}
+	for i := 0; i < 250; i++ {
+		fmt.Fprintf(&neigh, "neigh del 198.18.2.%d dev eth2\n", i+3)
+	}
+	for _, batch := range []string{flaps.String(), neigh.String()} {
+		if out, err := r.Host.RunInput(batch, "ip", "-batch", "-"); err != nil {
+			t.Fatalf("bursting links and neighbours: %v: %s", err, tail(out, 500))
+		}
+	}
 	if err := proc.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
@@ -112,18 +131,22 @@ func TestNetlinkOverflowResyncs(t *testing.T) {
 		return now == want, fmt.Sprintf("owned now:\n%s\nwant:\n%s", now, want)
 	})
 	r.waitBothUp()
-	// uplinkd keeps working after the overflow: a gateway death still moves the routes.
-	r.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+	resubs := strings.Count(d.Output(), "subscription failed, resubscribing")
+	// uplinkd keeps working after the overflow: the detector still sees a
+	// carrier loss (through its resubscribed link watcher) and the routes
+	// follow.
+	r.GW1.LinkDown(t, nstest.GWDownlinkIf)
 	r.waitFor(30*time.Second, "isp1 out of the default after the overflow", func() (bool, string) {
 		def := r.mainDefault()
 		return !strings.Contains(def, "198.18.1.1") && strings.Contains(def, "198.18.2.1"), def
 	})
 	enobufs, _ := r.metric("uplinkd_resyncs_total", map[string]string{"reason": "enobufs"})
 	downs := logTransitions(d.Output(), "down")
-	t.Logf("3 bursts of %d foreign route adds+deletes while stalled: %v ENOBUFS resyncs, owned state restored; %d down transitions (1 expected, the blackhole)", n, enobufs-enobufs0, len(downs))
-	if len(downs) != 1 {
-		t.Errorf("want exactly one down (the injected blackhole), got:\n%s", strings.Join(downs, "\n"))
+	if len(downs) != 1 || !strings.Contains(downs[0], "cause=carrier") {
+		t.Errorf("want exactly one down, for the carrier loss, got:\n%s", strings.Join(downs, "\n"))
 	}
+	t.Logf("stalled through 3 bursts of %d foreign route adds+deletes, 2,000 link flaps and 3,250 neighbour changes: %v ENOBUFS resyncs, %d detector resubscriptions, owned state restored, carrier loss still seen",
+		n, enobufs-enobufs0, resubs)
 }
 
 // Fault 6: another program fights over uplinkd's routes and rules: it
