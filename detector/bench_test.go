@@ -34,33 +34,47 @@ const polNoDamping = polGW1 + `
 damping = false
 `
 
-func BenchmarkDetectSilentBlackhole1000pps(b *testing.B) {
-	l := newLab(b, polNoDamping)
-	l.routeVia(b, 1)
-	var ds, apply []time.Duration
-	for i := 0; i < b.N; i++ {
-		for r := 0; r < benchReps; r++ {
-			l.pingFlood(b, 1000, 3*time.Second)
-			l.waitState(b, "gw1", Up, 10*time.Second)
-			time.Sleep(300 * time.Millisecond) // traffic is flowing both ways
-			before := time.Now()
-			l.GW1.BlackholeIP(b, nstest.GWDownlinkIf)
-			// nft commits the rule just before it exits; spawning it
-			// through `ip netns exec` takes far longer, so the fault
-			// starts when the call returns.
-			fault := time.Now()
-			apply = append(apply, fault.Sub(before))
-			l.waitState(b, "gw1", Down, 5*time.Second)
-			tr, _ := l.rec.first("gw1", Down, fault)
-			ds = append(ds, tr.mono.Sub(fault))
-			l.GW1.Recover(b)
-			l.waitState(b, "gw1", Up, 10*time.Second)
-			time.Sleep(2500 * time.Millisecond) // let the flood end
-		}
+// BenchmarkDetectUnderTraffic: a fault on a gateway carrying 1000 pps of
+// echo traffic, from the fault to the down transition.
+func BenchmarkDetectUnderTraffic(b *testing.B) {
+	for _, f := range []struct {
+		name   string
+		pol    string
+		inject func(l *lab)
+	}{
+		{"silent-blackhole-arp-answered", polNoDamping, func(l *lab) { l.GW1.BlackholeIP(b, nstest.GWDownlinkIf) }},
+		{"blackhole-arp-dead", polNoDamping, func(l *lab) { l.GW1.BlackholeARP(b, nstest.GWDownlinkIf) }},
+		{"upstream-cut", polGW1Remote + "\n[gateway.gw1.detect]\ndamping = false\n", func(l *lab) { l.GW1.BlackholeIP(b, nstest.GWUplinkIf) }},
+	} {
+		b.Run(f.name, func(b *testing.B) {
+			l := newLab(b, f.pol)
+			l.routeVia(b, 1)
+			var ds, apply []time.Duration
+			for i := 0; i < b.N; i++ {
+				for r := 0; r < benchReps; r++ {
+					l.pingFlood(b, 1000, 3*time.Second)
+					l.waitState(b, "gw1", Up, 10*time.Second)
+					time.Sleep(300 * time.Millisecond) // traffic is flowing both ways
+					before := time.Now()
+					f.inject(l)
+					// nft commits the rule just before it exits; spawning
+					// it through `ip netns exec` takes far longer, so the
+					// fault starts when the call returns.
+					fault := time.Now()
+					apply = append(apply, fault.Sub(before))
+					l.waitState(b, "gw1", Down, 5*time.Second)
+					tr, _ := l.rec.first("gw1", Down, fault)
+					ds = append(ds, tr.mono.Sub(fault))
+					l.GW1.Recover(b)
+					l.waitState(b, "gw1", Up, 10*time.Second)
+					time.Sleep(2500 * time.Millisecond) // let the flood end
+				}
+			}
+			reportDurations(b, "detect-ms", ds)
+			slices.Sort(apply)
+			b.ReportMetric(float64(apply[len(apply)/2])/float64(time.Millisecond), "fault-apply-ms")
+		})
 	}
-	reportDurations(b, "detect-ms", ds)
-	slices.Sort(apply)
-	b.ReportMetric(float64(apply[len(apply)/2])/float64(time.Millisecond), "nft-apply-ms")
 }
 
 func BenchmarkDetectCarrierLoss(b *testing.B) {

@@ -467,7 +467,7 @@ func (d *Detector) onLink(ctx context.Context, li linkInfo, now time.Time) {
 	if is == nil {
 		return
 	}
-	was, known := is.carrier, is.known
+	was, wasDeleted, known := is.carrier, is.deleted, is.known
 	if li.Deleted {
 		is.index, is.carrier, is.deleted = 0, false, true
 	} else {
@@ -484,7 +484,7 @@ func (d *Detector) onLink(ctx context.Context, li linkInfo, now time.Time) {
 		}
 		d.met.carrier.WithLabelValues(li.Name).Set(v)
 	}
-	if known && was == is.carrier {
+	if known && was == is.carrier && wasDeleted == is.deleted {
 		return
 	}
 	detail := ""

@@ -339,6 +339,9 @@ func (m *Machine) onCarrier(ev Event, now time.Time) (Transition, bool) {
 			m.addPenalty(now)
 		}
 		if m.state == Down {
+			if m.cause == CauseCarrier && ev.Detail != "" {
+				m.reason = ev.Detail // e.g. set down, then deleted
+			}
 			m.downByLink = true
 			return Transition{}, false
 		}

@@ -1,6 +1,7 @@
 package detector
 
 import (
+	"errors"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"net"
 
@@ -315,5 +316,58 @@ mark = 0x51
 			l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
 			l.waitState(t, "gw1", Down, 5*time.Second)
 		})
+	}
+}
+
+// TestNSInterfaceRecreated deletes the uplink and creates it again: the
+// new interface has a new index, and the detector follows it by name.
+func TestNSInterfaceRecreated(t *testing.T) {
+	l := newLab(t, polGW1)
+	l.waitState(t, "gw1", Up, 5*time.Second)
+	old, err := l.Host.Handle.LinkByName(nstest.HostUplink1If)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Host.MustRun(t, "ip", "link", "del", nstest.HostUplink1If)
+	l.waitState(t, "gw1", Down, 5*time.Second)
+	if s := l.status("gw1"); s.Reason != "interface eth1 deleted" {
+		t.Errorf("reason %q", s.Reason)
+	}
+	l.Lab.Link(l.Host, nstest.HostUplink1If, l.GW1, nstest.GWDownlinkIf)
+	l.Host.AddAddr(t, nstest.HostUplink1If, "198.18.1.2/24")
+	l.GW1.AddAddr(t, nstest.GWDownlinkIf, "198.18.1.1/24")
+	nl, err := l.Host.Handle.LinkByName(nstest.HostUplink1If)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nl.Attrs().Index == old.Attrs().Index {
+		t.Fatalf("re-created interface kept index %d; the test proves nothing", nl.Attrs().Index)
+	}
+	l.waitState(t, "gw1", Up, 10*time.Second)
+}
+
+// TestNSLinkMode reads speed and duplex of a veth through ethtool netlink:
+// either a value or, quietly, ErrNotSupported.
+func TestNSLinkMode(t *testing.T) {
+	tu := nstest.NewTwoUplinks(t)
+	k, err := NewKernel(tu.Host.NsHandle())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	m, err := k.LinkMode(nstest.HostUplink1If)
+	switch {
+	case errors.Is(err, ErrNotSupported):
+		t.Logf("veth reports no link mode here: %v", err)
+	case err != nil:
+		t.Fatalf("LinkMode: %v", err)
+	default:
+		t.Logf("veth link mode: %+v", m)
+		if m.SpeedMbps < 0 {
+			t.Errorf("negative speed %+v", m)
+		}
+	}
+	if _, err := k.LinkMode("nosuchif0"); err == nil {
+		t.Error("LinkMode of a missing interface succeeded")
 	}
 }

@@ -23,12 +23,7 @@ type probeResult struct {
 	OK      bool
 	RTT     time.Duration
 	Detail  string
-	Kinds   []kindResult
-}
-
-type kindResult struct {
-	Kind string
-	OK   bool
+	Skipped bool // no probe could be made: no evidence either way
 }
 
 // roundSpec is everything a round needs, copied out of the health
@@ -77,8 +72,8 @@ func (d *Detector) onResult(ctx context.Context, r probeResult, now time.Time) {
 		return
 	}
 	gs.inflight--
-	for _, k := range r.Kinds {
-		d.met.probe(r.Gateway, k.Kind, k.OK)
+	if r.Skipped {
+		return
 	}
 	d.met.evidenceEvent(r.Gateway, SourceProbe, r.OK)
 	if r.OK && d.met != nil {
@@ -173,31 +168,27 @@ func (d *Detector) gatewayHW(ctx context.Context, spec roundSpec, wait time.Dura
 	}
 }
 
+// outcome is one probe of a round.
+type outcome struct {
+	role string // "gateway", "neigh" or "remote"
+	what string
+	rtt  time.Duration
+	err  error
+}
+
 // round runs every probe target of one gateway at once. It succeeds when
 // the gateway itself (and its neighbour entry, when probed) answers and
-// at least MinUp remote targets do.
+// at least MinUp remote targets do. It returns as soon as the verdict is
+// certain: a dead gateway is not kept waiting for a slower target's
+// timeout. The probes still running finish on their own (bounded by the
+// timeout) and count in the metrics.
 func (d *Detector) round(ctx context.Context, spec roundSpec) probeResult {
 	res := probeResult{Gateway: spec.gateway, Gen: spec.gen}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	var failures []string
-	var gwRTT, remoteRTT time.Duration
-	gwOK, neighOK := true, true
-	remoteOK, remoteN := 0, 0
-	record := func(kind string, ok bool, what string, err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		res.Kinds = append(res.Kinds, kindResult{Kind: kind, OK: ok})
-		if !ok {
-			failures = append(failures, fmt.Sprintf("%s: %s", what, shortErr(err)))
-		}
-	}
 	base := Target{Gateway: spec.gateway, Iface: spec.iface, IfIndex: spec.index, NextHop: spec.gw,
 		Pin: spec.probe.Pin, Mark: spec.probe.Mark, Timeout: spec.timeout}
+	var jobs []func() outcome
 	if spec.probe.Gateway {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		jobs = append(jobs, func() outcome {
 			t := base
 			t.Kind, t.Addr, t.OnLink = KindICMP, netip.AddrPortFrom(spec.gw, 0), true
 			t.Source = d.source(spec, spec.gw)
@@ -206,77 +197,100 @@ func (d *Detector) round(ctx context.Context, spec roundSpec) probeResult {
 				t.Pin = policy.PinDevice
 			}
 			rtt, err := d.pr.Probe(ctx, t)
-			record(KindICMP, err == nil, "gateway "+spec.gw.String(), err)
-			mu.Lock()
-			gwOK, gwRTT = err == nil, rtt
-			mu.Unlock()
-		}()
+			d.met.probe(spec.gateway, KindICMP, err == nil)
+			return outcome{"gateway", "gateway " + spec.gw.String(), rtt, err}
+		})
 	}
 	if spec.probe.Neigh {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		jobs = append(jobs, func() outcome {
 			err := d.neighProbe(ctx, spec)
 			if errors.Is(err, errNeighProbeUnsupported) {
-				return
+				return outcome{role: "skip"}
 			}
-			record(KindNeigh, err == nil, "neighbour "+spec.gw.String(), err)
-			mu.Lock()
-			neighOK = err == nil
-			mu.Unlock()
-		}()
+			d.met.probe(spec.gateway, KindNeigh, err == nil)
+			return outcome{"neigh", "neighbour " + spec.gw.String(), 0, err}
+		})
 	}
+	remoteN := len(spec.probe.ICMP) + len(spec.probe.TCP)
+	var hwOnce sync.Once
 	var hw net.HardwareAddr
-	if len(spec.probe.ICMP) > 0 && (spec.probe.Pin == policy.PinDevice || spec.probe.Pin == "") {
-		hw = d.gatewayHW(ctx, spec, spec.timeout/2)
-	}
 	for _, a := range spec.probe.ICMP {
-		remoteN++
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		jobs = append(jobs, func() outcome {
 			t := base
+			if t.Pin == policy.PinDevice || t.Pin == "" {
+				hwOnce.Do(func() { hw = d.gatewayHW(ctx, spec, spec.timeout/2) })
+			}
 			t.Kind, t.Addr, t.HwAddr = KindICMP, netip.AddrPortFrom(a, 0), hw
 			t.Source = d.source(spec, a)
 			rtt, err := d.pr.Probe(ctx, t)
-			record(KindICMP, err == nil, a.String(), err)
-			if err == nil {
-				mu.Lock()
-				remoteOK++
-				remoteRTT += rtt
-				mu.Unlock()
-			}
-		}()
+			d.met.probe(spec.gateway, KindICMP, err == nil)
+			return outcome{"remote", a.String(), rtt, err}
+		})
 	}
 	for _, ap := range spec.probe.TCP {
-		remoteN++
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		jobs = append(jobs, func() outcome {
 			t := base
 			t.Kind, t.Addr = KindTCP, ap
 			t.Source = d.source(spec, ap.Addr())
 			rtt, err := d.pr.Probe(ctx, t)
-			record(KindTCP, err == nil, "tcp "+ap.String(), err)
-			if err == nil {
-				mu.Lock()
-				remoteOK++
-				remoteRTT += rtt
-				mu.Unlock()
-			}
+			d.met.probe(spec.gateway, KindTCP, err == nil)
+			return outcome{"remote", "tcp " + ap.String(), rtt, err}
+		})
+	}
+	outs := make(chan outcome, len(jobs))
+	for _, job := range jobs {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			outs <- job()
 		}()
 	}
-	wg.Wait()
-	minUp := max(spec.probe.MinUp, 1)
-	remoteGood := remoteN == 0 || remoteOK >= min(minUp, remoteN)
-	res.OK = gwOK && neighOK && remoteGood
+
+	minUp := min(max(spec.probe.MinUp, 1), remoteN)
+	var failures []string
+	var gwRTT, remoteRTT time.Duration
+	gwDone := !spec.probe.Gateway
+	neighDone := !spec.probe.Neigh
+	remoteOK, remoteBad, made := 0, 0, 0
+	for range jobs {
+		o := <-outs
+		if o.role != "skip" {
+			made++
+		}
+		if o.err != nil {
+			failures = append(failures, fmt.Sprintf("%s: %s", o.what, shortErr(o.err)))
+		}
+		switch o.role {
+		case "skip":
+			neighDone = true
+		case "gateway":
+			gwDone, gwRTT = true, o.rtt
+		case "neigh":
+			neighDone = true
+		case "remote":
+			if o.err == nil {
+				remoteOK++
+				remoteRTT += o.rtt
+			} else {
+				remoteBad++
+			}
+		}
+		if o.err != nil && o.role != "remote" || remoteN > 0 && remoteBad > remoteN-minUp {
+			break // failed whatever the others say
+		}
+		if gwDone && neighDone && remoteOK >= minUp {
+			res.OK = true
+			break
+		}
+	}
+	res.Skipped = made == 0
 	switch {
 	case spec.probe.Gateway:
 		res.RTT = gwRTT
 	case remoteOK > 0:
 		res.RTT = remoteRTT / time.Duration(remoteOK)
 	}
-	if remoteN > 0 && !remoteGood {
+	if !res.OK && remoteN > 0 && remoteBad > remoteN-minUp {
 		failures = append(failures, fmt.Sprintf("%d of %d remote targets answered, %d needed", remoteOK, remoteN, minUp))
 	}
 	res.Detail = reasonList(failures)
