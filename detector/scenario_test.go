@@ -1,6 +1,7 @@
 package detector
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -318,4 +319,46 @@ func TestMetricNames(t *testing.T) {
 	if v := testutil.ToFloat64(m.state.WithLabelValues("gw1", "unknown")); v != 0 {
 		t.Errorf("state{unknown} = %v", v)
 	}
+}
+
+func TestDetectorLifecycle(t *testing.T) {
+	k, p := newFakeKernel(), newFakeProber()
+	k.addLink("eth1", 4, "198.18.1.2/24")
+	if _, err := New(Config{Netlink: k, Prober: p}); err == nil {
+		t.Fatal("New without a policy succeeded")
+	}
+	d, err := New(Config{Policy: mustPolicy(t, twoGateways), Netlink: k, Prober: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Update(nil); err == nil {
+		t.Error("Update(nil) succeeded")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	waitFor(t, "status published", 5*time.Second, func() bool { return len(d.Status()) == 2 })
+	// eth2 does not exist: its gateway is down at once, not unknown.
+	waitFor(t, "gw2 down", 5*time.Second, func() bool { return d.Status()[1].State == Down })
+	if r := d.Status()[1].Reason; r != "interface eth2 not present" {
+		t.Errorf("reason %q", r)
+	}
+	if err := d.Run(ctx); err == nil {
+		t.Error("second Run succeeded")
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after Close")
+	}
+	if err := d.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	cancel()
 }
