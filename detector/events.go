@@ -129,6 +129,7 @@ func adviceOf(ni neighInfo) NeighAdvice {
 // "tx without rx" durations.
 type trafficState struct {
 	init          bool
+	at            time.Time // previous sample
 	tx, rx        uint64
 	lastTx        time.Time
 	lastRx        time.Time
@@ -150,7 +151,7 @@ const sustainedGap = 2 * time.Second
 // traffic is leaving with nothing returning, for how long.
 func (s *trafficState) sample(tx, rx uint64, now time.Time) (rxAdvanced bool, silentFor time.Duration) {
 	if !s.init || tx < s.tx || rx < s.rx { // first sample or counters reset (interface re-created)
-		*s = trafficState{init: true, tx: tx, rx: rx}
+		*s = trafficState{init: true, tx: tx, rx: rx, at: now}
 		return false, 0
 	}
 	if rx > s.rx {
@@ -165,14 +166,19 @@ func (s *trafficState) sample(tx, rx uint64, now time.Time) (rxAdvanced bool, si
 	}
 	if tx > s.tx {
 		if !rxAdvanced && s.silentSince.IsZero() {
+			// The first unanswered packet left somewhere since the
+			// previous sample: the midpoint is the unbiased guess.
 			s.silentSince = now
+			if !s.at.IsZero() && now.After(s.at) {
+				s.silentSince = s.at.Add(now.Sub(s.at) / 2)
+			}
 		}
 		if !rxAdvanced {
 			s.txSinceRx += tx - s.tx
 		}
 		s.lastTx = now
 	}
-	s.tx, s.rx = tx, rx
+	s.tx, s.rx, s.at = tx, rx, now
 	if s.silentSince.IsZero() || s.txSinceRx < minSilentTx {
 		return rxAdvanced, 0
 	}

@@ -122,9 +122,9 @@ func TestTrafficState(t *testing.T) {
 		{"idle", []sample{{0, 5, 5}, {10 * ms, 5, 5}, {20 * ms, 5, 5}}, []out{{}, {}, {}}},
 		{"two-way traffic is never silent", []sample{{0, 0, 0}, {10 * ms, 10, 10}, {20 * ms, 20, 20}},
 			[]out{{}, {true, 0}, {true, 0}}},
-		{"tx without rx grows from the first unanswered packet",
+		{"tx without rx grows from the first unanswered packet (midpoint of its sample period)",
 			[]sample{{0, 0, 0}, {10 * ms, 10, 10}, {20 * ms, 20, 10}, {30 * ms, 30, 10}, {80 * ms, 80, 10}},
-			[]out{{}, {true, 0}, {false, 0}, {false, 10 * ms}, {false, 60 * ms}}},
+			[]out{{}, {true, 0}, {false, 5 * ms}, {false, 15 * ms}, {false, 65 * ms}}},
 		{"a lone packet is not silence",
 			[]sample{{0, 0, 0}, {10 * ms, 1, 0}, {500 * ms, 1, 0}, {900 * ms, 2, 0}},
 			[]out{{}, {}, {}, {}}},
@@ -133,13 +133,13 @@ func TestTrafficState(t *testing.T) {
 			[]out{{}, {}, {}, {}, {}}},
 		{"a slow flow is",
 			[]sample{{0, 0, 0}, {10 * ms, 1, 0}, {1010 * ms, 2, 0}, {2010 * ms, 3, 0}},
-			[]out{{}, {}, {}, {false, 2000 * ms}}},
+			[]out{{}, {}, {}, {false, 2005 * ms}}},
 		{"rx resets the silence",
 			[]sample{{0, 0, 0}, {10 * ms, 10, 0}, {70 * ms, 70, 0}, {80 * ms, 80, 1}},
-			[]out{{}, {false, 0}, {false, 60 * ms}, {true, 0}}},
+			[]out{{}, {false, 5 * ms}, {false, 65 * ms}, {true, 0}}},
 		{"counter reset (interface re-created) starts over",
 			[]sample{{0, 100, 100}, {10 * ms, 200, 100}, {20 * ms, 300, 100}, {30 * ms, 5, 0}, {40 * ms, 10, 0}},
-			[]out{{}, {false, 0}, {false, 10 * ms}, {}, {}}},
+			[]out{{}, {false, 5 * ms}, {false, 15 * ms}, {}, {false, 5 * ms}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
