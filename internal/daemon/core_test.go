@@ -45,11 +45,6 @@ func (f *fakeDetector) SetStandby(m map[string]bool) {
 	f.standby = append(f.standby, m)
 	f.mu.Unlock()
 }
-func (f *fakeDetector) lastStandby() map[string]bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.standby[len(f.standby)-1]
-}
 func (f *fakeDetector) send(gw string, from, to detector.State, r string) {
 	f.trans <- detector.Transition{Gateway: gw, From: from, To: to, Cause: "probe", Reason: r, At: time.Now()}
 }
@@ -409,5 +404,37 @@ func TestCoreControlCommands(t *testing.T) {
 	}
 	if _, err := h.core.control(ctx, "shutdown"); err == nil || !strings.Contains(err.Error(), `unknown command "shutdown"`) {
 		t.Errorf("unknown command: %v", err)
+	}
+}
+
+func TestCoreTellsDetectorStandby(t *testing.T) {
+	h := newHarness(t, mustParse(t, `
+[gateway.primary]
+address = "198.18.1.1"
+interface = "eth1"
+tier = 1
+[gateway.backup]
+address = "198.18.2.1"
+interface = "eth2"
+tier = 2
+[group.wan]
+gateways = ["primary", "backup"]
+`))
+	standby := func() map[string]bool {
+		h.det.mu.Lock()
+		defer h.det.mu.Unlock()
+		if len(h.det.standby) == 0 {
+			return nil
+		}
+		return h.det.standby[len(h.det.standby)-1]
+	}
+	h.waitFor("backup declared standby", func() bool { return cmp.Equal(standby(), map[string]bool{"backup": true}) })
+	h.det.send("primary", detector.Unknown, detector.Down, "carrier lost on eth1")
+	h.waitFor("backup carrying traffic, so probed normally", func() bool { return cmp.Equal(standby(), map[string]bool{}) })
+	h.waitFor("the default through backup", func() bool {
+		return strings.Contains(h.kernelDump(), "default via 198.18.2.1 dev eth2 table main proto 212")
+	})
+	if s := h.core.Status(); s.Gateways[0].Standby || s.Gateways[0].Name != "backup" {
+		t.Errorf("status after failover: %+v", s.Gateways[0])
 	}
 }
