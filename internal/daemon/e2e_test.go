@@ -58,7 +58,7 @@ const listen = "127.0.0.1:9474" // each lab host has its own loopback
 // lab is the TwoUplinks topology with uplinkd running on the host.
 type lab struct {
 	*nstest.TwoUplinks
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	policy string
 	cmd    *exec.Cmd
@@ -72,7 +72,7 @@ printf 'event=%s gateway=%s group=%s iface=%s addr=%s prev=%s state=%s table=%s 
   "$UPLINKD_PREV_STATE" "$UPLINKD_STATE" "$UPLINKD_TABLE" "$UPLINKD_REASON" >> "$1"
 `
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	t.Helper()
 	l := &lab{TwoUplinks: nstest.NewTwoUplinks(t), t: t, dir: t.TempDir()}
 	l.policy = filepath.Join(l.dir, "uplinkd.toml")
@@ -1130,4 +1130,28 @@ func TestRunsUnderUnitBoundingSet(t *testing.T) {
 	if out, err := l.Host.Run(binary, "reload", "--socket", filepath.Join(l.dir, "run", "control.sock")); err != nil {
 		t.Errorf("reload under the bounding set: %v\n%s", err, out)
 	}
+}
+
+// BenchmarkFailoverInNamespace measures, with the real binary, the time
+// from a gateway silently black-holing traffic to the kernel's default
+// route no longer using it (100 ms probe interval, 3 lost probes), and
+// from its recovery to the route using it again (3 good probes).
+func BenchmarkFailoverInNamespace(b *testing.B) {
+	l := newLab(b)
+	l.start(l.basePolicy(2, ""))
+	l.waitFor("both gateways up", func() bool { return bothNexthops.MatchString(l.routes()) })
+	var down, up time.Duration
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		l.GW1.BlackholeIP(b, nstest.GWDownlinkIf)
+		l.waitFor("isp1 out", func() bool { return !strings.Contains(l.routes(), "198.18.1.1") })
+		down += time.Since(start)
+		start = time.Now()
+		l.GW1.Recover(b)
+		l.waitFor("isp1 back", func() bool { return bothNexthops.MatchString(l.routes()) })
+		up += time.Since(start)
+	}
+	b.ReportMetric(float64(down.Milliseconds())/float64(b.N), "ms-to-withdraw")
+	b.ReportMetric(float64(up.Milliseconds())/float64(b.N), "ms-to-restore")
 }
