@@ -56,8 +56,7 @@ const tokenLen = 16
 type pendingEcho struct {
 	target netip.Addr
 	token  [tokenLen]byte
-	sent   time.Time
-	done   chan time.Duration
+	done   chan time.Time // when the matching reply was read
 }
 
 // SocketProber is the real Prober: raw ICMP sockets (one per family,
@@ -261,7 +260,7 @@ func (p *SocketProber) deliver(r EchoReply, src netip.Addr, now time.Time) {
 		}
 		return
 	}
-	e.done <- now.Sub(e.sent)
+	e.done <- now
 }
 
 // Probe sends one probe and waits for its answer.
@@ -284,7 +283,7 @@ func (p *SocketProber) probeICMP(ctx context.Context, t Target) (time.Duration, 
 	if v6 && p.c6 == nil {
 		return 0, errors.New("no ICMPv6 socket")
 	}
-	e := &pendingEcho{target: dst, done: make(chan time.Duration, 1)}
+	e := &pendingEcho{target: dst, done: make(chan time.Time, 1)}
 	if _, err := rand.Read(e.token[:]); err != nil {
 		return 0, err
 	}
@@ -312,15 +311,15 @@ func (p *SocketProber) probeICMP(ctx context.Context, t Target) (time.Duration, 
 	}
 	msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: int(p.id), Seq: int(seq), Data: e.token[:]}}
 
-	e.sent = time.Now()
+	sent := time.Now()
 	if err := p.send(t, &msg, dst, v6); err != nil {
 		return 0, fmt.Errorf("sending echo request to %s via %s: %w", dst, t.Iface, err)
 	}
 	timer := time.NewTimer(t.Timeout)
 	defer timer.Stop()
 	select {
-	case rtt := <-e.done:
-		return rtt, nil
+	case at := <-e.done:
+		return at.Sub(sent), nil
 	case <-timer.C:
 		return 0, fmt.Errorf("echo to %s via %s: %w after %s", dst, t.Iface, errTimeout, fmtDur(t.Timeout))
 	case <-ctx.Done():
