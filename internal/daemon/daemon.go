@@ -789,6 +789,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err := checkPrivileges(); err != nil {
 		return &StartError{err}
 	}
+	if builtWithCgo {
+		return &StartError{errors.New("this binary was built with cgo, which makes dropping capabilities on every thread impossible; build it with CGO_ENABLED=0 (make build does)")}
+	}
 	if opts.Build.GoVersion == "" {
 		opts.Build.GoVersion = runtime.Version()
 	}

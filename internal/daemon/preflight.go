@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -97,7 +98,11 @@ func checkInterfaces(p *policy.Policy) error {
 		}
 		seen[g.Interface] = true
 		if _, err := net.InterfaceByName(g.Interface); err != nil {
-			errs = append(errs, fmt.Errorf("gateway %q: interface %s does not exist (set optional = true if it may appear later): %w", g.Name, g.Interface, err))
+			if strings.Contains(err.Error(), "no such network interface") {
+				errs = append(errs, fmt.Errorf("gateway %q: interface %s does not exist (set optional = true if it may appear later)", g.Name, g.Interface))
+			} else {
+				errs = append(errs, fmt.Errorf("gateway %q: looking up interface %s: %w", g.Name, g.Interface, err))
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -1,0 +1,7 @@
+//go:build cgo
+
+package daemon
+
+// builtWithCgo: AllThreadsSyscall refuses to work in cgo binaries, so the
+// capability drop would fail; start-up refuses such a build up front.
+const builtWithCgo = true
