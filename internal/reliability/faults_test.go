@@ -428,6 +428,14 @@ func TestBrokenReloadKeepsPolicy(t *testing.T) {
 		def := r.mainDefault()
 		return !strings.Contains(def, "198.18.1.1") && strings.Contains(def, "198.18.2.1"), def
 	})
+	// Fixed, the policy reloads again.
+	r.rewrite(pol)
+	if out, err := d.Reload(); err != nil {
+		t.Fatalf("reloading the fixed policy: %v: %s", err, out)
+	}
+	if v, _ := r.metric("uplinkd_config_last_reload_successful", nil); v != 1 {
+		t.Errorf("uplinkd_config_last_reload_successful = %v after a good reload, want 1", v)
+	}
 	t.Logf("broken reload: refused with %q", firstLine(out))
 }
 
