@@ -2,8 +2,11 @@ package detector
 
 import (
 	"errors"
+	"fmt"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/vishvananda/netlink"
 	"net"
+	"net/netip"
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
@@ -370,4 +373,43 @@ func TestNSLinkMode(t *testing.T) {
 	if _, err := k.LinkMode("nosuchif0"); err == nil {
 		t.Error("LinkMode of a missing interface succeeded")
 	}
+}
+
+// TestNSLinkLocalGateway: IPv6 gateways are usually known by their
+// link-local address (router advertisements). The lab uses the gateway's
+// own kernel-made fe80:: address, which needs the interface to be
+// reachable at all.
+func TestNSLinkLocalGateway(t *testing.T) {
+	tu := nstest.NewTwoUplinks(t)
+	l := &lab{TwoUplinks: tu}
+	link, err := tu.GW1.Handle.LinkByName(nstest.GWDownlinkIf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ll netip.Addr
+	waitFor(t, "gateway link-local address", 5*time.Second, func() bool {
+		as, _ := tu.GW1.Handle.AddrList(link, netlink.FAMILY_V6)
+		for _, a := range as {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.IsLinkLocalUnicast() {
+				ll = ip
+				return true
+			}
+		}
+		return false
+	})
+	l.startDetector(t, fmt.Sprintf(`
+[gateway.gw1]
+address = "%s"
+interface = "eth1"
+[gateway.gw1.detect]
+gating = "always"
+interval = "50ms"
+`, ll))
+	l.waitState(t, "gw1", Up, 5*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	if s := l.status("gw1"); s.State != Up || s.Samples < 3 || s.Loss > 0 {
+		t.Fatalf("link-local gateway %s: %+v", ll, s)
+	}
+	l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+	l.waitState(t, "gw1", Down, 5*time.Second)
 }
