@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"log/slog"
 	"os/exec"
 	"slices"
@@ -326,7 +327,10 @@ func (r *Runner) record(res Result) {
 		attrs = append(attrs, "group", res.Event.Group)
 	}
 	if res.Output != "" {
-		attrs = append(attrs, "output", res.Output)
+		// The runner keeps up to MaxOutput per run, but a chatty hook
+		// firing on every event must not flood the log at Info: the tail
+		// is where a failing script says why. Debug gets all of it.
+		attrs = append(attrs, "output", logTail(res.Output, LogOutputMax))
 	}
 	if res.Err != nil {
 		attrs = append(attrs, "err", res.Err)
@@ -336,9 +340,29 @@ func (r *Runner) record(res Result) {
 	} else {
 		r.log.Warn("hook failed", attrs...)
 	}
+	if len(res.Output) > LogOutputMax {
+		r.log.Debug("hook output", "hook", res.Hook, "event", res.Event.Name, "output", res.Output)
+	}
 	if r.done != nil {
 		r.done(res)
 	}
+}
+
+// LogOutputMax is how much of a hook's output the Info/Warn log line
+// carries; the rest is logged at Debug.
+const LogOutputMax = 4 << 10
+
+// logTail returns the last max bytes of s, starting at a line boundary when
+// one is near, with a note of what was cut.
+func logTail(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	cut := len(s) - max
+	if i := strings.IndexByte(s[cut:], '\n'); i >= 0 && i < 256 {
+		cut += i + 1
+	}
+	return fmt.Sprintf("[%d earlier bytes at debug level]\n%s", cut, s[cut:])
 }
 
 // run executes one hook for one event and waits for it, killing its whole

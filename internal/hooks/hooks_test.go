@@ -352,3 +352,22 @@ func TestPausedRunsNothingUntilStart(t *testing.T) {
 		t.Errorf("runs after Start: %q, want both in order", data)
 	}
 }
+
+func TestLogTail(t *testing.T) {
+	tests := []struct {
+		name, in string
+		max      int
+		want     string
+	}{
+		{"short", "all of it\n", 64, "all of it\n"},
+		{"cut at a line", "aaaa\nbbbb\ncccc\n", 8, "[10 earlier bytes at debug level]\ncccc\n"},
+		{"no line near", strings.Repeat("x", 600), 10, "[590 earlier bytes at debug level]\nxxxxxxxxxx"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := logTail(tt.in, tt.max); got != tt.want {
+				t.Errorf("logTail = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
