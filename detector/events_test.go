@@ -166,9 +166,9 @@ func echoBytes(t testing.TB, typ icmp.Type, id, seq int, data []byte) []byte {
 
 func TestMatchReply(t *testing.T) {
 	gw := netip.MustParseAddr("198.18.1.1")
-	e := &pendingEcho{target: gw}
-	copy(e.token[:], "0123456789abcdef")
 	const id = 0x1234
+	e := &pendingEcho{id: id, target: gw}
+	copy(e.token[:], "0123456789abcdef")
 	tests := []struct {
 		name string
 		r    EchoReply
@@ -183,7 +183,7 @@ func TestMatchReply(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			err := matchReply(e, id, tc.r, tc.src)
+			err := matchReply(e, tc.r, tc.src)
 			got := ""
 			if err != nil {
 				got = err.Error()
@@ -326,9 +326,9 @@ func FuzzEchoReply(f *testing.F) {
 			return
 		}
 		a, _ := netip.AddrFromSlice(src)
-		e := &pendingEcho{target: netip.MustParseAddr("198.18.1.1")}
+		e := &pendingEcho{id: 0x1234, target: netip.MustParseAddr("198.18.1.1")}
 		copy(e.token[:], tok)
-		if matchReply(e, 0x1234, r, a.Unmap()) == nil {
+		if matchReply(e, r, a.Unmap()) == nil {
 			if r.ID != 0x1234 || a.Unmap() != e.target || !bytes.Equal(r.Data[:tokenLen], tok) {
 				t.Fatalf("matched a reply that is not ours: %+v from %v", r, a)
 			}

@@ -111,12 +111,19 @@ func newLab(t testing.TB, text string) *lab {
 
 func (l *lab) startDetector(t testing.TB, text string) {
 	t.Helper()
+	l.startDetectorWith(t, text, false)
+}
+
+// startDetectorWith starts the detector; dgram forces unprivileged ICMP
+// datagram sockets.
+func (l *lab) startDetectorWith(t testing.TB, text string, dgram bool) {
+	t.Helper()
 	log := testLogger(t)
 	k, err := NewKernel(l.Host.NsHandle())
 	if err != nil {
 		t.Fatal(err)
 	}
-	pr, err := NewSocketProber(l.Host.NsHandle(), log)
+	pr, err := newSocketProber(l.Host.NsHandle(), log, dgram)
 	if err != nil {
 		k.Close()
 		t.Fatal(err)

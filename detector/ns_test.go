@@ -413,3 +413,49 @@ interval = "50ms"
 	l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
 	l.waitState(t, "gw1", Down, 5*time.Second)
 }
+
+// TestNSUnprivilegedICMP runs the prober on ICMP datagram sockets, as it
+// does without CAP_NET_RAW: the kernel rewrites the echo id to the
+// socket's, and remote targets go through IP_PKTINFO instead of frames.
+func TestNSUnprivilegedICMP(t *testing.T) {
+	tu := nstest.NewTwoUplinks(t)
+	l := &lab{TwoUplinks: tu}
+	tu.Host.Sysctl(t, "net.ipv4.ping_group_range", "0 2147483647")
+	l.routeVia(t, 1)
+	tu.Host.MustRun(t, "ip", "-6", "route", "add", nstest.TargetAddr6.String(), "via", nstest.GW1Addr6.String(), "dev", nstest.HostUplink1If)
+	l.startDetectorWith(t, `
+[gateway.gw1]
+address = "198.18.1.1"
+interface = "eth1"
+[gateway.gw1.detect]
+gating = "always"
+interval = "50ms"
+[gateway.gw1.probe]
+icmp = ["198.18.100.1"]
+
+[gateway.gw1v6]
+address = "2001:db8:1::1"
+interface = "eth1"
+[gateway.gw1v6.detect]
+gating = "always"
+interval = "50ms"
+[gateway.gw1v6.probe]
+icmp = ["2001:db8:100::1"]
+`, true)
+	if !l.pr.c4.dgram || !l.pr.c6.dgram {
+		t.Fatal("prober is not on datagram sockets")
+	}
+	for _, gw := range []string{"gw1", "gw1v6"} {
+		l.waitState(t, gw, Up, 5*time.Second)
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, gw := range []string{"gw1", "gw1v6"} {
+		if s := l.status(gw); s.State != Up || s.Samples < 3 || s.Loss > 0 {
+			t.Fatalf("%s on datagram sockets: %+v", gw, s)
+		}
+	}
+	l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+	for _, gw := range []string{"gw1", "gw1v6"} {
+		l.waitState(t, gw, Down, 5*time.Second)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -54,39 +55,54 @@ var errTimeout = errors.New("no reply")
 const tokenLen = 16
 
 type pendingEcho struct {
+	id     uint16 // the echo id the reply must carry
 	target netip.Addr
 	token  [tokenLen]byte
 	done   chan time.Time // when the matching reply was read
 }
 
-// SocketProber is the real Prober: raw ICMP sockets (one per family,
-// shared by every probe), AF_PACKET for remote targets pinned to a device,
-// and TCP connects. pro-bing is not used: it opens a socket and goroutines
-// per run and has no per-packet interface or source pinning, no way to send
-// a remote probe as a frame to one gateway's MAC, and does not check the
-// reply's source; a shared raw socket with a pending table is cheap per
-// probe and checks ID, sequence, source and a random token.
+// SocketProber is the real Prober: ICMP sockets (one per family, shared
+// by every probe), AF_PACKET for remote targets pinned to a device, and TCP
+// connects. pro-bing is not used: it opens a socket and goroutines per run
+// and has no per-packet interface or source pinning, no way to send a
+// remote probe as a frame to one gateway's MAC, and does not check the
+// reply's source; a shared socket with a pending table is cheap per probe
+// and checks ID, sequence, source and a random token.
+//
+// Raw sockets (CAP_NET_RAW) are used when allowed. Without them it falls
+// back to unprivileged ICMP datagram sockets (net.ipv4.ping_group_range):
+// the kernel then rewrites the echo id to the socket's own and delivers
+// only that socket's replies, so each datagram socket has its own id and
+// reader. Remote targets pinned to a device then go through the ICMP
+// socket bound by IP_PKTINFO instead of a frame (AF_PACKET needs
+// CAP_NET_RAW too).
 type SocketProber struct {
 	ns  netns.NsHandle
 	log *slog.Logger
-	id  uint16
+	id  uint16 // echo id of raw sockets
 	seq atomic.Uint32
 
-	c4, c6 *icmp.PacketConn
-	p4, p6 *ipv4.PacketConn
-	q6     *ipv6.PacketConn
+	c4, c6 *icmpConn
 	pkt    int // AF_PACKET SOCK_DGRAM, protocol 0: sends only, receives nothing
 
 	mu      sync.Mutex
 	pending map[uint16]*pendingEcho
-	marks   map[markKey]*icmp.PacketConn
+	marks   map[markKey]*icmpConn
 
-	// Ignored counts replies that matched nothing we sent (spoofed, stale,
-	// other programs' pings); each is logged at Debug.
+	// Ignored counts replies that carried one of our ids but matched no
+	// pending probe (spoofed, late, duplicated); each is logged at Debug.
 	Ignored atomic.Uint64
 
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+}
+
+// icmpConn is one ICMP socket, raw or datagram.
+type icmpConn struct {
+	c     *icmp.PacketConn
+	v6    bool
+	dgram bool
+	id    uint16 // the echo id replies to this socket carry
 }
 
 type markKey struct {
@@ -97,6 +113,10 @@ type markKey struct {
 // NewSocketProber opens the probe sockets in namespace ns (netns.None()
 // for the current one) and starts their readers; Close stops them.
 func NewSocketProber(ns netns.NsHandle, log *slog.Logger) (*SocketProber, error) {
+	return newSocketProber(ns, log, false)
+}
+
+func newSocketProber(ns netns.NsHandle, log *slog.Logger, dgramOnly bool) (*SocketProber, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -105,20 +125,23 @@ func NewSocketProber(ns netns.NsHandle, log *slog.Logger) (*SocketProber, error)
 		return nil, fmt.Errorf("choosing an ICMP id: %w", err)
 	}
 	p := &SocketProber{ns: ns, log: log, id: binary.BigEndian.Uint16(idb[:]), pkt: -1,
-		pending: map[uint16]*pendingEcho{}, marks: map[markKey]*icmp.PacketConn{}}
+		pending: map[uint16]*pendingEcho{}, marks: map[markKey]*icmpConn{}}
 	err := InNamespace(ns, func() error {
 		var err error
-		if p.c4, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0"); err != nil {
-			return fmt.Errorf("opening raw ICMP socket: %w", err)
+		if p.c4, err = p.openICMP(false, dgramOnly); err != nil {
+			return fmt.Errorf("opening ICMP socket: %w", err)
 		}
-		if p.c6, err = icmp.ListenPacket("ip6:ipv6-icmp", "::"); err != nil {
+		if p.c6, err = p.openICMP(true, dgramOnly); err != nil {
 			// A host without IPv6 still probes IPv4 gateways.
-			p.log.Debug("no raw ICMPv6 socket", "err", err)
+			p.log.Debug("no ICMPv6 socket", "err", err)
 			p.c6 = nil
+		}
+		if dgramOnly {
+			return nil
 		}
 		if p.pkt, err = unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0); err != nil {
 			p.pkt = -1
-			p.log.Debug("no packet socket: remote targets with pin = device cannot be probed", "err", err)
+			p.log.Info("no packet socket: remote targets pinned to a device need a route through their gateway", "err", err)
 		}
 		return nil
 	})
@@ -126,44 +149,103 @@ func NewSocketProber(ns netns.NsHandle, log *slog.Logger) (*SocketProber, error)
 		p.Close()
 		return nil, err
 	}
-	p.p4 = p.c4.IPv4PacketConn()
-	var f4 ipv4.ICMPFilter
-	f4.SetAll(true)
-	f4.Accept(ipv4.ICMPTypeEchoReply)
-	if err := p.p4.SetICMPFilter(&f4); err != nil {
-		p.log.Debug("setting ICMP filter", "err", err)
-	}
-	p.wg.Add(1)
-	go p.read(p.c4, false)
-	if p.c6 != nil {
-		p.q6 = p.c6.IPv6PacketConn()
-		var f ipv6.ICMPFilter
-		f.SetAll(true)
-		f.Accept(ipv6.ICMPTypeEchoReply)
-		if err := p.q6.SetICMPFilter(&f); err != nil {
-			p.log.Debug("setting ICMPv6 filter", "err", err)
+	for _, ic := range []*icmpConn{p.c4, p.c6} {
+		if ic == nil {
+			continue
 		}
+		p.filter(ic, false)
 		p.wg.Add(1)
-		go p.read(p.c6, true)
+		go p.read(ic)
 	}
 	return p, nil
+}
+
+// openICMP opens a raw ICMP socket, or a datagram one when raw sockets are
+// not permitted (or dgram is asked for). It must run in the namespace.
+func (p *SocketProber) openICMP(v6, dgram bool) (*icmpConn, error) {
+	raw, udp, any := "ip4:icmp", "udp4", "0.0.0.0"
+	if v6 {
+		raw, udp, any = "ip6:ipv6-icmp", "udp6", "::"
+	}
+	if !dgram {
+		c, err := icmp.ListenPacket(raw, any)
+		if err == nil {
+			return &icmpConn{c: c, v6: v6, id: p.id}, nil
+		}
+		if !errors.Is(err, os.ErrPermission) {
+			return nil, err
+		}
+		p.log.Info("no raw ICMP socket, using an unprivileged ICMP datagram socket", "err", err)
+	}
+	c, err := icmp.ListenPacket(udp, any)
+	if err != nil {
+		return nil, fmt.Errorf("opening ICMP datagram socket (is the group in net.ipv4.ping_group_range?): %w", err)
+	}
+	ua, _ := c.LocalAddr().(*net.UDPAddr)
+	if ua == nil {
+		c.Close()
+		return nil, errors.New("ICMP datagram socket without a local id")
+	}
+	return &icmpConn{c: c, v6: v6, dgram: true, id: uint16(ua.Port)}, nil
+}
+
+// filter makes the kernel pass only echo replies (or nothing, for a
+// send-only raw socket) to a raw socket.
+func (p *SocketProber) filter(ic *icmpConn, none bool) {
+	if ic.dgram {
+		return // the kernel already delivers only this socket's replies
+	}
+	var err error
+	if ic.v6 {
+		var f ipv6.ICMPFilter
+		f.SetAll(true)
+		if !none {
+			f.Accept(ipv6.ICMPTypeEchoReply)
+		}
+		err = ic.c.IPv6PacketConn().SetICMPFilter(&f)
+	} else {
+		var f ipv4.ICMPFilter
+		f.SetAll(true)
+		if !none {
+			f.Accept(ipv4.ICMPTypeEchoReply)
+		}
+		err = ic.c.IPv4PacketConn().SetICMPFilter(&f)
+	}
+	if err != nil {
+		p.log.Debug("setting ICMP filter", "err", err)
+	}
+}
+
+// write sends an ICMP message, pinned by source and interface index
+// (IP_PKTINFO / IPV6_PKTINFO) when given.
+func (ic *icmpConn) write(b []byte, src netip.Addr, ifindex int, dst netip.Addr) error {
+	var to net.Addr = &net.IPAddr{IP: dst.AsSlice()}
+	if ic.dgram {
+		to = &net.UDPAddr{IP: dst.AsSlice()}
+	}
+	var err error
+	if ic.v6 {
+		_, err = ic.c.IPv6PacketConn().WriteTo(b, srcCM6(src, ifindex), to)
+	} else {
+		_, err = ic.c.IPv4PacketConn().WriteTo(b, srcCM4(src, ifindex), to)
+	}
+	return err
 }
 
 // Close closes the sockets and waits for the readers. Idempotent.
 func (p *SocketProber) Close() error {
 	p.closeOnce.Do(func() {
-		if p.c4 != nil {
-			p.c4.Close()
-		}
-		if p.c6 != nil {
-			p.c6.Close()
+		for _, ic := range []*icmpConn{p.c4, p.c6} {
+			if ic != nil {
+				ic.c.Close()
+			}
 		}
 		if p.pkt >= 0 {
 			unix.Close(p.pkt)
 		}
 		p.mu.Lock()
-		for _, c := range p.marks {
-			c.Close()
+		for _, ic := range p.marks {
+			ic.c.Close()
 		}
 		p.mu.Unlock()
 		p.wg.Wait()
@@ -171,11 +253,11 @@ func (p *SocketProber) Close() error {
 	return nil
 }
 
-func (p *SocketProber) read(c *icmp.PacketConn, v6 bool) {
+func (p *SocketProber) read(ic *icmpConn) {
 	defer p.wg.Done()
 	buf := make([]byte, 1500)
 	for {
-		n, from, err := c.ReadFrom(buf)
+		n, from, err := ic.c.ReadFrom(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -185,17 +267,20 @@ func (p *SocketProber) read(c *icmp.PacketConn, v6 bool) {
 		}
 		now := time.Now()
 		src, _ := netip.AddrFromSlice(addrIP(from))
-		r, ok := ParseEchoReply(buf[:n], v6)
+		r, ok := ParseEchoReply(buf[:n], ic.v6)
 		if !ok {
 			continue
 		}
-		p.deliver(r, src.Unmap(), now)
+		p.deliver(ic, r, src.Unmap(), now)
 	}
 }
 
 func addrIP(a net.Addr) net.IP {
-	if ia, ok := a.(*net.IPAddr); ok {
-		return ia.IP
+	switch a := a.(type) {
+	case *net.IPAddr:
+		return a.IP
+	case *net.UDPAddr:
+		return a.IP
 	}
 	return nil
 }
@@ -227,11 +312,11 @@ func ParseEchoReply(b []byte, v6 bool) (EchoReply, bool) {
 	return EchoReply{ID: uint16(e.ID), Seq: uint16(e.Seq), Data: e.Data}, true
 }
 
-// matchReply says whether reply r from src answers pending echo e sent
-// with our id. Anything else is ignored, whatever it claims.
-func matchReply(e *pendingEcho, id uint16, r EchoReply, src netip.Addr) error {
+// matchReply says whether reply r from src answers pending echo e.
+// Anything else is ignored, whatever it claims.
+func matchReply(e *pendingEcho, r EchoReply, src netip.Addr) error {
 	switch {
-	case r.ID != id:
+	case r.ID != e.id:
 		return errors.New("id mismatch")
 	case src != e.target:
 		return fmt.Errorf("source %s is not the target %s", src, e.target)
@@ -241,23 +326,22 @@ func matchReply(e *pendingEcho, id uint16, r EchoReply, src netip.Addr) error {
 	return nil
 }
 
-func (p *SocketProber) deliver(r EchoReply, src netip.Addr, now time.Time) {
+func (p *SocketProber) deliver(ic *icmpConn, r EchoReply, src netip.Addr, now time.Time) {
+	if r.ID != ic.id {
+		return // other programs' pings, seen by a raw socket
+	}
 	p.mu.Lock()
 	e := p.pending[r.Seq]
 	var err error
 	if e == nil {
 		err = errors.New("no probe pending with this sequence")
-	} else if err = matchReply(e, p.id, r, src); err == nil {
+	} else if err = matchReply(e, r, src); err == nil {
 		delete(p.pending, r.Seq)
 	}
 	p.mu.Unlock()
 	if err != nil {
-		if r.ID == p.id {
-			// Other programs' pings are not worth counting; replies
-			// carrying our id that do not match are.
-			p.Ignored.Add(1)
-			p.log.Debug("ignoring echo reply", "from", src, "id", r.ID, "seq", r.Seq, "err", err)
-		}
+		p.Ignored.Add(1)
+		p.log.Debug("ignoring echo reply", "from", src, "id", r.ID, "seq", r.Seq, "err", err)
 		return
 	}
 	e.done <- now
@@ -280,10 +364,11 @@ func (p *SocketProber) Probe(ctx context.Context, t Target) (time.Duration, erro
 func (p *SocketProber) probeICMP(ctx context.Context, t Target) (time.Duration, error) {
 	dst := t.Addr.Addr().Unmap()
 	v6 := dst.Is6()
-	if v6 && p.c6 == nil {
-		return 0, errors.New("no ICMPv6 socket")
+	ic, frame, ifindex, err := p.route(t, dst, v6)
+	if err != nil {
+		return 0, fmt.Errorf("probing %s via %s: %w", dst, t.Iface, err)
 	}
-	e := &pendingEcho{target: dst, done: make(chan time.Time, 1)}
+	e := &pendingEcho{id: ic.id, target: dst, done: make(chan time.Time, 1)}
 	if _, err := rand.Read(e.token[:]); err != nil {
 		return 0, err
 	}
@@ -309,10 +394,18 @@ func (p *SocketProber) probeICMP(ctx context.Context, t Target) (time.Duration, 
 	if v6 {
 		typ = ipv6.ICMPTypeEchoRequest
 	}
-	msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: int(p.id), Seq: int(seq), Data: e.token[:]}}
+	msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: int(ic.id), Seq: int(seq), Data: e.token[:]}}
 
 	sent := time.Now()
-	if err := p.send(t, &msg, dst, v6); err != nil {
+	if frame {
+		err = p.sendFrame(t, &msg, dst, v6)
+	} else {
+		var b []byte
+		if b, err = msg.Marshal(nil); err == nil { // ICMPv6 checksums are the kernel's
+			err = ic.write(b, t.Source, ifindex, dst)
+		}
+	}
+	if err != nil {
 		return 0, fmt.Errorf("sending echo request to %s via %s: %w", dst, t.Iface, err)
 	}
 	timer := time.NewTimer(t.Timeout)
@@ -327,42 +420,39 @@ func (p *SocketProber) probeICMP(ctx context.Context, t Target) (time.Duration, 
 	}
 }
 
-func (p *SocketProber) send(t Target, msg *icmp.Message, dst netip.Addr, v6 bool) error {
-	remote := !t.OnLink && dst != t.NextHop
-	switch {
-	case t.Pin == policy.PinMark && t.Mark != 0:
-		c, err := p.markConn(v6, t.Mark)
-		if err != nil {
-			return err
-		}
-		b, err := marshalEcho(msg, t.Source, dst, v6)
-		if err != nil {
-			return err
-		}
-		if v6 {
-			_, err = c.IPv6PacketConn().WriteTo(b, srcCM6(t.Source, 0), &net.IPAddr{IP: dst.AsSlice()})
-		} else {
-			_, err = c.IPv4PacketConn().WriteTo(b, srcCM4(t.Source, 0), &net.IPAddr{IP: dst.AsSlice()})
-		}
-		return err
-	case remote && (t.Pin == policy.PinDevice || t.Pin == ""):
-		return p.sendFrame(t, msg, dst, v6)
-	}
-	ifindex := 0
-	if t.Pin == policy.PinDevice || t.Pin == "" {
-		ifindex = t.IfIndex
-	}
-	b, err := marshalEcho(msg, t.Source, dst, v6)
-	if err != nil {
-		return err
-	}
-	ipdst := &net.IPAddr{IP: dst.AsSlice()}
+// route picks how a probe leaves: which socket (whose id the reply will
+// carry), whether as a frame to the gateway's MAC, and the interface index
+// it is pinned to.
+func (p *SocketProber) route(t Target, dst netip.Addr, v6 bool) (ic *icmpConn, frame bool, ifindex int, err error) {
+	ic = p.c4
 	if v6 {
-		_, err = p.q6.WriteTo(b, srcCM6(t.Source, ifindex), ipdst)
-	} else {
-		_, err = p.p4.WriteTo(b, srcCM4(t.Source, ifindex), ipdst)
+		ic = p.c6
 	}
-	return err
+	if ic == nil {
+		return nil, false, 0, errors.New("no ICMPv6 socket")
+	}
+	remote := !t.OnLink && dst != t.NextHop
+	switch t.Pin {
+	case policy.PinMark:
+		if t.Mark == 0 {
+			return ic, false, 0, nil
+		}
+		mc, err := p.markConn(v6, t.Mark)
+		if err != nil {
+			return nil, false, 0, err
+		}
+		if mc.dgram {
+			return mc, false, 0, nil // replies come back to this socket
+		}
+		// A raw send-only socket: the shared raw socket reads the reply.
+		return &icmpConn{c: mc.c, v6: v6, id: ic.id}, false, 0, nil
+	case policy.PinSource:
+		return ic, false, 0, nil
+	}
+	if remote && p.pkt >= 0 {
+		return ic, true, 0, nil
+	}
+	return ic, false, t.IfIndex, nil
 }
 
 func srcCM4(src netip.Addr, ifindex int) *ipv4.ControlMessage {
@@ -387,54 +477,51 @@ func srcCM6(src netip.Addr, ifindex int) *ipv6.ControlMessage {
 	return cm
 }
 
-func marshalEcho(msg *icmp.Message, src, dst netip.Addr, v6 bool) ([]byte, error) {
-	if !v6 {
-		return msg.Marshal(nil)
-	}
-	// Raw ICMPv6 sockets have the kernel fill in the checksum.
-	return msg.Marshal(nil)
-}
-
-// markConn returns a send-only raw socket carrying SO_MARK, so the
-// policy's "fwmark MARK lookup <gateway table>" rule routes the probe.
-func (p *SocketProber) markConn(v6 bool, mark uint32) (*icmp.PacketConn, error) {
+// markConn returns a socket carrying SO_MARK (CAP_NET_ADMIN), so the
+// policy's "fwmark MARK lookup <gateway table>" rule routes the probe. A
+// raw one only sends (the shared socket reads replies); a datagram one
+// gets its own reader, since the kernel hands it its replies alone.
+func (p *SocketProber) markConn(v6 bool, mark uint32) (*icmpConn, error) {
 	k := markKey{v6, mark}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c := p.marks[k]; c != nil {
 		return c, nil
 	}
-	var c *icmp.PacketConn
+	shared := p.c4
+	if v6 {
+		shared = p.c6
+	}
+	var ic *icmpConn
 	err := InNamespace(p.ns, func() error {
 		var err error
-		if v6 {
-			c, err = icmp.ListenPacket("ip6:ipv6-icmp", "::")
-		} else {
-			c, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
-		}
+		ic, err = p.openICMP(v6, shared.dgram)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening marked ICMP socket: %w", err)
 	}
-	if err := setSockopt(rawConnOf(c, v6), func(fd int) error {
+	if err := setSockopt(rawConnOf(ic.c, v6), func(fd int) error {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, int(mark)); err != nil {
 			return err
 		}
-		// Send only: replies are read by the shared socket. A tiny
-		// buffer stops this one from holding copies.
+		if ic.dgram {
+			return nil
+		}
+		// Send only: a tiny buffer stops it from holding copies.
 		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1)
 	}); err != nil {
-		c.Close()
+		ic.c.Close()
 		return nil, fmt.Errorf("setting SO_MARK %d: %w", mark, err)
 	}
-	if v6 {
-		var f ipv6.ICMPFilter
-		f.SetAll(true)
-		_ = c.IPv6PacketConn().SetICMPFilter(&f)
+	if ic.dgram {
+		p.wg.Add(1)
+		go p.read(ic)
+	} else {
+		p.filter(ic, true)
 	}
-	p.marks[k] = c
-	return c, nil
+	p.marks[k] = ic
+	return ic, nil
 }
 
 func rawConnOf(c *icmp.PacketConn, v6 bool) net.PacketConn {
