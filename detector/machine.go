@@ -101,6 +101,7 @@ type Machine struct {
 	checking   bool
 	checkFor   time.Duration // tx-without-rx duration that started it
 	lastGood   time.Time
+	holdoffAt  time.Time // a check triggered by silence was answered
 	lastConf   time.Time
 	lastRx     time.Time
 	lastTxNoRx time.Time
@@ -415,7 +416,7 @@ func (m *Machine) onTxWithoutRx(ev Event, now time.Time) (Transition, bool) {
 	if !m.lastConf.IsZero() && now.Sub(m.lastConf) < ev.For {
 		return Transition{}, false
 	}
-	if !m.lastGood.IsZero() && now.Sub(m.lastGood) < m.prof.ProbeHoldoff {
+	if !m.holdoffAt.IsZero() && now.Sub(m.holdoffAt) < m.prof.ProbeHoldoff {
 		return Transition{}, false
 	}
 	m.checking, m.checkFor = true, ev.For
@@ -442,6 +443,13 @@ func (m *Machine) onProbe(ev Event, now time.Time) (Transition, bool) {
 	m.rttLast, m.lastGood = ev.RTT, now
 	m.bad = 0
 	m.good++
+	if m.checking && m.checkFor > 0 {
+		// Silence that a probe answers is one-way traffic: do not check
+		// again for it before the hold-off. Other answers (start-up,
+		// standby, always) arm nothing, so a death right after them is
+		// caught at full speed.
+		m.holdoffAt = now
+	}
 	m.checking, m.checkFor = false, 0
 	switch m.state {
 	case Unknown:

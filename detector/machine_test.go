@@ -105,15 +105,24 @@ func TestMachine(t *testing.T) {
 			},
 		},
 		{
-			name: "probe holdoff: silence right after an answer starts no check",
-			steps: []step{{0, good}, {500 * ms, silent(70 * ms)}, {600 * ms, lost}, {625 * ms, lost},
-				{650 * ms, lost}},
+			name: "probe holdoff: silence right after an answered check starts no new check",
+			steps: []step{{0, good}, {1000 * ms, silent(70 * ms)}, {1010 * ms, good}, {1500 * ms, silent(70 * ms)},
+				{1600 * ms, lost}, {1625 * ms, lost}, {1650 * ms, lost}},
 			// Without a check, always-mode style losses: first one only
 			// speeds probing, second makes suspect, third down.
 			want: []tr{
 				{0, Unknown, Up, CauseStart, "probe answered in 2ms"},
-				{625 * ms, Up, Suspect, CauseProbe, "2 probes lost in a row, last: probe lost (gateway 198.18.1.1: no reply)"},
-				{650 * ms, Suspect, Down, CauseProbe, "3 probes lost"},
+				{1625 * ms, Up, Suspect, CauseProbe, "2 probes lost in a row, last: probe lost (gateway 198.18.1.1: no reply)"},
+				{1650 * ms, Suspect, Down, CauseProbe, "3 probes lost"},
+			},
+		},
+		{
+			name: "no holdoff after a start-up answer: a death right after start is caught at full speed",
+			steps: []step{{0, good}, {300 * ms, silent(70 * ms)}, {400 * ms, lost}, {425 * ms, lost}, {450 * ms, lost}},
+			want: []tr{
+				{0, Unknown, Up, CauseStart, "probe answered in 2ms"},
+				{400 * ms, Up, Suspect, CauseTraffic, "probe lost (gateway 198.18.1.1: no reply) after tx without rx for 70ms"},
+				{450 * ms, Suspect, Down, CauseProbe, "3 probes lost after tx without rx for 70ms"},
 			},
 		},
 		{
@@ -266,7 +275,8 @@ func TestMachineProbeInterval(t *testing.T) {
 		{name: "never", prof: func(p *policy.Profile) { p.Gating = policy.GatingNever }, steps: []step{{0, confirm}}, at: time.Minute, want: 0},
 		{name: "tx without rx starts a fast check", steps: []step{{0, good}, {5 * time.Second, silent(70 * ms)}}, at: 5 * time.Second, want: p.FastInterval},
 		{name: "fresh confirmation keeps the gate closed", steps: []step{{0, good}, {4990 * ms, confirm}, {5 * time.Second, silent(70 * ms)}}, at: 5 * time.Second, want: 0},
-		{name: "holdoff after an answer keeps the gate closed", steps: []step{{0, good}, {900 * ms, silent(70 * ms)}}, at: 900 * ms, want: 0},
+		{name: "holdoff after an answered check keeps the gate closed", steps: []step{{0, good}, {100 * ms, silent(70 * ms)}, {110 * ms, good}, {900 * ms, silent(70 * ms)}}, at: 900 * ms, want: 0},
+		{name: "the holdoff ends", steps: []step{{0, good}, {100 * ms, silent(70 * ms)}, {110 * ms, good}, {1200 * ms, silent(70 * ms)}}, at: 1200 * ms, want: p.FastInterval},
 		{name: "down: recovery interval", steps: []step{{0, good}, {ms, failed}}, at: time.Minute, want: p.RecoveryInterval},
 		{name: "no carrier: nothing to probe", steps: []step{{0, carrierN}}, at: time.Minute, want: 0},
 		{name: "within link hold: wait", steps: []step{{0, carrierN}, {time.Second, carrierY}}, at: 1500 * ms, want: 0},
