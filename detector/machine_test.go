@@ -117,7 +117,7 @@ func TestMachine(t *testing.T) {
 			},
 		},
 		{
-			name: "no holdoff after a start-up answer: a death right after start is caught at full speed",
+			name:  "no holdoff after a start-up answer: a death right after start is caught at full speed",
 			steps: []step{{0, good}, {300 * ms, silent(70 * ms)}, {400 * ms, lost}, {425 * ms, lost}, {450 * ms, lost}},
 			want: []tr{
 				{0, Unknown, Up, CauseStart, "probe answered in 2ms"},
