@@ -270,7 +270,7 @@ func (d *Detector) Run(ctx context.Context) error {
 	defer d.wg.Wait()
 
 	now := d.now()
-	d.initialRead(now)
+	d.initialRead(ctx, now)
 	d.publish(now)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -393,7 +393,7 @@ func (d *Detector) takePending(ctx context.Context, now time.Time) {
 		for _, t := range d.apply(p, now) {
 			d.emit(ctx, t)
 		}
-		d.initialRead(now)
+		d.initialRead(ctx, now)
 	}
 	if sb != nil {
 		d.standby = sb
@@ -410,8 +410,7 @@ func (d *Detector) takePending(ctx context.Context, now time.Time) {
 
 // initialRead reads links and neighbours directly, so that a gateway
 // leaves Unknown from existing evidence without waiting for events.
-func (d *Detector) initialRead(now time.Time) {
-	ctx := context.Background()
+func (d *Detector) initialRead(ctx context.Context, now time.Time) {
 	for name, is := range d.ifaces {
 		if is.known {
 			continue

@@ -631,6 +631,13 @@ func checksum(b []byte) uint16 {
 	return ^uint16(s)
 }
 
+// probeTCP connects to t.Addr through the uplink. Unlike ICMP it cannot
+// go out as a frame: with pin = device it is bound to the interface, and
+// when no route through that interface covers the target the kernel
+// assumes the target is on-link, so the probe fails while the gateway is
+// withdrawn from every route. TCP targets that must recover a down
+// gateway want pin = "mark" (its own table, on_down = "keep") or
+// pin = "source" with a per-source table.
 func (p *SocketProber) probeTCP(ctx context.Context, t Target) (time.Duration, error) {
 	d := net.Dialer{Timeout: t.Timeout}
 	if t.Source.IsValid() && t.Pin != policy.PinMark {
