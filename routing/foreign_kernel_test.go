@@ -247,3 +247,37 @@ func TestKernelWatcherDropsForeignChurn(t *testing.T) {
 		return k > k1, "not kept"
 	})
 }
+
+// Owned routes without a gateway have link scope in IPv4; a delete must
+// match them (RT_SCOPE_NOWHERE, "any scope", as `ip route del` sends), not
+// meet ESRCH, which reads as "already gone" and would leave them behind:
+// a withdrawn dev announce, a stale owned route in a table no longer used.
+func TestKernelDeletesLinkScopeRoutes(t *testing.T) {
+	tu := nstest.NewTwoUplinks(t)
+	h := tu.Host
+	p := mustPolicy(t, `
+[gateway.isp2]
+address = "198.18.2.1"
+interface = "eth2"
+[announce.dev]
+prefix = "198.18.61.0/24"
+track = "isp2"
+dev = "eth2"
+`)
+	// An owned device route in a table the policy does not use.
+	h.MustRun(t, "ip", "route", "add", "198.18.77.1/32", "dev", "eth1", "table", "301", "proto", "212")
+	rec := newLabReconciler(t, h, nil)
+	ctx := context.Background()
+	if _, err := rec.Apply(ctx, Desired(p, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff("198.18.61.0/24 dev eth2 table main proto 212\n", kernelDump(t, rec)); diff != "" {
+		t.Errorf("after apply (-want +got):\n%s", diff)
+	}
+	if err := rec.Withdraw(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if left := kernelDump(t, rec); left != "" {
+		t.Errorf("withdraw left owned routes:\n%s", left)
+	}
+}

@@ -485,7 +485,11 @@ func (r *Reconciler) writeRoute(op Op, l links, retry *bool) error {
 	case OpDelete:
 		// Delete by key, type and protocol only: the kernel then removes
 		// every nexthop of a multipath route (IPv6 siblings included) and
-		// never matches a route of another protocol.
+		// never matches a route of another protocol. Scope NOWHERE is the
+		// kernel's "any scope", as `ip route del` sends it; the zero value
+		// would ask for universe scope, and an IPv4 route without a
+		// gateway (link scope) would then meet ESRCH, which reads as
+		// already gone.
 		nr := &netlink.Route{
 			Family:   afOf(rt.Family),
 			Dst:      ipNet(rt.Dst),
@@ -494,6 +498,7 @@ func (r *Reconciler) writeRoute(op Op, l links, retry *bool) error {
 			Tos:      int(rt.Tos),
 			Type:     int(rt.Type),
 			Protocol: netlink.RouteProtocol(rt.Protocol),
+			Scope:    netlink.SCOPE_NOWHERE,
 		}
 		err := r.nl.RouteDel(nr)
 		r.cfg.Metrics.write("route", "delete", ignore(err, isGone))

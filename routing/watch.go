@@ -183,6 +183,11 @@ func (w *KernelWatcher) nsOpt() *netns.NsHandle {
 	return &ns
 }
 
+// subscribed is the hint a subscription sends once it is up: whatever
+// changed before that (between Run's first read and the subscription, or
+// while resubscribing) was never notified, and only a re-read finds it.
+func subscribed(what string) Hint { return Hint{Reason: ReasonEvent, What: what} }
+
 // subscription runs one library subscription until ctx ends or the library
 // closes its channel. The library's goroutine blocks on its channel, so
 // the channel is drained until it is closed even after ctx ends.
@@ -207,6 +212,7 @@ func subscription[T any](ctx context.Context, what string, send func(Hint), star
 	if err := start(ch, done, cb); err != nil {
 		return fmt.Errorf("subscribing to %s events: %w", what, err)
 	}
+	send(subscribed(what))
 	defer func() {
 		close(done)
 		for range ch {
@@ -271,8 +277,8 @@ func (w *KernelWatcher) rules(ctx context.Context, send func(Hint)) error {
 // listen subscribes a raw rtnetlink socket to groups and sends one hint for
 // each datagram holding a message that match accepts. The socket is read
 // with read(2) into one reused buffer, so a notification costs no
-// allocation. ENOBUFS is reported as a hint and the socket kept: netlink
-// clears the error once it is read, and only what overflowed is lost.
+// allocation. After ENOBUFS the socket is kept (netlink clears the error
+// once it is read) and an ENOBUFS hint follows once the queue is drained.
 func (w *KernelWatcher) listen(ctx context.Context, what string, send func(Hint), match func(typ uint16, body []byte) bool, groups ...uint) error {
 	var s *nl.NetlinkSocket
 	var err error
@@ -306,12 +312,19 @@ func (w *KernelWatcher) listen(ctx context.Context, what string, send func(Hint)
 	if err != nil {
 		return fmt.Errorf("reading %s events: %w", what, err)
 	}
+	send(subscribed(what))
 	buf := make([]byte, 1<<16)
 	var n int
 	var rerr error
+	// overflowed: the kernel dropped notifications (ENOBUFS). It keeps
+	// dropping, silently, until the queue is drained (netlink's congested
+	// bit), so the hint that asks for a re-read is sent only once a read
+	// finds the queue empty: a re-read any earlier could miss what was
+	// dropped after it.
+	overflowed := false
 	read := func(fd uintptr) bool {
 		n, rerr = unix.Read(int(fd), buf)
-		return rerr != unix.EAGAIN
+		return rerr != unix.EAGAIN || overflowed
 	}
 	for {
 		err := rc.Read(read)
@@ -321,11 +334,15 @@ func (w *KernelWatcher) listen(ctx context.Context, what string, send func(Hint)
 		if err == nil {
 			err = rerr
 		}
-		if isENOBUFS(err) {
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			overflowed = false
 			send(Hint{Reason: ReasonENOBUFS, What: what})
 			continue
-		}
-		if err != nil {
+		case isENOBUFS(err):
+			overflowed = true
+			continue
+		case err != nil:
 			return fmt.Errorf("receiving %s events: %w", what, err)
 		}
 		if anyMessage(buf[:n], match) {
