@@ -106,7 +106,10 @@ type Machine struct {
 	lastRx     time.Time
 	lastTxNoRx time.Time
 
-	samples []sample
+	samples []sample // samples[head:] are in the window
+	head    int
+	winGood int           // good samples in the window
+	winRTT  time.Duration // their RTT sum
 	rttLast time.Duration
 
 	penalty   float64
@@ -181,22 +184,22 @@ func (m *Machine) addPenalty(now time.Time) {
 // average RTT of good ones, the loss ratio and the number of samples.
 func (m *Machine) Window(now time.Time) (avg time.Duration, loss float64, n int) {
 	m.trim(now)
-	var sum time.Duration
-	var good int
-	for _, s := range m.samples {
-		if s.ok {
-			sum += s.rtt
-			good++
-		}
-	}
-	n = len(m.samples)
-	if good > 0 {
-		avg = sum / time.Duration(good)
+	n = len(m.samples) - m.head
+	if m.winGood > 0 {
+		avg = m.winRTT / time.Duration(m.winGood)
 	}
 	if n > 0 {
-		loss = float64(n-good) / float64(n)
+		loss = float64(n-m.winGood) / float64(n)
 	}
 	return avg, loss, n
+}
+
+func (m *Machine) addSample(sm sample) {
+	m.samples = append(m.samples, sm)
+	if sm.ok {
+		m.winGood++
+		m.winRTT += sm.rtt
+	}
 }
 
 // RTTLast returns the RTT of the last good probe round.
@@ -213,12 +216,17 @@ func (m *Machine) Since() time.Time { return m.since }
 
 func (m *Machine) trim(now time.Time) {
 	w := m.prof.Window
-	i := 0
-	for i < len(m.samples) && w > 0 && now.Sub(m.samples[i].at) > w {
-		i++
+	for m.head < len(m.samples) && w > 0 && now.Sub(m.samples[m.head].at) > w {
+		if m.samples[m.head].ok {
+			m.winGood--
+			m.winRTT -= m.samples[m.head].rtt
+		}
+		m.head++
 	}
-	if i > 0 {
-		m.samples = append(m.samples[:0], m.samples[i:]...)
+	// Compact only when the expired prefix dominates: amortised O(1).
+	if m.head > 32 && m.head*2 > len(m.samples) {
+		m.samples = append(m.samples[:0], m.samples[m.head:]...)
+		m.head = 0
 	}
 }
 
@@ -431,7 +439,7 @@ func (m *Machine) onProbe(ev Event, now time.Time) (Transition, bool) {
 	if !m.linkTrusted(now) {
 		return Transition{}, false // results across a carrier change say nothing
 	}
-	m.samples = append(m.samples, sample{at: now, ok: ev.OK, rtt: ev.RTT})
+	m.addSample(sample{at: now, ok: ev.OK, rtt: ev.RTT})
 	m.trim(now)
 	if !ev.OK {
 		reason := "probe lost"

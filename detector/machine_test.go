@@ -326,3 +326,58 @@ func TestStateString(t *testing.T) {
 		t.Error("out-of-range state")
 	}
 }
+
+// BenchmarkMachineObserve is the health goroutine's cost per event.
+func BenchmarkMachineObserve(b *testing.B) {
+	m := NewMachine(testGateway(func(p *policy.Profile) { p.Gating = policy.GatingAlways }), t0)
+	evs := []Event{good, {Kind: EvRx}, tick, silent(70 * ms), good, lost, good}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		m.Observe(evs[i%len(evs)], t0.Add(time.Duration(i)*ms))
+		m.ProbeInterval(t0.Add(time.Duration(i) * ms))
+	}
+}
+
+// TestMachineWindowIncremental checks the running window sums against a
+// direct computation over a long random sequence of probe results.
+func TestMachineWindowIncremental(t *testing.T) {
+	m := NewMachine(testGateway(func(p *policy.Profile) { p.Window = 2 * time.Second; p.Gating = policy.GatingAlways }), t0)
+	type s struct {
+		at  time.Time
+		ok  bool
+		rtt time.Duration
+	}
+	var all []s
+	rng := uint64(1)
+	next := func() uint64 { rng = rng*6364136223846793005 + 1442695040888963407; return rng >> 33 }
+	now := t0
+	for i := 0; i < 5000; i++ {
+		now = now.Add(time.Duration(next()%50) * ms)
+		ev := Event{Kind: EvProbe, OK: next()%10 != 0, RTT: time.Duration(next()%1000) * time.Microsecond}
+		m.Observe(ev, now)
+		all = append(all, s{now, ev.OK, ev.RTT})
+		var n, good int
+		var sum time.Duration
+		for _, x := range all {
+			if now.Sub(x.at) <= 2*time.Second {
+				n++
+				if x.ok {
+					good++
+					sum += x.rtt
+				}
+			}
+		}
+		avg, loss, gotN := m.Window(now)
+		var wantAvg time.Duration
+		if good > 0 {
+			wantAvg = sum / time.Duration(good)
+		}
+		wantLoss := 0.0
+		if n > 0 {
+			wantLoss = float64(n-good) / float64(n)
+		}
+		if gotN != n || avg != wantAvg || loss != wantLoss {
+			t.Fatalf("step %d: window (%v, %v, %d), want (%v, %v, %d)", i, avg, loss, gotN, wantAvg, wantLoss, n)
+		}
+	}
+}
