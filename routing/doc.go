@@ -22,4 +22,10 @@
 // debounced, and also resyncs on a timer, after ENOBUFS and after an
 // interrupted dump, since rules have no subscription of their own in the
 // library and events can be lost.
+//
+// uplinkd must stay cheap beside a routing daemon holding a full BGP table.
+// A re-read therefore asks the kernel for owned routes only (Kernel, with
+// NETLINK_GET_STRICT_CHK), and reads foreign routes only from tables where
+// a wanted key is not held; route events that cannot concern an owned or
+// wanted key are dropped in the watcher before they cost a re-read.
 package routing
