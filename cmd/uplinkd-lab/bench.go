@@ -45,6 +45,8 @@ type runResult struct {
 	RouteChanges     int     `json:"recovery_route_changes"`
 	MaxRTTms         float64 `json:"max_rtt_ms"`
 
+	Transitions []string `json:"transitions,omitempty"` // uplinkd's gateway transitions, relative to the fault
+
 	DaemonCPUms  float64 `json:"daemon_cpu_ms,omitempty"`
 	DaemonPeakMB float64 `json:"daemon_peak_rss_mb,omitempty"`
 	Note         string  `json:"note,omitempty"`
@@ -202,7 +204,11 @@ func printRun(w io.Writer, r runResult) {
 	}
 	back := "not back"
 	if r.SwitchedBack {
-		back = fmt.Sprintf("gap %.0f ms (%d lost), %d route change(s)", r.SwitchbackMs, r.SwitchbackLost, r.RouteChanges)
+		gap := "no loss"
+		if r.SwitchbackLost > 0 {
+			gap = fmt.Sprintf("gap %.0f ms (%d lost)", r.SwitchbackMs, r.SwitchbackLost)
+		}
+		back = fmt.Sprintf("%s after %.2f s, %d route change(s)", gap, r.SwitchbackAfterS, r.RouteChanges)
 	}
 	note := ""
 	if r.Note != "" {
@@ -298,15 +304,18 @@ func benchRun(ctx context.Context, e *env, o benchOpts, mode string, f netlab.Fa
 	if ctx.Err() != nil {
 		return r, ctx.Err()
 	}
-	trec := time.Now()
 	if err := e.tu.Inject(1, netlab.FaultRecover, netlab.FaultOptions{}); err != nil {
 		return r, err
 	}
+	// Recovery starts once the fault is gone: removing it takes a few ms
+	// (nft in the gateway's namespace), during which it still applies.
+	trec := time.Now()
 	backWait := 15 * time.Second
 	if f == netlab.FaultFlap {
 		// Flap damping keeps a flapping gateway out until its penalty
-		// has decayed below reuse_below: about half a minute here.
-		backWait = 45 * time.Second
+		// has decayed below reuse_below: close to a minute after three
+		// flaps with the default profile.
+		backWait = 75 * time.Second
 	}
 	r.SwitchedBack = poll(ctx, backWait, func() bool {
 		return prog.LastVia(netlab.ServerGW1If).After(trec) && (d == nil || e.routeUses(1))
@@ -351,6 +360,12 @@ func benchRun(ctx context.Context, e *env, o benchOpts, mode string, f netlab.Fa
 		if u1, err := netlab.ReadUsage(d.p.Pid); err == nil {
 			r.DaemonCPUms = ms(u1.CPU - u0.CPU)
 			r.DaemonPeakMB = float64(u1.PeakRSS) / (1 << 20)
+		}
+		for _, l := range d.logs() {
+			if strings.HasPrefix(l.Msg, "gateway ") && l.attr("to") != "" && l.attr("iface") != "" && !l.Time.Before(tf) {
+				r.Transitions = append(r.Transitions, fmt.Sprintf("%s %s %s→%s (%s) %s",
+					offset(l.Time, tf), l.attr("gateway"), l.attr("from"), l.attr("to"), l.attr("cause"), l.attr("reason")))
+			}
 		}
 		if s, err := d.status(); err == nil && !r.SwitchedBack {
 			for _, g := range s.Gateways {

@@ -75,7 +75,11 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	runErr := demo(ctx, e, stdout, st, binAbs, cfgAbs, fault)
 	cerr := e.close()
 	code := 0
-	if runErr != nil {
+	switch {
+	case errors.Is(runErr, context.Canceled):
+		fmt.Fprintf(stderr, "uplinkd-lab demo: interrupted\n")
+		code = 130
+	case runErr != nil:
 		fmt.Fprintf(stderr, "uplinkd-lab demo: %v\n", runErr)
 		code = 1
 	}
@@ -239,10 +243,10 @@ func demo(ctx context.Context, e *env, w io.Writer, st style, bin, cfg string, f
 	if !sleepCtx(ctx, time.Second) {
 		return ctx.Err()
 	}
-	trec := time.Now()
 	if err := e.tu.Inject(1, netlab.FaultRecover, netlab.FaultOptions{}); err != nil {
 		return err
 	}
+	trec := time.Now()
 	back := poll(ctx, 30*time.Second, func() bool { return e.routeUses(1) })
 	if ctx.Err() != nil {
 		return ctx.Err()
