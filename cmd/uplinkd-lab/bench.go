@@ -112,7 +112,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "; %d pkt/s over %d UDP flows\n", demoRate, demoFlows)
 
 	// uplinkd: one lab for the matrix and the steady-state figures.
-	err := withLab(stderr, func(ctx context.Context, e *env) error {
+	err := withLab(stdout, stderr, func(ctx context.Context, e *env) error {
 		var err error
 		steady, err = benchSteady(ctx, e, o, stdout)
 		if err != nil {
@@ -133,10 +133,13 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "uplinkd-lab bench: %v\n", err)
 		code = 1
+		if errors.Is(err, context.Canceled) {
+			code = 130
+		}
 	}
 	// The kernel alone, in a fresh lab: nothing of uplinkd's left behind.
 	if code == 0 && !o.skipKernel && o.kernelReps > 0 {
-		err := withLab(stderr, func(ctx context.Context, e *env) error {
+		err := withLab(stdout, stderr, func(ctx context.Context, e *env) error {
 			if err := e.kernelBaseline(); err != nil {
 				return err
 			}
@@ -155,10 +158,13 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			fmt.Fprintf(stderr, "uplinkd-lab bench: %v\n", err)
 			code = 1
+			if errors.Is(err, context.Canceled) {
+				code = 130
+			}
 		}
 	}
 	if len(runs) == 0 {
-		return 1
+		return code
 	}
 	rep := newReport(runs, steady, o, time.Since(began))
 	fmt.Fprintln(stdout)
@@ -182,11 +188,12 @@ func repsOf(f netlab.Fault, reps int) int {
 }
 
 // withLab runs fn in a fresh lab and always tears it down.
-func withLab(stderr io.Writer, fn func(ctx context.Context, e *env) error) error {
+func withLab(stdout, stderr io.Writer, fn func(ctx context.Context, e *env) error) error {
 	e, ctx, err := setupLab(context.Background(), stderr)
 	if err != nil {
 		return err
 	}
+	fmt.Fprintf(stdout, "  lab      %s-{host,gw1,gw2,srv}\n", e.lab.Prefix)
 	err = fn(ctx, e)
 	if err == nil && ctx.Err() != nil {
 		err = ctx.Err() // interrupted
