@@ -8,6 +8,7 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	"golang.org/x/sys/unix"
 
 	"github.com/uplinkd/uplinkd/internal/nstest"
 )
@@ -128,14 +129,20 @@ const probeWindow = 20 * time.Second
 func measureProbes(b *testing.B, l *lab, traffic func()) {
 	l.waitState(b, "gw1", Up, 10*time.Second)
 	time.Sleep(time.Second) // start-up probes are not part of the measure
-	var rates []float64
+	var rates, cpu []float64
 	for i := 0; i < b.N; i++ {
 		traffic()
 		before := l.probesSent(b, "gw1")
+		cpu0 := cpuTime()
 		start := time.Now()
 		time.Sleep(probeWindow)
-		rates = append(rates, (l.probesSent(b, "gw1")-before)/time.Since(start).Seconds())
+		el := time.Since(start)
+		rates = append(rates, (l.probesSent(b, "gw1")-before)/el.Seconds())
+		cpu = append(cpu, float64(cpuTime()-cpu0)/float64(time.Millisecond)/el.Seconds())
 	}
+	// The whole test process: the detector, plus the traffic generator
+	// where there is one.
+	b.ReportMetric(slices.Max(cpu), "cpu-ms/s")
 	if n := l.rec.count("gw1", Down, l.start, time.Time{}); n != 0 {
 		b.Fatalf("healthy gateway went down: %v", l.rec.list())
 	}
@@ -206,4 +213,13 @@ func (l *lab) udpOneWay(tb testing.TB, pps int, d time.Duration) {
 			c.Write(buf)
 		}
 	}()
+}
+
+// cpuTime is the process's user+system CPU time.
+func cpuTime() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

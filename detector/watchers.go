@@ -237,6 +237,18 @@ const pollEvery = 10 * time.Millisecond
 // rxReportEvery limits "rx advanced" events: weak evidence, cheap to lose.
 const rxReportEvery = 100 * time.Millisecond
 
+// idlePollEvery is the polling period of an interface on which no packet
+// moved for activeFor: new traffic is noticed within it, and silence is
+// still measured from the first unanswered packet.
+const (
+	idlePollEvery = 50 * time.Millisecond
+	activeFor     = time.Second
+)
+
+// neighReadEvery limits neighbour table reads while an interface is
+// silent (one-way traffic can be silent for as long as it lasts).
+const neighReadEvery = 50 * time.Millisecond
+
 // trafficPoller reads the packet counters of the managed interfaces that
 // have a gated gateway.
 type trafficPoller struct {
@@ -248,50 +260,77 @@ type trafficPoller struct {
 }
 
 func (w *trafficPoller) Run(ctx context.Context) error {
-	t := time.NewTicker(pollEvery)
-	defer t.Stop()
-	states := map[string]*trafficState{}
-	lastRxReport := map[string]time.Time{}
+	timer := time.NewTimer(pollEvery)
+	defer timer.Stop()
+	type ifPoll struct {
+		st        trafficState
+		next      time.Time // next poll
+		rxReport  time.Time // last rx event sent
+		neighRead time.Time // last neighbour read
+	}
+	polls := map[string]*ifPoll{}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-timer.C:
 		}
+		wake := w.now().Add(idlePollEvery)
+		seen := map[string]bool{}
 		for _, i := range w.set.get() {
 			if i.TxWithoutRx <= 0 {
 				continue
 			}
+			seen[i.Name] = true
+			ip := polls[i.Name]
+			if ip == nil {
+				ip = &ifPoll{}
+				polls[i.Name] = ip
+			}
+			now := w.now()
+			if now.Before(ip.next) {
+				wake = minTime(wake, ip.next)
+				continue
+			}
 			l, err := w.nl.LinkByName(i.Name)
 			if err != nil {
-				delete(states, i.Name)
+				ip.st, ip.next = trafficState{}, now.Add(idlePollEvery)
+				wake = minTime(wake, ip.next)
 				continue
 			}
 			li := linkFromLink(l)
-			st := states[i.Name]
-			if st == nil {
-				st = &trafficState{}
-				states[i.Name] = st
+			rx, silent := ip.st.sample(li.Tx, li.Rx, now)
+			// A silent death needs packets leaving: an interface where
+			// nothing moved for a while is polled slowly, and the first
+			// packets of new traffic switch it back to the fast pace.
+			ip.next = now.Add(pollEvery)
+			if now.Sub(ip.st.lastTx) > activeFor && now.Sub(ip.st.lastRx) > activeFor {
+				ip.next = now.Add(idlePollEvery)
 			}
-			now := w.now()
-			rx, silent := st.sample(li.Tx, li.Rx, now)
-			ev := trafficEvent{Iface: i.Name, Index: li.Index, At: now, LastTx: st.lastTx, LastRx: st.lastRx}
+			wake = minTime(wake, ip.next)
+			ev := trafficEvent{Iface: i.Name, Index: li.Index, At: now, LastTx: ip.st.lastTx, LastRx: ip.st.lastRx}
 			send := false
-			if rx && now.Sub(lastRxReport[i.Name]) >= rxReportEvery {
+			if rx && now.Sub(ip.rxReport) >= rxReportEvery {
 				ev.RxAdvanced, send = true, true
-				lastRxReport[i.Name] = now
+				ip.rxReport = now
 			}
 			if silent >= i.TxWithoutRx {
 				ev.SilentFor, send = silent, true
 				// TCP progress confirms the neighbour without any
-				// netlink event: read the cache ages now.
-				if ns, err := w.nl.NeighList(li.Index, 0); err == nil {
-					for k := range ns {
-						if ni, ok := neighFromNeigh(&ns[k]); ok {
-							ev.Neighs = append(ev.Neighs, ni)
+				// netlink event: read the cache ages, now and then
+				// while the silence lasts.
+				if now.Sub(ip.neighRead) >= neighReadEvery {
+					ip.neighRead = now
+					if ns, err := w.nl.NeighList(li.Index, 0); err == nil {
+						for k := range ns {
+							if ni, ok := neighFromNeigh(&ns[k]); ok {
+								ev.Neighs = append(ev.Neighs, ni)
+							}
 						}
 					}
 				}
+			} else {
+				ip.neighRead = time.Time{}
 			}
 			if !send {
 				continue
@@ -302,7 +341,20 @@ func (w *trafficPoller) Run(ctx context.Context) error {
 				return nil
 			}
 		}
+		for name := range polls {
+			if !seen[name] {
+				delete(polls, name)
+			}
+		}
+		timer.Reset(max(time.Millisecond, wake.Sub(w.now())))
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // modePoller reads speed, duplex and auto-negotiation of the managed
