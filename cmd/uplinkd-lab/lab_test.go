@@ -28,7 +28,8 @@ func TestMain(m *testing.M) {
 
 // lossPolicy is demo.toml with gw1 probed on a timer (so loss on a gateway
 // that still forwards most traffic shows up in probe results) and moved to
-// a lower tier while degraded, so a lossy gw1 gives its traffic to gw2.
+// a lower tier while degraded, so a lossy gw1 gives its traffic to gw2
+// whether it is judged degraded or down.
 const lossPolicy = `
 [daemon]
 listen = "127.0.0.1:9474"
@@ -43,6 +44,11 @@ gating = "always"
 interval = "100ms"
 window = "3s"
 min_samples = 5
+# At 60 % loss three good probes in a row are not rare; ten are (1e-4), so
+# gw1 cannot slip back in while the fault lasts. Probing a down gw1 every
+# 200 ms still brings it back within seconds once the loss is gone.
+up_count = 10
+recovery_interval = "200ms"
 
 [gateway.gw1]
 address = "198.18.1.1"
