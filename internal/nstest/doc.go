@@ -44,7 +44,7 @@
 //   - Everything is bounded in time: Run has a 30 s timeout, Ping sends one
 //     packet with a 1 s wait, process reaping has a deadline.
 //
-// Faults (BlackholeIP, BlackholeARP, Loss, LinkDown) are implemented inside
+// Faults (BlackholeIP, BlackholeARP, Loss, LinkDown, Flap) are implemented inside
 // the lab namespaces with nftables netdev ingress chains and link state,
 // because this kernel has no netem qdisc. They live in a single table named
 // "uplnstest" per namespace so Recover can undo them wholesale.
