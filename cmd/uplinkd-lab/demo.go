@@ -141,7 +141,7 @@ func pollMetrics(d *daemon) (p *metricsPoller, stop func()) {
 		defer tick.Stop()
 		for {
 			if ss, err := d.metrics(); err == nil {
-				p.snaps = append(p.snaps, snap{at: time.Now(), v: counterKeys(ss)})
+				p.add(snap{at: time.Now(), v: counterKeys(ss)})
 			}
 			select {
 			case <-quit:
@@ -222,8 +222,8 @@ func demo(ctx context.Context, e *env, w io.Writer, st style, bin, cfg string, f
 		t1.add(time.Now(), "route", "after (ip route show default):\n%s", after)
 	}
 	if gap.Valid && !gap.Open {
-		t1.addKey(tr1.Start.Add(gap.Resumed), "traffic", "flowing again: flow :%d answered after %d lost packets; now %s",
-			tr1.Flows[gap.Flow].Port, gap.Lost, viaText(del))
+		t1.addKey(tr1.Start.Add(gap.Resumed), "traffic", "flowing again: flow :%d answered after %s; now %s",
+			tr1.Flows[gap.Flow].Port, packets(gap.Lost, "lost packet"), viaText(del))
 	}
 	t1.print(w, st)
 	fmt.Fprintln(w)
@@ -233,8 +233,8 @@ func demo(ctx context.Context, e *env, w io.Writer, st style, bin, cfg string, f
 	case gap.Open:
 		fmt.Fprintf(w, "  %s  traffic did not come back before the end of the run (%d ms and counting)\n", st.red("OUTAGE"), gap.Len.Milliseconds())
 	default:
-		fmt.Fprintf(w, "  %s  %s  (the longest gap in replies, flow :%d, %d packets lost)\n",
-			st.red("OUTAGE"), st.red(fmt.Sprintf("%d ms", gap.Len.Milliseconds())), tr1.Flows[gap.Flow].Port, gap.Lost)
+		fmt.Fprintf(w, "  %s  %s  (the longest gap in replies, flow :%d, %s)\n",
+			st.red("OUTAGE"), st.red(fmt.Sprintf("%d ms", gap.Len.Milliseconds())), tr1.Flows[gap.Flow].Port, packets(gap.Lost, "packet lost"))
 	}
 
 	// Phase 2: recovery and switch-back.
@@ -275,7 +275,7 @@ func demo(ctx context.Context, e *env, w io.Writer, st style, bin, cfg string, f
 		d2 := tr2.Delivered(from, tr2.End+time.Millisecond)
 		verdict := st.green("no packet lost")
 		if sb.Lost > 0 {
-			verdict = fmt.Sprintf("longest gap in replies %s (%d packets lost)", st.red(fmt.Sprintf("%d ms", sb.Len.Milliseconds())), sb.Lost)
+			verdict = fmt.Sprintf("longest gap in replies %s (%s)", st.red(fmt.Sprintf("%d ms", sb.Len.Milliseconds())), packets(sb.Lost, "packet lost"))
 		}
 		fmt.Fprintf(w, "  %s  %s, slowest reply %.1f ms; %s\n",
 			st.bold("SWITCH-BACK"), verdict, float64(d2.MaxRTT.Microseconds())/1000,
@@ -301,6 +301,22 @@ func demo(ctx context.Context, e *env, w io.Writer, st style, bin, cfg string, f
 		return errors.New("failover or switch-back did not happen")
 	}
 	return nil
+}
+
+// packets renders "1 packet lost", "3 packets lost": noun is the singular
+// phrase, whose first word takes the plural.
+func packets(n int, noun string) string {
+	if n != 1 {
+		first, rest, _ := strings.Cut(noun, " ")
+		if first == "packet" {
+			first = "packets"
+		}
+		noun = strings.TrimSpace(first + " " + rest)
+		if strings.HasSuffix(noun, "lost packet") {
+			noun = strings.TrimSuffix(noun, "packet") + "packets"
+		}
+	}
+	return fmt.Sprintf("%d %s", n, noun)
 }
 
 func relPath(p string) string {

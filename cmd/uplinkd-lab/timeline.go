@@ -7,6 +7,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -164,7 +165,20 @@ func nameOf(names map[int]string, idx int) string {
 // metricsPoller samples uplinkd's probe and evidence counters so that the
 // timeline can say when probes were sent and evidence seen.
 type metricsPoller struct {
+	mu    sync.Mutex
 	snaps []snap
+}
+
+func (p *metricsPoller) add(s snap) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.snaps = append(p.snaps, s)
+}
+
+func (p *metricsPoller) samples() []snap {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]snap(nil), p.snaps...)
 }
 
 type snap struct {
@@ -197,8 +211,9 @@ func counterKeys(ss samples) map[string]float64 {
 // one summary row at to for everything up to to.
 func (p *metricsPoller) rows(t *timeline, gw string, from, detail, to time.Time) {
 	var restProbes, restLost float64
-	for i := 1; i < len(p.snaps); i++ {
-		a, b := p.snaps[i-1], p.snaps[i]
+	snaps := p.samples()
+	for i := 1; i < len(snaps); i++ {
+		a, b := snaps[i-1], snaps[i]
 		if b.at.Before(from) || !b.at.Before(to) {
 			continue
 		}
