@@ -310,3 +310,30 @@ func TestScenarioForeignTable(t *testing.T) {
 	}
 	eventually(t, "owned default back in table 201", 5*time.Second, owned)
 }
+
+func TestRouteSocketFilterSize(t *testing.T) {
+	// The lab-sized policy: a few tuples, one program.
+	small := newInterest(212, Desired(mustPolicy(t, twoISPs), nil))
+	prog, err := routeSocketFilter(small)
+	if err != nil || prog == nil {
+		t.Fatalf("small policy: %d instructions, %v", len(prog), err)
+	}
+	// Keys that differ only in what the filter does not look at (the
+	// prefix itself, metric) share a tuple.
+	many := &interest{proto: 212, keys: map[RouteKey]bool{}}
+	for i := 0; i < 1000; i++ {
+		many.keys[RouteKey{Family: 4, Table: 254, Dst: netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(i / 250), byte(i % 250)}), 32), Metric: uint32(i)}] = true
+	}
+	if prog, err := routeSocketFilter(many); err != nil || len(prog) != 18+7+1 {
+		t.Errorf("1,000 keys of one tuple: %d instructions (%v), want 26", len(prog), err)
+	}
+	// A thousand per-gateway tables: too many tuples for one program;
+	// no kernel filter, the RouteFilter alone decides.
+	tables := &interest{proto: 212, keys: map[RouteKey]bool{}}
+	for i := 0; i < 1000; i++ {
+		tables.keys[RouteKey{Family: 4, Table: uint32(10000 + i), Dst: netip.MustParsePrefix("0.0.0.0/0")}] = true
+	}
+	if prog, err := routeSocketFilter(tables); err != nil || prog != nil {
+		t.Errorf("1,000 tables: %d instructions (%v), want no program", len(prog), err)
+	}
+}

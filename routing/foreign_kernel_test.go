@@ -3,8 +3,10 @@ package routing
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -280,4 +282,113 @@ dev = "eth2"
 	if left := kernelDump(t, rec); left != "" {
 		t.Errorf("withdraw left owned routes:\n%s", left)
 	}
+}
+
+// fixedInterest is an interestSource a test changes by hand.
+type fixedInterest struct {
+	p atomic.Pointer[interest]
+	c chan struct{}
+}
+
+func newFixedInterest(in *interest) *fixedInterest {
+	f := &fixedInterest{c: make(chan struct{}, 1)}
+	f.p.Store(in)
+	return f
+}
+func (f *fixedInterest) interest() *interest              { return f.p.Load() }
+func (f *fixedInterest) interestChanged() <-chan struct{} { return f.c }
+func (f *fixedInterest) set(in *interest) {
+	f.p.Store(in)
+	f.c <- struct{}{}
+}
+
+// With the reconciler's interest compiled into a socket filter, foreign
+// churn never leaves the kernel: the RouteFilter does not even see it, and
+// the socket cannot overflow with it. Owned routes anywhere and foreign
+// routes on wanted keys still arrive, and a changed interest takes effect
+// (with a hint, for whatever the old filter dropped).
+func TestKernelSocketFilterDropsForeignChurn(t *testing.T) {
+	tu := nstest.NewTwoUplinks(t)
+	h := tu.Host
+	p := labPolicyWith(t, "keep")
+	foreignBatch(t, h, "add", 0, 5000, 5000, nstest.HostUplink1If, 254, 186)
+	foreignBatch(t, h, "add", 0, 2000, 0, nstest.HostUplink1If, 300, 186)
+	want := Desired(p, nil)
+	src := newFixedInterest(newInterest(212, want))
+	if prog, err := routeSocketFilter(src.interest()); err != nil || prog == nil {
+		t.Fatalf("compiling the lab policy's filter: %d instructions, %v", len(prog), err)
+	}
+	var cf countingFilter
+	hints := make(chan Hint, 1<<14)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	keep := cf.wrap(func(ev RouteEvent) bool { return src.interest().relevant(ev) })
+	go func() { done <- NewKernelWatcher(h.NsHandle()).watch(ctx, hints, keep, src) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("watch: %v", err)
+		}
+	}()
+	marker := func(n int) {
+		t.Helper()
+		h.MustRun(t, "ip", "route", "replace", fmt.Sprintf("198.18.77.%d/32", n), "dev", "eth1", "table", "301", "proto", "212")
+	}
+	marker(0)
+	eventually(t, "watcher subscribed", 10*time.Second, func() (bool, string) {
+		if k, _ := cf.counts(); k > 0 {
+			return true, ""
+		}
+		marker(0)
+		return false, "no marker seen"
+	})
+	k0, d0 := cf.counts()
+	foreignBatch(t, h, "replace", 0, 5000, 5000, nstest.HostUplink2If, 254, 186)
+	foreignBatch(t, h, "replace", 0, 2000, 0, nstest.HostUplink2If, 300, 186)
+	marker(1)
+	eventually(t, "marker after churn", 10*time.Second, func() (bool, string) {
+		k, _ := cf.counts()
+		return k > k0, "marker not seen"
+	})
+	k1, d1 := cf.counts()
+	if k1-k0 != 1 || d1-d0 != 0 {
+		t.Errorf("12,000 foreign changes reached userspace: %d kept, %d dropped by the RouteFilter; want 1 (the marker) and 0", k1-k0, d1-d0)
+	}
+	for len(hints) > 0 {
+		if h := <-hints; h.Reason == ReasonENOBUFS {
+			t.Errorf("the route socket overflowed with the filter on")
+		}
+	}
+	// A foreign default on the key of the owned IPv6 default in main.
+	h.MustRun(t, "ip", "-6", "route", "add", "default", "via", "2001:db8:2::1", "dev", "eth2", "proto", "186")
+	eventually(t, "foreign route on a wanted key", 10*time.Second, func() (bool, string) {
+		k, _ := cf.counts()
+		return k > k1, "not seen"
+	})
+
+	// A new wanted key, a /24 among the foreign prefixes of table 300:
+	// the filter follows, with a hint.
+	p24 := foreignPrefix4(0)
+	for i := 1; p24.Bits() != 24; i++ {
+		p24 = foreignPrefix4(i)
+	}
+	more := want
+	more.Routes = append(slices.Clone(want.Routes), Route{Family: 4, Table: 300, Dst: p24, Type: Blackhole, Protocol: 212})
+	_, _ = h.Run("ip", "route", "add", p24.String(), "dev", "eth1", "table", "300", "proto", "186")
+	in := newInterest(212, more)
+	src.set(in)
+	eventually(t, "hint after the filter changed", 10*time.Second, func() (bool, string) {
+		for len(hints) > 0 {
+			if (<-hints).What == "route filter" {
+				return true, ""
+			}
+		}
+		return false, "no hint"
+	})
+	k2, _ := cf.counts()
+	h.MustRun(t, "ip", "route", "replace", p24.String(), "dev", "eth2", "table", "300", "proto", "186")
+	eventually(t, "foreign route on the new wanted key", 10*time.Second, func() (bool, string) {
+		k, _ := cf.counts()
+		return k > k2, "not seen"
+	})
 }

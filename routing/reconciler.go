@@ -43,6 +43,16 @@ type Config struct {
 	Watcher Watcher
 	// Debounce coalesces bursts of hints into one resync; 0: DefaultDebounce.
 	Debounce time.Duration
+
+	// SocketFilter, with a KernelWatcher, compiles what the reconciler
+	// wants to hear about into a BPF filter on the route notification
+	// socket, so that a BGP table churning beside uplinkd is dropped in
+	// the kernel: never read, never parsed, never an overflow (ENOBUFS).
+	// Without it the same events are dropped after reading, in the
+	// watcher. Off by default for now: internal/reliability provokes a
+	// route socket overflow with foreign routes in an unmanaged table,
+	// which this filter drops before they can overflow anything.
+	SocketFilter bool
 }
 
 // Reconciler makes the kernel match a desired State and keeps it so.
@@ -53,6 +63,7 @@ type Reconciler struct {
 	watcher Watcher
 	kernel  *Kernel // created by NewReconciler, closed by Close
 	keep    atomic.Pointer[interest]
+	keepc   chan struct{} // keep changed: the watcher recompiles its socket filter
 
 	applyMu sync.Mutex // serialises reconciles; never held while waiting on a channel
 
@@ -88,6 +99,7 @@ func NewReconciler(cfg Config) (*Reconciler, error) {
 		log:    cfg.Logger,
 		setc:   make(chan struct{}, 1),
 		retryc: make(chan struct{}, 1),
+		keepc:  make(chan struct{}, 1),
 		closed: make(chan struct{}),
 		tokens: repairBurst,
 		now:    time.Now,
@@ -135,7 +147,7 @@ func (r *Reconciler) Apply(ctx context.Context, want State) (int, error) {
 	w := Normalize(want)
 	r.want = &w
 	r.wantGen++
-	r.keep.Store(newInterest(r.cfg.Protocol, w))
+	r.setInterest(w)
 	r.mu.Unlock()
 	return r.reconcile(ctx, true, ReasonStart, false)
 }
@@ -147,7 +159,7 @@ func (r *Reconciler) Set(want State) {
 	r.mu.Lock()
 	r.want = &w
 	r.wantGen++
-	r.keep.Store(newInterest(r.cfg.Protocol, w))
+	r.setInterest(w)
 	r.mu.Unlock()
 	select {
 	case r.setc <- struct{}{}:

@@ -7,13 +7,16 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -126,14 +129,39 @@ func (w *KernelWatcher) Watch(ctx context.Context, hints chan<- Hint) error {
 // a hint each time because whatever was lost must be found by a re-read.
 // Route events keep rejects (nil keeps all) never become hints.
 func (w *KernelWatcher) WatchFiltered(ctx context.Context, hints chan<- Hint, keep RouteFilter) error {
+	return w.watch(ctx, hints, keep, nil)
+}
+
+// interestSource is a reconciler as its KernelWatcher sees it: what it is
+// interested in, for a socket filter in the kernel, and a signal when that
+// changed.
+type interestSource interface {
+	interest() *interest
+	interestChanged() <-chan struct{}
+}
+
+// watch is WatchFiltered, plus a kernel socket filter on the route socket
+// compiled from src when src is not nil.
+func (w *KernelWatcher) watch(ctx context.Context, hints chan<- Hint, keep RouteFilter, src interestSource) error {
 	retry := w.RetryEvery
 	if retry <= 0 {
 		retry = time.Second
 	}
-	// Never block on hints: a full channel already means a resync is
-	// pending, and a watcher stuck on it would stop draining the library's
-	// channel, whose socket would then overflow (ENOBUFS) for nothing.
+	// Never block on plain hints: a full channel already means a resync
+	// is pending, and a watcher stuck on it would stop draining the
+	// library's channel, whose socket would then overflow (ENOBUFS) for
+	// nothing. A hint with a reason (an overflow) waits for room instead:
+	// after an overflow the channel is often full of plain hints from the
+	// other subscriptions, and the resync must still be counted as the
+	// overflow's (uplinkd_resyncs_total{reason="enobufs"}).
 	send := func(h Hint) {
+		if h.Reason != ReasonEvent {
+			select {
+			case hints <- h:
+			case <-ctx.Done():
+			}
+			return
+		}
 		select {
 		case hints <- h:
 		default:
@@ -141,7 +169,7 @@ func (w *KernelWatcher) WatchFiltered(ctx context.Context, hints chan<- Hint, ke
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	routes := func(ctx context.Context, send func(Hint)) error { return w.routes(ctx, send, keep) }
+	routes := func(ctx context.Context, send func(Hint)) error { return w.routes(ctx, send, keep, src) }
 	for _, sub := range []func(context.Context, func(Hint)) error{routes, w.links, w.addrs, w.rules} {
 		wg.Add(1)
 		go func() {
@@ -261,17 +289,70 @@ const (
 // uplinkd sends thousands of notifications a second, and the library's
 // subscription would decode every one of them into a Route (addresses,
 // nexthops, metrics) only for most to be dropped.
-func (w *KernelWatcher) routes(ctx context.Context, send func(Hint), keep RouteFilter) error {
+func (w *KernelWatcher) routes(ctx context.Context, send func(Hint), keep RouteFilter, src interestSource) error {
+	var setup func(context.Context, syscall.RawConn) (func(), error)
+	if src != nil {
+		setup = func(ctx context.Context, rc syscall.RawConn) (func(), error) { return filterRoutes(ctx, rc, send, src) }
+	}
 	return w.listen(ctx, "route", send, func(typ uint16, body []byte) bool {
 		ev, ok := parseRouteEvent(typ, body)
 		return ok && (keep == nil || keep(ev))
-	}, rtnlgrpIPv4Route, rtnlgrpIPv6Route)
+	}, setup, rtnlgrpIPv4Route, rtnlgrpIPv6Route)
+}
+
+// filterRoutes attaches the socket filter of src's interest to the route
+// socket, and a new one each time the interest changes, until ctx ends;
+// wait waits for that. It returns once the first filter is attached. A
+// changed filter is followed by a hint, because the old one may have
+// dropped a notification the new interest wants.
+func filterRoutes(ctx context.Context, rc syscall.RawConn, send func(Hint), src interestSource) (wait func(), err error) {
+	attach := func(in *interest) ([]bpf.RawInstruction, error) {
+		prog, err := routeSocketFilter(in)
+		if err != nil {
+			return nil, err
+		}
+		return prog, attachFilter(rc, prog)
+	}
+	last, err := attach(src.interest())
+	if err != nil {
+		// A kernel that refuses the program: no kernel filter, the
+		// RouteFilter alone decides.
+		if err := attachFilter(rc, nil); err != nil {
+			return nil, fmt.Errorf("removing route socket filter: %w", err)
+		}
+		last = nil
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-src.interestChanged():
+			}
+			in := src.interest()
+			prog, err := routeSocketFilter(in)
+			if err != nil || slices.Equal(prog, last) {
+				continue
+			}
+			if err := attachFilter(rc, prog); err != nil {
+				// Keep what is attached but never miss anything: take
+				// the filter off.
+				_ = attachFilter(rc, nil)
+				prog = nil
+			}
+			last = prog
+			send(Hint{Reason: ReasonEvent, What: "route filter"})
+		}
+	}()
+	return func() { <-done }, nil
 }
 
 // rules reads rule notifications from a raw rtnetlink socket: any message
 // is a hint, its content does not matter.
 func (w *KernelWatcher) rules(ctx context.Context, send func(Hint)) error {
-	return w.listen(ctx, "rule", send, func(uint16, []byte) bool { return true }, rtnlgrpIPv4Rule, rtnlgrpIPv6Rule)
+	return w.listen(ctx, "rule", send, func(uint16, []byte) bool { return true }, nil, rtnlgrpIPv4Rule, rtnlgrpIPv6Rule)
 }
 
 // listen subscribes a raw rtnetlink socket to groups and sends one hint for
@@ -279,7 +360,12 @@ func (w *KernelWatcher) rules(ctx context.Context, send func(Hint)) error {
 // with read(2) into one reused buffer, so a notification costs no
 // allocation. After ENOBUFS the socket is kept (netlink clears the error
 // once it is read) and an ENOBUFS hint follows once the queue is drained.
-func (w *KernelWatcher) listen(ctx context.Context, what string, send func(Hint), match func(typ uint16, body []byte) bool, groups ...uint) error {
+//
+// setup, when not nil, runs once on the socket before the first read, with
+// a context that ends when listen returns; listen then waits for what it
+// started.
+func (w *KernelWatcher) listen(ctx context.Context, what string, send func(Hint), match func(typ uint16, body []byte) bool,
+	setup func(context.Context, syscall.RawConn) (wait func(), err error), groups ...uint) error {
 	var s *nl.NetlinkSocket
 	var err error
 	if w.NS.IsOpen() {
@@ -311,6 +397,16 @@ func (w *KernelWatcher) listen(ctx context.Context, what string, send func(Hint)
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("reading %s events: %w", what, err)
+	}
+	if setup != nil {
+		sctx, cancel := context.WithCancel(ctx)
+		wait, err := setup(sctx, rc)
+		if err != nil {
+			cancel()
+			return err
+		}
+		defer wait()
+		defer cancel()
 	}
 	send(subscribed(what))
 	buf := make([]byte, 1<<16)
@@ -470,7 +566,9 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		var err error
-		if fw, ok := r.watcher.(FilteringWatcher); ok {
+		if kw, ok := r.watcher.(*KernelWatcher); ok && r.cfg.SocketFilter {
+			err = kw.watch(ctx, hints, r.relevant, r)
+		} else if fw, ok := r.watcher.(FilteringWatcher); ok {
 			err = fw.WatchFiltered(ctx, hints, r.relevant)
 		} else {
 			err = r.watcher.Watch(ctx, hints)
@@ -586,3 +684,15 @@ func (r *Reconciler) spendRepair() { r.tokens-- }
 // relevant is the reconciler's RouteFilter: its interest as of the last
 // Set or Apply.
 func (r *Reconciler) relevant(ev RouteEvent) bool { return r.keep.Load().relevant(ev) }
+
+func (r *Reconciler) interest() *interest              { return r.keep.Load() }
+func (r *Reconciler) interestChanged() <-chan struct{} { return r.keepc }
+
+// setInterest records want's interest and tells the watcher; mu held.
+func (r *Reconciler) setInterest(want State) {
+	r.keep.Store(newInterest(r.cfg.Protocol, want))
+	select {
+	case r.keepc <- struct{}{}:
+	default:
+	}
+}
