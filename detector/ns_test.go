@@ -1,12 +1,14 @@
 package detector
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vishvananda/netlink"
 	"net"
 	"net/netip"
+	"runtime"
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
@@ -458,4 +460,37 @@ icmp = ["2001:db8:100::1"]
 	for _, gw := range []string{"gw1", "gw1v6"} {
 		l.waitState(t, gw, Down, 5*time.Second)
 	}
+}
+
+// TestNSStopLeavesNothing: after Run returns and Close, no goroutine of
+// the detector, its subscriptions, probers or rounds is left.
+func TestNSStopLeavesNothing(t *testing.T) {
+	tu := nstest.NewTwoUplinks(t)
+	tu.Host.MustRun(t, "ip", "route", "add", nstest.TargetAddr4.String(), "via", nstest.GW1Addr4.String())
+	base := runtime.NumGoroutine()
+	k, err := NewKernel(tu.Host.NsHandle())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, err := NewSocketProber(tu.Host.NsHandle(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(Config{Policy: mustPolicy(t, polGW1Remote+"[gateway.gw1.detect]\ngating = \"always\"\ninterval = \"20ms\"\n"), Netlink: k, Prober: pr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	waitFor(t, "gw1 up", 5*time.Second, func() bool { s := d.Status(); return len(s) == 1 && s[0].State == Up })
+	time.Sleep(200 * time.Millisecond) // rounds in flight
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	pr.Close()
+	k.Close()
+	waitFor(t, fmt.Sprintf("goroutines back to %d", base), 5*time.Second, func() bool { return runtime.NumGoroutine() <= base })
 }

@@ -3,6 +3,7 @@ package detector
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -322,6 +323,7 @@ func TestMetricNames(t *testing.T) {
 }
 
 func TestDetectorLifecycle(t *testing.T) {
+	base := runtime.NumGoroutine()
 	k, p := newFakeKernel(), newFakeProber()
 	k.addLink("eth1", 4, "198.18.1.2/24")
 	if _, err := New(Config{Netlink: k, Prober: p}); err == nil {
@@ -361,4 +363,7 @@ func TestDetectorLifecycle(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 	cancel()
+	// Every watcher, round and subscription goroutine has an owner that
+	// stopped it.
+	waitFor(t, "goroutines to end", 5*time.Second, func() bool { return runtime.NumGoroutine() <= base })
 }
