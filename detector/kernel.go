@@ -106,20 +106,38 @@ func (k *Kernel) NeighSubscribe(ch chan<- netlink.NeighUpdate, done <-chan struc
 
 func (k *Kernel) LinkMode(name string) (LinkMode, error) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.eth == nil && k.ethErr == nil {
+	eth, ethErr := k.eth, k.ethErr
+	k.mu.Unlock()
+	if eth == nil && ethErr == nil {
 		// The generic netlink socket belongs to the namespace it is
-		// created in, so create it there.
-		k.ethErr = InNamespace(k.ns, func() error {
+		// created in, so create it there (without the lock: entering
+		// the namespace waits on another goroutine).
+		ethErr = InNamespace(k.ns, func() error {
 			c, err := ethtool.New()
-			k.eth = c
+			eth = c
 			return err
 		})
+		k.mu.Lock()
+		switch {
+		case k.eth != nil: // opened meanwhile by another caller
+			if eth != nil {
+				eth.Close()
+			}
+			eth, ethErr = k.eth, nil
+		case k.h == nil: // closed meanwhile
+			if eth != nil {
+				eth.Close()
+			}
+			eth, ethErr = nil, errors.New("kernel adapter closed")
+		default:
+			k.eth, k.ethErr = eth, ethErr
+		}
+		k.mu.Unlock()
 	}
-	if k.ethErr != nil {
-		return LinkMode{}, fmt.Errorf("opening ethtool netlink: %w: %w", ErrNotSupported, k.ethErr)
+	if ethErr != nil {
+		return LinkMode{}, fmt.Errorf("opening ethtool netlink: %w: %w", ErrNotSupported, ethErr)
 	}
-	lm, err := k.eth.LinkMode(ethtool.Interface{Name: name})
+	lm, err := eth.LinkMode(ethtool.Interface{Name: name})
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.EOPNOTSUPP) {
 			return LinkMode{}, fmt.Errorf("reading link mode of %s: %w", name, ErrNotSupported)

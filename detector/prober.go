@@ -484,14 +484,17 @@ func srcCM6(src netip.Addr, ifindex int) *ipv6.ControlMessage {
 func (p *SocketProber) markConn(v6 bool, mark uint32) (*icmpConn, error) {
 	k := markKey{v6, mark}
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c := p.marks[k]; c != nil {
+	c := p.marks[k]
+	p.mu.Unlock()
+	if c != nil {
 		return c, nil
 	}
 	shared := p.c4
 	if v6 {
 		shared = p.c6
 	}
+	// Opened without the lock: entering the namespace waits on another
+	// goroutine.
 	var ic *icmpConn
 	err := InNamespace(p.ns, func() error {
 		var err error
@@ -514,13 +517,21 @@ func (p *SocketProber) markConn(v6 bool, mark uint32) (*icmpConn, error) {
 		ic.c.Close()
 		return nil, fmt.Errorf("setting SO_MARK %d: %w", mark, err)
 	}
+	p.mu.Lock()
+	if c := p.marks[k]; c != nil {
+		p.mu.Unlock()
+		ic.c.Close() // another probe opened it meanwhile
+		return c, nil
+	}
+	p.marks[k] = ic
 	if ic.dgram {
 		p.wg.Add(1)
 		go p.read(ic)
-	} else {
+	}
+	p.mu.Unlock()
+	if !ic.dgram {
 		p.filter(ic, true)
 	}
-	p.marks[k] = ic
 	return ic, nil
 }
 
