@@ -346,6 +346,20 @@ func (d *Detector) apply(p *policy.Policy, now time.Time) []Transition {
 			d.met.forgetGateway(name)
 		}
 	}
+	// Counters are per interface: gateways sharing one cannot be told
+	// apart by traffic (the rx of one masks the silence of the other).
+	gated := map[string][]string{}
+	for _, g := range p.Gateways {
+		if g.Profile == nil || g.Profile.Gating == policy.GatingGated {
+			gated[g.Interface] = append(gated[g.Interface], g.Name)
+		}
+	}
+	for _, iface := range slices.Sorted(maps.Keys(gated)) {
+		if names := gated[iface]; len(names) > 1 {
+			d.log.Warn("gated gateways share an interface: traffic on one hides the silence of another; consider gating = \"always\" for them",
+				"iface", iface, "gateways", strings.Join(names, ","))
+		}
+	}
 	ifs := map[string]time.Duration{}
 	for _, g := range p.Gateways {
 		thr, ok := ifs[g.Interface]

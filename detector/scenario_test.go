@@ -3,6 +3,7 @@ package detector
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strings"
 	"testing"
@@ -366,4 +367,27 @@ func TestDetectorLifecycle(t *testing.T) {
 	// Every watcher, round and subscription goroutine has an owner that
 	// stopped it.
 	waitFor(t, "goroutines to end", 5*time.Second, func() bool { return runtime.NumGoroutine() <= base })
+}
+
+func TestSharedInterfaceWarning(t *testing.T) {
+	var buf strings.Builder
+	k, p := newFakeKernel(), newFakeProber()
+	_, err := New(Config{Policy: mustPolicy(t, `
+[gateway.a]
+address = "198.18.1.1"
+interface = "eth1"
+[gateway.b]
+address = "198.18.1.3"
+interface = "eth1"
+[gateway.c]
+address = "198.18.2.1"
+interface = "eth2"
+`), Netlink: k, Prober: p, Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if !strings.Contains(out, "gated gateways share an interface") || !strings.Contains(out, "iface=eth1 gateways=a,b") || strings.Contains(out, "eth2") {
+		t.Errorf("log:\n%s", out)
+	}
 }
