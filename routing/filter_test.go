@@ -278,7 +278,18 @@ func TestScenarioForeignTable(t *testing.T) {
 		return diff == "", "owned state (-want +got):\n" + diff
 	}
 	eventually(t, "converged", 5*time.Second, owned)
+	// The state was already applied: wait for Run's watcher, or the
+	// takeover below could come before anyone listens.
+	eventually(t, "Run watching", 5*time.Second, func() (bool, string) {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		return len(k.watchers) == 1, "no watcher"
+	})
 	events := func() float64 { return testutil.ToFloat64(m.resyncs.WithLabelValues(ReasonEvent)) }
+	// The watcher hints once subscribed; that resync first.
+	eventually(t, "resync after subscribing", 5*time.Second, func() (bool, string) {
+		return events() > 0, "none"
+	})
 	resyncs := events()
 	writes := rec.Writes()
 	bgpDefault := &netlink.Route{Family: unix.AF_INET, Table: 201, Gw: netIP(netip.MustParseAddr("198.18.2.1")), LinkIndex: l.byName["eth2"], Protocol: 186}

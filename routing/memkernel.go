@@ -77,7 +77,10 @@ func (k *MemKernel) Watch(ctx context.Context, hints chan<- Hint) error {
 // WatchFiltered implements FilteringWatcher: every change of rules, and
 // of the routes keep accepts, is a hint.
 func (k *MemKernel) WatchFiltered(ctx context.Context, hints chan<- Hint, keep RouteFilter) error {
+	// Buffered with one signal already in it: like KernelWatcher, a
+	// subscription hints once it is up, for what changed before.
 	c := make(chan struct{}, 1)
+	c <- struct{}{}
 	k.mu.Lock()
 	k.watchers[c] = keep
 	k.mu.Unlock()
