@@ -194,6 +194,11 @@ func (m *Machine) Window(now time.Time) (avg time.Duration, loss float64, n int)
 	return avg, loss, n
 }
 
+func (m *Machine) clearWindow() {
+	m.samples = m.samples[:0]
+	m.head, m.winGood, m.winRTT = 0, 0, 0
+}
+
 func (m *Machine) addSample(sm sample) {
 	m.samples = append(m.samples, sm)
 	if sm.ok {
@@ -303,6 +308,12 @@ func (m *Machine) move(to State, cause, reason string, now time.Time) (Transitio
 	}
 	if to == Up || to == Degraded {
 		m.downByLink = false
+	}
+	if m.state == Down {
+		// The window describes the gateway that is coming back, not the
+		// outage: probes lost while it was dead (and the recovery probes)
+		// would otherwise make it degraded right after every outage.
+		m.clearWindow()
 	}
 	m.state, m.since, m.cause, m.reason = to, now, cause, reason
 	return t, true

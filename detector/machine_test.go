@@ -195,6 +195,38 @@ func TestMachine(t *testing.T) {
 			},
 		},
 		{
+			name: "recovery after an outage: the outage's losses do not degrade",
+			prof: func(p *policy.Profile) { p.MinSamples = 5 },
+			steps: []step{{0, good}, {1000 * ms, silent(70 * ms)}, {1100 * ms, lost}, {1125 * ms, lost}, {1150 * ms, lost},
+				{2150 * ms, lost}, {3150 * ms, lost}, {4150 * ms, lost}, {5150 * ms, lost}, // recovery probes, still dead
+				{6150 * ms, good}, {7150 * ms, good}, {8150 * ms, good},
+				// Traffic checks after the recovery, all answered.
+				{10000 * ms, silent(70 * ms)}, {10010 * ms, good}, {12000 * ms, silent(70 * ms)}, {12010 * ms, good},
+				{14000 * ms, silent(70 * ms)}, {14010 * ms, good}, {16000 * ms, silent(70 * ms)}, {16010 * ms, good},
+				{18000 * ms, silent(70 * ms)}, {18010 * ms, good}},
+			want: []tr{
+				{0, Unknown, Up, CauseStart, "probe answered in 2ms"},
+				{1100 * ms, Up, Suspect, CauseTraffic, "probe lost (gateway 198.18.1.1: no reply) after tx without rx for 70ms"},
+				{1150 * ms, Suspect, Down, CauseProbe, "3 probes lost after tx without rx for 70ms"},
+				{8150 * ms, Down, Up, CauseProbe, "3 probes answered, last in 2ms"},
+			},
+		},
+		{
+			name: "recovery after an outage: genuine loss afterwards still degrades",
+			prof: func(p *policy.Profile) { p.MinSamples = 5; p.Gating = policy.GatingAlways },
+			steps: []step{{0, good}, {1000 * ms, lost}, {1025 * ms, lost}, {1050 * ms, lost},
+				{2050 * ms, lost}, {3050 * ms, good}, {4050 * ms, good}, {5050 * ms, good},
+				{6050 * ms, good}, {7050 * ms, lost}, {7075 * ms, good}, {8050 * ms, lost}, {8075 * ms, good}},
+			want: []tr{
+				{0, Unknown, Up, CauseStart, "probe answered in 2ms"},
+				{1025 * ms, Up, Suspect, CauseProbe, "2 probes lost in a row, last: probe lost (gateway 198.18.1.1: no reply)"},
+				{1050 * ms, Suspect, Down, CauseProbe, "3 probes lost"},
+				{5050 * ms, Down, Up, CauseProbe, "3 probes answered, last in 2ms"},
+				// Window since the recovery: good, lost, good, lost, good.
+				{8075 * ms, Up, Degraded, CauseLoss, "loss 40% over 5 probes is above 20%"},
+			},
+		},
+		{
 			name: "damping: three flaps suppress, decay releases",
 			prof: func(p *policy.Profile) { p.LinkHold = 0 },
 			steps: []step{
@@ -339,7 +371,8 @@ func BenchmarkMachineObserve(b *testing.B) {
 }
 
 // TestMachineWindowIncremental checks the running window sums against a
-// direct computation over a long random sequence of probe results.
+// direct computation over a long random sequence of probe results
+// (including outages, after which the window starts afresh).
 func TestMachineWindowIncremental(t *testing.T) {
 	m := NewMachine(testGateway(func(p *policy.Profile) { p.Window = 2 * time.Second; p.Gating = policy.GatingAlways }), t0)
 	type s struct {
@@ -354,8 +387,12 @@ func TestMachineWindowIncremental(t *testing.T) {
 	for i := 0; i < 5000; i++ {
 		now = now.Add(time.Duration(next()%50) * ms)
 		ev := Event{Kind: EvProbe, OK: next()%10 != 0, RTT: time.Duration(next()%1000) * time.Microsecond}
+		was := m.State()
 		m.Observe(ev, now)
 		all = append(all, s{now, ev.OK, ev.RTT})
+		if was == Down && m.State() != Down {
+			all = all[:0] // recovery starts a fresh window
+		}
 		var n, good int
 		var sum time.Duration
 		for _, x := range all {
