@@ -128,14 +128,13 @@ func adviceOf(ni neighInfo) NeighAdvice {
 // trafficState turns successive packet counters of one interface into
 // "tx without rx" durations.
 type trafficState struct {
-	init          bool
-	at            time.Time // previous sample
-	tx, rx        uint64
-	lastTx        time.Time
-	lastRx        time.Time
-	silentSince   time.Time // first tx after the last rx; zero if none
-	txSinceRx     uint64
-	silentReached bool
+	init        bool
+	at          time.Time // previous sample
+	tx, rx      uint64
+	lastTx      time.Time
+	lastRx      time.Time
+	silentSince time.Time // first tx after the last rx; zero if none
+	txSinceRx   uint64
 }
 
 // minSilentTx is how many packets must leave without anything coming back
