@@ -214,32 +214,20 @@ func (l *lab) metrics() map[string]*dto.MetricFamily {
 	return mf
 }
 
-// metric sums the samples of name whose labels include want.
+// metric sums the samples of name whose labels include want; -1 when the
+// family is absent.
 func (l *lab) metric(name string, want map[string]string) float64 {
-	mf := l.metrics()[name]
-	if mf == nil {
-		return -1
+	l.t.Helper()
+	body, err := l.get("/metrics")
+	if err != nil {
+		l.t.Fatalf("scraping /metrics: %v", err)
 	}
-	sum := 0.0
-next:
-	for _, m := range mf.GetMetric() {
-		have := map[string]string{}
-		for _, lp := range m.GetLabel() {
-			have[lp.GetName()] = lp.GetValue()
-		}
-		for k, v := range want {
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			sum += m.Counter.GetValue()
-		case m.Gauge != nil:
-			sum += m.Gauge.GetValue()
-		case m.Untyped != nil:
-			sum += m.Untyped.GetValue()
-		}
+	sum, present, err := daemontest.Sum(body, name, want)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	if !present {
+		return -1
 	}
 	return sum
 }

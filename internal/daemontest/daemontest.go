@@ -18,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/uplinkd/uplinkd/internal/nstest"
 	"github.com/uplinkd/uplinkd/policy"
 )
@@ -318,4 +321,41 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Sum parses Prometheus text exposition and sums the samples of the family
+// name whose labels include every pair in want (counters, gauges and
+// untyped). present is false when the family is absent, which tests of
+// "never happened" counters must tell apart from a zero.
+func Sum(metrics, name string, want map[string]string) (sum float64, present bool, err error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(strings.NewReader(metrics))
+	if err != nil {
+		return 0, false, fmt.Errorf("parsing /metrics: %w", err)
+	}
+	mf := mfs[name]
+	if mf == nil {
+		return 0, false, nil
+	}
+next:
+	for _, m := range mf.GetMetric() {
+		have := map[string]string{}
+		for _, lp := range m.GetLabel() {
+			have[lp.GetName()] = lp.GetValue()
+		}
+		for k, v := range want {
+			if have[k] != v {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			sum += m.Counter.GetValue()
+		case m.Gauge != nil:
+			sum += m.Gauge.GetValue()
+		case m.Untyped != nil:
+			sum += m.Untyped.GetValue()
+		}
+	}
+	return sum, true, nil
 }

@@ -12,9 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/uplinkd/uplinkd/internal/daemontest"
 	"github.com/uplinkd/uplinkd/internal/nstest"
 	"github.com/uplinkd/uplinkd/policy"
@@ -304,37 +301,11 @@ func (r *rig) metric(name string, want map[string]string) (sum float64, present 
 
 func metricFrom(t testing.TB, body, name string, want map[string]string) (float64, bool) {
 	t.Helper()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := p.TextToMetricFamilies(strings.NewReader(body))
+	sum, present, err := daemontest.Sum(body, name, want)
 	if err != nil {
-		t.Fatalf("parsing /metrics: %v", err)
+		t.Fatal(err)
 	}
-	mf := mfs[name]
-	if mf == nil {
-		return 0, false
-	}
-	sum := 0.0
-next:
-	for _, m := range mf.GetMetric() {
-		have := map[string]string{}
-		for _, lp := range m.GetLabel() {
-			have[lp.GetName()] = lp.GetValue()
-		}
-		for k, v := range want {
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			sum += m.Counter.GetValue()
-		case m.Gauge != nil:
-			sum += m.Gauge.GetValue()
-		case m.Untyped != nil:
-			sum += m.Untyped.GetValue()
-		}
-	}
-	return sum, true
+	return sum, present
 }
 
 // hookEvents returns the recorded hook lines of one event.
