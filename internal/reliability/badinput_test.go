@@ -13,6 +13,8 @@ import (
 
 	"github.com/uplinkd/uplinkd/internal/daemontest"
 	"github.com/uplinkd/uplinkd/internal/nstest"
+	"github.com/uplinkd/uplinkd/internal/testcorpus"
+	"github.com/uplinkd/uplinkd/policy"
 )
 
 type badPolicy struct {
@@ -23,39 +25,22 @@ type badPolicy struct {
 	want       string      // a substring of the error
 }
 
-// hostilePolicies mirrors policy/hostile_test.go's corpus (which lives in
-// a test file and cannot be imported) plus refusals only `run` makes.
+// hostilePolicies is the shared hostile corpus (internal/testcorpus, which
+// the parser's own tests use too) plus refusals only `run` makes.
 func hostilePolicies(dir string) []badPolicy {
-	many := func(n int) string {
-		var b strings.Builder
-		for i := 0; i < n; i++ {
-			fmt.Fprintf(&b, "[gateway.g%d]\naddress = \"198.18.%d.%d\"\ninterface = \"eth1\"\n", i, i/250, i%250+1)
-		}
-		b.WriteString("[group.wan]\ngateways = [")
-		for i := 0; i < n; i++ {
-			fmt.Fprintf(&b, "\"g%d\", ", i)
-		}
-		b.WriteString("\"nope\"]\n")
-		return b.String()
+	var out []badPolicy
+	for _, c := range testcorpus.Hostile(policy.MaxPolicySize) {
+		out = append(out, badPolicy{name: c.Name, text: c.Text, positioned: c.Positioned, want: c.Want})
 	}
 	gw := "[gateway.a]\naddress = \"198.18.1.1\"\ninterface = \"eth1\"\n"
 	writable := filepath.Join(dir, "writable-hook")
 	_ = os.WriteFile(writable, []byte("#!/bin/sh\n"), 0o777)
 	_ = os.Chmod(writable, 0o777)
-	return []badPolicy{
-		{"too large", strings.Repeat("# padding\n", 1<<20/10+1), 0, false, "limit"},
-		{"NUL byte", "[gateway.a]\naddress = \"198.18.1.1\x00\"\n", 0, true, "NUL"},
-		{"invalid UTF-8", "[gateway.a]\naddress = \"\xff\xfe\"\n", 0, true, ""},
-		{"deep nesting", "x = " + strings.Repeat("[", 50000) + strings.Repeat("]", 50000) + "\n", 0, true, ""},
-		{"terminal escape in name", "[gateway.\"\\u001b[31mred\"]\naddress = \"198.18.1.1\"\ninterface = \"eth1\"\n", 0, true, "name must be"},
-		{"interface with slash", "[gateway.a]\naddress = \"198.18.1.1\"\ninterface = \"../../etc\"\n", 0, true, "interface"},
-		{"hook through a shell", gw + "[hook.h]\ncommand = [\"sh\", \"-c\", \"rm -rf /\"]\nevents = [\"gateway_down\"]\n", 0, true, "absolute path"},
-		{"3000 gateways, one bad reference", many(3000), 0, true, `"nope"`},
-		{"only garbage", "\xde\xad\xbe\xef", 0, true, ""},
-		{"world-writable policy", gw + "[group.wan]\ngateways = [\"a\"]\n", 0o666, false, "writable"},
-		{"world-writable hook", gw + "[group.wan]\ngateways = [\"a\"]\n[hook.h]\ncommand = [\"" + writable + "\"]\nevents = [\"gateway_down\"]\n", 0, false, "writable"},
-		{"interface that does not exist", "[gateway.a]\naddress = \"198.18.1.1\"\ninterface = \"nosuch0\"\n[group.wan]\ngateways = [\"a\"]\n", 0, false, "nosuch0"},
-	}
+	return append(out,
+		badPolicy{"world-writable policy", gw + "[group.wan]\ngateways = [\"a\"]\n", 0o666, false, "writable"},
+		badPolicy{"world-writable hook", gw + "[group.wan]\ngateways = [\"a\"]\n[hook.h]\ncommand = [\"" + writable + "\"]\nevents = [\"gateway_down\"]\n", 0, false, "writable"},
+		badPolicy{"interface that does not exist", "[gateway.a]\naddress = \"198.18.1.1\"\ninterface = \"nosuch0\"\n[group.wan]\ngateways = [\"a\"]\n", 0, false, "nosuch0"},
+	)
 }
 
 var positionRE = regexp.MustCompile(`\.toml:\d+(:\d+)?:`)
