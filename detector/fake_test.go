@@ -125,6 +125,17 @@ func (k *fakeKernel) LinkByName(name string) (netlink.Link, error) {
 	return k.link(name, l), nil
 }
 
+func (k *fakeKernel) LinkStats(i int) (LinkCounters, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, l := range k.links {
+		if l.index == i {
+			return LinkCounters{Tx: l.tx, Rx: l.rx}, nil
+		}
+	}
+	return LinkCounters{}, unix.ENODEV
+}
+
 func (k *fakeKernel) LinkByIndex(i int) (netlink.Link, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()

@@ -237,13 +237,57 @@ const pollEvery = 10 * time.Millisecond
 // rxReportEvery limits "rx advanced" events: weak evidence, cheap to lose.
 const rxReportEvery = 100 * time.Millisecond
 
-// idlePollEvery is the polling period of an interface on which no packet
-// moved for activeFor: new traffic is noticed within it, and silence is
-// still measured from the first unanswered packet.
+// A silent death needs packets leaving, so an interface is polled at
+// full pace only while a flow leaves it: within activeFor of the last
+// time minSilentTx packets left within activeFor. After that it is polled
+// every idlePollEvery, and once no flow has left for quietAfter, every
+// quietPollEvery. Stray packets (neighbour solicitations and replies,
+// MLD reports) do not count as a flow, so an idle uplink stays at the
+// quiet pace. New traffic is noticed within the slower period, and its
+// silence is still measured from the first unanswered packet (the
+// midpoint between two polls): a gateway found dead when traffic starts
+// after a quiet spell is caught at most quietPollEvery later than under
+// steady traffic.
 const (
-	idlePollEvery = 50 * time.Millisecond
-	activeFor     = time.Second
+	activeFor      = time.Second
+	idlePollEvery  = 50 * time.Millisecond
+	quietAfter     = 10 * time.Second
+	quietPollEvery = 200 * time.Millisecond
 )
+
+// pacer picks an interface's polling period from its transmit counter.
+type pacer struct {
+	countAt time.Time // start of the current count of packets sent
+	count   uint64    // packets sent since countAt
+	flowAt  time.Time // last time the count reached minSilentTx: a flow
+}
+
+// next takes the packets sent since the previous poll and returns how
+// long to wait before the next one.
+func (p *pacer) next(now time.Time, sent uint64) time.Duration {
+	if sent > 0 {
+		if p.countAt.IsZero() || now.Sub(p.countAt) > activeFor {
+			p.countAt, p.count = now, 0
+		}
+		p.count += sent
+		if p.count >= minSilentTx {
+			p.flowAt = now
+		}
+	}
+	switch {
+	case p.flowAt.IsZero() || now.Sub(p.flowAt) > quietAfter:
+		return quietPollEvery
+	case now.Sub(p.flowAt) > activeFor:
+		return idlePollEvery
+	}
+	return pollEvery
+}
+
+// resolveEvery is how often the poller reads an interface by name (a full
+// link message) to learn its index; in between it reads only the counters
+// by index. A re-created interface is found at once (its old index is
+// gone); a renamed one within resolveEvery.
+const resolveEvery = time.Second
 
 // neighReadEvery limits neighbour table reads while an interface is
 // silent (one-way traffic can be silent for as long as it lasts).
@@ -263,52 +307,74 @@ func (w *trafficPoller) Run(ctx context.Context) error {
 	timer := time.NewTimer(pollEvery)
 	defer timer.Stop()
 	type ifPoll struct {
+		gen       uint64 // the last pass that found it managed
 		st        trafficState
+		pace      pacer
+		index     int       // from the last read by name
+		resolved  time.Time // when that was; zero: read by name now
 		next      time.Time // next poll
 		rxReport  time.Time // last rx event sent
 		neighRead time.Time // last neighbour read
 	}
 	polls := map[string]*ifPoll{}
+	var gen uint64
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
 		}
-		wake := w.now().Add(idlePollEvery)
-		seen := map[string]bool{}
+		gen++
+		// Interfaces polled in one pass are scheduled from the same
+		// instant, so that slow-paced ones share a wake-up.
+		pass := w.now()
+		wake := pass.Add(quietPollEvery)
 		for _, i := range w.set.get() {
 			if i.TxWithoutRx <= 0 {
 				continue
 			}
-			seen[i.Name] = true
 			ip := polls[i.Name]
 			if ip == nil {
 				ip = &ifPoll{}
 				polls[i.Name] = ip
 			}
+			ip.gen = gen
+			if pass.Before(ip.next) {
+				wake = minTime(wake, ip.next)
+				continue
+			}
 			now := w.now()
-			if now.Before(ip.next) {
-				wake = minTime(wake, ip.next)
-				continue
+			var c LinkCounters
+			if ip.index != 0 && now.Sub(ip.resolved) < resolveEvery {
+				var err error
+				if c, err = w.nl.LinkStats(ip.index); err != nil {
+					// Gone or re-created: read it by name next time.
+					ip.resolved, ip.next = time.Time{}, pass.Add(pollEvery)
+					wake = minTime(wake, ip.next)
+					continue
+				}
+			} else {
+				l, err := w.nl.LinkByName(i.Name)
+				if err != nil {
+					ip.st, ip.index, ip.next = trafficState{}, 0, pass.Add(idlePollEvery)
+					wake = minTime(wake, ip.next)
+					continue
+				}
+				li := linkFromLink(l)
+				if li.Index != ip.index && ip.index != 0 {
+					ip.st = trafficState{} // another interface under the same name
+				}
+				ip.index, ip.resolved = li.Index, now
+				c = LinkCounters{Tx: li.Tx, Rx: li.Rx}
 			}
-			l, err := w.nl.LinkByName(i.Name)
-			if err != nil {
-				ip.st, ip.next = trafficState{}, now.Add(idlePollEvery)
-				wake = minTime(wake, ip.next)
-				continue
+			var sent uint64
+			if ip.st.init && c.Tx > ip.st.tx {
+				sent = c.Tx - ip.st.tx
 			}
-			li := linkFromLink(l)
-			rx, silent := ip.st.sample(li.Tx, li.Rx, now)
-			// A silent death needs packets leaving: an interface where
-			// nothing moved for a while is polled slowly, and the first
-			// packets of new traffic switch it back to the fast pace.
-			ip.next = now.Add(pollEvery)
-			if now.Sub(ip.st.lastTx) > activeFor && now.Sub(ip.st.lastRx) > activeFor {
-				ip.next = now.Add(idlePollEvery)
-			}
+			rx, silent := ip.st.sample(c.Tx, c.Rx, now)
+			ip.next = pass.Add(ip.pace.next(now, sent))
 			wake = minTime(wake, ip.next)
-			ev := trafficEvent{Iface: i.Name, Index: li.Index, At: now, LastTx: ip.st.lastTx, LastRx: ip.st.lastRx}
+			ev := trafficEvent{Iface: i.Name, Index: ip.index, At: now, LastTx: ip.st.lastTx, LastRx: ip.st.lastRx}
 			send := false
 			if rx && now.Sub(ip.rxReport) >= rxReportEvery {
 				ev.RxAdvanced, send = true, true
@@ -321,7 +387,7 @@ func (w *trafficPoller) Run(ctx context.Context) error {
 				// while the silence lasts.
 				if now.Sub(ip.neighRead) >= neighReadEvery {
 					ip.neighRead = now
-					if ns, err := w.nl.NeighList(li.Index, 0); err == nil {
+					if ns, err := w.nl.NeighList(ip.index, 0); err == nil {
 						for k := range ns {
 							if ni, ok := neighFromNeigh(&ns[k]); ok {
 								ev.Neighs = append(ev.Neighs, ni)
@@ -341,8 +407,8 @@ func (w *trafficPoller) Run(ctx context.Context) error {
 				return nil
 			}
 		}
-		for name := range polls {
-			if !seen[name] {
+		for name, ip := range polls {
+			if ip.gen != gen {
 				delete(polls, name)
 			}
 		}
