@@ -250,8 +250,8 @@ const rxReportEvery = 100 * time.Millisecond
 // steady traffic.
 const (
 	activeFor      = time.Second
-	idlePollEvery  = 50 * time.Millisecond
-	quietAfter     = 10 * time.Second
+	idlePollEvery  = 100 * time.Millisecond
+	quietAfter     = 5 * time.Second
 	quietPollEvery = 200 * time.Millisecond
 )
 

@@ -29,7 +29,7 @@ func TestPacer(t *testing.T) {
 		},
 		{
 			name:  "a flow is polled at full pace, then slower as it stops",
-			polls: []poll{{0, 5}, {10 * ms, 2}, {20 * ms, 0}, {1010 * ms, 0}, {1100 * ms, 0}, {10010 * ms, 0}, {10100 * ms, 0}},
+			polls: []poll{{0, 5}, {10 * ms, 2}, {20 * ms, 0}, {1010 * ms, 0}, {1100 * ms, 0}, {5010 * ms, 0}, {5100 * ms, 0}},
 			want:  []time.Duration{pollEvery, pollEvery, pollEvery, pollEvery, idlePollEvery, idlePollEvery, quietPollEvery},
 		},
 		{
