@@ -480,10 +480,13 @@ func TestUnitLeastPrivilege(t *testing.T) {
 		t.Errorf("unit: Type=%s ProtectSystem=%s ExecReload=%s", unit["Type"], unit["ProtectSystem"], unit["ExecReload"])
 	}
 
+	// Made before the lab, so that it is removed after the lab's cleanup
+	// has killed every process in its namespaces: a hook still writing its
+	// log would otherwise race the removal ("directory not empty").
+	dir := t.TempDir()
 	tu := nstest.NewTwoUplinks(t)
 	const addr = "198.18.60.1/32"
 	tu.Host.AddAddr(t, nstest.HostUplink1If, addr)
-	dir := t.TempDir()
 	hook := filepath.Join(dir, "move-address")
 	script, err := os.ReadFile("examples/hooks/move-address")
 	if err != nil {

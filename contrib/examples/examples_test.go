@@ -239,14 +239,17 @@ func TestPrimaryBackup(t *testing.T) {
 // address to the backup's interface, exactly once; the primary's return
 // does not move it back.
 func TestFailoverIPHook(t *testing.T) {
+	// The hook's argv in the example names the installed paths; run this
+	// repository's script, from a root-only directory (uplinkd refuses a
+	// hook anyone else could replace), logging into the test's directory.
+	// The directory is made before the lab so that it is removed after the
+	// lab's cleanup has killed every process in its namespaces, hooks
+	// included: a hook still logging would race the removal.
+	dir := t.TempDir()
 	tu := nstest.NewTwoUplinks(t)
 	const addr = "198.18.60.1/32"
 	tu.Host.AddAddr(t, nstest.HostUplink1If, addr)
 
-	// The hook's argv in the example names the installed paths; run this
-	// repository's script, from a root-only directory (uplinkd refuses a
-	// hook anyone else could replace), logging into the test's directory.
-	dir := t.TempDir()
 	hook := filepath.Join(dir, "move-address")
 	script, err := os.ReadFile("hooks/move-address")
 	if err != nil {
