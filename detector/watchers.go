@@ -44,6 +44,43 @@ func (w *watchSet) set(v []watchedIface) { w.p.Store(&v) }
 // resubscribeDelay bounds how fast a failing subscription is retried.
 const resubscribeDelay = 200 * time.Millisecond
 
+// keepSubscribed owns one netlink subscription's lifecycle until ctx ends:
+// subscribe, hand the channels to serve (err is the subscribe error, if
+// any), and when serve returns (the subscription failed, ENOBUFS included)
+// close it, drain it and try again after resubscribeDelay. The link and
+// neighbour watchers differ only in what serve does.
+func keepSubscribed[U any](ctx context.Context, buf int,
+	subscribe func(ch chan<- U, done <-chan struct{}, onErr func(error)) error,
+	serve func(ch <-chan U, errc <-chan error, err error)) {
+	for {
+		ch := make(chan U, buf)
+		done := make(chan struct{})
+		errc := make(chan error, 1)
+		err := subscribe(ch, done, func(err error) {
+			select {
+			case errc <- err:
+			default:
+			}
+		})
+		serve(ch, errc, err)
+		close(done)
+		if err == nil {
+			for range ch { // the subscription closes ch once done is seen
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		t := time.NewTimer(resubscribeDelay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // resyncEvery re-reads links even when no event came: netlink events are
 // hints and can be lost.
 const resyncEvery = 10 * time.Second
@@ -60,37 +97,18 @@ type linkWatcher struct {
 func (w *linkWatcher) Run(ctx context.Context) error {
 	resync := time.NewTicker(resyncEvery)
 	defer resync.Stop()
-	for {
-		ch := make(chan netlink.LinkUpdate, 256)
-		done := make(chan struct{})
-		errc := make(chan error, 1)
-		err := w.nl.LinkSubscribe(ch, done, func(err error) {
-			select {
-			case errc <- err:
-			default:
-			}
-		})
+	keepSubscribed(ctx, 256, w.nl.LinkSubscribe, func(ch <-chan netlink.LinkUpdate, errc <-chan error, err error) {
 		if err != nil {
 			w.log.Warn("subscribing to link updates", "err", err)
 		}
+		// Read the links even when subscribing failed: carrier state must
+		// not wait for a subscription that may never come.
 		w.resync(ctx)
 		if err == nil {
 			w.loop(ctx, ch, resync.C, errc)
 		}
-		close(done)
-		for range ch { // the subscription closes ch once done is seen
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		t := time.NewTimer(resubscribeDelay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-	}
+	})
+	return nil
 }
 
 func (w *linkWatcher) loop(ctx context.Context, ch <-chan netlink.LinkUpdate, resync <-chan time.Time, errc <-chan error) {
@@ -160,35 +178,14 @@ type neighWatcher struct {
 }
 
 func (w *neighWatcher) Run(ctx context.Context) error {
-	for {
-		ch := make(chan netlink.NeighUpdate, 1024)
-		done := make(chan struct{})
-		errc := make(chan error, 1)
-		err := w.nl.NeighSubscribe(ch, done, func(err error) {
-			select {
-			case errc <- err:
-			default:
-			}
-		})
+	keepSubscribed(ctx, 1024, w.nl.NeighSubscribe, func(ch <-chan netlink.NeighUpdate, errc <-chan error, err error) {
 		if err != nil {
 			w.log.Warn("subscribing to neighbour updates", "err", err)
-		} else {
-			w.loop(ctx, ch, errc)
+			return
 		}
-		close(done)
-		for range ch {
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		t := time.NewTimer(resubscribeDelay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-	}
+		w.loop(ctx, ch, errc)
+	})
+	return nil
 }
 
 func (w *neighWatcher) loop(ctx context.Context, ch <-chan netlink.NeighUpdate, errc <-chan error) {
