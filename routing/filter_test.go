@@ -258,15 +258,7 @@ func TestScenarioForeignTable(t *testing.T) {
 	<-wdone
 
 	// Run: a foreign default takes the key of the owned one in table 201.
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- rec.Run(rctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	defer startRun(t, ctx, rec)()
 	rec.Set(want)
 	golden := Format(want)
 	owned := func() (bool, string) {

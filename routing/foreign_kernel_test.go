@@ -121,20 +121,7 @@ func TestKernelBesideForeignTable(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
 	rec := newLabReconciler(t, h, m)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- rec.Run(ctx) }()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("Run did not return after cancel")
-		}
-	}()
+	defer startRun(t, context.Background(), rec)()
 	rec.Set(want)
 	golden := Format(want)
 	converged := func() (bool, string) {

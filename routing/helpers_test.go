@@ -1,9 +1,11 @@
 package routing
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/uplinkd/uplinkd/policy"
 )
@@ -58,3 +60,24 @@ last_resort = "unreachable"
 `
 
 func sprintf(format string, a ...any) string { return fmt.Sprintf(format, a...) }
+
+// startRun runs rec.Run in the background until the returned stop is
+// called (defer it), which cancels Run and fails the test if Run returns
+// an error or does not return within 10 s.
+func startRun(t testing.TB, parent context.Context, rec *Reconciler) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(parent)
+	done := make(chan error, 1)
+	go func() { done <- rec.Run(ctx) }()
+	return func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("Run did not return after cancel")
+		}
+	}
+}

@@ -188,16 +188,8 @@ func TestScenarioDriftRepair(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- rec.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		rec.Close()
-	}()
+	defer rec.Close()
+	defer startRun(t, context.Background(), rec)()
 
 	rec.Set(Desired(p, nil))
 	eventually(t, "initial apply", 5*time.Second, dumpIs(k, scenarioSteps[0].golden))
@@ -256,14 +248,8 @@ func TestScenarioTimerResync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- rec.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-		rec.Close()
-	}()
+	defer rec.Close()
+	defer startRun(t, context.Background(), rec)()
 	want := Desired(p, nil)
 	rec.Set(want)
 	eventually(t, "initial apply", 5*time.Second, dumpIs(k, Format(want)))
@@ -284,14 +270,8 @@ func TestScenarioRepairRateLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- rec.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-		rec.Close()
-	}()
+	defer rec.Close()
+	defer startRun(t, context.Background(), rec)()
 	want := Desired(p, nil)
 	rec.Set(want)
 	eventually(t, "initial apply", 5*time.Second, dumpIs(k, Format(want)))
