@@ -49,14 +49,14 @@ test-contrib::
 # table on stdout, out/bench.csv, out/bench.json, out/bench.md), then the
 # package benchmarks.
 bench: build
-	CGO_ENABLED=0 $(GO) build -trimpath -o bin/uplinkd-lab ./cmd/uplinkd-lab
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/uplinkd-lab ./lab/cmd/uplinkd-lab
 	bin/uplinkd-lab bench --uplinkd $(BIN) --config contrib/examples/demo.toml --out out
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 -timeout 60m ./...
 
 # A gateway dies silently in the namespace lab; uplinkd moves the traffic
 # and brings it back. Under a minute; the lab is removed on exit and Ctrl-C.
 demo: build
-	@CGO_ENABLED=0 $(GO) build -trimpath -o bin/uplinkd-lab ./cmd/uplinkd-lab
+	@CGO_ENABLED=0 $(GO) build -trimpath -o bin/uplinkd-lab ./lab/cmd/uplinkd-lab
 	@bin/uplinkd-lab demo --uplinkd $(BIN) --config contrib/examples/demo.toml
 
 STATICCHECK_VERSION := v0.8.2

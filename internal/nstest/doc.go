@@ -10,8 +10,8 @@
 // they fail, and never hang. Centralising the namespace plumbing here means
 // those guarantees are written (and reviewed) once instead of in every test.
 //
-// The namespace primitives themselves live in internal/netlab, which returns
-// errors so that the lab program (cmd/uplinkd-lab) can use them too; nstest
+// The namespace primitives themselves live in lab/netlab, which returns
+// errors so that the lab program (lab/cmd/uplinkd-lab) can use them too; nstest
 // is the thin testing wrapper: same primitives, failing the test instead of
 // returning errors, with teardown bound to t.Cleanup.
 //

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uplinkd/uplinkd/internal/netlab"
+	"github.com/uplinkd/uplinkd/lab/netlab"
 )
 
 // FaultTable is the nftables table (family netdev) holding every fault the

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uplinkd/uplinkd/internal/netlab"
+	"github.com/uplinkd/uplinkd/lab/netlab"
 )
 
 // Host is one network namespace of a Lab: a netlab.Host whose fallible

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/uplinkd/uplinkd/internal/netlab"
+	"github.com/uplinkd/uplinkd/lab/netlab"
 )
 
 // RequireEnv, when set to a non-empty value, turns New's skip into a fatal

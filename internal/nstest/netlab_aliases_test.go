@@ -5,7 +5,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/uplinkd/uplinkd/internal/netlab"
+	"github.com/uplinkd/uplinkd/lab/netlab"
 )
 
 // The tests of this package were written against its own unexported

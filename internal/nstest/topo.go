@@ -3,7 +3,7 @@ package nstest
 import (
 	"testing"
 
-	"github.com/uplinkd/uplinkd/internal/netlab"
+	"github.com/uplinkd/uplinkd/lab/netlab"
 )
 
 // Interface names of the TwoUplinks topology (see netlab).

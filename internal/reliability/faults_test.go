@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uplinkd/uplinkd/internal/netlab"
 	"github.com/uplinkd/uplinkd/internal/nstest"
+	"github.com/uplinkd/uplinkd/lab/netlab"
 	"golang.org/x/sys/unix"
 )
 

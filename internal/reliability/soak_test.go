@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uplinkd/uplinkd/internal/netlab"
 	"github.com/uplinkd/uplinkd/internal/nstest"
+	"github.com/uplinkd/uplinkd/lab/netlab"
 )
 
 // soakDuration is UPLINKD_SOAK (a Go duration), ten minutes by default:

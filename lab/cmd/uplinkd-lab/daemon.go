@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/uplinkd/uplinkd/internal/netlab"
+	"github.com/uplinkd/uplinkd/lab/netlab"
 )
 
 // daemon is uplinkd running in the lab's host namespace.

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uplinkd/uplinkd/internal/netlab"
 	"github.com/uplinkd/uplinkd/internal/nstest"
+	"github.com/uplinkd/uplinkd/lab/netlab"
 )
 
 // viaGW1 routes the server's addresses from the host through gw1 only.

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/uplinkd/uplinkd/internal/netlab"
+	"github.com/uplinkd/uplinkd/lab/netlab"
 )
 
 // env is one lab: the TwoUplinks namespaces, the echo responder on the

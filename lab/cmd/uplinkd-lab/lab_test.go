@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/uplinkd/uplinkd/internal/daemontest"
-	"github.com/uplinkd/uplinkd/internal/netlab"
 	"github.com/uplinkd/uplinkd/internal/nstest"
+	"github.com/uplinkd/uplinkd/lab/netlab"
 )
 
 // asMainEnv makes the test binary behave as uplinkd-lab itself, so the lab
@@ -77,10 +77,7 @@ func TestFailoverAndBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	demoPolicy, err := filepath.Abs("../../contrib/examples/demo.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	demoPolicy := filepath.Join(daemontest.Root(), "contrib", "examples", "demo.toml")
 	lossFile := filepath.Join(t.TempDir(), "loss.toml")
 	if err := os.WriteFile(lossFile, []byte(lossPolicy), 0o644); err != nil {
 		t.Fatal(err)

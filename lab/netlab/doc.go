@@ -1,6 +1,6 @@
 // Package netlab builds network labs out of Linux network namespaces: the
 // error-returning core behind the privileged test harness (internal/nstest)
-// and the lab program (cmd/uplinkd-lab, `make demo` and `make bench`).
+// and the lab program (lab/cmd/uplinkd-lab, `make demo` and `make bench`).
 //
 // Why it exists: uplinkd's job is to change routes and to notice when a
 // gateway silently stops forwarding, and none of that can be trusted from

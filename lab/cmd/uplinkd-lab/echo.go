@@ -10,7 +10,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/uplinkd/uplinkd/internal/netlab"
+	"github.com/uplinkd/uplinkd/lab/netlab"
 )
 
 // runEcho is the responder the lab starts in the server namespace with

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/uplinkd/uplinkd/internal/netlab"
+	"github.com/uplinkd/uplinkd/lab/netlab"
 )
 
 type benchOpts struct {
