@@ -177,3 +177,17 @@ func Control(ctx context.Context, path, cmd string) (string, error) {
 	}
 	return "", fmt.Errorf("reading uplinkd's reply to %s: unexpected %q", cmd, first)
 }
+
+// control handles one control-socket command.
+func (c *Core) control(ctx context.Context, cmd string) (string, error) {
+	switch cmd {
+	case CmdReload:
+		if err := c.Reload(ctx); err != nil {
+			return "", fmt.Errorf("reload refused: %w", err)
+		}
+		return "policy reloaded\n", nil
+	case CmdStatus:
+		return statusJSON(c.Status())
+	}
+	return "", fmt.Errorf("unknown command %q (want %s or %s)", cmd, CmdReload, CmdStatus)
+}

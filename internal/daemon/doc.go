@@ -4,7 +4,7 @@
 // root-only control socket, keepalived track files, systemd notification,
 // and least privilege.
 //
-// One goroutine, the loop in Daemon.Run, owns the health snapshot. It turns
+// One goroutine, Core.Loop, owns the health snapshot. It turns
 // every detector transition into a routing.Snapshot, computes the desired
 // state and hands it to the reconciler at once: there is no polling delay
 // between "down" and the route change. Everything else (signal handling, the
@@ -22,4 +22,22 @@
 // CAP_NET_ADMIN. Once its sockets are open the daemon keeps only
 // CAP_NET_ADMIN and CAP_NET_RAW in every capability set of every thread
 // (hooks inherit that bounding set).
+//
+// Where to look:
+//
+//   - run.go: Run, the wiring, top to bottom: preflight, build, listen,
+//     initial apply, capability drop, serve, stop.
+//   - core.go: Core, the health loop's state and what it needs of the
+//     detector (HealthSource) and the reconciler (RouteSink).
+//   - loop.go: Core.Loop and what a detector transition does: routes,
+//     track files, group bookkeeping, hooks.
+//   - groups.go: policy lookups the loop and status share (groups of a
+//     gateway, tables, which gateways idle as standby).
+//   - reload.go: Reload, the coalesced reload and what it keeps.
+//   - status.go: the status document and its assembly; table.go: its text
+//     rendering for `uplinkd status`.
+//   - preflight.go, caps.go: the checks before start and least privilege.
+//   - control.go, server.go: the control socket and the HTTP listener.
+//   - track.go, metrics.go, logging.go: keepalived track files, the
+//     daemon's own metrics, the logger.
 package daemon

@@ -120,3 +120,23 @@ func checkPrivileges() error {
 	}
 	return nil
 }
+
+// loadChecked reads and validates a policy and everything it names.
+func loadChecked(path string) (*policy.Policy, error) {
+	p, err := policy.Load(path)
+	if err != nil {
+		var perrs policy.Errors
+		if errors.As(err, &perrs) {
+			lines := make([]string, len(perrs))
+			for i, e := range perrs {
+				lines[i] = e.Error()
+			}
+			return nil, fmt.Errorf("policy %s is invalid:\n  %s", path, strings.Join(lines, "\n  "))
+		}
+		return nil, err
+	}
+	if err := errors.Join(checkPolicyFiles(p), checkInterfaces(p)); err != nil {
+		return nil, err
+	}
+	return p, nil
+}

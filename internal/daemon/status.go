@@ -1,13 +1,13 @@
 package daemon
 
 import (
-	"fmt"
-	"io"
-	"math"
-	"strconv"
-	"strings"
-	"text/tabwriter"
+	"maps"
+	"slices"
 	"time"
+
+	"github.com/uplinkd/uplinkd/detector"
+	"github.com/uplinkd/uplinkd/policy"
+	"github.com/uplinkd/uplinkd/routing"
 )
 
 // Status is what /status serves and `uplinkd status` prints. Durations are
@@ -83,104 +83,108 @@ func (s *Status) Check(name string) (up, found bool) {
 	return false, false
 }
 
-// ageText renders an age in seconds; -1 (never) is "-".
-func ageText(sec float64) string {
-	if sec < 0 || math.IsNaN(sec) {
-		return "-"
+// Status builds the status document. Safe from any goroutine: it copies
+// what the loop publishes under the read lock and asks the detector and
+// the reconciler for their own snapshots.
+func (c *Core) Status() *Status {
+	det := c.det.Status()
+	installed := c.rec.Installed()
+	c.mu.RLock()
+	p := c.pol
+	v := statusView{
+		states:  maps.Clone(c.states),
+		health:  maps.Clone(c.health),
+		standby: maps.Clone(c.standby),
 	}
-	return shortDur(time.Duration(sec * float64(time.Second)))
+	gh := maps.Clone(c.groupHealth)
+	s := &Status{
+		Version: c.version, Policy: p.File, Now: c.now(), Started: c.started, LastReload: c.lastReload,
+		LastReloadOK: c.reloadErr == nil, RouteProtocol: p.Daemon.RouteProtocol,
+	}
+	if c.reloadErr != nil {
+		s.LastReloadError = c.reloadErr.Error()
+	}
+	c.mu.RUnlock()
+
+	held := s.addKernelState(installed)
+	byName := map[string]detector.GatewayStatus{}
+	for _, d := range det {
+		byName[d.Name] = d
+	}
+	for _, g := range p.Gateways {
+		gs := v.gateway(p, g, byName)
+		gs.Routes = held[hop{g.Address.String(), g.Interface}]
+		s.Gateways = append(s.Gateways, gs)
+	}
+	for _, grp := range p.Groups {
+		s.Groups = append(s.Groups, GroupStatus{Name: grp.Name, Family: grp.Family, Table: grp.Table,
+			Up: gh[grp.Name] > 0, Healthy: gh[grp.Name], Gateways: slices.Clone(grp.Gateways)})
+	}
+	return s
 }
 
-// shortDur rounds a duration for a table: 3 significant figures at most.
-func shortDur(d time.Duration) string {
-	switch {
-	case d <= 0:
-		return "0s"
-	case d < time.Millisecond:
-		return d.Round(time.Microsecond).String()
-	case d < time.Second:
-		return d.Round(10 * time.Microsecond).String()
-	case d < time.Minute:
-		return d.Round(10 * time.Millisecond).String()
-	case d < time.Hour:
-		return d.Round(time.Second).String()
-	}
-	return d.Round(time.Minute).String()
+// statusView is the loop's per-gateway view, copied for one status read.
+type statusView struct {
+	states  map[string]detector.State
+	health  map[string]routing.Health
+	standby map[string]bool
 }
 
-func rttText(last, avg float64) string {
-	if last <= 0 && avg <= 0 {
-		return "-"
-	}
-	return shortDur(time.Duration(last*float64(time.Second))) + "/" + shortDur(time.Duration(avg*float64(time.Second)))
+// hop is a nexthop as status matches it to a gateway.
+type hop struct {
+	addr string
+	dev  string
 }
 
-func lossText(loss float64, samples int) string {
-	if samples == 0 {
-		return "-"
-	}
-	return strconv.FormatFloat(loss*100, 'f', 1, 64) + "%"
-}
-
-// WriteTable prints s for people: one line per gateway, then the groups,
-// then the routes each gateway holds.
-func WriteTable(w io.Writer, s *Status) error {
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "GATEWAY\tINTERFACE\tSTATE\tSINCE\tRTT LAST/AVG\tLOSS\tCONFIRMED\tRX\tTX\tGOOD PROBE\tPROBES/S\tROUTES\tREASON")
-	for _, g := range s.Gateways {
-		state := g.State
-		if g.Standby {
-			state += " (standby)"
-		}
-		if g.Damped {
-			state += " (damped)"
-		}
-		since := "-"
-		if !g.Since.IsZero() && !s.Now.IsZero() {
-			since = shortDur(s.Now.Sub(g.Since)) + " ago"
-		}
-		reason := g.Reason
-		if reason == "" {
-			reason = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%d\t%s\n",
-			g.Name, g.Interface, state, since, rttText(g.RTTLast, g.RTTAvg), lossText(g.Loss, g.Samples),
-			ageText(g.LastConfirmedAge), ageText(g.LastRxAge), ageText(g.LastTxAge), ageText(g.LastGoodProbeAge),
-			g.ProbesPerSecond, len(g.Routes), reason)
-	}
-	if len(s.Groups) > 0 {
-		fmt.Fprintln(tw)
-		fmt.Fprintln(tw, "GROUP\tSTATE\tHEALTHY\tTABLE\tGATEWAYS")
-		for _, g := range s.Groups {
-			state := "down"
-			if g.Up {
-				state = "up"
+// addKernelState renders the installed routes and rules, each route once
+// however many gateways it goes through, and returns the routes held by
+// each nexthop.
+func (s *Status) addKernelState(installed routing.State) map[hop][]string {
+	held := map[hop][]string{}
+	for _, r := range installed.Routes {
+		text := routing.RouteString(r)
+		s.Routes = append(s.Routes, text)
+		seen := map[hop]bool{}
+		for _, nh := range r.Nexthops {
+			k := hop{nh.Gateway.String(), nh.Dev}
+			if nh.Gateway.IsValid() && !seen[k] {
+				seen[k] = true
+				held[k] = append(held[k], text)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s\n", g.Name, state, g.Healthy, len(g.Gateways), g.Table, strings.Join(g.Gateways, ", "))
 		}
 	}
-	if err := tw.Flush(); err != nil {
-		return err
+	for _, r := range installed.Rules {
+		s.Rules = append(s.Rules, routing.RuleString(r))
 	}
-	var b strings.Builder
-	for _, g := range s.Gateways {
-		if len(g.Routes) == 0 {
-			continue
-		}
-		fmt.Fprintf(&b, "\n%s holds:\n", g.Name)
-		for _, r := range g.Routes {
-			fmt.Fprintf(&b, "  %s\n", r)
-		}
+	return held
+}
+
+// gateway is one gateway's status: the loop's view and the detector's
+// evidence. Ages of evidence that never happened are -1.
+func (v statusView) gateway(p *policy.Policy, g *policy.Gateway, det map[string]detector.GatewayStatus) GatewayStatus {
+	h := v.health[g.Name]
+	gs := GatewayStatus{
+		Name: g.Name, Interface: g.Interface, Address: g.Address.String(), Groups: groupsOf(p, g.Name),
+		State: v.states[g.Name].String(), Health: h.String(), Up: h.Healthy(), Standby: v.standby[g.Name],
+		LastConfirmedAge: -1, LastRxAge: -1, LastTxAge: -1, LastGoodProbeAge: -1,
 	}
-	if len(s.Rules) > 0 {
-		fmt.Fprintf(&b, "\nrules (proto %d):\n", s.RouteProtocol)
-		for _, r := range s.Rules {
-			fmt.Fprintf(&b, "  %s\n", r)
-		}
+	d, ok := det[g.Name]
+	if !ok {
+		return gs
 	}
-	if !s.LastReloadOK && s.LastReloadError != "" {
-		fmt.Fprintf(&b, "\nlast reload FAILED, previous policy still runs: %s\n", s.LastReloadError)
+	gs.Since, gs.Reason, gs.Carrier, gs.Damped = d.Since, d.Reason, d.Carrier, d.Damped
+	gs.RTTLast, gs.RTTAvg, gs.Loss, gs.Samples = d.RTTLast.Seconds(), d.RTTAvg.Seconds(), d.Loss, d.Samples
+	gs.LastConfirmedAge, gs.LastRxAge = ageSeconds(d.LastConfirmedAge), ageSeconds(d.LastRxAge)
+	gs.LastTxAge, gs.LastGoodProbeAge = ageSeconds(d.LastTxAge), ageSeconds(d.LastGoodProbeAge)
+	gs.ProbesPerSecond, gs.FlapPenalty = d.ProbesPerSecond, d.FlapPenalty
+	return gs
+}
+
+// ageSeconds is an age for the status document; the detector's negative
+// "never" becomes -1.
+func ageSeconds(d time.Duration) float64 {
+	if d < 0 {
+		return -1
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	return d.Seconds()
 }

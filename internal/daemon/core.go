@@ -1,0 +1,181 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/uplinkd/uplinkd/detector"
+	"github.com/uplinkd/uplinkd/internal/hooks"
+	"github.com/uplinkd/uplinkd/policy"
+	"github.com/uplinkd/uplinkd/routing"
+)
+
+// HealthSource is what the daemon needs of the detector; *detector.Detector
+// implements it, and loop tests use a fake.
+type HealthSource interface {
+	Run(ctx context.Context) error
+	Transitions() <-chan detector.Transition
+	Update(p *policy.Policy) error
+	SetStandby(names map[string]bool)
+	Status() []detector.GatewayStatus
+	Close() error
+}
+
+// RouteSink is what the daemon needs of the reconciler; *routing.Reconciler
+// implements it.
+type RouteSink interface {
+	Apply(ctx context.Context, want routing.State) (int, error)
+	Set(want routing.State)
+	Run(ctx context.Context) error
+	Installed() routing.State
+	Withdraw(ctx context.Context) error
+	Close() error
+}
+
+// DefaultReloadDebounce folds reload requests arriving this close together
+// into one reload.
+const DefaultReloadDebounce = 100 * time.Millisecond
+
+// Core is the loop that owns health: the part of the daemon that joins
+// detector and routing, testable with fakes of both.
+type Core struct {
+	log     *slog.Logger
+	det     HealthSource
+	rec     RouteSink
+	hooks   *hooks.Runner
+	metrics *Metrics
+	track   *trackFiles
+	load    func() (*policy.Policy, error)
+	now     func() time.Time
+
+	// Debounce for reloads; DefaultReloadDebounce if 0.
+	Debounce time.Duration
+	// Watchdog, if positive, is how often the loop tells systemd it is alive.
+	Watchdog time.Duration
+	notify   func(state string) // sd_notify; nil outside systemd
+	tune     func(p *policy.Policy) ([]routing.SysctlChange, error)
+
+	reloadc chan chan error
+	beat    chanHeartbeat
+
+	// mu guards what status readers see. The loop holds it only to copy
+	// values in, never across a channel operation or a kernel call.
+	mu          sync.RWMutex
+	pol         *policy.Policy
+	states      map[string]detector.State // every policy gateway; Unknown until the detector says
+	health      map[string]routing.Health // what routing does with each gateway
+	groupHealth map[string]int            // healthy gateways per group
+	standby     map[string]bool
+	started     time.Time
+	lastReload  time.Time
+	reloadErr   error
+	reloads     int
+	version     string
+}
+
+// chanHeartbeat records when the loop last went round, for /healthz.
+type chanHeartbeat struct {
+	mu sync.Mutex
+	at time.Time
+}
+
+func (h *chanHeartbeat) mark(t time.Time) { h.mu.Lock(); h.at = t; h.mu.Unlock() }
+func (h *chanHeartbeat) last() time.Time  { h.mu.Lock(); defer h.mu.Unlock(); return h.at }
+
+// CoreConfig configures a Core.
+type CoreConfig struct {
+	Policy   *policy.Policy
+	Logger   *slog.Logger
+	Detector HealthSource
+	Routes   RouteSink
+	Hooks    *hooks.Runner // may be nil
+	Metrics  *Metrics      // may be nil
+	TrackDir string
+	// Load re-reads and validates the policy on reload.
+	Load    func() (*policy.Policy, error)
+	Now     func() time.Time // nil: time.Now
+	Version string
+}
+
+// NewCore builds the loop. It does not start anything.
+func NewCore(cfg CoreConfig) (*Core, error) {
+	c := &Core{
+		log:         cfg.Logger,
+		det:         cfg.Detector,
+		rec:         cfg.Routes,
+		hooks:       cfg.Hooks,
+		metrics:     cfg.Metrics,
+		load:        cfg.Load,
+		now:         cfg.Now,
+		reloadc:     make(chan chan error, 64),
+		pol:         cfg.Policy,
+		states:      map[string]detector.State{},
+		health:      map[string]routing.Health{},
+		groupHealth: map[string]int{},
+		standby:     map[string]bool{},
+		version:     cfg.Version,
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.hooks == nil {
+		c.hooks = hooks.New(hooks.Config{Logger: c.log})
+	}
+	var err error
+	if c.track, err = newTrackFiles(cfg.TrackDir); err != nil {
+		return nil, err
+	}
+	for _, g := range c.pol.Gateways {
+		c.states[g.Name] = detector.Unknown
+		c.health[g.Name] = routing.Up
+	}
+	c.started = c.now()
+	c.lastReload = c.started
+	c.hooks.SetHooks(c.pol.Hooks)
+	c.metrics.reloaded(true, float64(c.started.UnixNano())/1e9)
+	c.beat.mark(c.started)
+	return c, nil
+}
+
+// healthOf maps a detector state to routing health, given the health the
+// gateway had. Suspect keeps it (a suspect gateway still carries traffic,
+// with its degraded weight if it was degraded, until the detector declares
+// it down), and Unknown is optimistic, so a restart never withdraws a
+// working route on a guess.
+func healthOf(s detector.State, prev routing.Health) routing.Health {
+	switch s {
+	case detector.Suspect:
+		return prev
+	case detector.Degraded:
+		return routing.Degraded
+	case detector.Down:
+		return routing.Down
+	}
+	return routing.Up
+}
+
+// snapshot returns the routing view of the current states. Called by the
+// loop only.
+func (c *Core) snapshot() routing.Snapshot {
+	s := routing.Snapshot{}
+	for name, h := range c.health {
+		s[name] = h
+	}
+	return s
+}
+
+// Desired is the routing state for the current health, for the initial
+// apply.
+func (c *Core) Desired() routing.State {
+	return routing.Desired(c.pol, c.snapshot())
+}
+
+// Healthy reports whether the loop went round recently, for /healthz.
+func (c *Core) Healthy(maxAge time.Duration) bool {
+	return c.now().Sub(c.beat.last()) < maxAge
+}

@@ -1,0 +1,250 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/uplinkd/uplinkd/detector"
+	"github.com/uplinkd/uplinkd/internal/hooks"
+	"github.com/uplinkd/uplinkd/policy"
+	"github.com/uplinkd/uplinkd/routing"
+)
+
+// Loop is the goroutine that owns health. It returns when ctx ends.
+func (c *Core) Loop(ctx context.Context) error {
+	for _, g := range c.pol.Gateways {
+		if err := c.track.set(g.Name, true); err != nil {
+			c.log.Error("writing track file", "gateway", g.Name, "err", err)
+		}
+	}
+	c.update(true)
+	debounce := c.Debounce
+	if debounce <= 0 {
+		debounce = DefaultReloadDebounce
+	}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	beat := time.NewTicker(time.Second)
+	defer beat.Stop()
+	var wd <-chan time.Time
+	if c.Watchdog > 0 {
+		t := time.NewTicker(c.Watchdog)
+		defer t.Stop()
+		wd = t.C
+	}
+	var pending reloadWaiters
+	trc := c.det.Transitions()
+	for {
+		select {
+		case <-ctx.Done():
+			pending.answer(ctx.Err())
+			return nil
+		case tr, ok := <-trc:
+			if !ok {
+				trc = nil
+				continue
+			}
+			c.transition(tr)
+		case ch := <-c.reloadc:
+			if len(pending) == 0 {
+				timer.Reset(debounce)
+			}
+			pending = append(pending, ch)
+		case <-timer.C:
+			pending = c.drainReloads(pending)
+			pending.answer(c.reload())
+			pending = pending[:0]
+		case <-wd:
+			if c.notify != nil {
+				c.notify(sd.SdNotifyWatchdog)
+			}
+		case now := <-beat.C:
+			c.beat.mark(now)
+		}
+		c.beat.mark(c.now())
+	}
+}
+
+// reloadWaiters are the callers of one pending reload; a nil entry is a
+// request nobody waits for (SIGHUP).
+type reloadWaiters []chan error
+
+func (w reloadWaiters) answer(err error) {
+	for _, ch := range w {
+		if ch != nil {
+			ch <- err
+		}
+	}
+}
+
+// drainReloads folds every request that queued up while the debounce ran
+// into the reload about to start.
+func (c *Core) drainReloads(w reloadWaiters) reloadWaiters {
+	for {
+		select {
+		case ch := <-c.reloadc:
+			w = append(w, ch)
+		default:
+			return w
+		}
+	}
+}
+
+// update pushes the current health to routing, the detector and the group
+// bookkeeping. initial suppresses group hooks: at start-up nothing changed.
+func (c *Core) update(initial bool) {
+	snap := c.pushRoutes()
+	c.updateGroups(snap, initial)
+}
+
+// pushRoutes hands the desired state for the current health to the
+// reconciler (it applies at once, on its own goroutine) and tells the
+// detector which gateways idle as backups.
+func (c *Core) pushRoutes() routing.Snapshot {
+	snap := c.snapshot()
+	c.rec.Set(routing.Desired(c.pol, snap))
+	sb := standbySet(c.pol, snap)
+	if !maps.Equal(sb, c.standby) {
+		c.det.SetStandby(sb)
+		c.mu.Lock()
+		c.standby = sb
+		c.mu.Unlock()
+	}
+	return snap
+}
+
+// updateGroups recounts healthy gateways per group: metrics, track files,
+// and group_up/group_down hooks when a count crosses zero.
+func (c *Core) updateGroups(snap routing.Snapshot, initial bool) {
+	gh := map[string]int{}
+	for _, grp := range c.pol.Groups {
+		n := groupHealthy(c.pol, grp, snap)
+		gh[grp.Name] = n
+		prev, known := c.groupHealth[grp.Name]
+		c.metrics.setGroup(grp.Name, n)
+		if err := c.track.set(grp.Name, n > 0); err != nil {
+			c.log.Error("writing track file", "group", grp.Name, "err", err)
+		}
+		if initial || !known || (prev > 0) == (n > 0) {
+			continue
+		}
+		ev := policy.EventGroupUp
+		prevState, state := "down", "up"
+		if n == 0 {
+			ev, prevState, state = policy.EventGroupDown, "up", "down"
+		}
+		c.log.Info("group "+state, "group", grp.Name, "healthy", n, "table", grp.Table)
+		c.hooks.Fire(hooks.Event{Name: ev, Group: grp.Name, PrevState: prevState, State: state,
+			Reason: fmt.Sprintf("%d of %d gateways healthy", n, len(grp.Gateways)), Table: tableText(grp.Table)})
+	}
+	c.mu.Lock()
+	c.groupHealth = gh
+	c.mu.Unlock()
+	c.notifyStatus()
+}
+
+func (c *Core) notifyStatus() {
+	if c.notify == nil {
+		return
+	}
+	up := 0
+	for _, h := range c.health {
+		if h.Healthy() {
+			up++
+		}
+	}
+	var down []string
+	for _, grp := range c.pol.Groups {
+		if c.groupHealth[grp.Name] == 0 {
+			down = append(down, grp.Name)
+		}
+	}
+	text := fmt.Sprintf("STATUS=%d/%d gateways healthy", up, len(c.states))
+	if len(down) > 0 {
+		text += "; groups without a healthy gateway: " + strings.Join(down, ", ")
+	}
+	c.notify(text)
+}
+
+// transition handles one detector transition: routes first, then hooks.
+func (c *Core) transition(tr detector.Transition) {
+	g := c.pol.Gateway(tr.Gateway)
+	if g == nil {
+		// A transition queued before a reload removed the gateway.
+		return
+	}
+	prev := c.health[tr.Gateway]
+	next := healthOf(tr.To, prev)
+	c.mu.Lock()
+	c.states[tr.Gateway] = tr.To
+	c.health[tr.Gateway] = next
+	c.mu.Unlock()
+	// The detector logs the transition itself at Info.
+	c.log.Debug("gateway "+tr.To.String(), "gateway", tr.Gateway, "iface", g.Interface, "from", tr.From.String(),
+		"to", tr.To.String(), "cause", tr.Cause, "reason", tr.Reason)
+	// Routes first; hooks and bookkeeping only queue work.
+	snap := c.pushRoutes()
+	if err := c.track.set(g.Name, next.Healthy()); err != nil {
+		c.log.Error("writing track file", "gateway", g.Name, "err", err)
+	}
+	if prev != next {
+		ev := policy.EventGatewayUp
+		switch next {
+		case routing.Down:
+			ev = policy.EventGatewayDown
+		case routing.Degraded:
+			ev = policy.EventGatewayDegraded
+		}
+		c.hooks.Fire(hooks.Event{
+			Name: ev, Gateway: g.Name, Group: strings.Join(groupsOf(c.pol, g.Name), ","),
+			Interface: g.Interface, Address: g.Address.String(),
+			PrevState: prev.String(), State: next.String(), Reason: tr.Reason, Table: gatewayTables(c.pol, g),
+		})
+	}
+	c.updateGroups(snap, false)
+}
+
+// OnApplied is the reconciler's callback: it fires route_changed hooks. It
+// runs on the reconciler's goroutine and never blocks.
+func (c *Core) OnApplied(ops []routing.Op) {
+	if len(ops) == 0 {
+		return
+	}
+	var lines, tables, gws, grps []string
+	add := func(list *[]string, v string) {
+		if v != "" && !slices.Contains(*list, v) {
+			*list = append(*list, v)
+		}
+	}
+	for _, op := range ops {
+		lines = append(lines, op.Lines()...)
+		var owner string
+		switch {
+		case op.Route != nil:
+			add(&tables, tableText(op.Route.Table))
+			owner = op.Route.Owner
+		case op.Rule != nil:
+			add(&tables, tableText(op.Rule.Table))
+			owner = op.Rule.Owner
+		}
+		kind, rest, _ := strings.Cut(owner, "/")
+		name, _, _ := strings.Cut(rest, "/")
+		switch kind {
+		case "group":
+			add(&grps, name)
+		case "gateway":
+			add(&gws, name)
+		}
+	}
+	c.log.Info("routes changed", "table", strings.Join(tables, ","), "ops", len(ops))
+	c.hooks.Fire(hooks.Event{Name: policy.EventRouteChanged, Gateway: strings.Join(gws, ","), Group: strings.Join(grps, ","),
+		Table: strings.Join(tables, ","), Changes: strings.Join(lines, "\n"), State: "applied",
+		Reason: fmt.Sprintf("%d route/rule operations applied", len(ops))})
+}

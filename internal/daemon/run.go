@@ -1,0 +1,350 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	sd "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/uplinkd/uplinkd/internal/hooks"
+	"github.com/uplinkd/uplinkd/policy"
+	"github.com/uplinkd/uplinkd/routing"
+)
+
+// Options configure Run.
+type Options struct {
+	ConfigPath string
+	// LogFormat and LogLevel override the policy's [daemon] settings.
+	LogFormat, LogLevel string
+	Stderr              *os.File
+	Build               BuildInfo
+}
+
+// StartError is a refusal to start: nothing was touched.
+type StartError struct{ Err error }
+
+func (e *StartError) Error() string { return "refusing to start: " + e.Err.Error() }
+func (e *StartError) Unwrap() error { return e.Err }
+
+// Run is `uplinkd run`: it starts the daemon and returns when ctx ends
+// (SIGTERM, SIGINT) or a component fails. SIGHUP reloads.
+//
+// The steps run in this order, and the order is the point: everything up
+// to the sockets refuses to start without having touched the kernel; the
+// sockets are opened while every capability is still there; the kernel is
+// written once; then the capabilities go, and only then do hooks run.
+func Run(ctx context.Context, opts Options) error {
+	d := &daemon{opts: opts}
+	defer d.close()
+	if err := d.preflight(); err != nil {
+		return &StartError{err}
+	}
+	if err := d.build(); err != nil {
+		return &StartError{err}
+	}
+	if err := d.listen(); err != nil {
+		return &StartError{err}
+	}
+	// The kernel is touched from here on.
+	if err := d.applyInitial(ctx); err != nil {
+		return err
+	}
+	if err := DropCapabilities(KeptCapabilities); err != nil {
+		return err
+	}
+	d.log.Info("capabilities dropped", "kept", "CAP_NET_ADMIN,CAP_NET_RAW")
+	d.hooks.Start()
+	return d.serve(ctx)
+}
+
+// daemon is one `uplinkd run`: what Run wires together, in the order it
+// creates it. close releases whatever was created.
+type daemon struct {
+	opts Options
+	p    *policy.Policy
+	log  *slog.Logger
+
+	reg   *prometheus.Registry
+	hooks *hooks.Runner
+	rec   *routing.Reconciler
+	det   HealthSource
+	core  *Core
+
+	httpLn net.Listener   // nil without [daemon] listen
+	ctl    *controlServer // nil without [daemon] control_socket
+}
+
+// preflight reads and checks the policy, makes the logger and refuses a
+// process or binary that could not run safely.
+func (d *daemon) preflight() error {
+	p, err := loadChecked(d.opts.ConfigPath)
+	if err != nil {
+		return err
+	}
+	format, level := p.Daemon.LogFormat, p.Daemon.LogLevel
+	if d.opts.LogFormat != "" {
+		format = d.opts.LogFormat
+	}
+	if d.opts.LogLevel != "" {
+		level = d.opts.LogLevel
+	}
+	stderr := d.opts.Stderr
+	if stderr == nil {
+		stderr = os.Stderr
+	}
+	if d.log, err = NewLogger(stderr, format, level); err != nil {
+		return err
+	}
+	d.p = p
+	if err := checkPrivileges(); err != nil {
+		return err
+	}
+	if builtWithCgo {
+		return errors.New("this binary was built with cgo, which makes dropping capabilities on every thread impossible; build it with CGO_ENABLED=0 (make build does)")
+	}
+	if d.opts.Build.GoVersion == "" {
+		d.opts.Build.GoVersion = runtime.Version()
+	}
+	return nil
+}
+
+// build creates the components, none of them running yet: metrics, the
+// hook runner (paused until the capabilities are dropped: the initial
+// apply already fires route_changed), the reconciler, the detector and the
+// health loop that joins them.
+func (d *daemon) build() error {
+	d.reg = prometheus.NewRegistry()
+	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	dm := NewMetrics(d.reg, d.opts.Build)
+	d.hooks = hooks.New(hooks.Config{Logger: d.log, Metrics: hooks.NewMetrics(d.reg), Paused: true})
+
+	var err error
+	d.rec, err = routing.NewReconciler(routing.Config{
+		Protocol:    d.p.Daemon.RouteProtocol,
+		Logger:      d.log,
+		Metrics:     routing.NewMetrics(d.reg),
+		ResyncEvery: d.p.Daemon.ResyncEvery,
+		// d.core is set below, before anything can apply.
+		OnApplied: func(ops []routing.Op) { d.core.OnApplied(ops) },
+	})
+	if err != nil {
+		return err
+	}
+	if d.det, err = newDetector(d.p, d.log, d.reg); err != nil {
+		return fmt.Errorf("creating detector: %w", err)
+	}
+	path := d.opts.ConfigPath
+	d.core, err = NewCore(CoreConfig{
+		Policy: d.p, Logger: d.log, Detector: d.det, Routes: d.rec, Hooks: d.hooks, Metrics: dm,
+		TrackDir: d.p.Daemon.TrackDir, Load: func() (*policy.Policy, error) { return loadChecked(path) },
+		Version: d.opts.Build.Version,
+	})
+	return err
+}
+
+// listen opens the status listener and the control socket.
+func (d *daemon) listen() error {
+	p := d.p.Daemon
+	if p.Listen != "" {
+		ln, err := net.Listen("tcp", p.Listen)
+		if err != nil {
+			return fmt.Errorf("listening for metrics and status: %w", err)
+		}
+		d.httpLn = ln
+		if host, _, err := net.SplitHostPort(p.Listen); err == nil {
+			if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+				d.log.Warn("metrics and status are served beyond loopback; they are read-only but reveal the network's health", "listen", p.Listen)
+			}
+		}
+	}
+	if p.ControlSocket != "" {
+		ln, err := listenControl(p.ControlSocket)
+		if err != nil {
+			return err
+		}
+		d.ctl = &controlServer{ln: ln, path: p.ControlSocket, log: d.log, handle: d.core.control}
+	}
+	return nil
+}
+
+// applyInitial applies the [kernel] settings and the desired routes for
+// the health the daemon starts with.
+func (d *daemon) applyInitial(ctx context.Context) error {
+	log := d.log
+	d.core.tune = func(p *policy.Policy) ([]routing.SysctlChange, error) {
+		return routing.TuneKernel(p.Kernel, p.Interfaces(), log)
+	}
+	if changes, err := d.core.tune(d.p); err != nil {
+		return fmt.Errorf("applying [kernel] settings: %w", err)
+	} else if len(changes) > 0 {
+		log.Info("kernel settings applied", "changes", len(changes))
+	}
+	writes, err := d.rec.Apply(ctx, d.core.Desired())
+	if err != nil {
+		// Partial failures are repaired by Run; the daemon must still come
+		// up and watch the gateways.
+		log.Error("initial apply incomplete", "err", err, "writes", writes)
+	} else {
+		log.Info("initial state applied", "writes", writes)
+	}
+	return nil
+}
+
+// serve runs every long-lived worker until ctx ends or one of them fails,
+// then stops them all and leaves or withdraws the routes as the policy
+// says.
+func (d *daemon) serve(ctx context.Context) error {
+	w := newWorkers(ctx)
+	if ok, _ := sd.SdWatchdogEnabled(false); ok > 0 {
+		d.core.Watchdog = ok / 2
+	}
+	d.core.notify = func(state string) { _, _ = sd.SdNotify(false, state) }
+
+	w.start("detector", d.det.Run)
+	w.start("reconciler", d.rec.Run)
+	w.start("health loop", d.core.Loop)
+	var srv *http.Server
+	if d.httpLn != nil {
+		srv = newHTTPServer(d.core, d.reg, d.log)
+		w.start("status server", func(context.Context) error {
+			if err := srv.Serve(d.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		d.log.Info("serving metrics and status", "addr", d.httpLn.Addr().String())
+	}
+	if d.ctl != nil {
+		w.start("control socket", d.ctl.serve)
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	w.start("signals", func(ctx context.Context) error {
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-hup:
+				d.log.Info("SIGHUP: reloading policy")
+				d.core.RequestReload()
+			}
+		}
+	})
+
+	_, _ = sd.SdNotify(false, sd.SdNotifyReady)
+	d.log.Info("uplinkd running", "policy", d.p.File, "gateways", len(d.p.Gateways), "groups", len(d.p.Groups),
+		"proto", d.p.Daemon.RouteProtocol, "version", d.opts.Build.Version)
+
+	runErr := w.wait()
+	if runErr != nil {
+		d.log.Error("stopping after a component failed", "err", runErr)
+	}
+	_, _ = sd.SdNotify(false, sd.SdNotifyStopping)
+	w.cancel()
+	if srv != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = srv.Shutdown(sctx)
+		scancel()
+	}
+	if d.ctl != nil {
+		d.ctl.close()
+	}
+	d.det.Close()
+	d.rec.Close()
+	w.wg.Wait()
+	runErr = errors.Join(runErr, d.onExit())
+	d.hooks.Close()
+	return runErr
+}
+
+// onExit leaves the routes in place or withdraws them, as the running
+// policy's on_exit says.
+func (d *daemon) onExit() error {
+	d.core.mu.RLock()
+	onExit := d.core.pol.Daemon.OnExit
+	d.core.mu.RUnlock()
+	if onExit != policy.OnExitWithdraw {
+		d.log.Info("leaving routes in place (on_exit = leave)")
+		return nil
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if err := d.rec.Withdraw(wctx); err != nil {
+		d.log.Error("withdrawing routes on exit", "err", err)
+		return err
+	}
+	d.log.Info("routes and rules withdrawn (on_exit = withdraw)")
+	return nil
+}
+
+// close releases what was created, in reverse order. Every Close it calls
+// is idempotent, so it is safe after serve has stopped the components.
+func (d *daemon) close() {
+	if d.ctl != nil {
+		d.ctl.close()
+	}
+	if d.httpLn != nil {
+		d.httpLn.Close()
+	}
+	if d.det != nil {
+		d.det.Close()
+	}
+	if d.rec != nil {
+		d.rec.Close()
+	}
+	if d.hooks != nil {
+		d.hooks.Close()
+	}
+}
+
+// workers runs the daemon's long-lived goroutines under one context: the
+// first one to fail stops the daemon.
+type workers struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	errc   chan error
+	wg     sync.WaitGroup
+}
+
+func newWorkers(parent context.Context) *workers {
+	ctx, cancel := context.WithCancel(parent)
+	return &workers{ctx: ctx, cancel: cancel, errc: make(chan error, 8)}
+}
+
+// start runs fn until the context ends; an error it returns before that
+// ends the daemon.
+func (w *workers) start(name string, fn func(context.Context) error) {
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		if err := fn(w.ctx); err != nil && w.ctx.Err() == nil {
+			select {
+			case w.errc <- fmt.Errorf("%s: %w", name, err):
+			default: // another failure is already stopping the daemon
+			}
+		}
+	}()
+}
+
+// wait returns when the context ends (nil) or a worker fails (its error).
+func (w *workers) wait() error {
+	select {
+	case <-w.ctx.Done():
+		return nil
+	case err := <-w.errc:
+		return err
+	}
+}

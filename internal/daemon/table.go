@@ -1,0 +1,113 @@
+package daemon
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// ageText renders an age in seconds; -1 (never) is "-".
+func ageText(sec float64) string {
+	if sec < 0 || math.IsNaN(sec) {
+		return "-"
+	}
+	return shortDur(time.Duration(sec * float64(time.Second)))
+}
+
+// shortDur rounds a duration for a table: 3 significant figures at most.
+func shortDur(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "0s"
+	case d < time.Millisecond:
+		return d.Round(time.Microsecond).String()
+	case d < time.Second:
+		return d.Round(10 * time.Microsecond).String()
+	case d < time.Minute:
+		return d.Round(10 * time.Millisecond).String()
+	case d < time.Hour:
+		return d.Round(time.Second).String()
+	}
+	return d.Round(time.Minute).String()
+}
+
+func rttText(last, avg float64) string {
+	if last <= 0 && avg <= 0 {
+		return "-"
+	}
+	return shortDur(time.Duration(last*float64(time.Second))) + "/" + shortDur(time.Duration(avg*float64(time.Second)))
+}
+
+func lossText(loss float64, samples int) string {
+	if samples == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(loss*100, 'f', 1, 64) + "%"
+}
+
+// WriteTable prints s for people: one line per gateway, then the groups,
+// then the routes each gateway holds.
+func WriteTable(w io.Writer, s *Status) error {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GATEWAY\tINTERFACE\tSTATE\tSINCE\tRTT LAST/AVG\tLOSS\tCONFIRMED\tRX\tTX\tGOOD PROBE\tPROBES/S\tROUTES\tREASON")
+	for _, g := range s.Gateways {
+		state := g.State
+		if g.Standby {
+			state += " (standby)"
+		}
+		if g.Damped {
+			state += " (damped)"
+		}
+		since := "-"
+		if !g.Since.IsZero() && !s.Now.IsZero() {
+			since = shortDur(s.Now.Sub(g.Since)) + " ago"
+		}
+		reason := g.Reason
+		if reason == "" {
+			reason = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%d\t%s\n",
+			g.Name, g.Interface, state, since, rttText(g.RTTLast, g.RTTAvg), lossText(g.Loss, g.Samples),
+			ageText(g.LastConfirmedAge), ageText(g.LastRxAge), ageText(g.LastTxAge), ageText(g.LastGoodProbeAge),
+			g.ProbesPerSecond, len(g.Routes), reason)
+	}
+	if len(s.Groups) > 0 {
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "GROUP\tSTATE\tHEALTHY\tTABLE\tGATEWAYS")
+		for _, g := range s.Groups {
+			state := "down"
+			if g.Up {
+				state = "up"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s\n", g.Name, state, g.Healthy, len(g.Gateways), g.Table, strings.Join(g.Gateways, ", "))
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var b strings.Builder
+	for _, g := range s.Gateways {
+		if len(g.Routes) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "\n%s holds:\n", g.Name)
+		for _, r := range g.Routes {
+			fmt.Fprintf(&b, "  %s\n", r)
+		}
+	}
+	if len(s.Rules) > 0 {
+		fmt.Fprintf(&b, "\nrules (proto %d):\n", s.RouteProtocol)
+		for _, r := range s.Rules {
+			fmt.Fprintf(&b, "  %s\n", r)
+		}
+	}
+	if !s.LastReloadOK && s.LastReloadError != "" {
+		fmt.Fprintf(&b, "\nlast reload FAILED, previous policy still runs: %s\n", s.LastReloadError)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
