@@ -1,4 +1,4 @@
-package daemon_test
+package e2e
 
 import (
 	"bufio"
@@ -510,7 +510,7 @@ func TestMetricsAreAllPresent(t *testing.T) {
 	l.signal(syscall.SIGHUP)
 	l.waitFor("a hook run", func() bool { return len(l.hookLines()) > 0 })
 
-	design, err := os.ReadFile("../../docs/design.md")
+	design, err := os.ReadFile(filepath.Join(daemontest.Root(), "docs", "design.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
