@@ -133,13 +133,14 @@ func TestConfigurationDocDefaults(t *testing.T) {
 		}
 		want["profile.NAME."+tag] = v.Interface()
 	}
-	// The same defaults must come out of the parser for an empty policy.
-	p, err := Parse("empty.toml", nil, Options{})
+	// The same defaults must come out of the parser for a policy that sets
+	// nothing but one gateway.
+	p, err := Parse("minimal.toml", []byte("[gateway.a]\naddress = \"198.18.1.1\"\ninterface = \"eth1\"\n"), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p.Daemon.Listen != DefaultListen || p.Daemon.ResyncEvery != DefaultResync || p.Daemon.OnExit != want["daemon.on_exit"] {
-		t.Fatalf("an empty policy's [daemon] does not carry the documented defaults: %+v", p.Daemon)
+		t.Fatalf("a minimal policy's [daemon] does not carry the documented defaults: %+v", p.Daemon)
 	}
 
 	for key, w := range want {

@@ -257,12 +257,28 @@ func Parse(file string, data []byte, opts Options) (*Policy, error) {
 	}
 	v.unknownKeys(md)
 	p := v.build(&raw)
+	v.managesSomething(&raw)
 	if len(v.errs) > 0 {
 		v.errs.sort()
 		return nil, v.errs
 	}
 	p.File = file
 	return p, nil
+}
+
+// ErrManagesNothing is the message for a policy that defines no gateway,
+// rule or announce. Such a policy would make run and reload withdraw every
+// route uplinkd owns, which is how an empty file, a comment-only file or a
+// wrong path (/dev/null) would take a host's default route away. Withdrawing
+// everything on purpose is done with on_exit = "withdraw" and a stop.
+const ErrManagesNothing = "policy manages nothing: it defines no gateway, rule or announce, and applying it would withdraw every route uplinkd owns (to withdraw them on purpose, set on_exit = \"withdraw\" in [daemon] and stop uplinkd)"
+
+// It is reported only when nothing else is wrong: a misspelt section
+// ([gateways]) already says why nothing is managed.
+func (v *validator) managesSomething(raw *rawFile) {
+	if len(v.errs) == 0 && len(raw.Gateway) == 0 && len(raw.Rule) == 0 && len(raw.Announce) == 0 {
+		v.errs = append(v.errs, &Error{File: v.file, Msg: ErrManagesNothing})
+	}
 }
 
 func decodeError(file string, err error) *Error {

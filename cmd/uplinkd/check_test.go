@@ -75,3 +75,30 @@ func TestHelpExplainsEveryCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckRefusesPolicyThatManagesNothing: an empty or comment-only file
+// would withdraw every owned route if run or reloaded, so check refuses it
+// with the same message the daemon gives.
+func TestCheckRefusesPolicyThatManagesNothing(t *testing.T) {
+	dir := t.TempDir()
+	for name, text := range map[string]string{
+		"empty.toml":    "",
+		"comments.toml": "# nothing here yet\n\n# [gateway.isp1]\n",
+		"daemon.toml":   "[daemon]\non_exit = \"withdraw\"\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := filepath.Join(dir, name)
+			if err := os.WriteFile(f, []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var stdout, stderr bytes.Buffer
+			code := mainArgs([]string{"check", f}, &stdout, &stderr)
+			if code != exitUsage {
+				t.Fatalf("exit %d, want %d; stdout %q", code, exitUsage, stdout.String())
+			}
+			if want := f + ": policy manages nothing:"; !strings.HasPrefix(stderr.String(), want) {
+				t.Errorf("stderr %q does not start with %q", stderr.String(), want)
+			}
+		})
+	}
+}
