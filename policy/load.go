@@ -3,11 +3,14 @@ package policy
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/uplinkd/uplinkd/internal/securefile"
 )
 
 // ParseRTTables reads iproute2's rt_tables format: "NUMBER NAME" lines,
@@ -55,9 +58,25 @@ func LoadRTTables() map[string]uint32 {
 	return out
 }
 
-// Load reads a policy file and the host's rt_tables, then parses.
-func Load(file string) (*Policy, error) {
-	data, err := os.ReadFile(file)
+// Load reads a policy file and the host's rt_tables, then parses. The file
+// is opened once and must be a regular file; at most MaxPolicySize+1 bytes
+// are read from it, so /dev/zero or a FIFO with no writer is refused at
+// once instead of exhausting memory or hanging.
+func Load(file string) (*Policy, error) { return load(file, securefile.Any) }
+
+// LoadTrusted is Load for a policy the daemon will act on: the file and
+// every directory on its path as written, including those holding a
+// symlink, must be owned by root and not writable by group or others. The
+// checks apply to the descriptor that is read, so nothing can change
+// between the check and the read.
+func LoadTrusted(file string) (*Policy, error) { return load(file, securefile.Trusted) }
+
+func load(file string, mode securefile.Mode) (*Policy, error) {
+	data, err := securefile.ReadFile(file, MaxPolicySize, mode)
+	var big *securefile.TooLargeError
+	if errors.As(err, &big) {
+		return nil, Errors{{File: file, Msg: fmt.Sprintf("policy is more than the %d-byte limit", MaxPolicySize)}}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading policy: %w", err)
 	}

@@ -6,8 +6,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/policy"
 )
 
 // TestCheckTestdata runs `uplinkd check` exactly as an operator would on
@@ -98,6 +102,50 @@ func TestCheckRefusesPolicyThatManagesNothing(t *testing.T) {
 			}
 			if want := f + ": policy manages nothing:"; !strings.HasPrefix(stderr.String(), want) {
 				t.Errorf("stderr %q does not start with %q", stderr.String(), want)
+			}
+		})
+	}
+}
+
+// TestCheckRefusesWhatIsNotARegularFile: check opens the file once, refuses
+// anything but a regular file before reading, and reads at most the size
+// limit plus one byte, so none of these can exhaust memory or hang.
+func TestCheckRefusesWhatIsNotARegularFile(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.toml")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("#"), policy.MaxPolicySize+1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ file, want string }{
+		{"/dev/zero", "/dev/zero is a character device, not a regular file"},
+		{"/dev/null", "/dev/null is a character device, not a regular file"},
+		{fifo, fifo + " is a FIFO, not a regular file"},
+		{dir, dir + " is a directory, not a regular file"},
+		{big, big + ": policy is more than the 1048576-byte limit"},
+	} {
+		t.Run(filepath.Base(tc.file), func(t *testing.T) {
+			type result struct {
+				code           int
+				stdout, stderr string
+			}
+			done := make(chan result, 1)
+			go func() {
+				var stdout, stderr bytes.Buffer
+				code := mainArgs([]string{"check", tc.file}, &stdout, &stderr)
+				done <- result{code, stdout.String(), stderr.String()}
+			}()
+			var r result
+			select {
+			case r = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("check %s still running after 10s", tc.file)
+			}
+			if r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", r.code, r.stderr, exitUsage, tc.want)
 			}
 		})
 	}

@@ -3,78 +3,30 @@ package daemon
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/uplinkd/uplinkd/internal/securefile"
 	"github.com/uplinkd/uplinkd/policy"
 )
 
 // checkRootOnly refuses a file that anyone but root could change: hooks run
 // as root, and the policy decides what they run, so whoever can write
-// either can run code as root. Every directory above the file is checked
-// too, because write access to a directory lets one replace the file in it;
-// a sticky directory (/tmp) is fine, since only the owner may rename or
-// remove a file there.
+// either can run code as root. securefile checks every component of the
+// path as written, including the directories that hold symlinks.
 func checkRootOnly(what, path string) error {
-	real, err := filepath.EvalSymlinks(path)
+	f, err := securefile.Open(path, securefile.Trusted)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", what, path, err)
+		return fmt.Errorf("%s: %w; it decides what runs as root", what, err)
 	}
-	real, err = filepath.Abs(real)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", what, path, err)
-	}
-	fi, err := os.Stat(real)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", what, path, err)
-	}
-	if err := rootOnly(fi); err != nil {
-		return fmt.Errorf("%s %s %w; it decides what runs as root (fix: chown root:root %s && chmod go-w %s)", what, path, err, real, real)
-	}
-	for dir := filepath.Dir(real); ; dir = filepath.Dir(dir) {
-		di, err := os.Stat(dir)
-		if err != nil {
-			return fmt.Errorf("%s %s: directory %s: %w", what, path, dir, err)
-		}
-		if di.Mode()&fs.ModeSticky == 0 {
-			if err := rootOnly(di); err != nil {
-				return fmt.Errorf("%s %s: its directory %s %w, so the file could be replaced (fix: chown root %s && chmod go-w %s)", what, path, dir, err, dir, dir)
-			}
-		}
-		if dir == "/" || dir == "." {
-			return nil
-		}
-	}
+	return f.Close()
 }
 
-func rootOnly(fi fs.FileInfo) error {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return errors.New("has no owner information")
-	}
-	if st.Uid != 0 {
-		return fmt.Errorf("is owned by uid %d, not root", st.Uid)
-	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("is writable by group or others (mode %04o)", fi.Mode().Perm())
-	}
-	return nil
-}
-
-// checkPolicyFiles checks the policy file and every hook executable.
+// checkPolicyFiles checks every hook executable.
 func checkPolicyFiles(p *policy.Policy) error {
-	var errs []error
-	if p.File != "" {
-		if err := checkRootOnly("policy file", p.File); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	var errs []error // the policy file itself was checked as it was read (policy.LoadTrusted)
 	for _, h := range p.Hooks {
 		if err := checkRootOnly(fmt.Sprintf("hook %q: executable", h.Name), h.Command[0]); err != nil {
 			errs = append(errs, err)
@@ -123,7 +75,7 @@ func checkPrivileges() error {
 
 // loadChecked reads and validates a policy and everything it names.
 func loadChecked(path string) (*policy.Policy, error) {
-	p, err := policy.Load(path)
+	p, err := policy.LoadTrusted(path)
 	if err != nil {
 		var perrs policy.Errors
 		if errors.As(err, &perrs) {
