@@ -3,9 +3,10 @@ package hooks
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/uplinkd/uplinkd/internal/securefile"
 	"github.com/uplinkd/uplinkd/policy"
 )
 
@@ -365,47 +367,72 @@ func logTail(s string, max int) string {
 	return fmt.Sprintf("[%d earlier bytes at debug level]\n%s", cut, s[cut:])
 }
 
-// run executes one hook for one event and waits for it, killing its whole
-// process group at the timeout.
-func (r *Runner) run(ctx context.Context, h *policy.Hook, e Event) Result {
-	res := Result{Hook: h.Name, Event: e, ExitCode: -1}
+// run executes one hook for one event through a reaper (see reaper.go) and
+// waits for it. The executable is opened and checked first, and the
+// reaper executes that descriptor, so what runs is what was checked. At
+// the timeout the reaper is told (SIGTERM) to kill the hook and everything
+// it started.
+func (r *Runner) run(ctx context.Context, h *policy.Hook, e Event) (res Result) {
+	res = Result{Hook: h.Name, Event: e, ExitCode: -1}
 	start := time.Now()
+	defer func() { res.Duration = time.Since(start) }()
+	exe, err := securefile.Open(h.Command[0], securefile.Trusted)
+	if err != nil {
+		res.Result, res.Err = ResultError, fmt.Errorf("starting hook %s: %w", h.Name, err)
+		return res
+	}
+	defer exe.Close()
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		res.Result, res.Err = ResultError, fmt.Errorf("starting hook %s: %w", h.Name, err)
+		return res
+	}
+	defer statusR.Close()
 	ctx, cancel := context.WithTimeout(ctx, h.Timeout)
 	defer cancel()
 	out := &limitedBuffer{max: r.cfg.MaxOutput}
-	cmd := exec.CommandContext(ctx, h.Command[0], h.Command[1:]...)
-	cmd.Env = e.Env()
+	cmd := exec.CommandContext(ctx, "/proc/self/exe")
+	cmd.Args = append([]string{reaperArg0}, h.Command...)
+	cmd.Env = append(e.Env(), reaperEnv)
 	cmd.Dir = "/"
 	cmd.Stdout = out
 	cmd.Stderr = out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error {
-		// The group id is the leader's pid, which is still ours: Cancel runs
-		// before Wait has reaped the leader.
-		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	cmd.ExtraFiles = []*os.File{exe, statusW} // hookFD, statusFD
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	// The reaper closes the output pipe only after the last descendant is
+	// dead; a reaper that does not come back by then is killed.
+	cmd.WaitDelay = 5 * time.Second
+	err = cmd.Start()
+	statusW.Close()
+	if err != nil {
+		res.Result, res.Err = ResultError, fmt.Errorf("starting hook %s: %w", h.Name, err)
+		return res
 	}
-	// Grandchildren that escaped the group could hold the output pipe open
-	// forever; stop waiting for them after this.
-	cmd.WaitDelay = time.Second
-	err := cmd.Run()
-	res.Duration = time.Since(start)
+	waitErr := cmd.Wait()
 	res.Output = out.String()
-	var exitErr *exec.ExitError
+	st, _ := io.ReadAll(io.LimitReader(statusR, 4096))
+	code, signaled, startErr, ok := parseStatus(string(st))
+	timedOut := ctx.Err() == context.DeadlineExceeded
 	switch {
-	case err == nil:
-		res.Result, res.ExitCode = ResultOK, 0
-	case ctx.Err() == context.DeadlineExceeded && cmd.Process != nil:
+	case !ok:
+		res.Result, res.Err = ResultError, fmt.Errorf("running hook %s: reaper ended without a status: %v", h.Name, waitErr)
+		if timedOut {
+			res.Result = ResultTimeout
+		}
+	case startErr != "":
+		res.Result, res.Err = ResultError, fmt.Errorf("starting hook %s: %s", h.Name, startErr)
+	case timedOut:
 		res.Result = ResultTimeout
 		res.Err = fmt.Errorf("running hook %s: killed after timeout %s", h.Name, h.Timeout)
-	case errors.As(err, &exitErr):
-		res.Result, res.ExitCode = ResultFailed, exitErr.ExitCode()
-		res.Err = fmt.Errorf("running hook %s: %w", h.Name, err)
-	case cmd.Process == nil:
-		res.Result = ResultError
-		res.Err = fmt.Errorf("starting hook %s: %w", h.Name, err)
+	case signaled:
+		res.Result = ResultFailed
+		res.Err = fmt.Errorf("running hook %s: signal: %v", h.Name, syscall.Signal(code))
+	case code != 0:
+		res.Result, res.ExitCode = ResultFailed, code
+		res.Err = fmt.Errorf("running hook %s: exit status %d", h.Name, code)
 	default:
-		res.Result = ResultError
-		res.Err = fmt.Errorf("running hook %s: %w", h.Name, err)
+		res.Result, res.ExitCode = ResultOK, 0
 	}
 	return res
 }

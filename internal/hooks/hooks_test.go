@@ -371,3 +371,90 @@ func TestLogTail(t *testing.T) {
 		})
 	}
 }
+
+// TestRunLeavesNothingBehind is issue 11 item 7: a hook that exits 0 after
+// starting a background child, a child that holds the output pipe, a
+// setsid'd child and a double-forked grandchild leaves none of them
+// running once its run is reported. The old runner killed the process
+// group only at a timeout, so every one of these survived as root.
+func TestRunLeavesNothingBehind(t *testing.T) {
+	pids := filepath.Join(t.TempDir(), "pids")
+	sh := script(t, `
+sleep 300 </dev/null >/dev/null 2>&1 &
+echo $! >> `+pids+`
+sleep 300 &
+echo $! >> `+pids+`
+setsid sleep 300 </dev/null >/dev/null 2>&1 &
+echo $! >> `+pids+`
+sh -c 'sleep 300 </dev/null >/dev/null 2>&1 & echo $! >> `+pids+`' &
+wait $!
+echo started
+exit 0
+`)
+	h := &policy.Hook{Name: "escape", Command: []string{sh}, Timeout: 30 * time.Second, Events: []string{policy.EventGatewayDown}}
+	r, c, _ := newRunner(t, Config{}, h)
+	r.Fire(Event{Name: policy.EventGatewayDown})
+	waitFor(t, "the run to end", func() bool { return len(c.get()) == 1 })
+	res := c.get()[0]
+	if res.Result != ResultOK || strings.TrimSpace(res.Output) != "started" {
+		t.Fatalf("result %q output %q err %v, want ok and \"started\"", res.Result, res.Output, res.Err)
+	}
+	if res.Duration > 5*time.Second {
+		t.Errorf("run took %s: the pipe holder kept it waiting", res.Duration)
+	}
+	data, err := os.ReadFile(pids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Fields(string(data))
+	if len(fields) != 4 {
+		t.Fatalf("hook recorded %d pids, want 4: %q", len(fields), data)
+	}
+	for _, f := range fields {
+		pid, _ := strconv.Atoi(f)
+		// Reaped as well as killed: not even a zombie may be left.
+		if err := syscall.Kill(pid, 0); err != syscall.ESRCH {
+			st, _ := os.ReadFile("/proc/" + f + "/stat")
+			t.Errorf("hook descendant %d survived the run (kill 0: %v): %s", pid, err, st)
+			syscall.Kill(pid, syscall.SIGKILL) // ours: the test started it
+		}
+	}
+}
+
+// TestRunRefusesUntrustedSymlink: the hook is executed through the
+// descriptor securefile checked, so a symlink in a directory that someone
+// other than root owns is refused rather than followed.
+func TestRunRefusesUntrustedSymlink(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to chown a directory to nobody (uid 65534)")
+	}
+	target := script(t, "echo ran\n")
+	dir := filepath.Join(t.TempDir(), "nobody")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "hook")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	h := &policy.Hook{Name: "link", Command: []string{link}, Timeout: 5 * time.Second, Events: []string{policy.EventGatewayDown}}
+	r, c, _ := newRunner(t, Config{}, h)
+	r.Fire(Event{Name: policy.EventGatewayDown})
+	waitFor(t, "the run to end", func() bool { return len(c.get()) == 1 })
+	res := c.get()[0]
+	if res.Result != ResultError || res.Err == nil || !strings.Contains(res.Err.Error(), "its directory "+dir+" is owned by uid 65534, not root") {
+		t.Fatalf("result %q err %v output %q, want an error naming the directory", res.Result, res.Err, res.Output)
+	}
+	// The same link in a root-owned directory runs.
+	if err := os.Chown(dir, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	r.Fire(Event{Name: policy.EventGatewayDown})
+	waitFor(t, "the second run", func() bool { return len(c.get()) == 2 })
+	if res := c.get()[1]; res.Result != ResultOK || strings.TrimSpace(res.Output) != "ran" {
+		t.Fatalf("trusted link: result %q output %q err %v", res.Result, res.Output, res.Err)
+	}
+}
