@@ -36,7 +36,7 @@ type Target struct {
 	Source  netip.Addr       // the uplink's address; zero lets the kernel choose
 	NextHop netip.Addr       // the gateway
 	HwAddr  net.HardwareAddr // the gateway's link-layer address, for pin = device
-	Pin     string
+	Pin     policy.Pin
 	Mark    uint32
 	Timeout time.Duration
 }

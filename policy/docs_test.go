@@ -172,6 +172,13 @@ func sameValue(cell string, want any) error {
 	case string:
 		got = cell
 	default:
+		// Typed enums (Gating, Pin, OnDown, LastResort) are strings.
+		if rv := reflect.ValueOf(w); rv.Kind() == reflect.String {
+			if cell != rv.String() {
+				return fmt.Errorf("the parser's default is %v", want)
+			}
+			return nil
+		}
 		return fmt.Errorf("no comparison for %T", w)
 	}
 	if err != nil {

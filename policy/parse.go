@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"encoding"
 	"errors"
 	"fmt"
 	"net"
@@ -84,6 +85,11 @@ type (
 	fFloat    = textField[Float, *Float]
 	fBool     = textField[Bool, *Bool]
 	fWord     = textField[Word, *Word]
+
+	fGating     = textField[Gating, *Gating]
+	fPin        = textField[Pin, *Pin]
+	fOnDown     = textField[OnDown, *OnDown]
+	fLastResort = textField[LastResort, *LastResort]
 )
 
 type rawFile struct {
@@ -116,7 +122,7 @@ type rawKernel struct {
 }
 
 type rawProfile struct {
-	Gating           fWord     `toml:"gating"`
+	Gating           fGating   `toml:"gating"`
 	Interval         fDuration `toml:"interval"`
 	FastInterval     fDuration `toml:"fast_interval"`
 	Timeout          fDuration `toml:"timeout"`
@@ -146,7 +152,7 @@ type rawProbe struct {
 	ICMP    []fAddr `toml:"icmp"`
 	TCP     []fWord `toml:"tcp"`
 	MinUp   fCount  `toml:"min_up"`
-	Pin     fWord   `toml:"pin"`
+	Pin     fPin    `toml:"pin"`
 	Mark    fUint32 `toml:"mark"`
 }
 
@@ -160,7 +166,7 @@ type rawGateway struct {
 	DegradedTier   fTier      `toml:"degraded_tier"`
 	Sources        []fAddr    `toml:"sources"`
 	Table          fTable     `toml:"table"`
-	OnDown         fWord      `toml:"on_down"`
+	OnDown         fOnDown    `toml:"on_down"`
 	Metric         fUint32    `toml:"metric"`
 	Profile        fWord      `toml:"profile"`
 	Probe          rawProbe   `toml:"probe"`
@@ -168,11 +174,11 @@ type rawGateway struct {
 }
 
 type rawGroup struct {
-	Gateways   []fWord `toml:"gateways"`
-	Table      fTable  `toml:"table"`
-	Family     fWord   `toml:"family"`
-	Metric     fUint32 `toml:"metric"`
-	LastResort fWord   `toml:"last_resort"`
+	Gateways   []fWord     `toml:"gateways"`
+	Table      fTable      `toml:"table"`
+	Family     fWord       `toml:"family"`
+	Metric     fUint32     `toml:"metric"`
+	LastResort fLastResort `toml:"last_resort"`
 }
 
 type rawRule struct {
@@ -521,6 +527,18 @@ func (v *validator) kernel(r *rawKernel, k *Kernel) {
 	}
 }
 
+// enumOr is the value of a typed enum field, or def when it is unset or
+// invalid (its error is reported).
+func enumOr[E ~string, PE interface {
+	*E
+	encoding.TextUnmarshaler
+}](v *validator, f textField[E, PE], p []string, obj string, def E) E {
+	if check(v, f, p, obj) {
+		return f.V
+	}
+	return def
+}
+
 func dur(v *validator, f fDuration, p []string, obj string, def time.Duration) time.Duration {
 	if check(v, f, p, obj) {
 		return time.Duration(f.V)
@@ -532,7 +550,7 @@ func dur(v *validator, f fDuration, p []string, obj string, def time.Duration) t
 func (v *validator) profile(r *rawProfile, base Profile, prefix []string, obj string) Profile {
 	k := func(key string) []string { return append(slices.Clone(prefix), key) }
 	pr := base
-	pr.Gating = v.enum(r.Gating, k("gating"), obj, base.Gating, GatingGated, GatingAlways, GatingNever)
+	pr.Gating = enumOr(v, r.Gating, k("gating"), obj, base.Gating)
 	pr.Interval = dur(v, r.Interval, k("interval"), obj, base.Interval)
 	pr.FastInterval = dur(v, r.FastInterval, k("fast_interval"), obj, base.FastInterval)
 	pr.Timeout = dur(v, r.Timeout, k("timeout"), obj, base.Timeout)
@@ -670,7 +688,7 @@ func (v *validator) gateway(name string, r *rawGateway, p *Policy, tables map[ui
 	} else if len(g.Sources) > 0 {
 		v.addAt(at("sources"), obj, "sources need a table of the gateway's own (set table)")
 	}
-	g.OnDown = v.enum(r.OnDown, at("on_down"), obj, TableKeep, TableKeep, TableFailover)
+	g.OnDown = enumOr(v, r.OnDown, at("on_down"), obj, TableKeep)
 	if r.OnDown.Set && g.Table == 0 && !r.Table.Set {
 		v.addAt(at("on_down"), obj, "on_down applies to the gateway's own table, but it has none")
 	}
@@ -725,7 +743,7 @@ func (v *validator) gateway(name string, r *rawGateway, p *Policy, tables map[ui
 			v.addAt(at("probe", "min_up"), obj, "min_up %d is more than the %d remote targets", g.Probe.MinUp, n)
 		}
 	}
-	g.Probe.Pin = v.enum(pr.Pin, at("probe", "pin"), obj, PinDevice, PinDevice, PinSource, PinMark)
+	g.Probe.Pin = enumOr(v, pr.Pin, at("probe", "pin"), obj, PinDevice)
 	if check(v, pr.Mark, at("probe", "mark"), obj) {
 		g.Probe.Mark = uint32(pr.Mark.V)
 	}
@@ -799,7 +817,7 @@ func (v *validator) group(name string, r *rawGroup, p *Policy, tables map[uint32
 	if check(v, r.Metric, at("metric"), obj) {
 		g.Metric = uint32(r.Metric.V)
 	}
-	g.LastResort = v.enum(r.LastResort, at("last_resort"), obj, LastResortKeep, LastResortKeep, LastResortUnreachable, LastResortBlackhole, LastResortRemove)
+	g.LastResort = enumOr(v, r.LastResort, at("last_resort"), obj, LastResortKeep)
 	return g
 }
 

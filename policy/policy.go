@@ -47,11 +47,14 @@ type Kernel struct {
 	FibMultipathUseNeigh     *bool // net.ipv4.fib_multipath_use_neigh
 }
 
-// Gating modes decide when a gateway is actively probed.
+// Gating decides when a gateway is actively probed.
+type Gating string
+
+// Gating modes.
 const (
-	GatingGated  = "gated"  // only while traffic is sent and positive evidence is stale (RFC 1122 §3.3.1.4)
-	GatingAlways = "always" // every interval, as dpinger and mwan3 do
-	GatingNever  = "never"  // passive evidence only
+	GatingGated  Gating = "gated"  // only while traffic is sent and positive evidence is stale (RFC 1122 §3.3.1.4)
+	GatingAlways Gating = "always" // every interval, as dpinger and mwan3 do
+	GatingNever  Gating = "never"  // passive evidence only
 )
 
 // Profile is a set of detection settings. Gateways name one and may
@@ -59,7 +62,7 @@ const (
 type Profile struct {
 	Name string
 
-	Gating           string        // gated, always, never
+	Gating           Gating        // gated, always, never
 	Interval         time.Duration // probe interval in "always" mode
 	FastInterval     time.Duration // probe interval while a gateway is suspect
 	Timeout          time.Duration // a probe with no reply after this is lost
@@ -94,15 +97,18 @@ type Probe struct {
 	ICMP    []netip.Addr // remote targets reached through this gateway only
 	TCP     []netip.AddrPort
 	MinUp   int    // N of M remote targets that must answer
-	Pin     string // "device", "source" or "mark"
+	Pin     Pin    // device, source or mark
 	Mark    uint32 // fwmark for pin = "mark"
 }
 
+// Pin is how a probe is kept on its gateway's path.
+type Pin string
+
 // Probe pinning modes.
 const (
-	PinDevice = "device" // SO_BINDTODEVICE plus the gateway's source address
-	PinSource = "source" // source address only; needs a per-source rule to be exact
-	PinMark   = "mark"   // SO_MARK with its own rule and table, installed by uplinkd
+	PinDevice Pin = "device" // SO_BINDTODEVICE plus the gateway's source address
+	PinSource Pin = "source" // source address only; needs a per-source rule to be exact
+	PinMark   Pin = "mark"   // SO_MARK with its own rule and table, installed by uplinkd
 )
 
 // Gateway is a first-hop router.
@@ -119,7 +125,7 @@ type Gateway struct {
 
 	Sources []netip.Addr // local addresses whose traffic uses this gateway's table
 	Table   uint32       // own table, 0 when none
-	OnDown  string       // what the own table does when the gateway is down: TableKeep or TableFailover
+	OnDown  OnDown       // what the own table does when the gateway is down: TableKeep or TableFailover
 	Metric  uint32       // metric of the default route in its own table
 
 	Probe   Probe
@@ -129,17 +135,25 @@ type Gateway struct {
 // Is6 reports whether the gateway is an IPv6 gateway.
 func (g *Gateway) Is6() bool { return g.Address.Is6() }
 
+// OnDown is what a gateway's own table does while the gateway is down.
+type OnDown string
+
+// OnDown modes.
 const (
-	TableKeep     = "keep"
-	TableFailover = "failover"
+	TableKeep     OnDown = "keep"     // keep the gateway's route: its sources keep their path
+	TableFailover OnDown = "failover" // route the table through the healthy gateways of its family
 )
 
-// Last resort modes for a group with no healthy gateway.
+// LastResort is what a group's default route becomes with no healthy
+// gateway.
+type LastResort string
+
+// Last resort modes.
 const (
-	LastResortKeep        = "keep"        // keep every gateway in the route (the kernel's own neighbour logic decides)
-	LastResortUnreachable = "unreachable" // replace with an unreachable default: fail fast with ICMP errors
-	LastResortBlackhole   = "blackhole"   // replace with a blackhole default: drop silently
-	LastResortRemove      = "remove"      // remove the default, so lower-priority tables/rules take over
+	LastResortKeep        LastResort = "keep"        // keep every gateway in the route (the kernel's own neighbour logic decides)
+	LastResortUnreachable LastResort = "unreachable" // replace with an unreachable default: fail fast with ICMP errors
+	LastResortBlackhole   LastResort = "blackhole"   // replace with a blackhole default: drop silently
+	LastResortRemove      LastResort = "remove"      // remove the default, so lower-priority tables/rules take over
 )
 
 // Group is a default route spread over its gateways.
@@ -149,7 +163,7 @@ type Group struct {
 	Table      uint32
 	Family     int // 4 or 6
 	Metric     uint32
-	LastResort string
+	LastResort LastResort
 }
 
 // Rule is one ip rule owned by uplinkd. Selectors left zero are absent.

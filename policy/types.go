@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -288,6 +289,40 @@ func (v *Bool) UnmarshalText(b []byte) error {
 		return fmt.Errorf("%q is not true or false", b)
 	}
 	return nil
+}
+
+// enumText checks b against the allowed values of an enum type, so the
+// error carries the key's position like any other bad value.
+func enumText[E ~string](key string, b []byte, choices ...E) (E, error) {
+	s := E(strings.TrimSpace(string(b)))
+	if slices.Contains(choices, s) {
+		return s, nil
+	}
+	names := make([]string, len(choices))
+	for i, c := range choices {
+		names[i] = string(c)
+	}
+	return "", fmt.Errorf("%s %q is not one of %s", key, s, strings.Join(names, ", "))
+}
+
+func (g *Gating) UnmarshalText(b []byte) (err error) {
+	*g, err = enumText("gating", b, GatingGated, GatingAlways, GatingNever)
+	return err
+}
+
+func (p *Pin) UnmarshalText(b []byte) (err error) {
+	*p, err = enumText("pin", b, PinDevice, PinSource, PinMark)
+	return err
+}
+
+func (o *OnDown) UnmarshalText(b []byte) (err error) {
+	*o, err = enumText("on_down", b, TableKeep, TableFailover)
+	return err
+}
+
+func (l *LastResort) UnmarshalText(b []byte) (err error) {
+	*l, err = enumText("last_resort", b, LastResortKeep, LastResortUnreachable, LastResortBlackhole, LastResortRemove)
+	return err
 }
 
 // Word is a free-form identifier-like string (interface names, enums).
