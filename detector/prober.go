@@ -63,11 +63,12 @@ type pendingEcho struct {
 
 // SocketProber is the real Prober: ICMP sockets (one per family, shared
 // by every probe), AF_PACKET for remote targets pinned to a device, and TCP
-// connects. pro-bing is not used: it opens a socket and goroutines per run
-// and has no per-packet interface or source pinning, no way to send a
-// remote probe as a frame to one gateway's MAC, and does not check the
-// reply's source; a shared socket with a pending table is cheap per probe
-// and checks ID, sequence, source and a random token.
+// connects. It is written on golang.org/x/net/icmp rather than pro-bing
+// (docs/design.md, "Why our own prober"): pro-bing does pin to an
+// interface and a source address now, but it cannot send a remote probe as
+// a frame to one gateway's MAC, does not check a reply's source, and opens
+// a socket (and goroutines) per run. A shared socket with a pending table
+// is cheap per probe and checks ID, sequence, source and a random token.
 //
 // Raw sockets (CAP_NET_RAW) are used when allowed. Without them it falls
 // back to unprivileged ICMP datagram sockets (net.ipv4.ping_group_range):
