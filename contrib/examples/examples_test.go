@@ -269,7 +269,7 @@ func TestFailoverIPHook(t *testing.T) {
 		}
 		text = strings.ReplaceAll(text, old, repl)
 	}
-	daemontest.Start(t, tu.Host, bin, text)
+	d := daemontest.Start(t, tu.Host, bin, text)
 	def := []string{"-4", "route", "show", "default", "proto", "212"}
 	waitNexthops(t, tu.Host, 10*time.Second, []string{nstest.GW1Addr4.String()}, def...)
 
@@ -298,6 +298,10 @@ func TestFailoverIPHook(t *testing.T) {
 		on1, on2 := has(nstest.HostUplink1If), has(nstest.HostUplink2If)
 		return !on1 && on2, fmt.Sprintf("on %s: %v, on %s: %v", nstest.HostUplink1If, on1, nstest.HostUplink2If, on2)
 	})
+	// The address moves before the hook's gratuitous ARP (about 2 s) and
+	// its log line: wait for the run to be over, as the daemon counts it,
+	// before reading what it wrote.
+	hookDone(t, d, "move-failover-ip", 1)
 	b, _ := os.ReadFile(logFile)
 	if n := moves(); n != 1 {
 		t.Errorf("the hook moved the address %d times, want exactly 1:\n%s", n, b)
@@ -310,12 +314,37 @@ func TestFailoverIPHook(t *testing.T) {
 	// failover IP back is the operator's decision).
 	tu.GW1.Recover(t)
 	waitNexthops(t, tu.Host, 20*time.Second, []string{nstest.GW1Addr4.String()}, def...)
+	hookDone(t, d, "move-failover-ip", 1) // gateway_down only: no second run
 	if !has(nstest.HostUplink2If) || has(nstest.HostUplink1If) {
 		t.Errorf("the address moved back when the primary returned")
 	}
 	if n := moves(); n != 1 {
 		t.Errorf("after the primary's return the hook has moved the address %d times, want 1", n)
 	}
+}
+
+// hookDone waits until the daemon has counted exactly n finished runs of
+// hook, all of them successful.
+func hookDone(t *testing.T, d *daemontest.Daemon, hook string, n int) {
+	t.Helper()
+	d.WaitFor(15*time.Second, fmt.Sprintf("%d ok run(s) of hook %s", n, hook), func() (bool, string) {
+		m, err := d.Metrics()
+		if err != nil {
+			return false, err.Error()
+		}
+		var all, ok float64
+		for _, r := range []string{"ok", "failed", "timeout", "error", "dropped"} {
+			v, _, err := daemontest.Sum(m, "uplinkd_hook_runs_total", map[string]string{"hook": hook, "result": r})
+			if err != nil {
+				return false, err.Error()
+			}
+			all += v
+			if r == "ok" {
+				ok = v
+			}
+		}
+		return all == float64(n) && ok == float64(n), fmt.Sprintf("%v runs, %v ok", all, ok)
+	})
 }
 
 // TestDualStack: the IPv4 and IPv6 defaults follow the same ISP failure
