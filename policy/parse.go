@@ -311,7 +311,8 @@ func (v *validator) unknownKeys(md toml.MetaData) {
 		if !slices.Contains(sections, k[0]) {
 			if !seen[k[:1].String()] {
 				seen[k[:1].String()] = true
-				v.addAt(k, "", "unknown section [%s] (sections are %s)", k[0], strings.Join(sections, ", "))
+				hint := didYouMean(k[0], sections, func(s string) string { return "[" + s + "]" })
+				v.addAt(k, "", "unknown section [%s] (sections are %s)%s", k[0], strings.Join(sections, ", "), hint)
 			}
 			continue
 		}
@@ -331,7 +332,9 @@ func (v *validator) unknownKeys(md toml.MetaData) {
 			where = " in " + strings.Join(rest[:len(rest)-1], ".")
 		}
 		line, col := v.idx.lookupKey(k...)
-		v.errs = append(v.errs, &Error{File: v.file, Line: line, Col: col, Object: object, Msg: fmt.Sprintf("unknown key %q%s", rest[len(rest)-1], where)})
+		last := rest[len(rest)-1]
+		hint := didYouMean(last, knownKeys(k[:len(k)-1]), strconv.Quote)
+		v.errs = append(v.errs, &Error{File: v.file, Line: line, Col: col, Object: object, Msg: fmt.Sprintf("unknown key %q%s%s", last, where, hint)})
 	}
 }
 
