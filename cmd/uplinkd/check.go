@@ -16,18 +16,19 @@ func init() {
 
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("check", "[flags] FILE...", `Validates each policy file and prints a short summary of what uplinkd would
-manage. It never touches the kernel. Exits 0 when every file is valid, and 2
+manage. It never touches the kernel. Exits 0 when every file is valid, and 3
 with every error (file:line:col: object: problem) otherwise.`, stderr)
 	quiet := fs.Bool("q", false, "print nothing for valid files")
-	if c := parseFlags(fs, args); c >= 0 {
+	files, c := parseArgs(fs, args)
+	if c >= 0 {
 		return c
 	}
-	if fs.NArg() == 0 {
+	if len(files) == 0 {
 		fs.Usage()
 		return exitUsage
 	}
 	code := exitOK
-	for _, file := range fs.Args() {
+	for _, file := range files {
 		p, err := policy.Load(file)
 		if err != nil {
 			var perrs policy.Errors
@@ -39,7 +40,7 @@ with every error (file:line:col: object: problem) otherwise.`, stderr)
 			} else {
 				fmt.Fprintf(stderr, "uplinkd check: %v\n", err)
 			}
-			code = exitUsage
+			code = exitInvalid
 			continue
 		}
 		if !*quiet {

@@ -16,7 +16,7 @@ import (
 
 // TestCheckTestdata runs `uplinkd check` exactly as an operator would on
 // every policy in testdata: valid ones exit 0 with a summary, invalid ones
-// exit 2 printing exactly the messages in their "# want:" lines.
+// exit 3 printing exactly the messages in their "# want:" lines.
 func TestCheckTestdata(t *testing.T) {
 	t.Chdir(filepath.Join("..", "..", "testdata"))
 	files, err := filepath.Glob("*.toml")
@@ -36,8 +36,8 @@ func TestCheckTestdata(t *testing.T) {
 				}
 				return
 			}
-			if code != exitUsage {
-				t.Fatalf("exit %d, want %d", code, exitUsage)
+			if code != exitInvalid {
+				t.Fatalf("exit %d, want %d", code, exitInvalid)
 			}
 			data, err := os.ReadFile(f)
 			if err != nil {
@@ -97,8 +97,8 @@ func TestCheckRefusesPolicyThatManagesNothing(t *testing.T) {
 			}
 			var stdout, stderr bytes.Buffer
 			code := mainArgs([]string{"check", f}, &stdout, &stderr)
-			if code != exitUsage {
-				t.Fatalf("exit %d, want %d; stdout %q", code, exitUsage, stdout.String())
+			if code != exitInvalid {
+				t.Fatalf("exit %d, want %d; stdout %q", code, exitInvalid, stdout.String())
 			}
 			if want := f + ": policy manages nothing:"; !strings.HasPrefix(stderr.String(), want) {
 				t.Errorf("stderr %q does not start with %q", stderr.String(), want)
@@ -144,8 +144,8 @@ func TestCheckRefusesWhatIsNotARegularFile(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Fatalf("check %s still running after 10s", tc.file)
 			}
-			if r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {
-				t.Errorf("exit %d, stderr %q; want %d and %q", r.code, r.stderr, exitUsage, tc.want)
+			if r.code != exitInvalid || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", r.code, r.stderr, exitInvalid, tc.want)
 			}
 		})
 	}

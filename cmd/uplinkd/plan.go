@@ -21,17 +21,19 @@ desired state, as ip route / ip rule lines: "+" for what would be added or
 replaced, "-" for what would be deleted or replaced, "!" for a route of
 another protocol in the way (uplinkd never touches those). It changes
 nothing. Every gateway is assumed up unless --assume says otherwise.
-Exits 0 when nothing would change, 1 when something would, 2 on bad input.`, stderr)
+Exits 0 when nothing would change, 1 when something would, 2 on bad
+arguments, 3 on an invalid policy.`, stderr)
 	assume := fs.String("assume", "", "gateway health to assume, as GW=up|degraded|down,... (others are up)")
 	full := fs.Bool("desired", false, "print the whole desired state instead of the changes")
-	if c := parseFlags(fs, args); c >= 0 {
+	files, c := parseArgs(fs, args)
+	if c >= 0 {
 		return c
 	}
-	if fs.NArg() != 1 {
+	if len(files) != 1 {
 		fs.Usage()
 		return exitUsage
 	}
-	p, err := policy.Load(fs.Arg(0))
+	p, err := policy.Load(files[0])
 	if err != nil {
 		var perrs policy.Errors
 		if errors.As(err, &perrs) {
@@ -41,7 +43,7 @@ Exits 0 when nothing would change, 1 when something would, 2 on bad input.`, std
 		} else {
 			fmt.Fprintf(stderr, "uplinkd plan: %v\n", err)
 		}
-		return exitUsage
+		return exitInvalid
 	}
 	health, err := parseAssume(p, *assume)
 	if err != nil {

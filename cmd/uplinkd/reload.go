@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/uplinkd/uplinkd/internal/daemon"
@@ -20,12 +21,18 @@ and apply its policy, and waits for the result. An invalid policy is refused
 and the running one stays; the reason is printed and the exit status is 1.
 Gateways that did not change keep their health and their routes.
 
-Exit status: 0 reloaded, 1 refused or failed, 2 usage error or no daemon.`, stderr)
-	socket := fs.String("socket", "", "control `PATH` (default: [daemon] control_socket of --config, else "+policy.DefaultControlSocket+")")
-	config := fs.String("config", "", "policy `FILE` to read control_socket from")
+Exit status: 0 reloaded, 1 refused or failed, 2 usage error, 3 the --config
+given cannot be read, 4 no daemon on the socket.`, stderr)
+	socket := fs.String("socket", "", "control `PATH` (default: [daemon] control_socket of the policy, else "+policy.DefaultControlSocket+")")
+	config := fs.String("config", "", "policy `FILE` to read control_socket from (default "+defaultConfig+" if it exists)")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long")
-	if c := parseFlags(fs, args); c >= 0 {
+	rest, c := parseArgs(fs, args)
+	if c >= 0 {
 		return c
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "uplinkd reload: unexpected arguments %q\n", rest)
+		return exitUsage
 	}
 	path, code := controlPath(*socket, *config, stderr)
 	if code >= 0 {
@@ -37,7 +44,7 @@ Exit status: 0 reloaded, 1 refused or failed, 2 usage error or no daemon.`, stde
 	if err != nil {
 		fmt.Fprintf(stderr, "uplinkd reload: %v\n", err)
 		if isUnreachable(err) {
-			return exitUsage
+			return exitUnreachable
 		}
 		return exitFailure
 	}
@@ -51,11 +58,16 @@ func controlPath(socket, config string, stderr io.Writer) (string, int) {
 	if socket != "" {
 		return socket, -1
 	}
+	if config == "" {
+		if _, err := os.Stat(defaultConfig); err == nil {
+			config = defaultConfig
+		}
+	}
 	if config != "" {
 		p, err := policy.Load(config)
 		if err != nil {
 			fmt.Fprintf(stderr, "uplinkd: reading control_socket from %s: %v\n", config, err)
-			return "", exitUsage
+			return "", exitInvalid
 		}
 		if p.Daemon.ControlSocket == "" {
 			fmt.Fprintf(stderr, "uplinkd: %s disables the control socket (control_socket = \"\"); use kill -HUP\n", config)

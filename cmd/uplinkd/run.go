@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/uplinkd/uplinkd/internal/daemon"
+	"github.com/uplinkd/uplinkd/policy"
 )
 
 func init() {
@@ -21,10 +22,11 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("run", "--config FILE [flags]", `Runs uplinkd in the foreground: detects dead gateways and keeps the policy's
 routes and rules in the kernel pointed at live ones.
 
-It refuses to start, saying why and exiting 2 before touching the kernel, when
-the policy is invalid, when the policy file or a hook executable is writable
-by anyone but root, when a non-optional interface does not exist, or without
-CAP_NET_ADMIN. Once its sockets are open it keeps only CAP_NET_ADMIN and
+It refuses to start, saying why and exiting before touching the kernel: with
+3 when the policy is invalid, manages nothing, or its file is not a regular
+file owned by root and writable only by root; with 2 when a hook executable
+is writable by anyone but root, a non-optional interface does not exist, or
+without CAP_NET_ADMIN. Once its sockets are open it keeps only CAP_NET_ADMIN and
 CAP_NET_RAW (hooks inherit that).
 
 Signals: SIGHUP reloads the policy (as does 'uplinkd reload'); an invalid
@@ -35,15 +37,16 @@ or are withdrawn ("withdraw").
 systemd: Type=notify. uplinkd sends READY=1 once routes are applied, STATUS=
 with the healthy count, RELOADING=1 while reloading, and WATCHDOG=1 from the
 health loop when WatchdogSec is set. Logs go to stderr.
-Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on refusal.`, stderr)
-	config := fs.String("config", "/etc/uplinkd/uplinkd.toml", "policy `FILE`")
+Exit status: 0 after a clean stop, 1 on a runtime failure, 2 or 3 on refusal.`, stderr)
+	config := fs.String("config", defaultConfig, "policy `FILE`")
 	logFormat := fs.String("log-format", "", "override [daemon] log_format: text or json")
 	logLevel := fs.String("log-level", "", "override [daemon] log_level: debug, info, warn or error")
-	if c := parseFlags(fs, args); c >= 0 {
+	rest, c := parseArgs(fs, args)
+	if c >= 0 {
 		return c
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "uplinkd run: unexpected arguments %q\n", fs.Args())
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "uplinkd run: unexpected arguments %q (the policy is given with --config FILE)\n", rest)
 		return exitUsage
 	}
 	ver, commit := buildVersion()
@@ -61,9 +64,19 @@ Exit status: 0 after a clean stop, 1 on a runtime failure, 2 on refusal.`, stder
 		fmt.Fprintf(stderr, "uplinkd: %v\n", err)
 		var se *daemon.StartError
 		if errors.As(err, &se) {
+			if invalidPolicy(*config) {
+				return exitInvalid
+			}
 			return exitUsage
 		}
 		return exitFailure
 	}
 	return exitOK
+}
+
+// invalidPolicy tells a refusal for the policy itself (exit 3) from one
+// for the host (exit 2) by reading the policy again as the daemon did.
+func invalidPolicy(file string) bool {
+	_, err := policy.LoadTrusted(file)
+	return err != nil
 }

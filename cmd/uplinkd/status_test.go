@@ -47,7 +47,7 @@ func TestStatusCheckExitCodes(t *testing.T) {
 		{[]string{"--addr", addr, "--check", "isp3"}, exitOK},
 		{[]string{"--addr", addr, "--check", "wan"}, exitOK},
 		{[]string{"--addr", addr, "--check", "nosuch"}, exitUsage},
-		{[]string{"--addr", dead, "--check", "isp1"}, exitUsage},
+		{[]string{"--addr", dead, "--check", "isp1"}, exitUnreachable},
 		{[]string{"--addr", addr, "--check", "isp1", "extra"}, exitUsage},
 		{[]string{"--bogus"}, exitUsage},
 	} {
@@ -72,13 +72,13 @@ func TestStatusOutputs(t *testing.T) {
 	}
 	addr := statusServer(t, st)
 	var out, errb bytes.Buffer
-	if code := runStatus([]string{"--addr", addr}, &out, &errb); code != exitOK {
-		t.Fatalf("status = %d: %s", code, errb.String())
+	if code := runStatus([]string{"--addr", addr, "--wide"}, &out, &errb); code != exitOK {
+		t.Fatalf("status --wide = %d: %s", code, errb.String())
 	}
 	var want bytes.Buffer
 	daemon.WriteTable(&want, &st)
 	if out.String() != want.String() {
-		t.Errorf("table:\n%s\nwant:\n%s", out.String(), want.String())
+		t.Errorf("--wide table:\n%s\nwant:\n%s", out.String(), want.String())
 	}
 
 	out.Reset()
@@ -102,16 +102,16 @@ func TestStatusOutputs(t *testing.T) {
 func TestReloadWithoutDaemon(t *testing.T) {
 	var out, errb bytes.Buffer
 	code := runReload([]string{"--socket", t.TempDir() + "/none.sock"}, &out, &errb)
-	if code != exitUsage || !strings.Contains(errb.String(), "connecting to uplinkd control socket") {
-		t.Errorf("reload with no daemon = %d, %q; want 2 and the reason", code, errb.String())
+	if code != exitUnreachable || !strings.Contains(errb.String(), "connecting to uplinkd control socket") {
+		t.Errorf("reload with no daemon = %d, %q; want 4 and the reason", code, errb.String())
 	}
 }
 
 func TestRunRefusesBadPolicy(t *testing.T) {
 	var out, errb bytes.Buffer
 	code := runRun([]string{"--config", "../../testdata/invalid-many-errors.toml"}, &out, &errb)
-	if code != exitUsage || !strings.Contains(errb.String(), "refusing to start") || !strings.Contains(errb.String(), "is invalid") {
-		t.Errorf("run with an invalid policy = %d, %q; want 2 and the errors", code, errb.String())
+	if code != exitInvalid || !strings.Contains(errb.String(), "refusing to start") || !strings.Contains(errb.String(), "is invalid") {
+		t.Errorf("run with an invalid policy = %d, %q; want 3 and the errors", code, errb.String())
 	}
 	errb.Reset()
 	if code := runRun([]string{"--config", "x", "extra"}, &out, &errb); code != exitUsage {

@@ -557,7 +557,7 @@ func TestMetricsAreAllPresent(t *testing.T) {
 }
 
 // `uplinkd status --check` exit codes follow the state: 0 up, 1 down, 2 for
-// an unknown name or no daemon.
+// an unknown name, 4 for no daemon.
 func TestStatusCheckExitCodes(t *testing.T) {
 	l := newLab(t)
 	l.start(l.basePolicy(2, ""))
@@ -605,8 +605,8 @@ func TestStatusCheckExitCodes(t *testing.T) {
 	if err := l.Host.Wait(l.cmd, 15*time.Second); err != nil {
 		t.Fatalf("daemon exit: %v", err)
 	}
-	if got := check("isp1"); got != 2 {
-		t.Errorf("status --check with no daemon = %d, want 2", got)
+	if got := check("isp1"); got != 4 {
+		t.Errorf("status --check with no daemon = %d, want 4 (unreachable)", got)
 	}
 }
 
@@ -727,15 +727,16 @@ func TestRefusesToStart(t *testing.T) {
 		mode   os.FileMode
 		setup  func()
 		want   string
+		code   int // 3 for the policy itself, 2 for the host
 	}{
-		{"invalid policy", good + "\n[gateway.bad]\naddress = \"nope\"\ninterface = \"eth1\"\n", 0o600, nil, "is not an IPv4 or IPv6 address"},
-		{"group-writable policy", good, 0o664, nil, "is writable by group or others"},
-		{"missing interface", strings.Replace(good, `interface = "eth2"`, `interface = "eth9"`, 1), 0o600, nil, "interface eth9 does not exist"},
-		{"writable hook", good, 0o600, func() { os.Chmod(filepath.Join(l.dir, "record-hook"), 0o757) }, "record-hook is writable by group or others"},
+		{"invalid policy", good + "\n[gateway.bad]\naddress = \"nope\"\ninterface = \"eth1\"\n", 0o600, nil, "is not an IPv4 or IPv6 address", 3},
+		{"group-writable policy", good, 0o664, nil, "is writable by group or others", 3},
+		{"missing interface", strings.Replace(good, `interface = "eth2"`, `interface = "eth9"`, 1), 0o600, nil, "interface eth9 does not exist", 2},
+		{"writable hook", good, 0o600, func() { os.Chmod(filepath.Join(l.dir, "record-hook"), 0o757) }, "record-hook is writable by group or others", 2},
 		{"hook owned by another user", good, 0o600, func() {
 			os.Chmod(filepath.Join(l.dir, "record-hook"), 0o755)
 			os.Chown(filepath.Join(l.dir, "record-hook"), 65534, 65534)
-		}, "is owned by uid 65534, not root"},
+		}, "is owned by uid 65534, not root", 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l.writeFile("record-hook", recordHook, 0o755)
@@ -746,8 +747,8 @@ func TestRefusesToStart(t *testing.T) {
 			l.writeFile("uplinkd.toml", tc.policy, tc.mode)
 			out, err := l.Host.Run(binary, "run", "--config", l.policy)
 			var ee *exec.ExitError
-			if !errorsAs(err, &ee) || ee.ExitCode() != 2 {
-				t.Errorf("exit: %v, want status 2\n%s", err, out)
+			if !errorsAs(err, &ee) || ee.ExitCode() != tc.code {
+				t.Errorf("exit: %v, want status %d\n%s", err, tc.code, out)
 			}
 			if !strings.Contains(out, "refusing to start") || !strings.Contains(out, tc.want) {
 				t.Errorf("output does not say %q:\n%s", tc.want, out)
