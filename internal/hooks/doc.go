@@ -8,8 +8,13 @@
 //     nothing that may have come from the network) is ever put into argv;
 //     the event reaches the hook only through UPLINKD_* environment
 //     variables, on top of a clean environment (PATH only);
-//   - each hook gets its own process group, so a timeout kills the hook and
-//     everything it spawned;
+//   - the executable is opened and checked by securefile (root-owned, every
+//     directory on its path as written, symlink directories included) and
+//     that descriptor is what runs, through /proc/self/fd/3;
+//   - every run goes through a reaper (reaper.go: uplinkd re-executed as a
+//     child subreaper), so when a run ends, by exit or timeout, everything
+//     it started is killed and reaped: background, setsid'd and
+//     pipe-holding children included;
 //   - runs of one hook are serialised in event order by one goroutine per
 //     hook reading a bounded queue, so "down" can never overtake "up";
 //   - Fire never blocks: detection and routing must not wait for a slow
