@@ -388,6 +388,13 @@ func (r *Runner) run(ctx context.Context, h *policy.Hook, e Event) (res Result) 
 		return res
 	}
 	defer statusR.Close()
+	lifeR, lifeW, err := os.Pipe()
+	if err != nil {
+		statusW.Close()
+		res.Result, res.Err = ResultError, fmt.Errorf("starting hook %s: %w", h.Name, err)
+		return res
+	}
+	defer lifeW.Close() // held until the reaper is reaped
 	ctx, cancel := context.WithTimeout(ctx, h.Timeout)
 	defer cancel()
 	out := &limitedBuffer{max: r.cfg.MaxOutput}
@@ -397,14 +404,15 @@ func (r *Runner) run(ctx context.Context, h *policy.Hook, e Event) (res Result) 
 	cmd.Dir = "/"
 	cmd.Stdout = out
 	cmd.Stderr = out
-	cmd.ExtraFiles = []*os.File{exe, statusW} // hookFD, statusFD
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	cmd.ExtraFiles = []*os.File{exe, statusW, lifeR} // hookFD, statusFD, lifeFD
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	// The reaper closes the output pipe only after the last descendant is
 	// dead; a reaper that does not come back by then is killed.
 	cmd.WaitDelay = 5 * time.Second
 	err = cmd.Start()
 	statusW.Close()
+	lifeR.Close()
 	if err != nil {
 		res.Result, res.Err = ResultError, fmt.Errorf("starting hook %s: %w", h.Name, err)
 		return res

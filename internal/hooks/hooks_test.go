@@ -3,6 +3,7 @@ package hooks
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -457,4 +458,55 @@ func TestRunRefusesUntrustedSymlink(t *testing.T) {
 	if res := c.get()[1]; res.Result != ResultOK || strings.TrimSpace(res.Output) != "ran" {
 		t.Fatalf("trusted link: result %q output %q err %v", res.Result, res.Output, res.Err)
 	}
+}
+
+// TestDaemonDeathEndsRun: when the daemon itself dies (SIGKILL, so no
+// Close), the reaper sees its lifeline close and kills the run. The
+// "daemon" is this test binary re-executed in helperDaemon mode.
+func TestDaemonDeathEndsRun(t *testing.T) {
+	if os.Getenv("UPLINKD_TEST_HELPER_DAEMON") != "" {
+		t.Skip("inside the helper")
+	}
+	pids := filepath.Join(t.TempDir(), "pids")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperDaemon$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "UPLINKD_TEST_HELPER_DAEMON="+pids)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	waitFor(t, "the helper's hook to start", func() bool {
+		b, _ := os.ReadFile(pids)
+		return len(strings.Fields(string(b))) == 2
+	})
+	cmd.Process.Kill() // ours, by PID
+	cmd.Wait()
+	b, _ := os.ReadFile(pids)
+	for _, f := range strings.Fields(string(b)) {
+		waitFor(t, "hook process "+f+" to be gone", func() bool {
+			// Orphaned zombies are reaped by init, not by us: a zombie
+			// is dead enough.
+			st, err := os.ReadFile("/proc/" + f + "/stat")
+			return err != nil || strings.Contains(string(st), ") Z ")
+		})
+	}
+}
+
+// TestHelperDaemon is the helper for TestDaemonDeathEndsRun: a runner
+// with one hook that records its pid and its child's, then hangs.
+func TestHelperDaemon(t *testing.T) {
+	pids := os.Getenv("UPLINKD_TEST_HELPER_DAEMON")
+	if pids == "" {
+		t.Skip("helper for TestDaemonDeathEndsRun")
+	}
+	// In the parent's directory: this process is killed, so its own
+	// t.TempDir would never be removed.
+	sh := filepath.Join(filepath.Dir(pids), "hang.sh")
+	if err := os.WriteFile(sh, []byte("#!/bin/sh\nsleep 300 &\necho $! >> "+pids+"\necho $$ >> "+pids+"\nsleep 300\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h := &policy.Hook{Name: "hang", Command: []string{sh}, Timeout: time.Minute, Events: []string{policy.EventGatewayDown}}
+	r := New(Config{})
+	r.SetHooks([]*policy.Hook{h})
+	r.Fire(Event{Name: policy.EventGatewayDown})
+	time.Sleep(time.Minute) // killed by the parent test long before
 }

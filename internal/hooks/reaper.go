@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -30,6 +31,10 @@ import (
 //	1, 2   the output pipe
 //	3      the hook executable, opened and checked by securefile
 //	4      the status pipe, on which the reaper reports how the hook ended
+//	5      the lifeline: the read end of a pipe the daemon holds open for the
+//	       run; end of file means the daemon is gone, and the run is ended
+//	       as on SIGTERM (Pdeathsig would follow the forking thread, not
+//	       the process, and the Go runtime may retire threads)
 //
 // The hook is executed through /proc/self/fd/3, so what runs is exactly the
 // file that was checked, and a script's interpreter can still read it.
@@ -38,6 +43,7 @@ const (
 	reaperEnv  = "UPLINKD_HOOK_REAPER=1"
 	hookFD     = 3
 	statusFD   = 4
+	lifeFD     = 5
 )
 
 func init() {
@@ -53,6 +59,7 @@ func init() {
 func reapMain(argv []string) int {
 	status := os.NewFile(statusFD, "status")
 	unix.CloseOnExec(statusFD)
+	unix.CloseOnExec(lifeFD)
 	report := func(format string, a ...any) int {
 		fmt.Fprintf(status, format+"\n", a...)
 		return 0
@@ -60,10 +67,15 @@ func reapMain(argv []string) int {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return report("error becoming a subreaper: %v", err)
 	}
-	// SIGTERM is the daemon's timeout or shutdown, and Pdeathsig if the
-	// daemon dies: end the run the same way as a normal exit.
-	term := make(chan os.Signal, 1)
+	// SIGTERM is the daemon's timeout or shutdown, and the lifeline's end
+	// of file its death: end the run the same way as a normal exit.
+	term := make(chan os.Signal, 2)
 	signal.Notify(term, syscall.SIGTERM)
+	go func() {
+		life := os.NewFile(lifeFD, "lifeline")
+		io.Copy(io.Discard, life)
+		term <- syscall.SIGTERM
+	}()
 
 	env := make([]string, 0, len(os.Environ()))
 	for _, kv := range os.Environ() {
@@ -82,7 +94,7 @@ func reapMain(argv []string) int {
 		ExtraFiles: []*os.File{os.NewFile(hookFD, argv[0])},
 	}
 	if err := cmd.Start(); err != nil {
-		return report("error %v", err)
+		return report("error executing %s: %v", argv[0], err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
