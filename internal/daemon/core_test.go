@@ -333,40 +333,6 @@ func TestHealthOf(t *testing.T) {
 	}
 }
 
-func TestStandbySet(t *testing.T) {
-	p := mustParse(t, `
-[gateway.a]
-address = "198.18.1.1"
-interface = "eth1"
-tier = 1
-[gateway.b]
-address = "198.18.2.1"
-interface = "eth2"
-tier = 2
-degraded_tier = 3
-[gateway.c]
-address = "198.18.3.1"
-interface = "eth3"
-tier = 2
-[group.g]
-gateways = ["a", "b", "c"]
-`)
-	for _, tc := range []struct {
-		name string
-		h    routing.Snapshot
-		want map[string]bool
-	}{
-		{"all up: backup tier idles", routing.Snapshot{}, map[string]bool{"b": true, "c": true}},
-		{"primary down: tier 2 carries", routing.Snapshot{"a": routing.Down}, map[string]bool{}},
-		{"primary down, b degraded to tier 3", routing.Snapshot{"a": routing.Down, "b": routing.Degraded}, map[string]bool{"b": true}},
-		{"everything down: nobody is standby", routing.Snapshot{"a": routing.Down, "b": routing.Down, "c": routing.Down}, map[string]bool{}},
-	} {
-		if d := cmp.Diff(tc.want, standbySet(p, tc.h)); d != "" {
-			t.Errorf("%s (-want +got):\n%s", tc.name, d)
-		}
-	}
-}
-
 func TestOnAppliedEvent(t *testing.T) {
 	p := mustParse(t, twoISPs(2, `"route_changed"`))
 	var got []hooks.Event

@@ -110,7 +110,7 @@ func (c *Core) update(initial bool) {
 func (c *Core) pushRoutes() routing.Snapshot {
 	snap := c.snapshot()
 	c.rec.Set(routing.Desired(c.pol, snap))
-	sb := standbySet(c.pol, snap)
+	sb := routing.Standby(c.pol, snap)
 	if !maps.Equal(sb, c.standby) {
 		c.det.SetStandby(sb)
 		c.mu.Lock()
