@@ -11,7 +11,15 @@
 // only if its protocol equals Config.Protocol. Plan never emits a write for
 // anything else; a foreign route on a key uplinkd wants is reported as a
 // conflict instead of being replaced, because NLM_F_REPLACE would silently
-// take it over.
+// take it over. That includes a foreign route beside an owned one on its
+// key (`ip route prepend`/`append`) and, for IPv6, a foreign nexthop the
+// kernel merged into an owned multipath route. Conflicts are logged at
+// Error, counted in uplinkd_route_conflicts, returned by
+// Reconciler.Conflicts and retried on every resync until they end.
+//
+// A nexthop whose interface does not exist is never written: the other
+// members of its route are, so the host keeps a route wherever one can
+// exist.
 //
 // Changes to a route that exists are always replaces (one RTM_NEWROUTE with
 // NLM_F_REPLACE), never delete-then-add, so a host never spends a moment

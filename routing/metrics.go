@@ -9,10 +9,11 @@ import (
 // Metrics are the routing series of docs/design.md. Every label value comes
 // from a fixed set, so nothing here grows with the policy.
 type Metrics struct {
-	writes   *prometheus.CounterVec // object, op, result
-	repairs  *prometheus.CounterVec // object
-	resyncs  *prometheus.CounterVec // reason
-	duration prometheus.Histogram
+	writes    *prometheus.CounterVec // object, op, result
+	repairs   *prometheus.CounterVec // object
+	resyncs   *prometheus.CounterVec // reason
+	duration  prometheus.Histogram
+	conflicts prometheus.Gauge
 }
 
 // Resync reasons, the values of uplinkd_resyncs_total's reason label.
@@ -46,8 +47,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time to read, plan and write one reconcile.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}),
+		conflicts: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "uplinkd_route_conflicts",
+			Help: "Wanted routes whose key another program's route or nexthop holds; uplinkd writes none of them and retries on every resync.",
+		}),
 	}
 	m.writes = register(reg, m.writes)
+	m.conflicts = register(reg, m.conflicts)
 	m.repairs = register(reg, m.repairs)
 	m.resyncs = register(reg, m.resyncs)
 	m.duration = register(reg, m.duration)
@@ -110,4 +116,11 @@ func (m *Metrics) observe(seconds float64) {
 		return
 	}
 	m.duration.Observe(seconds)
+}
+
+func (m *Metrics) setConflicts(n int) {
+	if m == nil {
+		return
+	}
+	m.conflicts.Set(float64(n))
 }

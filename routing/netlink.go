@@ -198,6 +198,34 @@ func fromNetlinkRoute(nr netlink.Route, l links) Route {
 	return r
 }
 
+// KernelState reads every route (all tables, both families, any protocol)
+// and rule in nl, for golden dumps and displays. Routes sharing a key keep
+// the kernel's order, in which the first one carries traffic.
+func KernelState(nl Netlink) (State, error) {
+	l, err := readLinks(nl)
+	if err != nil {
+		return State{}, err
+	}
+	var s State
+	err = nl.RouteListFilteredIter(netlink.FAMILY_ALL, &netlink.Route{}, netlink.RT_FILTER_TABLE, func(r netlink.Route) bool {
+		if r.Family == unix.AF_INET || r.Family == unix.AF_INET6 {
+			s.Routes = append(s.Routes, fromNetlinkRoute(r, l))
+		}
+		return true
+	})
+	if err != nil {
+		return State{}, fmt.Errorf("dumping routes: %w", err)
+	}
+	rules, err := nl.RuleListFiltered(netlink.FAMILY_ALL, nil, 0)
+	if err != nil {
+		return State{}, fmt.Errorf("dumping rules: %w", err)
+	}
+	for _, r := range rules {
+		s.Rules = append(s.Rules, fromNetlinkRule(r))
+	}
+	return Normalize(s), nil
+}
+
 // toNetlinkRule builds a rule; netlink.NewRule() sets the "absent" markers
 // (-1) that a zero Rule{} would send as real values.
 func toNetlinkRule(r Rule) *netlink.Rule {

@@ -159,7 +159,13 @@ func Plan(want, have State) []Op {
 	}
 	for i := range have.Routes {
 		h := &have.Routes[i]
-		if wantKeys[h.Key()] || (known && h.Protocol != proto) {
+		if wantKeys[h.Key()] || (known && h.Protocol != proto) || (!known && mergedInto(have, haveByKey[h.Key()], h)) {
+			continue
+		}
+		// An IPv6 delete by key and protocol takes every sibling of the
+		// route, a foreign nexthop merged into it included.
+		if f := foreignOn(have, haveByKey[h.Key()], h.Protocol); f != nil && h.Family == 6 {
+			ops = append(ops, Op{Kind: OpConflict, Route: h, Old: f})
 			continue
 		}
 		deletes = append(deletes, Op{Kind: OpDelete, Route: h})
@@ -195,6 +201,23 @@ func Plan(want, have State) []Op {
 	}
 	ops = append(ops, ruleDeletes...)
 	return append(ops, deletes...)
+}
+
+// foreignOn returns a route among have's idx whose protocol is not proto.
+func foreignOn(have State, idx []int, proto uint8) *Route {
+	for _, j := range idx {
+		if have.Routes[j].Protocol != proto {
+			return &have.Routes[j]
+		}
+	}
+	return nil
+}
+
+// mergedInto reports whether h is a foreign nexthop merged into a route of
+// another protocol on its key (protocol 0, see splitMerged): with want
+// empty, as for a withdraw, it is not uplinkd's to delete.
+func mergedInto(have State, idx []int, h *Route) bool {
+	return h.Protocol == 0 && h.Family == 6 && foreignOn(have, idx, 0) != nil
 }
 
 func ownProtocol(s State) (uint8, bool) {

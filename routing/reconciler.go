@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +65,11 @@ type Reconciler struct {
 	kernel  *Kernel // created by NewReconciler, closed by Close
 	keep    atomic.Pointer[interest]
 	keepc   chan struct{} // keep changed: the watcher recompiles its socket filter
+	// suspect: a foreign route may share a key with an owned one (ip
+	// route prepend/append), so the next read also dumps the tables of
+	// held keys. Set at start, by a foreign route event on a wanted key,
+	// after lost events, and while a conflict lasts; see dumpForeign.
+	suspect atomic.Bool
 
 	applyMu sync.Mutex // serialises reconciles; never held while waiting on a channel
 
@@ -73,6 +79,7 @@ type Reconciler struct {
 	appliedGen uint64
 	installed  State   // owned state as last read or written
 	foreign    []Route // routes of other protocols on keys uplinkd wants
+	conflicts  []Op    // OpConflict of the last reconcile that got as far as a plan
 	closing    bool    // set by Close; Run refuses to start after it
 	cacheOK    bool    // installed is known to match the kernel
 	hintGen    uint64  // bumped by every hint; a reconcile that saw one mid-way leaves the cache invalid
@@ -82,6 +89,14 @@ type Reconciler struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
+
+	vanished string // nexthops left out for a missing interface, as last logged; applyMu held
+	// ownNH is, per IPv6 key, the nexthops uplinkd wrote there (or found
+	// at its first read); applyMu held. The kernel merges any IPv6 route
+	// with a gateway appended on a key into the route already there, and
+	// a dump shows the merged route with the first sibling's protocol:
+	// only this record tells a merged foreign nexthop from an owned one.
+	ownNH map[RouteKey][]Nexthop
 
 	tokens   float64
 	tokensAt time.Time
@@ -103,7 +118,9 @@ func NewReconciler(cfg Config) (*Reconciler, error) {
 		closed: make(chan struct{}),
 		tokens: repairBurst,
 		now:    time.Now,
+		ownNH:  map[RouteKey][]Nexthop{},
 	}
+	r.suspect.Store(true)
 	if r.log == nil {
 		r.log = slog.Default()
 	}
@@ -175,6 +192,16 @@ func (r *Reconciler) Installed() State {
 	return State{Routes: slices.Clone(r.installed.Routes), Rules: slices.Clone(r.installed.Rules)}
 }
 
+// Conflicts returns the clashes the last reconcile found: wanted routes
+// (Route) whose key a route or nexthop of another program (Old) holds.
+// None of them was written; each is retried on every resync. For status
+// and /healthz.
+func (r *Reconciler) Conflicts() []Op {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.conflicts)
+}
+
 // Withdraw deletes every route and rule uplinkd owns (on_exit = "withdraw")
 // and leaves an empty desired state, so a running Run does not put them
 // back.
@@ -212,17 +239,19 @@ func (r *Reconciler) Close() error {
 // is where an add would meet EEXIST, and where a foreign route that replaced
 // an owned one now sits. Only the tables of such keys are dumped, and only
 // when there are any, so a steady-state resync reads nothing foreign. A
-// foreign route sharing a key with an owned one (ip route append) is not
-// looked for; the kernel keeps them apart and uplinkd's replace and delete
-// name their protocol.
-func (r *Reconciler) readOwned(want *State, l links) (State, []Route, error) {
+// foreign route sharing a key with an owned one (ip route prepend/append)
+// is looked for, with all, in the tables of every wanted key: a replace
+// would take over the first route on the key, which may be the foreign
+// one. The reconciler asks for that only when it suspects one (see
+// Reconciler.suspect).
+func (r *Reconciler) readOwned(want *State, l links, all bool) (State, []Route, error) {
 	var err error
 	for attempt := 0; attempt < dumpRetries; attempt++ {
 		var s State
 		var foreign []Route
 		s, err = r.dumpOwned(l)
 		if err == nil {
-			foreign, err = r.dumpForeign(want, s.Routes, l)
+			foreign, err = r.dumpForeign(want, s.Routes, l, all)
 		}
 		if errors.Is(err, netlink.ErrDumpInterrupted) {
 			r.cfg.Metrics.resync(ReasonDumpInterrupted)
@@ -273,8 +302,12 @@ type famTable struct {
 }
 
 // dumpForeign returns the routes of other protocols on keys of want that
-// no owned route holds, dumping only the tables of those keys.
-func (r *Reconciler) dumpForeign(want *State, owned []Route, l links) ([]Route, error) {
+// no owned route holds, dumping only the tables of those keys; with all,
+// on every key of want, held or not, since `ip route prepend` and
+// `append` put a foreign route beside an owned one on its key. That costs
+// a dump of each wanted table (main beside a BGP table), so it is done
+// only when the reconciler suspects one (see Reconciler.suspect).
+func (r *Reconciler) dumpForeign(want *State, owned []Route, l links, all bool) ([]Route, error) {
 	if want == nil || len(want.Routes) == 0 {
 		return nil, nil
 	}
@@ -287,7 +320,7 @@ func (r *Reconciler) dumpForeign(want *State, owned []Route, l links) ([]Route, 
 	seen := map[famTable]bool{}
 	for _, w := range want.Routes {
 		k := w.Key()
-		if held[k] {
+		if held[k] && !all {
 			continue
 		}
 		missing[k] = true
@@ -323,10 +356,12 @@ func (r *Reconciler) ReadOwned(want State) (State, error) {
 		return State{}, err
 	}
 	w := Normalize(want)
-	s, foreign, err := r.readOwned(&w, l)
+	s, foreign, err := r.readOwned(&w, l, true)
 	if err != nil {
 		return State{}, err
 	}
+	s, merged := splitMerged(s, nil)
+	foreign = append(foreign, merged...)
 	s.Routes = append(s.Routes, foreign...)
 	return Normalize(s), nil
 }
@@ -364,12 +399,19 @@ func (r *Reconciler) reconcileLocked(ctx context.Context, full bool, reason stri
 	}
 	if !cached {
 		r.cfg.Metrics.resync(reason)
-		have, foreign, err = r.readOwned(want, l)
+		all := r.suspect.Swap(false)
+		have, foreign, err = r.readOwned(want, l, all)
 		if err != nil {
+			r.suspect.Store(all || r.suspect.Load())
 			r.invalidate()
 			return 0, nil, err
 		}
+		var merged []Route
+		have, merged = splitMerged(have, r.ownNH)
+		foreign = append(foreign, merged...)
 	}
+	w := r.writable(*want, l)
+	want = &w
 	planHave := have
 	if len(foreign) > 0 {
 		planHave = State{Routes: append(slices.Clone(have.Routes), foreign...), Rules: have.Rules}
@@ -379,7 +421,19 @@ func (r *Reconciler) reconcileLocked(ctx context.Context, full bool, reason stri
 	errs, applied, retry := r.execute(ops, l, repair)
 	writes := int(r.nl.writes.Load() - before)
 
+	var conflicts []Op
+	for _, op := range ops {
+		if op.Kind == OpConflict {
+			conflicts = append(conflicts, op)
+		}
+	}
+	r.cfg.Metrics.setConflicts(len(conflicts))
+	if len(conflicts) > 0 || retry {
+		r.suspect.Store(true) // look again on the next read
+	}
+	r.recordNexthops(applied)
 	r.mu.Lock()
+	r.conflicts = conflicts
 	if len(errs) == 0 && !retry {
 		r.installed = ownedAfter(*want, ops)
 		r.foreign = foreign
@@ -415,6 +469,74 @@ func (r *Reconciler) reconcileLocked(ctx context.Context, full bool, reason stri
 	return writes, applied, errors.Join(errs...)
 }
 
+// splitMerged takes out of each owned IPv6 route the nexthops ownNH does
+// not know for its key, and returns them as foreign routes on that key
+// (protocol 0: the kernel does not say whose a sibling is). A key ownNH
+// has no record of is adopted as read, as at the first read after a start;
+// a nil ownNH (a one-off read) adopts everything. Keys with no owned route
+// lose their record.
+func splitMerged(have State, ownNH map[RouteKey][]Nexthop) (State, []Route) {
+	if ownNH == nil {
+		return have, nil
+	}
+	var merged []Route
+	seen := map[RouteKey]bool{}
+	out := State{Rules: have.Rules, Routes: make([]Route, 0, len(have.Routes))}
+	for _, rt := range have.Routes {
+		k := rt.Key()
+		seen[k] = true
+		rec, ok := ownNH[k]
+		if rt.Family != 6 || rt.Type != Unicast {
+			out.Routes = append(out.Routes, rt)
+			continue
+		}
+		if !ok {
+			ownNH[k] = rt.Nexthops
+			out.Routes = append(out.Routes, rt)
+			continue
+		}
+		var mine, theirs []Nexthop
+		for _, nh := range rt.Nexthops {
+			if slices.ContainsFunc(rec, func(o Nexthop) bool { return o.Gateway == nh.Gateway && o.Dev == nh.Dev }) {
+				mine = append(mine, nh)
+			} else {
+				theirs = append(theirs, nh)
+			}
+		}
+		if len(theirs) == 0 {
+			out.Routes = append(out.Routes, rt)
+			continue
+		}
+		f := rt
+		f.Protocol, f.Owner, f.Nexthops = 0, "merged", normNexthops(theirs)
+		merged = append(merged, f)
+		if len(mine) > 0 {
+			rt.Nexthops = normNexthops(mine)
+			out.Routes = append(out.Routes, rt)
+		}
+	}
+	for k := range ownNH {
+		if !seen[k] {
+			delete(ownNH, k)
+		}
+	}
+	return out, merged
+}
+
+// recordNexthops notes in ownNH what the applied ops wrote on IPv6 keys.
+func (r *Reconciler) recordNexthops(applied []Op) {
+	for _, op := range applied {
+		if op.Route == nil || op.Route.Family != 6 {
+			continue
+		}
+		if op.Kind == OpDelete || op.Route.Type != Unicast {
+			delete(r.ownNH, op.Route.Key())
+		} else {
+			r.ownNH[op.Route.Key()] = op.Route.Nexthops
+		}
+	}
+}
+
 // ownedAfter is the owned state once ops succeeded: want without the
 // routes left to a foreign owner.
 func ownedAfter(want State, ops []Op) State {
@@ -432,6 +554,45 @@ func ownedAfter(want State, ops []Op) State {
 		if !conflicts[rt.Key()] {
 			out.Routes = append(out.Routes, rt)
 		}
+	}
+	return out
+}
+
+// writable is want without the nexthops whose interface does not exist.
+// The kernel refuses a route naming a missing device, and drops a whole
+// multipath route when one of its devices goes away; asking for the
+// missing member anyway would leave the host with no route at all where
+// the other members could still carry one (last_resort "keep" with every
+// gateway down and one interface unplugged). A route left with no nexthop
+// cannot exist and is not wanted. The cut is logged once per change.
+func (r *Reconciler) writable(want State, l links) State {
+	var gone []string
+	out := State{Rules: want.Rules, Routes: make([]Route, 0, len(want.Routes))}
+	for _, rt := range want.Routes {
+		keep := rt.Nexthops[:0:0]
+		for _, nh := range rt.Nexthops {
+			if _, ok := l.byName[nh.Dev]; nh.Dev != "" && !ok {
+				gone = append(gone, nh.Dev+" ("+RouteString(rt)+")")
+				continue
+			}
+			keep = append(keep, nh)
+		}
+		if len(keep) == len(rt.Nexthops) {
+			out.Routes = append(out.Routes, rt)
+			continue
+		}
+		if len(keep) > 0 {
+			rt.Nexthops = normNexthops(keep)
+			out.Routes = append(out.Routes, rt)
+		}
+	}
+	if len(gone) == 0 {
+		r.vanished = ""
+		return want
+	}
+	if msg := strings.Join(gone, "; "); msg != r.vanished {
+		r.vanished = msg
+		r.log.Warn("leaving out nexthops whose interface is gone", "nexthops", msg)
 	}
 	return out
 }

@@ -26,6 +26,10 @@ import (
 type Hint struct {
 	Reason string // ReasonEvent, ReasonENOBUFS or ReasonDumpInterrupted
 	What   string // "route", "rule", "link", "addr": for debug logs only
+	// Missed says the watcher may have missed events before this hint (a
+	// subscription just came up), so the re-read cannot rely on events
+	// to have shown a foreign route beside an owned one.
+	Missed bool
 }
 
 // Watcher sends hints until ctx ends. It must never block on hints longer
@@ -155,7 +159,7 @@ func (w *KernelWatcher) watch(ctx context.Context, hints chan<- Hint, keep Route
 	// other subscriptions, and the resync must still be counted as the
 	// overflow's (uplinkd_resyncs_total{reason="enobufs"}).
 	send := func(h Hint) {
-		if h.Reason != ReasonEvent {
+		if h.Reason != ReasonEvent || h.Missed {
 			select {
 			case hints <- h:
 			case <-ctx.Done():
@@ -190,7 +194,7 @@ func (w *KernelWatcher) watch(ctx context.Context, hints chan<- Hint, keep Route
 				if isENOBUFS(err) {
 					reason = ReasonENOBUFS
 				}
-				send(Hint{Reason: reason, What: "resubscribe"})
+				send(Hint{Reason: reason, What: "resubscribe", Missed: true})
 				t.Reset(retry)
 			}
 		}()
@@ -214,7 +218,7 @@ func (w *KernelWatcher) nsOpt() *netns.NsHandle {
 // subscribed is the hint a subscription sends once it is up: whatever
 // changed before that (between Run's first read and the subscription, or
 // while resubscribing) was never notified, and only a re-read finds it.
-func subscribed(what string) Hint { return Hint{Reason: ReasonEvent, What: what} }
+func subscribed(what string) Hint { return Hint{Reason: ReasonEvent, What: what, Missed: true} }
 
 // subscription runs one library subscription until ctx ends or the library
 // closes its channel. The library's goroutine blocks on its channel, so
@@ -621,6 +625,9 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			if pending == "" || h.Reason != ReasonEvent {
 				pending = h.Reason
 			}
+			if h.Reason != ReasonEvent || h.Missed {
+				r.suspect.Store(true) // lost events may have hidden a foreign route
+			}
 			r.invalidate()
 			if !debouncing {
 				debounce.Reset(r.cfg.Debounce)
@@ -683,7 +690,16 @@ func (r *Reconciler) spendRepair() { r.tokens-- }
 
 // relevant is the reconciler's RouteFilter: its interest as of the last
 // Set or Apply.
-func (r *Reconciler) relevant(ev RouteEvent) bool { return r.keep.Load().relevant(ev) }
+// A route of another protocol on a wanted key may now share that key
+// with an owned route: the next read looks (see suspect).
+func (r *Reconciler) relevant(ev RouteEvent) bool {
+	in := r.keep.Load()
+	if ev.Protocol != in.proto && in.keys[ev.Key()] {
+		r.suspect.Store(true)
+		return true
+	}
+	return in.relevant(ev)
+}
 
 func (r *Reconciler) interest() *interest              { return r.keep.Load() }
 func (r *Reconciler) interestChanged() <-chan struct{} { return r.keepc }

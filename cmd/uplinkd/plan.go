@@ -72,10 +72,17 @@ arguments, 3 on an invalid policy.`, stderr)
 			len(want.Routes), len(want.Rules), p.Daemon.RouteProtocol)
 		return exitOK
 	}
+	conflicts := 0
 	for _, op := range ops {
+		if op.Kind == routing.OpConflict {
+			conflicts++
+		}
 		for _, l := range op.Lines() {
 			fmt.Fprintln(stdout, l)
 		}
+	}
+	if conflicts > 0 {
+		fmt.Fprintf(stderr, "uplinkd plan: %d route conflicts (!): another program's route holds a key the policy wants; uplinkd will not write over it, and reports it until it goes\n", conflicts)
 	}
 	return exitFailure
 }

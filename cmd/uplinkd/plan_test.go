@@ -86,3 +86,44 @@ gateways = ["isp1", "isp2"]
 		t.Errorf("plan changed the kernel:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }
+
+// A foreign default prepended beside the owned one in main (same key,
+// issue 11.5) is a conflict in the plan, not a replace.
+func TestPlanShowsPrependConflict(t *testing.T) {
+	tu := nstest.NewTwoUplinks(t)
+	h := tu.Host
+	file := filepath.Join(t.TempDir(), "p.toml")
+	if err := os.WriteFile(file, []byte(`
+[gateway.isp1]
+address = "198.18.1.1"
+interface = "eth1"
+[gateway.isp2]
+address = "198.18.2.1"
+interface = "eth2"
+[group.wan]
+gateways = ["isp1", "isp2"]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.MustRun(t, "ip", "route", "add", "default", "proto", "212", "nexthop", "via", "198.18.1.1", "dev", "eth1", "nexthop", "via", "198.18.2.1", "dev", "eth2")
+	h.MustRun(t, "ip", "route", "prepend", "default", "via", "198.18.2.1", "dev", "eth2", "proto", "static")
+	var out, errb bytes.Buffer
+	var code int
+	if err := h.Do(func() error {
+		code = mainArgs([]string{"plan", "--assume", "isp1=down", file}, &out, &errb)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if code != exitFailure {
+		t.Errorf("exit %d, want %d; stderr: %s", code, exitFailure, errb.String())
+	}
+	want := `! default via 198.18.2.1 dev eth2 table main proto 212 (conflict: held by foreign route "default via 198.18.2.1 dev eth2 table main proto 4")
+`
+	if diff := cmp.Diff(want, out.String()); diff != "" {
+		t.Errorf("plan (-want +got):\n%s", diff)
+	}
+	if !strings.Contains(errb.String(), "1 route conflicts") {
+		t.Errorf("stderr lacks the conflict count: %q", errb.String())
+	}
+}

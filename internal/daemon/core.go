@@ -30,6 +30,7 @@ type RouteSink interface {
 	Set(want routing.State)
 	Run(ctx context.Context) error
 	Installed() routing.State
+	Conflicts() []routing.Op
 	Withdraw(ctx context.Context) error
 	Close() error
 }

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -47,6 +48,10 @@ func newHTTPServer(c *Core, reg *prometheus.Registry, log *slog.Logger) *http.Se
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if !c.Healthy(10 * time.Second) {
 			http.Error(w, "health loop stalled", http.StatusServiceUnavailable)
+			return
+		}
+		if cs := c.rec.Conflicts(); len(cs) > 0 {
+			http.Error(w, fmt.Sprintf("degraded: %d route conflicts, not written: %s", len(cs), cs[0].String()), http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))

@@ -25,6 +25,10 @@ type Status struct {
 	Groups          []GroupStatus   `json:"groups"`
 	Routes          []string        `json:"routes"` // every route uplinkd holds, `ip route` style
 	Rules           []string        `json:"rules"`  // every rule uplinkd holds, `ip rule` style
+	// Conflicts are wanted routes whose key a route or nexthop of another
+	// program holds: uplinkd writes none of them (see routing.OpConflict)
+	// and /healthz reports degraded while there are any.
+	Conflicts []string `json:"conflicts,omitempty"`
 }
 
 // GatewayStatus is one gateway in Status.
@@ -107,6 +111,9 @@ func (c *Core) Status() *Status {
 	c.mu.RUnlock()
 
 	held := s.addKernelState(installed)
+	for _, op := range c.rec.Conflicts() {
+		s.Conflicts = append(s.Conflicts, op.String())
+	}
 	byName := map[string]detector.GatewayStatus{}
 	for _, d := range det {
 		byName[d.Name] = d

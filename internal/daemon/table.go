@@ -105,6 +105,12 @@ func WriteTable(w io.Writer, s *Status) error {
 			fmt.Fprintf(&b, "  %s\n", r)
 		}
 	}
+	if len(s.Conflicts) > 0 {
+		fmt.Fprintf(&b, "\nroute conflicts (not written; retried on every resync):\n")
+		for _, c := range s.Conflicts {
+			fmt.Fprintf(&b, "  %s\n", c)
+		}
+	}
 	if !s.LastReloadOK && s.LastReloadError != "" {
 		fmt.Fprintf(&b, "\nlast reload FAILED, previous policy still runs: %s\n", s.LastReloadError)
 	}
