@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -97,6 +95,8 @@ type Reconciler struct {
 	// a dump shows the merged route with the first sibling's protocol:
 	// only this record tells a merged foreign nexthop from an owned one.
 	ownNH map[RouteKey][]Nexthop
+
+	failures int // consecutive failed reconciles in Run, for the retry backoff
 
 	tokens   float64
 	tokensAt time.Time
@@ -228,144 +228,6 @@ func (r *Reconciler) Close() error {
 	return nil
 }
 
-// readOwned reads the owned routes and rules, and the routes of other
-// protocols on keys want uses that no owned route holds. An interrupted
-// dump is retried.
-//
-// Owned routes come from one dump per family that asks the kernel for
-// Protocol only (rtm_protocol with NETLINK_GET_STRICT_CHK, see Kernel), so
-// a full BGP table elsewhere is walked in the kernel and never copied out.
-// Foreign routes matter only on a key uplinkd wants but does not hold: that
-// is where an add would meet EEXIST, and where a foreign route that replaced
-// an owned one now sits. Only the tables of such keys are dumped, and only
-// when there are any, so a steady-state resync reads nothing foreign. A
-// foreign route sharing a key with an owned one (ip route prepend/append)
-// is looked for, with all, in the tables of every wanted key: a replace
-// would take over the first route on the key, which may be the foreign
-// one. The reconciler asks for that only when it suspects one (see
-// Reconciler.suspect).
-func (r *Reconciler) readOwned(want *State, l links, all bool) (State, []Route, error) {
-	var err error
-	for attempt := 0; attempt < dumpRetries; attempt++ {
-		var s State
-		var foreign []Route
-		s, err = r.dumpOwned(l)
-		if err == nil {
-			foreign, err = r.dumpForeign(want, s.Routes, l, all)
-		}
-		if errors.Is(err, netlink.ErrDumpInterrupted) {
-			r.cfg.Metrics.resync(ReasonDumpInterrupted)
-			continue
-		}
-		if err != nil {
-			return State{}, nil, fmt.Errorf("reading owned routes and rules: %w", err)
-		}
-		return Normalize(s), foreign, nil
-	}
-	return State{}, nil, fmt.Errorf("reading owned routes and rules: %w", err)
-}
-
-// dumpOwned dumps the routes (every table, both families) and rules of
-// the reconciler's protocol. Rule dumps cannot be filtered by the kernel
-// (a strict kernel rejects any selector in a rule dump request), but they
-// are small: a rule list never holds a routing table.
-func (r *Reconciler) dumpOwned(l links) (State, error) {
-	proto := r.cfg.Protocol
-	var s State
-	for _, fam := range []int{4, 6} {
-		err := r.nl.RouteListFilteredIter(afOf(fam), &netlink.Route{Protocol: netlink.RouteProtocol(proto)}, netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL, func(nr netlink.Route) bool {
-			if nr.Family == afOf(fam) && uint8(nr.Protocol) == proto {
-				s.Routes = append(s.Routes, fromNetlinkRoute(nr, l))
-			}
-			return true
-		})
-		if err != nil {
-			return State{}, fmt.Errorf("dumping IPv%d routes of protocol %d: %w", fam, proto, err)
-		}
-	}
-	rules, err := r.nl.RuleListFiltered(netlink.FAMILY_ALL, nil, 0)
-	if err != nil {
-		return State{}, fmt.Errorf("dumping rules: %w", err)
-	}
-	for _, nr := range rules {
-		if nr.Protocol == proto && (nr.Family == afOf(4) || nr.Family == afOf(6)) {
-			s.Rules = append(s.Rules, fromNetlinkRule(nr))
-		}
-	}
-	return s, nil
-}
-
-// famTable is one routing table of one family.
-type famTable struct {
-	family int
-	table  uint32
-}
-
-// dumpForeign returns the routes of other protocols on keys of want that
-// no owned route holds, dumping only the tables of those keys; with all,
-// on every key of want, held or not, since `ip route prepend` and
-// `append` put a foreign route beside an owned one on its key. That costs
-// a dump of each wanted table (main beside a BGP table), so it is done
-// only when the reconciler suspects one (see Reconciler.suspect).
-func (r *Reconciler) dumpForeign(want *State, owned []Route, l links, all bool) ([]Route, error) {
-	if want == nil || len(want.Routes) == 0 {
-		return nil, nil
-	}
-	held := make(map[RouteKey]bool, len(owned))
-	for _, o := range owned {
-		held[o.Key()] = true
-	}
-	missing := map[RouteKey]bool{}
-	var tables []famTable
-	seen := map[famTable]bool{}
-	for _, w := range want.Routes {
-		k := w.Key()
-		if held[k] && !all {
-			continue
-		}
-		missing[k] = true
-		if ft := (famTable{w.Family, w.Table}); !seen[ft] {
-			seen[ft] = true
-			tables = append(tables, ft)
-		}
-	}
-	proto := r.cfg.Protocol
-	var foreign []Route
-	for _, ft := range tables {
-		err := r.nl.RouteListFilteredIter(afOf(ft.family), &netlink.Route{Table: int(ft.table)}, netlink.RT_FILTER_TABLE, func(nr netlink.Route) bool {
-			if nr.Family != afOf(ft.family) || uint8(nr.Protocol) == proto {
-				return true
-			}
-			if rt := fromNetlinkRoute(nr, l); missing[rt.Key()] {
-				foreign = append(foreign, rt)
-			}
-			return true
-		})
-		if err != nil {
-			return nil, fmt.Errorf("dumping IPv%d table %d for routes on wanted keys: %w", ft.family, ft.table, err)
-		}
-	}
-	return foreign, nil
-}
-
-// ReadOwned returns the routes and rules of the reconciler's protocol
-// currently in the kernel, with any foreign routes on keys of want.
-func (r *Reconciler) ReadOwned(want State) (State, error) {
-	l, err := readLinks(r.nl)
-	if err != nil {
-		return State{}, err
-	}
-	w := Normalize(want)
-	s, foreign, err := r.readOwned(&w, l, true)
-	if err != nil {
-		return State{}, err
-	}
-	s, merged := splitMerged(s, nil)
-	foreign = append(foreign, merged...)
-	s.Routes = append(s.Routes, foreign...)
-	return Normalize(s), nil
-}
-
 // reconcile brings the kernel to the current want. full forces a re-read of
 // the kernel; otherwise the cached installed state is trusted if valid.
 // repair marks writes as drift repairs (want itself did not change).
@@ -469,134 +331,6 @@ func (r *Reconciler) reconcileLocked(ctx context.Context, full bool, reason stri
 	return writes, applied, errors.Join(errs...)
 }
 
-// splitMerged takes out of each owned IPv6 route the nexthops ownNH does
-// not know for its key, and returns them as foreign routes on that key
-// (protocol 0: the kernel does not say whose a sibling is). A key ownNH
-// has no record of is adopted as read, as at the first read after a start;
-// a nil ownNH (a one-off read) adopts everything. Keys with no owned route
-// lose their record.
-func splitMerged(have State, ownNH map[RouteKey][]Nexthop) (State, []Route) {
-	if ownNH == nil {
-		return have, nil
-	}
-	var merged []Route
-	seen := map[RouteKey]bool{}
-	out := State{Rules: have.Rules, Routes: make([]Route, 0, len(have.Routes))}
-	for _, rt := range have.Routes {
-		k := rt.Key()
-		seen[k] = true
-		rec, ok := ownNH[k]
-		if rt.Family != 6 || rt.Type != Unicast {
-			out.Routes = append(out.Routes, rt)
-			continue
-		}
-		if !ok {
-			ownNH[k] = rt.Nexthops
-			out.Routes = append(out.Routes, rt)
-			continue
-		}
-		var mine, theirs []Nexthop
-		for _, nh := range rt.Nexthops {
-			if slices.ContainsFunc(rec, func(o Nexthop) bool { return o.Gateway == nh.Gateway && o.Dev == nh.Dev }) {
-				mine = append(mine, nh)
-			} else {
-				theirs = append(theirs, nh)
-			}
-		}
-		if len(theirs) == 0 {
-			out.Routes = append(out.Routes, rt)
-			continue
-		}
-		f := rt
-		f.Protocol, f.Owner, f.Nexthops = 0, "merged", normNexthops(theirs)
-		merged = append(merged, f)
-		if len(mine) > 0 {
-			rt.Nexthops = normNexthops(mine)
-			out.Routes = append(out.Routes, rt)
-		}
-	}
-	for k := range ownNH {
-		if !seen[k] {
-			delete(ownNH, k)
-		}
-	}
-	return out, merged
-}
-
-// recordNexthops notes in ownNH what the applied ops wrote on IPv6 keys.
-func (r *Reconciler) recordNexthops(applied []Op) {
-	for _, op := range applied {
-		if op.Route == nil || op.Route.Family != 6 {
-			continue
-		}
-		if op.Kind == OpDelete || op.Route.Type != Unicast {
-			delete(r.ownNH, op.Route.Key())
-		} else {
-			r.ownNH[op.Route.Key()] = op.Route.Nexthops
-		}
-	}
-}
-
-// ownedAfter is the owned state once ops succeeded: want without the
-// routes left to a foreign owner.
-func ownedAfter(want State, ops []Op) State {
-	conflicts := map[RouteKey]bool{}
-	for _, op := range ops {
-		if op.Kind == OpConflict {
-			conflicts[op.Route.Key()] = true
-		}
-	}
-	if len(conflicts) == 0 {
-		return want
-	}
-	out := State{Rules: want.Rules}
-	for _, rt := range want.Routes {
-		if !conflicts[rt.Key()] {
-			out.Routes = append(out.Routes, rt)
-		}
-	}
-	return out
-}
-
-// writable is want without the nexthops whose interface does not exist.
-// The kernel refuses a route naming a missing device, and drops a whole
-// multipath route when one of its devices goes away; asking for the
-// missing member anyway would leave the host with no route at all where
-// the other members could still carry one (last_resort "keep" with every
-// gateway down and one interface unplugged). A route left with no nexthop
-// cannot exist and is not wanted. The cut is logged once per change.
-func (r *Reconciler) writable(want State, l links) State {
-	var gone []string
-	out := State{Rules: want.Rules, Routes: make([]Route, 0, len(want.Routes))}
-	for _, rt := range want.Routes {
-		keep := rt.Nexthops[:0:0]
-		for _, nh := range rt.Nexthops {
-			if _, ok := l.byName[nh.Dev]; nh.Dev != "" && !ok {
-				gone = append(gone, nh.Dev+" ("+RouteString(rt)+")")
-				continue
-			}
-			keep = append(keep, nh)
-		}
-		if len(keep) == len(rt.Nexthops) {
-			out.Routes = append(out.Routes, rt)
-			continue
-		}
-		if len(keep) > 0 {
-			rt.Nexthops = normNexthops(keep)
-			out.Routes = append(out.Routes, rt)
-		}
-	}
-	if len(gone) == 0 {
-		r.vanished = ""
-		return want
-	}
-	if msg := strings.Join(gone, "; "); msg != r.vanished {
-		r.vanished = msg
-		r.log.Warn("leaving out nexthops whose interface is gone", "nexthops", msg)
-	}
-	return out
-}
-
 func (r *Reconciler) invalidate() {
 	r.mu.Lock()
 	r.cacheOK = false
@@ -604,136 +338,206 @@ func (r *Reconciler) invalidate() {
 	r.mu.Unlock()
 }
 
-// execute runs ops in order. retry reports an add that found its key taken
-// since the read: success for now, but the cache is stale.
-func (r *Reconciler) execute(ops []Op, l links, repair bool) (errs []error, applied []Op, retry bool) {
-	verbose := len(ops) <= 20 || repair
-	for _, op := range ops {
+// Run keeps the kernel at the desired state until ctx ends or Close is
+// called: it applies each Set at once, and re-reads and repairs owned state
+// after change hints (debounced), after ENOBUFS or an interrupted dump, and
+// every ResyncEvery. Repairs are rate-limited.
+func (r *Reconciler) Run(ctx context.Context) error {
+	// Registering with wg under mu, checked against closing, keeps Close's
+	// wg.Wait from racing with a Run that is just starting.
+	r.mu.Lock()
+	if r.closing {
+		r.mu.Unlock()
+		return errors.New("running reconciler: closed")
+	}
+	r.wg.Add(1)
+	r.mu.Unlock()
+	defer r.wg.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-r.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	hints := make(chan Hint, 64)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
 		var err error
-		kind := op.Kind.String()
-		switch {
-		case op.Kind == OpConflict:
-			err = fmt.Errorf("installing %s: key held by foreign route %q (proto %d); not replacing what uplinkd does not own",
-				RouteString(*op.Route), RouteString(*op.Old), op.Old.Protocol)
-			r.log.Error("route conflict", "table", op.Route.Table, "route", RouteString(*op.Route), "foreign", RouteString(*op.Old), "err", err)
-			errs = append(errs, err)
-			continue
-		case op.Route != nil:
-			err = r.writeRoute(op, l, &retry)
-		default:
-			err = r.writeRule(op)
-		}
-		if err != nil {
-			errs = append(errs, err)
-			r.log.Error("netlink write failed", "op", kind, "object", op.Object(), "table", tableOf(op), "err", err)
-			continue
-		}
-		applied = append(applied, op)
-		msg := "changed route"
-		if repair {
-			msg = "repaired drift"
-		}
-		if verbose {
-			r.log.Info(msg, "op", kind, "object", op.Object(), "table", tableOf(op), "line", op.String())
+		if kw, ok := r.watcher.(*KernelWatcher); ok && r.cfg.SocketFilter {
+			err = kw.watch(ctx, hints, r.relevant, r)
+		} else if fw, ok := r.watcher.(FilteringWatcher); ok {
+			err = fw.WatchFiltered(ctx, hints, r.relevant)
 		} else {
-			r.log.Debug(msg, "op", kind, "object", op.Object(), "table", tableOf(op), "line", op.String())
+			err = r.watcher.Watch(ctx, hints)
 		}
-	}
-	if !verbose && len(applied) > 0 {
-		r.log.Info("applied routing changes", "writes", len(applied))
-	}
-	return errs, applied, retry
-}
+		if err != nil && ctx.Err() == nil {
+			r.log.Error("watching kernel events; relying on periodic resync", "err", err)
+		}
+	}()
 
-func tableOf(op Op) uint32 {
-	if op.Rule != nil {
-		return op.Rule.Table
-	}
-	return op.Route.Table
-}
-
-func (r *Reconciler) writeRoute(op Op, l links, retry *bool) error {
-	rt := *op.Route
-	switch op.Kind {
-	case OpDelete:
-		// Delete by key, type and protocol only: the kernel then removes
-		// every nexthop of a multipath route (IPv6 siblings included) and
-		// never matches a route of another protocol. Scope NOWHERE is the
-		// kernel's "any scope", as `ip route del` sends it; the zero value
-		// would ask for universe scope, and an IPv4 route without a
-		// gateway (link scope) would then meet ESRCH, which reads as
-		// already gone.
-		nr := &netlink.Route{
-			Family:   afOf(rt.Family),
-			Dst:      ipNet(rt.Dst),
-			Table:    int(rt.Table),
-			Priority: int(rt.Metric),
-			Tos:      int(rt.Tos),
-			Type:     int(rt.Type),
-			Protocol: netlink.RouteProtocol(rt.Protocol),
-			Scope:    netlink.SCOPE_NOWHERE,
-		}
-		err := r.nl.RouteDel(nr)
-		r.cfg.Metrics.write("route", "delete", ignore(err, isGone))
-		if err != nil && !isGone(err) {
-			return fmt.Errorf("deleting route %s: %w", RouteString(rt), err)
-		}
-		return nil
-	case OpAdd:
-		nr, err := toNetlinkRoute(rt, l)
-		if err != nil {
-			return fmt.Errorf("adding route %s: %w", RouteString(rt), err)
-		}
-		// NLM_F_EXCL, not replace: the key was free when read, and if
-		// something took it since, replacing could take over a route
-		// uplinkd does not own. EEXIST is success; the resync that
-		// follows sorts out whose it is.
-		err = r.nl.RouteAdd(nr)
-		r.cfg.Metrics.write("route", "add", ignore(err, isExist))
-		if isExist(err) {
-			*retry = true
+	ticker := time.NewTicker(r.cfg.ResyncEvery)
+	defer ticker.Stop()
+	l := &runLoop{r: r, debounce: time.NewTimer(time.Hour)}
+	l.debounce.Stop()
+	defer l.debounce.Stop()
+	full := true // the next reconcile must re-read the kernel
+	l.arm(r.runOnce(ctx, full, ReasonStart), ReasonStart)
+	full = false
+	for {
+		select {
+		case <-ctx.Done():
 			return nil
+		case <-r.setc:
+			l.arm(r.runOnce(ctx, false, ReasonEvent), ReasonEvent)
+		case <-r.retryc:
+			// Once: if the re-read does not show who holds the key
+			// either, another try at once would only spin.
+			if l.retried = !l.retried; l.retried {
+				l.arm(r.cfg.Debounce, ReasonEvent)
+			}
+		case h := <-hints:
+			l.retried = false
+			if l.pending == "" || h.Reason != ReasonEvent {
+				l.pending = h.Reason
+			}
+			if h.Reason != ReasonEvent || h.Missed {
+				r.suspect.Store(true) // lost events may have hidden a foreign route
+			}
+			r.invalidate()
+			l.arm(r.cfg.Debounce, h.Reason)
+		case <-l.debounce.C:
+			l.debouncing = false
+			why := l.pending
+			l.pending = ""
+			l.arm(r.runOnce(ctx, true, why), why)
+		case <-ticker.C:
+			l.arm(r.runOnce(ctx, true, ReasonTimer), ReasonTimer)
 		}
-		if err != nil {
-			return fmt.Errorf("adding route %s: %w", RouteString(rt), err)
+	}
+}
+
+// runLoop is Run's timer state: one debounce timer that runs the next
+// full reconcile, for hints, rate-limited repairs and retries after a
+// failed write alike.
+type runLoop struct {
+	r          *Reconciler
+	debounce   *time.Timer
+	debouncing bool
+	pending    string // reason of the resync the debounce timer will run
+	retried    bool
+}
+
+// arm makes the debounce timer run a full reconcile in wait (none if wait
+// is 0), for why unless a reason is already pending.
+func (l *runLoop) arm(wait time.Duration, why string) {
+	if wait <= 0 {
+		return
+	}
+	if l.pending == "" {
+		l.pending = why
+	}
+	if !l.debouncing {
+		l.debounce.Reset(wait)
+		l.debouncing = true
+	}
+}
+
+// runOnce reconciles once. Writes that want did not cause are drift
+// repairs; when the repair budget is spent it writes nothing and returns
+// how long to wait.
+func (r *Reconciler) runOnce(ctx context.Context, full bool, reason string) time.Duration {
+	r.mu.Lock()
+	repair := r.want != nil && r.wantGen == r.appliedGen
+	r.mu.Unlock()
+	if reason == "" {
+		reason = ReasonEvent
+	}
+	if repair {
+		if wait := r.repairBudget(); wait > 0 {
+			r.log.Warn("drift repairs rate-limited; something keeps changing owned routes or rules", "retry_in", wait)
+			return wait
 		}
-		return nil
+	}
+	n, err := r.reconcile(ctx, full, reason, repair)
+	if err != nil && ctx.Err() == nil {
+		r.log.Error("reconciling routes and rules", "err", err)
+	}
+	if repair && n > 0 {
+		r.spendRepair()
+	}
+	if !failed(err) || ctx.Err() != nil {
+		r.failures = 0
+		return 0
+	}
+	// A write or read failed (ENOMEM, EBUSY, EPERM, ...): nothing in the
+	// kernel changed, so no event will come; retry with backoff, from
+	// twice the debounce up to the resync period.
+	r.failures = min(r.failures+1, 30)
+	return min(r.cfg.Debounce<<r.failures, r.cfg.ResyncEvery)
+}
+
+// failed reports whether err holds a failure other than a conflict.
+// A conflict is no failure to retry at once: the foreign route stays
+// until its owner removes it, which an event or the resync will show.
+func failed(err error) bool {
+	if err == nil {
+		return false
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if failed(e) {
+				return true
+			}
+		}
+		return false
+	}
+	return !errors.Is(err, ErrConflict)
+}
+
+// repairBudget refills the token bucket and returns 0 if a repair may run,
+// or how long until one may.
+func (r *Reconciler) repairBudget() time.Duration {
+	now := r.now()
+	r.tokens = min(repairBurst, r.tokens+now.Sub(r.tokensAt).Seconds()*repairRate)
+	r.tokensAt = now
+	if r.tokens >= 1 {
+		return 0
+	}
+	return time.Duration((1 - r.tokens) / repairRate * float64(time.Second))
+}
+
+func (r *Reconciler) spendRepair() { r.tokens-- }
+
+// relevant is the reconciler's RouteFilter: its interest as of the last
+// Set or Apply.
+// A route of another protocol on a wanted key may now share that key
+// with an owned route: the next read looks (see suspect).
+func (r *Reconciler) relevant(ev RouteEvent) bool {
+	in := r.keep.Load()
+	if ev.Protocol != in.proto && in.keys[ev.Key()] {
+		r.suspect.Store(true)
+		return true
+	}
+	return in.relevant(ev)
+}
+
+func (r *Reconciler) interest() *interest { return r.keep.Load() }
+
+func (r *Reconciler) interestChanged() <-chan struct{} { return r.keepc }
+
+// setInterest records want's interest and tells the watcher; mu held.
+func (r *Reconciler) setInterest(want State) {
+	r.keep.Store(newInterest(r.cfg.Protocol, want))
+	select {
+	case r.keepc <- struct{}{}:
 	default:
-		nr, err := toNetlinkRoute(rt, l)
-		if err != nil {
-			return fmt.Errorf("replacing route %s: %w", RouteString(rt), err)
-		}
-		err = r.nl.RouteReplace(nr)
-		r.cfg.Metrics.write("route", "replace", err)
-		if err != nil {
-			return fmt.Errorf("replacing route %s: %w", RouteString(rt), err)
-		}
-		return nil
 	}
-}
-
-func (r *Reconciler) writeRule(op Op) error {
-	ru := *op.Rule
-	nr := toNetlinkRule(ru)
-	if op.Kind == OpDelete {
-		err := r.nl.RuleDel(nr)
-		r.cfg.Metrics.write("rule", "delete", ignore(err, isGone))
-		if err != nil && !isGone(err) {
-			return fmt.Errorf("deleting rule %s: %w", RuleString(ru), err)
-		}
-		return nil
-	}
-	err := r.nl.RuleAdd(nr)
-	r.cfg.Metrics.write("rule", "add", ignore(err, isExist))
-	if err != nil && !isExist(err) {
-		return fmt.Errorf("adding rule %s: %w", RuleString(ru), err)
-	}
-	return nil
-}
-
-func ignore(err error, benign func(error) bool) error {
-	if err != nil && benign(err) {
-		return nil
-	}
-	return err
 }

@@ -1,0 +1,183 @@
+package routing
+
+// This file carries a plan out: one netlink write per op, the errors that
+// mean success, and the bookkeeping of what was written.
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/vishvananda/netlink"
+)
+
+// recordNexthops notes in ownNH what the applied ops wrote on IPv6 keys.
+func (r *Reconciler) recordNexthops(applied []Op) {
+	for _, op := range applied {
+		if op.Route == nil || op.Route.Family != 6 {
+			continue
+		}
+		if op.Kind == OpDelete || op.Route.Type != Unicast {
+			delete(r.ownNH, op.Route.Key())
+		} else {
+			r.ownNH[op.Route.Key()] = op.Route.Nexthops
+		}
+	}
+}
+
+// ownedAfter is the owned state once ops succeeded: want without the
+// routes left to a foreign owner.
+func ownedAfter(want State, ops []Op) State {
+	conflicts := map[RouteKey]bool{}
+	for _, op := range ops {
+		if op.Kind == OpConflict {
+			conflicts[op.Route.Key()] = true
+		}
+	}
+	if len(conflicts) == 0 {
+		return want
+	}
+	out := State{Rules: want.Rules}
+	for _, rt := range want.Routes {
+		if !conflicts[rt.Key()] {
+			out.Routes = append(out.Routes, rt)
+		}
+	}
+	return out
+}
+
+// execute runs ops in order. retry reports an add that found its key taken
+// since the read: success for now, but the cache is stale.
+func (r *Reconciler) execute(ops []Op, l links, repair bool) (errs []error, applied []Op, retry bool) {
+	verbose := len(ops) <= 20 || repair
+	for _, op := range ops {
+		var err error
+		kind := op.Kind.String()
+		switch {
+		case op.Kind == OpConflict:
+			err = fmt.Errorf("installing %s: %w %q (proto %d); not replacing what uplinkd does not own",
+				RouteString(*op.Route), ErrConflict, RouteString(*op.Old), op.Old.Protocol)
+			r.log.Error("route conflict", "table", op.Route.Table, "route", RouteString(*op.Route), "foreign", RouteString(*op.Old), "err", err)
+			errs = append(errs, err)
+			continue
+		case op.Route != nil:
+			err = r.writeRoute(op, l, &retry)
+		default:
+			err = r.writeRule(op)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			r.log.Error("netlink write failed", "op", kind, "object", op.Object(), "table", tableOf(op), "err", err)
+			continue
+		}
+		applied = append(applied, op)
+		msg := "changed route"
+		if repair {
+			msg = "repaired drift"
+		}
+		if verbose {
+			r.log.Info(msg, "op", kind, "object", op.Object(), "table", tableOf(op), "line", op.String())
+		} else {
+			r.log.Debug(msg, "op", kind, "object", op.Object(), "table", tableOf(op), "line", op.String())
+		}
+	}
+	if !verbose && len(applied) > 0 {
+		r.log.Info("applied routing changes", "writes", len(applied))
+	}
+	return errs, applied, retry
+}
+
+// ErrConflict is wrapped by the error of every OpConflict.
+var ErrConflict = errors.New("key held by foreign route")
+
+func tableOf(op Op) uint32 {
+	if op.Rule != nil {
+		return op.Rule.Table
+	}
+	return op.Route.Table
+}
+
+func (r *Reconciler) writeRoute(op Op, l links, retry *bool) error {
+	rt := *op.Route
+	switch op.Kind {
+	case OpDelete:
+		// Delete by key, type and protocol only: the kernel then removes
+		// every nexthop of a multipath route (IPv6 siblings included) and
+		// never matches a route of another protocol. Scope NOWHERE is the
+		// kernel's "any scope", as `ip route del` sends it; the zero value
+		// would ask for universe scope, and an IPv4 route without a
+		// gateway (link scope) would then meet ESRCH, which reads as
+		// already gone.
+		nr := &netlink.Route{
+			Family:   afOf(rt.Family),
+			Dst:      ipNet(rt.Dst),
+			Table:    int(rt.Table),
+			Priority: int(rt.Metric),
+			Tos:      int(rt.Tos),
+			Type:     int(rt.Type),
+			Protocol: netlink.RouteProtocol(rt.Protocol),
+			Scope:    netlink.SCOPE_NOWHERE,
+		}
+		err := r.nl.RouteDel(nr)
+		r.cfg.Metrics.write("route", "delete", ignore(err, isGone))
+		if err != nil && !isGone(err) {
+			return fmt.Errorf("deleting route %s: %w", RouteString(rt), err)
+		}
+		return nil
+	case OpAdd:
+		nr, err := toNetlinkRoute(rt, l)
+		if err != nil {
+			return fmt.Errorf("adding route %s: %w", RouteString(rt), err)
+		}
+		// NLM_F_EXCL, not replace: the key was free when read, and if
+		// something took it since, replacing could take over a route
+		// uplinkd does not own. EEXIST is success; the resync that
+		// follows sorts out whose it is.
+		err = r.nl.RouteAdd(nr)
+		r.cfg.Metrics.write("route", "add", ignore(err, isExist))
+		if isExist(err) {
+			*retry = true
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("adding route %s: %w", RouteString(rt), err)
+		}
+		return nil
+	default:
+		nr, err := toNetlinkRoute(rt, l)
+		if err != nil {
+			return fmt.Errorf("replacing route %s: %w", RouteString(rt), err)
+		}
+		err = r.nl.RouteReplace(nr)
+		r.cfg.Metrics.write("route", "replace", err)
+		if err != nil {
+			return fmt.Errorf("replacing route %s: %w", RouteString(rt), err)
+		}
+		return nil
+	}
+}
+
+func (r *Reconciler) writeRule(op Op) error {
+	ru := *op.Rule
+	nr := toNetlinkRule(ru)
+	if op.Kind == OpDelete {
+		err := r.nl.RuleDel(nr)
+		r.cfg.Metrics.write("rule", "delete", ignore(err, isGone))
+		if err != nil && !isGone(err) {
+			return fmt.Errorf("deleting rule %s: %w", RuleString(ru), err)
+		}
+		return nil
+	}
+	err := r.nl.RuleAdd(nr)
+	r.cfg.Metrics.write("rule", "add", ignore(err, isExist))
+	if err != nil && !isExist(err) {
+		return fmt.Errorf("adding rule %s: %w", RuleString(ru), err)
+	}
+	return nil
+}
+
+func ignore(err error, benign func(error) bool) error {
+	if err != nil && benign(err) {
+		return nil
+	}
+	return err
+}
