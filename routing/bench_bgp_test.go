@@ -46,12 +46,12 @@ func bgpLab(b *testing.B) (*nstest.Host, int) {
 	return h, n4 + n6
 }
 
-// unfilteredWatcher hides WatchFiltered: every route event is a hint, as
-// before route events were filtered.
+// unfilteredWatcher drops the reconciler's Interest: every route event is
+// a hint, as before route events were filtered.
 type unfilteredWatcher struct{ w Watcher }
 
-func (u unfilteredWatcher) Watch(ctx context.Context, hints chan<- Hint) error {
-	return u.w.Watch(ctx, hints)
+func (u unfilteredWatcher) Watch(ctx context.Context, hints chan<- Hint, _ Interest) error {
+	return u.w.Watch(ctx, hints, nil)
 }
 
 func cpuTime() time.Duration {
@@ -115,12 +115,13 @@ func BenchmarkBesideBGP(b *testing.B) {
 		b.Run("churn/"+c.name, func(b *testing.B) {
 			reg := prometheus.NewRegistry()
 			m := NewMetrics(reg)
-			var w Watcher = NewKernelWatcher(h.NsHandle())
+			kw := NewKernelWatcher(h.NsHandle())
+			kw.SocketFilter = c.name == "socket-filter" || c.name == "no-churn"
+			var w Watcher = kw
 			if !c.filtered {
 				w = unfilteredWatcher{w}
 			}
-			rec, err := NewReconciler(Config{Netlink: c.nl, Watcher: w, Protocol: 212, Logger: benchLogger(), Metrics: m, ResyncEvery: time.Hour,
-				SocketFilter: c.name == "socket-filter" || c.name == "no-churn"})
+			rec, err := NewReconciler(Config{Netlink: c.nl, Watcher: w, Protocol: 212, Logger: benchLogger(), Metrics: m, ResyncEvery: time.Hour})
 			if err != nil {
 				b.Fatal(err)
 			}

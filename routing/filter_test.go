@@ -243,7 +243,7 @@ func TestScenarioForeignTable(t *testing.T) {
 	wdone := make(chan struct{})
 	go func() {
 		defer close(wdone)
-		k.WatchFiltered(wctx, hints, counting)
+		k.Watch(wctx, hints, RouteFilter(counting))
 	}()
 	eventually(t, "watcher registered", 5*time.Second, func() (bool, string) {
 		k.mu.Lock()

@@ -42,7 +42,7 @@ type MemKernel struct {
 	nextLink int
 	routes   []memRoute
 	rules    []netlink.Rule
-	watchers map[chan struct{}]RouteFilter
+	watchers map[chan struct{}]func(RouteEvent) bool
 	dumped   int
 	faults   map[MemOp]*fault
 }
@@ -105,7 +105,7 @@ func (k *MemKernel) failing(op MemOp) error {
 // NewMemKernel returns a fake kernel with the named links (index 1 is lo,
 // the names get 2, 3, ...).
 func NewMemKernel(linkNames ...string) *MemKernel {
-	k := &MemKernel{watchers: map[chan struct{}]RouteFilter{}, faults: map[MemOp]*fault{}}
+	k := &MemKernel{watchers: map[chan struct{}]func(RouteEvent) bool{}, faults: map[MemOp]*fault{}}
 	k.AddLink("lo")
 	for _, n := range linkNames {
 		k.AddLink(n)
@@ -221,14 +221,10 @@ func (k *MemKernel) notify(route *netlink.Route, deleted bool) {
 	}
 }
 
-// Watch implements Watcher: every change of routes or rules is a hint.
-func (k *MemKernel) Watch(ctx context.Context, hints chan<- Hint) error {
-	return k.WatchFiltered(ctx, hints, nil)
-}
-
-// WatchFiltered implements FilteringWatcher: every change of rules, and
-// of the routes keep accepts, is a hint.
-func (k *MemKernel) WatchFiltered(ctx context.Context, hints chan<- Hint, keep RouteFilter) error {
+// Watch implements Watcher: every change of rules and links, and of the
+// routes in finds relevant, is a hint.
+func (k *MemKernel) Watch(ctx context.Context, hints chan<- Hint, in Interest) error {
+	keep := relevantFunc(in)
 	// Buffered with one signal already in it: like KernelWatcher, a
 	// subscription hints once it is up, for what changed before.
 	c := make(chan struct{}, 1)

@@ -37,21 +37,11 @@ type Config struct {
 	OnApplied   func([]Op)    // called after each apply that wrote something, outside any lock
 
 	// Watcher feeds Run with change hints. Nil: Netlink itself if it
-	// implements Watcher (MemKernel does), otherwise subscriptions in the
-	// current network namespace.
+	// implements Watcher (MemKernel does), otherwise NewKernelWatcher in
+	// the current network namespace (route socket filter on).
 	Watcher Watcher
 	// Debounce coalesces bursts of hints into one resync; 0: DefaultDebounce.
 	Debounce time.Duration
-
-	// SocketFilter, with a KernelWatcher, compiles what the reconciler
-	// wants to hear about into a BPF filter on the route notification
-	// socket, so that a BGP table churning beside uplinkd is dropped in
-	// the kernel: never read, never parsed, never an overflow (ENOBUFS).
-	// Without it the same events are dropped after reading, in the
-	// watcher. Off by default for now: internal/reliability provokes a
-	// route socket overflow with foreign routes in an unmanaged table,
-	// which this filter drops before they can overflow anything.
-	SocketFilter bool
 }
 
 // Reconciler makes the kernel match a desired State and keeps it so.
@@ -370,14 +360,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		var err error
-		if kw, ok := r.watcher.(*KernelWatcher); ok && r.cfg.SocketFilter {
-			err = kw.watch(ctx, hints, r.relevant, r)
-		} else if fw, ok := r.watcher.(FilteringWatcher); ok {
-			err = fw.WatchFiltered(ctx, hints, r.relevant)
-		} else {
-			err = r.watcher.Watch(ctx, hints)
-		}
+		err := r.watcher.Watch(ctx, hints, reconcilerInterest{r})
 		if err != nil && ctx.Err() == nil {
 			r.log.Error("watching kernel events; relying on periodic resync", "err", err)
 		}
@@ -529,9 +512,14 @@ func (r *Reconciler) relevant(ev RouteEvent) bool {
 	return in.relevant(ev)
 }
 
-func (r *Reconciler) interest() *interest { return r.keep.Load() }
+// reconcilerInterest is the Interest Run hands its watcher: Relevant, and
+// for a KernelWatcher's socket filter the interest itself and a signal
+// when it changed.
+type reconcilerInterest struct{ r *Reconciler }
 
-func (r *Reconciler) interestChanged() <-chan struct{} { return r.keepc }
+func (i reconcilerInterest) Relevant(ev RouteEvent) bool      { return i.r.relevant(ev) }
+func (i reconcilerInterest) interest() *interest              { return i.r.keep.Load() }
+func (i reconcilerInterest) interestChanged() <-chan struct{} { return i.r.keepc }
 
 // setInterest records want's interest and tells the watcher; mu held.
 func (r *Reconciler) setInterest(want State) {

@@ -233,7 +233,7 @@ func TestScenarioDriftRepair(t *testing.T) {
 // silentWatcher never hints, as when events were lost.
 type silentWatcher struct{}
 
-func (silentWatcher) Watch(ctx context.Context, _ chan<- Hint) error {
+func (silentWatcher) Watch(ctx context.Context, _ chan<- Hint, _ Interest) error {
 	<-ctx.Done()
 	return nil
 }

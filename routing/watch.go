@@ -33,9 +33,21 @@ type Hint struct {
 }
 
 // Watcher sends hints until ctx ends. It must never block on hints longer
-// than ctx allows.
+// than ctx allows. A route event in does not find Relevant never becomes a
+// hint (a nil in keeps every one): beside a BGP daemon that rewrites
+// thousands of routes a second, a hint per foreign route would keep the
+// reconciler re-reading all the time, and a hint channel full of them
+// could hide the one that mattered, so the filter runs in the watcher,
+// before the channel. Link, address and rule events are never filtered.
 type Watcher interface {
-	Watch(ctx context.Context, hints chan<- Hint) error
+	Watch(ctx context.Context, hints chan<- Hint, in Interest) error
+}
+
+// Interest is what a reconciler wants to hear about, as its watcher sees
+// it. Relevant is called for every route notification on the watcher's
+// goroutine, so it must be cheap and never block.
+type Interest interface {
+	Relevant(RouteEvent) bool
 }
 
 // RouteEvent is what one route notification says about its route: enough
@@ -55,22 +67,18 @@ func (e RouteEvent) Key() RouteKey {
 	return RouteKey{Family: e.Family, Table: e.Table, Dst: e.Dst.Masked(), Metric: e.Metric, Tos: e.Tos}
 }
 
-// RouteFilter reports whether a route event can matter. Watchers call it
-// for every route notification on their own goroutine, so it must be cheap
-// and never block.
+// RouteFilter is an Interest made of a function.
 type RouteFilter func(RouteEvent) bool
 
-// FilteringWatcher is a Watcher that drops route events a RouteFilter
-// rejects before they become hints. Beside a BGP daemon that rewrites
-// thousands of routes a second, a hint per foreign route would keep the
-// reconciler re-reading all the time, and a hint channel full of them
-// could hide the one hint that mattered; the filter must therefore run
-// before the channel, in the watcher. The reconciler uses WatchFiltered
-// when its watcher has it. Link, address and rule events are never
-// filtered.
-type FilteringWatcher interface {
-	Watcher
-	WatchFiltered(ctx context.Context, hints chan<- Hint, keep RouteFilter) error
+// Relevant implements Interest.
+func (f RouteFilter) Relevant(ev RouteEvent) bool { return f(ev) }
+
+// relevantFunc is in as a function, nil when in keeps everything.
+func relevantFunc(in Interest) func(RouteEvent) bool {
+	if in == nil {
+		return nil
+	}
+	return in.Relevant
 }
 
 // interest is what the reconciler wants to hear about: every route of its
@@ -105,11 +113,20 @@ type KernelWatcher struct {
 	// RetryEvery is the pause before resubscribing after a subscription
 	// failed or was dropped; 0: one second.
 	RetryEvery time.Duration
+	// SocketFilter compiles the reconciler's interest into a BPF filter on
+	// the route notification socket (see sockfilter.go), so that foreign
+	// route churn is dropped in the kernel: never queued, read or parsed,
+	// and never an overflow (ENOBUFS) and full re-read. NewKernelWatcher
+	// turns it on; docs/design.md says why. Without it the same events
+	// are dropped after reading, by Interest.Relevant.
+	SocketFilter bool
 }
 
 // NewKernelWatcher returns a watcher of the namespace ns (netns.None() for
-// the current one).
-func NewKernelWatcher(ns netns.NsHandle) *KernelWatcher { return &KernelWatcher{NS: ns} }
+// the current one), with the route socket filter on.
+func NewKernelWatcher(ns netns.NsHandle) *KernelWatcher {
+	return &KernelWatcher{NS: ns, SocketFilter: true}
+}
 
 // subscribeBuffer is the receive buffer asked for each subscription
 // (capped by net.core.rmem_max): a first apply of 10,000 rules and 1,000
@@ -123,17 +140,17 @@ const (
 	rtnlgrpIPv6Rule = 19 // RTNLGRP_IPV6_RULE
 )
 
-// Watch is WatchFiltered with every route event kept.
-func (w *KernelWatcher) Watch(ctx context.Context, hints chan<- Hint) error {
-	return w.WatchFiltered(ctx, hints, nil)
-}
-
-// WatchFiltered runs the subscriptions and resubscribes after one fails
-// (after ENOBUFS the library closes its link and address sockets), sending
-// a hint each time because whatever was lost must be found by a re-read.
-// Route events keep rejects (nil keeps all) never become hints.
-func (w *KernelWatcher) WatchFiltered(ctx context.Context, hints chan<- Hint, keep RouteFilter) error {
-	return w.watch(ctx, hints, keep, nil)
+// Watch runs the subscriptions and resubscribes after one fails (after
+// ENOBUFS the library closes its link and address sockets), sending a hint
+// each time because whatever was lost must be found by a re-read. With
+// SocketFilter, and an in that can tell its interest (a Reconciler's
+// does), the route socket carries a kernel filter of it.
+func (w *KernelWatcher) Watch(ctx context.Context, hints chan<- Hint, in Interest) error {
+	var src interestSource
+	if w.SocketFilter {
+		src, _ = in.(interestSource)
+	}
+	return w.watch(ctx, hints, relevantFunc(in), src)
 }
 
 // interestSource is a reconciler as its KernelWatcher sees it: what it is
@@ -144,9 +161,10 @@ type interestSource interface {
 	interestChanged() <-chan struct{}
 }
 
-// watch is WatchFiltered, plus a kernel socket filter on the route socket
-// compiled from src when src is not nil.
-func (w *KernelWatcher) watch(ctx context.Context, hints chan<- Hint, keep RouteFilter, src interestSource) error {
+// watch is Watch with keep (nil: keep all) as the route event filter and a
+// kernel socket filter on the route socket compiled from src when src is
+// not nil.
+func (w *KernelWatcher) watch(ctx context.Context, hints chan<- Hint, keep func(RouteEvent) bool, src interestSource) error {
 	retry := w.RetryEvery
 	if retry <= 0 {
 		retry = time.Second
@@ -293,7 +311,7 @@ const (
 // uplinkd sends thousands of notifications a second, and the library's
 // subscription would decode every one of them into a Route (addresses,
 // nexthops, metrics) only for most to be dropped.
-func (w *KernelWatcher) routes(ctx context.Context, send func(Hint), keep RouteFilter, src interestSource) error {
+func (w *KernelWatcher) routes(ctx context.Context, send func(Hint), keep func(RouteEvent) bool, src interestSource) error {
 	var setup func(context.Context, syscall.RawConn) (func(), error)
 	if src != nil {
 		setup = func(ctx context.Context, rc syscall.RawConn) (func(), error) { return filterRoutes(ctx, rc, send, src) }

@@ -76,11 +76,15 @@ func TestNetlinkOverflowResyncs(t *testing.T) {
 	want := r.owned()
 	enobufs0, _ := r.metric("uplinkd_resyncs_total", map[string]string{"reason": "enobufs"})
 
+	// Foreign defaults of other metrics in table 201: the route socket's
+	// kernel filter keeps them (family, prefix length and table of a
+	// wanted key), so they reach and overflow the socket, and only the
+	// reconciler's own filter drops them. Routes elsewhere never would.
 	const n = 6000
 	var add, del strings.Builder
 	for i := 0; i < n; i++ {
-		fmt.Fprintf(&add, "route add 198.19.%d.%d/32 dev lo table 300\n", i/250, i%250+1)
-		fmt.Fprintf(&del, "route del 198.19.%d.%d/32 dev lo table 300\n", i/250, i%250+1)
+		fmt.Fprintf(&add, "route add default dev lo table 201 metric %d\n", i+1)
+		fmt.Fprintf(&del, "route del default dev lo table 201 metric %d\n", i+1)
 	}
 	proc := r.Host.ProcOf(d.Cmd)
 	if err := proc.Signal(syscall.SIGSTOP); err != nil {
@@ -99,7 +103,7 @@ func TestNetlinkOverflowResyncs(t *testing.T) {
 		if round == 1 {
 			// An owned route vanishes while the sockets overflow: only a
 			// full re-read can find out.
-			r.ipOut("route", "del", "default", "table", "201")
+			r.ipOut("route", "del", "default", "table", "201", "proto", "212")
 		}
 		if out, err := r.Host.RunInput(del.String(), "ip", "-batch", "-"); err != nil {
 			t.Fatalf("deleting the burst: %v: %s", err, out)
