@@ -59,14 +59,16 @@ func (r *Reconciler) execute(ops []Op, l links, repair bool) (errs []error, appl
 			r.log.Error("route conflict", "table", op.Route.Table, "route", RouteString(*op.Route), "foreign", RouteString(*op.Old), "err", err)
 			errs = append(errs, err)
 			continue
-		case op.Route != nil:
+		case op.Object == ObjRoute:
 			err = r.writeRoute(op, l, &retry)
-		default:
+		case op.Object == ObjRule:
 			err = r.writeRule(op)
+		default:
+			err = fmt.Errorf("applying %s: no write path for %s", op.Kind, op.Object)
 		}
 		if err != nil {
 			errs = append(errs, err)
-			r.log.Error("netlink write failed", "op", kind, "object", op.Object(), "table", tableOf(op), "err", err)
+			r.log.Error("netlink write failed", "op", kind, "object", op.Object.String(), "table", tableOf(op), "err", err)
 			continue
 		}
 		applied = append(applied, op)
@@ -75,9 +77,9 @@ func (r *Reconciler) execute(ops []Op, l links, repair bool) (errs []error, appl
 			msg = "repaired drift"
 		}
 		if verbose {
-			r.log.Info(msg, "op", kind, "object", op.Object(), "table", tableOf(op), "line", op.String())
+			r.log.Info(msg, "op", kind, "object", op.Object.String(), "table", tableOf(op), "line", op.String())
 		} else {
-			r.log.Debug(msg, "op", kind, "object", op.Object(), "table", tableOf(op), "line", op.String())
+			r.log.Debug(msg, "op", kind, "object", op.Object.String(), "table", tableOf(op), "line", op.String())
 		}
 	}
 	if !verbose && len(applied) > 0 {
@@ -90,10 +92,13 @@ func (r *Reconciler) execute(ops []Op, l links, repair bool) (errs []error, appl
 var ErrConflict = errors.New("key held by foreign route")
 
 func tableOf(op Op) uint32 {
-	if op.Rule != nil {
+	switch op.Object {
+	case ObjRule:
 		return op.Rule.Table
+	case ObjRoute:
+		return op.Route.Table
 	}
-	return op.Route.Table
+	return 0
 }
 
 func (r *Reconciler) writeRoute(op Op, l links, retry *bool) error {

@@ -32,11 +32,9 @@ type Kernel struct {
 }
 
 // NewKernel opens the sockets of a Kernel in the network namespace ns
-// (netns.None(): the current one). logger may be nil (slog.Default()).
+// (netns.None(): the current one). logger may be nil (discard).
 func NewKernel(ns netns.NsHandle, logger *slog.Logger) (*Kernel, error) {
-	if logger == nil {
-		logger = slog.Default()
-	}
+	logger = orDiscard(logger)
 	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("opening netlink handle: %w", err)

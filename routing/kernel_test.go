@@ -489,7 +489,7 @@ func TestKernelTuning(t *testing.T) {
 	if err != nil || len(changes) != 0 {
 		t.Errorf("second tuning: %v, %v; want no changes", changes, err)
 	}
-	if err := h.Do(func() error { return ApplyKernelTuning(policy.Kernel{}, []string{"eth1"}) }); err != nil {
+	if err := h.Do(func() error { _, err := TuneKernel(policy.Kernel{}, []string{"eth1"}, nil); return err }); err != nil {
 		t.Errorf("empty tuning: %v", err)
 	}
 }

@@ -34,32 +34,52 @@ func (k OpKind) String() string {
 	return "op(" + strconv.Itoa(int(k)) + ")"
 }
 
-// Op is one step of a plan. Exactly one of Route and Rule is set.
+// Object is the kind of kernel object an Op writes. Each has its own
+// write path; an Op of a kind the reconciler does not know is an error,
+// never a write through another kind's path.
+type Object int
+
+const (
+	ObjRoute Object = iota + 1 // Op.Route is set
+	ObjRule                    // Op.Rule is set
+)
+
+func (o Object) String() string {
+	switch o {
+	case ObjRoute:
+		return "route"
+	case ObjRule:
+		return "rule"
+	}
+	return "object(" + strconv.Itoa(int(o)) + ")"
+}
+
+// Op is one step of a plan: Kind done to an Object, whose field (Route or
+// Rule) is set.
 type Op struct {
-	Kind  OpKind
-	Route *Route
-	Rule  *Rule
+	Kind   OpKind
+	Object Object
+	Route  *Route
+	Rule   *Rule
 	// Old is the installed route a replace overwrites, or the foreign
 	// route of a conflict.
 	Old *Route
 }
 
-// Object is "route" or "rule", the metric label of the op.
-func (op Op) Object() string {
-	if op.Rule != nil {
-		return "rule"
-	}
-	return "route"
+func routeOp(kind OpKind, r, old *Route) Op {
+	return Op{Kind: kind, Object: ObjRoute, Route: r, Old: old}
 }
+func ruleOp(kind OpKind, r *Rule) Op { return Op{Kind: kind, Object: ObjRule, Rule: r} }
 
 // String is the op as one `ip route`/`ip rule`-style line: "+ " for what
 // will exist afterwards (add or replace), "- " for what will be deleted,
 // "! " for a conflict that is left alone.
 func (op Op) String() string {
 	var text string
-	if op.Rule != nil {
+	switch op.Object {
+	case ObjRule:
 		text = RuleString(*op.Rule)
-	} else if op.Route != nil {
+	case ObjRoute:
 		text = RouteString(*op.Route)
 	}
 	switch op.Kind {
@@ -118,40 +138,44 @@ func Plan(want, have State) []Op {
 		have = Normalize(have)
 	}
 	proto, known := ownProtocol(want)
+	ops, deletes := planRoutes(want, have, proto, known)
+	adds, ruleDeletes := planRules(want, have, proto, known)
+	ops = append(ops, adds...)
+	ops = append(ops, ruleDeletes...)
+	return append(ops, deletes...)
+}
 
+// planRoutes returns the route ops of Plan: adds, replaces and conflicts,
+// then (apart) the deletes that go last.
+func planRoutes(want, have State, proto uint8, known bool) (ops, deletes []Op) {
 	haveByKey := map[RouteKey][]int{}
 	for i, r := range have.Routes {
 		haveByKey[r.Key()] = append(haveByKey[r.Key()], i)
 	}
 	wantKeys := map[RouteKey]bool{}
-	var ops, deletes []Op
 	for i := range want.Routes {
 		w := &want.Routes[i]
 		k := w.Key()
 		wantKeys[k] = true
-		var owned []int
-		var foreign *Route
+		owned := haveByKey[k][:0:0]
 		for _, j := range haveByKey[k] {
 			if have.Routes[j].Protocol == w.Protocol {
 				owned = append(owned, j)
-			} else if foreign == nil {
-				foreign = &have.Routes[j]
 			}
 		}
-		switch {
-		case foreign != nil:
-			ops = append(ops, Op{Kind: OpConflict, Route: w, Old: foreign})
+		switch f := foreignOn(have, haveByKey[k], w.Protocol); {
+		case f != nil:
+			ops = append(ops, routeOp(OpConflict, w, f))
 		case len(owned) == 0:
-			ops = append(ops, Op{Kind: OpAdd, Route: w})
+			ops = append(ops, routeOp(OpAdd, w, nil))
 		default:
-			cur := &have.Routes[owned[0]]
-			if !routeEqual(*w, *cur) {
-				ops = append(ops, Op{Kind: OpReplace, Route: w, Old: cur})
+			if cur := &have.Routes[owned[0]]; !routeEqual(*w, *cur) {
+				ops = append(ops, routeOp(OpReplace, w, cur))
 			}
 			// Duplicates on one key (ip route append) would make the
 			// kernel's choice between them arbitrary.
 			for _, j := range owned[1:] {
-				deletes = append(deletes, Op{Kind: OpDelete, Route: &have.Routes[j]})
+				deletes = append(deletes, routeOp(OpDelete, &have.Routes[j], nil))
 			}
 		}
 	}
@@ -163,15 +187,18 @@ func Plan(want, have State) []Op {
 		// An IPv6 delete by key and protocol takes every sibling of the
 		// route, a foreign nexthop merged into it included.
 		if f := foreignOn(have, haveByKey[h.Key()], h.Protocol); f != nil && h.Family == 6 {
-			ops = append(ops, Op{Kind: OpConflict, Route: h, Old: f})
+			ops = append(ops, routeOp(OpConflict, h, f))
 			continue
 		}
-		deletes = append(deletes, Op{Kind: OpDelete, Route: h})
+		deletes = append(deletes, routeOp(OpDelete, h, nil))
 	}
+	return ops, deletes
+}
 
-	// Both rule lists are sorted by every field but Owner, so one merge
-	// pass finds what to add and delete: linear for 10,000 rules.
-	var ruleDeletes []Op
+// planRules returns the rule adds and deletes of Plan. Both rule lists are
+// sorted by every field but Owner, so one merge pass finds them: linear
+// for 10,000 rules.
+func planRules(want, have State, proto uint8, known bool) (adds, deletes []Op) {
 	i, j := 0, 0
 	for i < len(want.Rules) || j < len(have.Rules) {
 		var c int
@@ -188,17 +215,16 @@ func Plan(want, have State) []Op {
 			i++
 			j++
 		case c < 0:
-			ops = append(ops, Op{Kind: OpAdd, Rule: &want.Rules[i]})
+			adds = append(adds, ruleOp(OpAdd, &want.Rules[i]))
 			i++
 		default:
 			if h := &have.Rules[j]; !known || h.Protocol == proto {
-				ruleDeletes = append(ruleDeletes, Op{Kind: OpDelete, Rule: h})
+				deletes = append(deletes, ruleOp(OpDelete, h))
 			}
 			j++
 		}
 	}
-	ops = append(ops, ruleDeletes...)
-	return append(ops, deletes...)
+	return adds, deletes
 }
 
 // foreignOn returns a route among have's idx whose protocol is not proto.

@@ -29,12 +29,13 @@ const (
 
 // Config configures a Reconciler.
 type Config struct {
-	Netlink     Netlink       // nil: a handle on the current network namespace
-	Protocol    uint8         // policy.Daemon.RouteProtocol; marks everything uplinkd owns
-	Logger      *slog.Logger  // nil: slog.Default()
-	Metrics     *Metrics      // may be nil
-	ResyncEvery time.Duration // periodic full resync; 0: DefaultResyncEvery
-	OnApplied   func([]Op)    // called after each apply that wrote something, outside any lock
+	Netlink     Netlink          // nil: a handle on the current network namespace
+	Protocol    uint8            // policy.Daemon.RouteProtocol; marks everything uplinkd owns
+	Logger      *slog.Logger     // nil: discard, as everywhere in uplinkd
+	Clock       func() time.Time // nil: time.Now; the repair budget and reconcile timings read it
+	Metrics     *Metrics         // may be nil
+	ResyncEvery time.Duration    // periodic full resync; 0: DefaultResyncEvery
+	OnApplied   func([]Op)       // called after each apply that wrote something, outside any lock
 
 	// Watcher feeds Run with change hints. Nil: Netlink itself if it
 	// implements Watcher (MemKernel does), otherwise NewKernelWatcher in
@@ -42,6 +43,16 @@ type Config struct {
 	Watcher Watcher
 	// Debounce coalesces bursts of hints into one resync; 0: DefaultDebounce.
 	Debounce time.Duration
+}
+
+// orDiscard is the tree's one logger default: a nil logger discards, as
+// in detector and internal/daemon, so a library never writes to the
+// process's default logger behind its caller's back.
+func orDiscard(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
 }
 
 // Reconciler makes the kernel match a desired State and keeps it so.
@@ -107,12 +118,13 @@ func NewReconciler(cfg Config) (*Reconciler, error) {
 		keepc:  make(chan struct{}, 1),
 		closed: make(chan struct{}),
 		tokens: repairBurst,
-		now:    time.Now,
+		now:    cfg.Clock,
 		ownNH:  map[RouteKey][]Nexthop{},
 	}
 	r.suspect.Store(true)
-	if r.log == nil {
-		r.log = slog.Default()
+	r.log = orDiscard(r.log)
+	if r.now == nil {
+		r.now = time.Now
 	}
 	if r.cfg.ResyncEvery <= 0 {
 		r.cfg.ResyncEvery = DefaultResyncEvery
@@ -237,7 +249,7 @@ func (r *Reconciler) reconcileLocked(ctx context.Context, full bool, reason stri
 	if err := ctx.Err(); err != nil {
 		return 0, nil, err
 	}
-	start := time.Now()
+	start := r.now()
 	r.mu.Lock()
 	want, gen, hints := r.want, r.wantGen, r.hintGen
 	have, foreign, cached := r.installed, r.foreign, r.cacheOK && !full
@@ -305,13 +317,14 @@ func (r *Reconciler) reconcileLocked(ctx context.Context, full bool, reason stri
 		default:
 		}
 	}
-	r.cfg.Metrics.observe(time.Since(start).Seconds())
+	r.cfg.Metrics.observe(r.now().Sub(start).Seconds())
 	if repair {
 		var routes, rules int
 		for _, op := range applied {
-			if op.Rule != nil {
+			switch op.Object {
+			case ObjRule:
 				rules++
-			} else {
+			case ObjRoute:
 				routes++
 			}
 		}

@@ -22,25 +22,16 @@ type SysctlChange struct {
 // point it at a directory.
 var sysctlRoot = "/proc/sys"
 
-// ApplyKernelTuning sets the sysctls the policy opts into, and only those,
-// in the calling thread's network namespace, logging each change through
-// slog.Default. See TuneKernel.
-func ApplyKernelTuning(k policy.Kernel, ifaces []string) error {
-	_, err := TuneKernel(k, ifaces, slog.Default())
-	return err
-}
-
-// TuneKernel is ApplyKernelTuning with an injected logger, returning what it
-// changed. Settings the policy leaves nil are not read or written; a
+// TuneKernel sets the sysctls the policy opts into, and only those, in the
+// calling thread's network namespace, and returns what it changed. log may
+// be nil (discard). Settings the policy leaves nil are not read or written; a
 // setting that already has the wanted value is not rewritten. Every change
 // is logged at Info with its old and new value, because a sysctl that
 // changes silently is a support call nobody can explain. Interfaces absent
 // from the namespace are skipped (an optional gateway's link may come
 // later; the daemon calls this again on reload).
 func TuneKernel(k policy.Kernel, ifaces []string, log *slog.Logger) ([]SysctlChange, error) {
-	if log == nil {
-		log = slog.Default()
-	}
+	log = orDiscard(log)
 	type setting struct {
 		key, value string
 		perIface   bool

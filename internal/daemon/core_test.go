@@ -344,7 +344,7 @@ func TestOnAppliedEvent(t *testing.T) {
 	}
 	rt := routing.Route{Family: 4, Table: 254, Dst: mustPrefix("0.0.0.0/0"), Protocol: 212, Type: routing.Unicast, Owner: "group/wan",
 		Nexthops: []routing.Nexthop{{Gateway: mustAddr("198.18.2.1"), Dev: "eth2", Weight: 1}}}
-	c.OnApplied([]routing.Op{{Kind: routing.OpReplace, Route: &rt}})
+	c.OnApplied([]routing.Op{{Kind: routing.OpReplace, Object: routing.ObjRoute, Route: &rt}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := hr.Wait(ctx); err != nil {
