@@ -263,16 +263,9 @@ func (r *Reconciler) reconcileLocked(ctx context.Context, full bool, reason stri
 	}
 	if !cached {
 		r.cfg.Metrics.resync(reason)
-		all := r.suspect.Swap(false)
-		have, foreign, err = r.readOwned(want, l, all)
-		if err != nil {
-			r.suspect.Store(all || r.suspect.Load())
-			r.invalidate()
+		if have, foreign, err = r.readFresh(want, l); err != nil {
 			return 0, nil, err
 		}
-		var merged []Route
-		have, merged = splitMerged(have, r.ownNH)
-		foreign = append(foreign, merged...)
 	}
 	w := r.writable(*want, l)
 	want = &w
@@ -285,16 +278,7 @@ func (r *Reconciler) reconcileLocked(ctx context.Context, full bool, reason stri
 	errs, applied, retry := r.execute(ops, l, repair)
 	writes := int(r.nl.writes.Load() - before)
 
-	var conflicts []Op
-	for _, op := range ops {
-		if op.Kind == OpConflict {
-			conflicts = append(conflicts, op)
-		}
-	}
-	r.cfg.Metrics.setConflicts(len(conflicts))
-	if len(conflicts) > 0 || retry {
-		r.suspect.Store(true) // look again on the next read
-	}
+	conflicts := r.noteConflicts(ops, retry)
 	r.recordNexthops(applied)
 	r.mu.Lock()
 	r.conflicts = conflicts
@@ -319,19 +303,56 @@ func (r *Reconciler) reconcileLocked(ctx context.Context, full bool, reason stri
 	}
 	r.cfg.Metrics.observe(r.now().Sub(start).Seconds())
 	if repair {
-		var routes, rules int
-		for _, op := range applied {
-			switch op.Object {
-			case ObjRule:
-				rules++
-			case ObjRoute:
-				routes++
-			}
-		}
-		r.cfg.Metrics.repair("route", routes)
-		r.cfg.Metrics.repair("rule", rules)
+		r.countRepairs(applied)
 	}
 	return writes, applied, errors.Join(errs...)
+}
+
+// readFresh re-reads the kernel for reconcileLocked: owned state, with
+// foreign routes on wanted keys and the foreign nexthops merged into
+// owned IPv6 routes apart.
+func (r *Reconciler) readFresh(want *State, l links) (have State, foreign []Route, err error) {
+	all := r.suspect.Swap(false)
+	have, foreign, err = r.readOwned(want, l, all)
+	if err != nil {
+		r.suspect.Store(all || r.suspect.Load())
+		r.invalidate()
+		return State{}, nil, err
+	}
+	have, merged := splitMerged(have, r.ownNH)
+	return have, append(foreign, merged...), nil
+}
+
+// noteConflicts returns the conflicts of ops, counts them, and asks the
+// next read to look for foreign routes again while any lasts (or an add
+// met a key taken since the read).
+func (r *Reconciler) noteConflicts(ops []Op, retry bool) []Op {
+	var conflicts []Op
+	for _, op := range ops {
+		if op.Kind == OpConflict {
+			conflicts = append(conflicts, op)
+		}
+	}
+	r.cfg.Metrics.setConflicts(len(conflicts))
+	if len(conflicts) > 0 || retry {
+		r.suspect.Store(true)
+	}
+	return conflicts
+}
+
+// countRepairs counts applied drift repairs by object.
+func (r *Reconciler) countRepairs(applied []Op) {
+	var routes, rules int
+	for _, op := range applied {
+		switch op.Object {
+		case ObjRule:
+			rules++
+		case ObjRoute:
+			routes++
+		}
+	}
+	r.cfg.Metrics.repair("route", routes)
+	r.cfg.Metrics.repair("rule", rules)
 }
 
 func (r *Reconciler) invalidate() {
@@ -360,24 +381,8 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		select {
-		case <-r.closed:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	hints := make(chan Hint, 64)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		err := r.watcher.Watch(ctx, hints, reconcilerInterest{r})
-		if err != nil && ctx.Err() == nil {
-			r.log.Error("watching kernel events; relying on periodic resync", "err", err)
-		}
-	}()
+	r.startWatch(ctx, cancel, &wg, hints)
 
 	ticker := time.NewTicker(r.cfg.ResyncEvery)
 	defer ticker.Stop()
@@ -400,15 +405,7 @@ func (r *Reconciler) Run(ctx context.Context) error {
 				l.arm(r.cfg.Debounce, ReasonEvent)
 			}
 		case h := <-hints:
-			l.retried = false
-			if l.pending == "" || h.Reason != ReasonEvent {
-				l.pending = h.Reason
-			}
-			if h.Reason != ReasonEvent || h.Missed {
-				r.suspect.Store(true) // lost events may have hidden a foreign route
-			}
-			r.invalidate()
-			l.arm(r.cfg.Debounce, h.Reason)
+			l.hint(h)
 		case <-l.debounce.C:
 			l.debouncing = false
 			why := l.pending
@@ -420,6 +417,27 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	}
 }
 
+// startWatch runs, until ctx ends, the goroutines Run owns: one that ends
+// ctx when Close is called and the watcher.
+func (r *Reconciler) startWatch(ctx context.Context, cancel func(), wg *sync.WaitGroup, hints chan<- Hint) {
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-r.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		err := r.watcher.Watch(ctx, hints, reconcilerInterest{r})
+		if err != nil && ctx.Err() == nil {
+			r.log.Error("watching kernel events; relying on periodic resync", "err", err)
+		}
+	}()
+}
+
 // runLoop is Run's timer state: one debounce timer that runs the next
 // full reconcile, for hints, rate-limited repairs and retries after a
 // failed write alike.
@@ -429,6 +447,19 @@ type runLoop struct {
 	debouncing bool
 	pending    string // reason of the resync the debounce timer will run
 	retried    bool
+}
+
+// hint invalidates the cache and arms a debounced full re-read for h.
+func (l *runLoop) hint(h Hint) {
+	l.retried = false
+	if l.pending == "" || h.Reason != ReasonEvent {
+		l.pending = h.Reason
+	}
+	if h.Reason != ReasonEvent || h.Missed {
+		l.r.suspect.Store(true) // lost events may have hidden a foreign route
+	}
+	l.r.invalidate()
+	l.arm(l.r.cfg.Debounce, h.Reason)
 }
 
 // arm makes the debounce timer run a full reconcile in wait (none if wait
