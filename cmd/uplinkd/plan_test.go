@@ -62,14 +62,7 @@ gateways = ["isp1", "isp2"]
 	h.MustRun(t, "ip", "route", "add", "default", "proto", "212", "nexthop", "via", "198.18.1.1", "dev", "eth1", "nexthop", "via", "198.18.2.1", "dev", "eth2", "weight", "5")
 	h.MustRun(t, "ip", "route", "add", "default", "via", "198.18.1.1", "table", "202", "proto", "static")
 	before := h.MustRun(t, "ip", "route", "show", "table", "all") + h.MustRun(t, "ip", "rule")
-	var out, errb bytes.Buffer
-	var code int
-	if err := h.Do(func() error {
-		code = mainArgs([]string{"plan", "--assume", "isp1=down", file}, &out, &errb)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	code, out, errb := planIn(t, h, "--assume", "isp1=down", file)
 	if code != exitFailure {
 		t.Errorf("exit %d, want %d (changes pending); stderr: %s", code, exitFailure, errb.String())
 	}
@@ -107,14 +100,7 @@ gateways = ["isp1", "isp2"]
 	}
 	h.MustRun(t, "ip", "route", "add", "default", "proto", "212", "nexthop", "via", "198.18.1.1", "dev", "eth1", "nexthop", "via", "198.18.2.1", "dev", "eth2")
 	h.MustRun(t, "ip", "route", "prepend", "default", "via", "198.18.2.1", "dev", "eth2", "proto", "static")
-	var out, errb bytes.Buffer
-	var code int
-	if err := h.Do(func() error {
-		code = mainArgs([]string{"plan", "--assume", "isp1=down", file}, &out, &errb)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	code, out, errb := planIn(t, h, "--assume", "isp1=down", file)
 	if code != exitFailure {
 		t.Errorf("exit %d, want %d; stderr: %s", code, exitFailure, errb.String())
 	}
@@ -126,4 +112,17 @@ gateways = ["isp1", "isp2"]
 	if !strings.Contains(errb.String(), "1 route conflicts") {
 		t.Errorf("stderr lacks the conflict count: %q", errb.String())
 	}
+}
+
+// planIn runs `uplinkd plan args...` inside h's namespace.
+func planIn(t *testing.T, h *nstest.Host, args ...string) (code int, out, errb *bytes.Buffer) {
+	t.Helper()
+	out, errb = &bytes.Buffer{}, &bytes.Buffer{}
+	if err := h.Do(func() error {
+		code = mainArgs(append([]string{"plan"}, args...), out, errb)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return code, out, errb
 }
