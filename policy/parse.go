@@ -340,15 +340,6 @@ func (v *validator) unknownKeys(md toml.MetaData) {
 
 var builtinTables = map[string]uint32{"unspec": 0, "default": 253, "main": 254, "local": 255}
 
-func tableName(id uint32) string {
-	for n, t := range builtinTables {
-		if t == id {
-			return n
-		}
-	}
-	return strconv.FormatUint(uint64(id), 10)
-}
-
 // table resolves a table reference. reserved lists the numbers not allowed
 // for this use.
 func (v *validator) table(f fTable, p []string, object string, reserved ...uint32) (uint32, bool) {
@@ -366,7 +357,7 @@ func (v *validator) table(f fTable, p []string, object string, reserved ...uint3
 		}
 	}
 	if slices.Contains(reserved, id) {
-		v.addAt(p, object, "table %d is reserved (%s) and cannot be used here", id, tableName(id))
+		v.addAt(p, object, "table %d is reserved (%s) and cannot be used here", id, TableName(id))
 		return 0, false
 	}
 	return id, true
@@ -766,13 +757,6 @@ func (v *validator) gateway(name string, r *rawGateway, p *Policy, tables map[ui
 	return g
 }
 
-func familyOf(a netip.Addr) int {
-	if a.Is4() {
-		return 4
-	}
-	return 6
-}
-
 func (v *validator) group(name string, r *rawGroup, p *Policy, tables map[uint32]string) *Group {
 	obj := objName("group", name)
 	at := func(keys ...string) []string { return append([]string{"group", name}, keys...) }
@@ -800,10 +784,10 @@ func (v *validator) group(name string, r *rawGroup, p *Policy, tables map[uint32
 		case !gw.Address.IsValid():
 			g.Gateways = append(g.Gateways, gn) // its own error is reported already
 		case g.Family == 0:
-			g.Family = familyOf(gw.Address)
+			g.Family = FamilyOf(gw.Address)
 			g.Gateways = append(g.Gateways, gn)
-		case familyOf(gw.Address) != g.Family:
-			v.addAt(at("gateways"), obj, "gateway %q is IPv%d but the group is IPv%d", gn, familyOf(gw.Address), g.Family)
+		case FamilyOf(gw.Address) != g.Family:
+			v.addAt(at("gateways"), obj, "gateway %q is IPv%d but the group is IPv%d", gn, FamilyOf(gw.Address), g.Family)
 		default:
 			g.Gateways = append(g.Gateways, gn)
 		}
@@ -835,7 +819,7 @@ func (v *validator) groupTables(p *Policy, raw *rawFile) {
 	for _, g := range p.Groups {
 		k := key{g.Table, g.Family, g.Metric}
 		if other, dup := seen[k]; dup {
-			v.addAt(path("group", g.Name, "table"), objName("group", g.Name), "the IPv%d default route of table %s (metric %d) is already managed by group %q", g.Family, tableName(g.Table), g.Metric, other)
+			v.addAt(path("group", g.Name, "table"), objName("group", g.Name), "the IPv%d default route of table %s (metric %d) is already managed by group %q", g.Family, TableName(g.Table), g.Metric, other)
 			continue
 		}
 		seen[k] = g.Name
@@ -858,11 +842,11 @@ func (v *validator) rules(raw *rawFile, p *Policy, tables map[uint32]string) {
 		fams := map[int]bool{}
 		if check(v, r.From, at("from"), obj) {
 			rule.From = r.From.V.Prefix
-			fams[familyOf(rule.From.Addr())] = true
+			fams[FamilyOf(rule.From.Addr())] = true
 		}
 		if check(v, r.To, at("to"), obj) {
 			rule.To = r.To.V.Prefix
-			fams[familyOf(rule.To.Addr())] = true
+			fams[FamilyOf(rule.To.Addr())] = true
 		}
 		if check(v, r.FwMark, at("fwmark"), obj) {
 			m := r.FwMark.V
@@ -885,7 +869,7 @@ func (v *validator) rules(raw *rawFile, p *Policy, tables map[uint32]string) {
 				v.addAt(at("gateway"), obj, "gateway %q has no table of its own", r.Gateway.V)
 			} else {
 				rule.Table, rule.Gateway = gw.Table, gw.Name
-				fams[familyOf(gw.Address)] = true
+				fams[FamilyOf(gw.Address)] = true
 			}
 		case r.Table.Set:
 			if id, ok := v.table(r.Table, at("table"), obj, TableUnspec); ok {
@@ -893,7 +877,7 @@ func (v *validator) rules(raw *rawFile, p *Policy, tables map[uint32]string) {
 				if owner, ok := tables[id]; ok {
 					rule.Gateway = strings.TrimSuffix(strings.TrimPrefix(owner, `gateway "`), `"`)
 					if gw := p.Gateway(rule.Gateway); gw != nil {
-						fams[familyOf(gw.Address)] = true
+						fams[FamilyOf(gw.Address)] = true
 					}
 				}
 			}
@@ -946,7 +930,7 @@ func (v *validator) rules(raw *rawFile, p *Policy, tables map[uint32]string) {
 			// always routes through it: a probe meant for A never leaves via B.
 			r := &Rule{
 				Name:    "gateway/" + g.Name + "/probe-mark",
-				Family:  familyOf(g.Address),
+				Family:  FamilyOf(g.Address),
 				Mark:    &Mark{Value: g.Probe.Mark, Mask: 0xffffffff},
 				Table:   g.Table,
 				Gateway: g.Name,
@@ -957,7 +941,7 @@ func (v *validator) rules(raw *rawFile, p *Policy, tables map[uint32]string) {
 		for _, s := range g.Sources {
 			r := &Rule{
 				Name:    "gateway/" + g.Name + "/" + s.String(),
-				Family:  familyOf(s),
+				Family:  FamilyOf(s),
 				From:    netip.PrefixFrom(s, s.BitLen()),
 				Table:   g.Table,
 				Gateway: g.Name,
@@ -1023,9 +1007,9 @@ func (v *validator) announce(name string, r *rawAnnounce, p *Policy, names map[s
 		a.Metric = uint32(r.Metric.V)
 	}
 	if a.Track != "" && a.Prefix.IsValid() && a.Type == AnnounceUnicast && !a.Via.IsValid() && a.Dev == "" {
-		fam := familyOf(a.Prefix.Addr())
-		if gw := p.Gateway(a.Track); gw != nil && familyOf(gw.Address) != fam {
-			v.addAt(at("track"), obj, "tracked gateway %q is IPv%d but the prefix is IPv%d; set via or dev", gw.Name, familyOf(gw.Address), fam)
+		fam := FamilyOf(a.Prefix.Addr())
+		if gw := p.Gateway(a.Track); gw != nil && FamilyOf(gw.Address) != fam {
+			v.addAt(at("track"), obj, "tracked gateway %q is IPv%d but the prefix is IPv%d; set via or dev", gw.Name, FamilyOf(gw.Address), fam)
 		}
 		if g := p.Group(a.Track); g != nil && g.Family != fam {
 			v.addAt(at("track"), obj, "tracked group %q is IPv%d but the prefix is IPv%d; set via or dev", g.Name, g.Family, fam)

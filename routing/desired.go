@@ -18,13 +18,6 @@ func defaultDst(family int) netip.Prefix {
 	return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
 }
 
-func familyOf(a netip.Addr) int {
-	if a.Is4() {
-		return 4
-	}
-	return 6
-}
-
 func metricFor(family int, m uint32) uint32 {
 	if family == 6 && m == 0 {
 		return ip6DefaultMetric
@@ -73,7 +66,7 @@ func Desired(p *policy.Policy, h Snapshot) State {
 		if gw.Table == 0 {
 			continue
 		}
-		fam := familyOf(gw.Address)
+		fam := policy.FamilyOf(gw.Address)
 		r := Route{
 			Family:   fam,
 			Table:    gw.Table,
@@ -164,7 +157,7 @@ func announceRoute(p *policy.Policy, a *policy.Announce, h Snapshot, groupNH map
 	if !trackHealthy(p, a.Track, h) {
 		return Route{}, false
 	}
-	fam := familyOf(a.Prefix.Addr())
+	fam := policy.FamilyOf(a.Prefix.Addr())
 	r := Route{
 		Family: fam,
 		Table:  a.Table,

@@ -9,8 +9,9 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
+
+	"github.com/uplinkd/uplinkd/policy"
 )
 
 // normNexthops sorts nexthops into the canonical order and drops the weight
@@ -182,16 +183,6 @@ func compareRule(a, b Rule) int {
 	return cmp.Compare(a.Protocol, b.Protocol)
 }
 
-func tableName(t uint32) string {
-	switch t {
-	case 254:
-		return "main"
-	case 253:
-		return "default"
-	}
-	return strconv.FormatUint(uint64(t), 10)
-}
-
 // RouteString renders a route as `ip route` would, with "-6 " in front of
 // IPv6 routes so one dump can hold both families, and multipath nexthops on
 // the same line.
@@ -212,7 +203,7 @@ func RouteString(r Route) string {
 	if len(r.Nexthops) == 1 {
 		writeNexthop(&b, r.Nexthops[0], false)
 	}
-	fmt.Fprintf(&b, " table %s proto %d", tableName(r.Table), r.Protocol)
+	fmt.Fprintf(&b, " table %s proto %d", policy.TableName(r.Table), r.Protocol)
 	if r.Src.IsValid() {
 		fmt.Fprintf(&b, " src %s", r.Src)
 	}
@@ -274,7 +265,7 @@ func ruleText(r Rule) string {
 	if r.IIF != "" {
 		fmt.Fprintf(&b, " iif %s", r.IIF)
 	}
-	fmt.Fprintf(&b, " lookup %s proto %d", tableName(r.Table), r.Protocol)
+	fmt.Fprintf(&b, " lookup %s proto %d", policy.TableName(r.Table), r.Protocol)
 	return b.String()
 }
 
