@@ -12,6 +12,19 @@
 // Observe(event, now), with the clock injected, so that every threshold,
 // hysteresis and damping rule is tested without a kernel or a wall clock.
 //
-// The kernel is reached only through two small interfaces, Netlink and
-// Prober; scenario tests drive the whole detector through fakes of them.
+// The kernel is reached only through small interfaces that speak the
+// detector's own types (kernel.go): Links, Neighbours, Addresses,
+// LinkModes, TrafficCounters, and the Prober. Netlink adapts
+// vishvananda/netlink and ethtool to them, SocketProber sends probes;
+// package detectortest holds in-memory fakes, through which scenario
+// tests drive the whole detector on the same code path. Probe kinds are
+// registered once (kinds.go), and every long-lived worker reports its
+// progress (Liveness).
+//
+// Files: detector.go (Config, New, Run, the API), health.go (the health
+// goroutine's handling of evidence), machine.go and event.go (the pure
+// state machine and its events), state.go (states, transitions, status),
+// traffic.go (counters into silence), watchers.go (links, neighbours,
+// link modes), round.go, neighprobe.go and kinds.go (probe rounds),
+// prober.go (sockets), liveness.go, metrics.go.
 package detector

@@ -31,16 +31,16 @@ func TestLinkFromUpdate(t *testing.T) {
 	tests := []struct {
 		name string
 		u    netlink.LinkUpdate
-		want linkInfo
+		want Link
 		ok   bool
 	}{
-		{"carrier", linkUpdate(unix.RTM_NEWLINK, "eth1", 4, up, 10, 20), linkInfo{Name: "eth1", Index: 4, AdminUp: true, Carrier: true, Tx: 10, Rx: 20}, true},
-		{"no carrier", linkUpdate(unix.RTM_NEWLINK, "eth1", 4, unix.IFF_UP, 0, 0), linkInfo{Name: "eth1", Index: 4, AdminUp: true}, true},
-		{"admin down keeps no carrier even with lower up", linkUpdate(unix.RTM_NEWLINK, "eth1", 4, unix.IFF_LOWER_UP, 0, 0), linkInfo{Name: "eth1", Index: 4}, true},
-		{"deleted", linkUpdate(unix.RTM_DELLINK, "eth1", 4, up, 0, 0), linkInfo{Name: "eth1", Index: 4, Deleted: true}, true},
-		{"re-created under a new index", linkUpdate(unix.RTM_NEWLINK, "eth1", 9, up, 0, 0), linkInfo{Name: "eth1", Index: 9, AdminUp: true, Carrier: true}, true},
-		{"nameless", linkUpdate(unix.RTM_NEWLINK, "", 4, up, 0, 0), linkInfo{}, false},
-		{"no link", netlink.LinkUpdate{}, linkInfo{}, false},
+		{"carrier", linkUpdate(unix.RTM_NEWLINK, "eth1", 4, up, 10, 20), Link{Name: "eth1", Index: 4, AdminUp: true, Carrier: true}, true},
+		{"no carrier", linkUpdate(unix.RTM_NEWLINK, "eth1", 4, unix.IFF_UP, 0, 0), Link{Name: "eth1", Index: 4, AdminUp: true}, true},
+		{"admin down keeps no carrier even with lower up", linkUpdate(unix.RTM_NEWLINK, "eth1", 4, unix.IFF_LOWER_UP, 0, 0), Link{Name: "eth1", Index: 4}, true},
+		{"deleted", linkUpdate(unix.RTM_DELLINK, "eth1", 4, up, 0, 0), Link{Name: "eth1", Index: 4, Deleted: true}, true},
+		{"re-created under a new index", linkUpdate(unix.RTM_NEWLINK, "eth1", 9, up, 0, 0), Link{Name: "eth1", Index: 9, AdminUp: true, Carrier: true}, true},
+		{"nameless", linkUpdate(unix.RTM_NEWLINK, "", 4, up, 0, 0), Link{}, false},
+		{"no link", netlink.LinkUpdate{}, Link{}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -69,23 +69,23 @@ func TestNeighFromUpdate(t *testing.T) {
 	tests := []struct {
 		name   string
 		u      netlink.NeighUpdate
-		want   neighInfo
+		want   Neighbour
 		ok     bool
 		advice NeighAdvice
 	}{
 		{"reachable is a confirmation", neighUpdate(unix.RTM_NEWNEIGH, "198.18.1.1", netlink.NUD_REACHABLE, "02:00:00:00:01:01", 150),
-			neighInfo{Index: 4, Addr: gw, State: netlink.NUD_REACHABLE, HwAddr: mac, ConfirmedAge: 1500 * ms}, true, NeighConfirmed},
+			Neighbour{Index: 4, Addr: gw, State: NUDReachable, HwAddr: mac, ConfirmedAge: 1500 * ms}, true, NeighConfirmed},
 		{"failed is negative", neighUpdate(unix.RTM_NEWNEIGH, "198.18.1.1", netlink.NUD_FAILED, "", 0),
-			neighInfo{Index: 4, Addr: gw, State: netlink.NUD_FAILED}, true, NeighFailed},
+			Neighbour{Index: 4, Addr: gw, State: NUDFailed}, true, NeighFailed},
 		{"incomplete starts a check", neighUpdate(unix.RTM_NEWNEIGH, "198.18.1.1", netlink.NUD_INCOMPLETE, "", 0),
-			neighInfo{Index: 4, Addr: gw, State: netlink.NUD_INCOMPLETE}, true, NeighIncomplete},
+			Neighbour{Index: 4, Addr: gw, State: NUDIncomplete}, true, NeighIncomplete},
 		{"stale says nothing", neighUpdate(unix.RTM_NEWNEIGH, "198.18.1.1", netlink.NUD_STALE, "02:00:00:00:01:01", 3000),
-			neighInfo{Index: 4, Addr: gw, State: netlink.NUD_STALE, HwAddr: mac, ConfirmedAge: 30 * time.Second}, true, NeighNone},
+			Neighbour{Index: 4, Addr: gw, State: NUDStale, HwAddr: mac, ConfirmedAge: 30 * time.Second}, true, NeighNone},
 		{"deleted says nothing", neighUpdate(unix.RTM_DELNEIGH, "198.18.1.1", netlink.NUD_REACHABLE, "02:00:00:00:01:01", 0),
-			neighInfo{Index: 4, Addr: gw, State: netlink.NUD_REACHABLE, HwAddr: mac, Deleted: true}, true, NeighNone},
+			Neighbour{Index: 4, Addr: gw, State: NUDReachable, HwAddr: mac, Deleted: true}, true, NeighNone},
 		{"v4-mapped address is unmapped", neighUpdate(unix.RTM_NEWNEIGH, "::ffff:198.18.1.1", netlink.NUD_PROBE, "", 0),
-			neighInfo{Index: 4, Addr: gw, State: netlink.NUD_PROBE}, true, NeighNone},
-		{"no address", netlink.NeighUpdate{Neigh: netlink.Neigh{LinkIndex: 4}}, neighInfo{}, false, NeighNone},
+			Neighbour{Index: 4, Addr: gw, State: NUDProbe}, true, NeighNone},
+		{"no address", netlink.NeighUpdate{Neigh: netlink.Neigh{LinkIndex: 4}}, Neighbour{}, false, NeighNone},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -308,7 +308,7 @@ func FuzzNeighUpdate(f *testing.F) {
 		if a := adviceOf(ni); ni.Deleted && a != NeighNone {
 			t.Fatalf("advice %v from a deleted entry", a)
 		}
-		_ = nudName(ni.State)
+		_ = ni.State.String()
 	})
 }
 

@@ -2,49 +2,175 @@ package detector
 
 import (
 	"errors"
-	"fmt"
-	"os"
-	"runtime"
-	"sync"
-
-	"github.com/mdlayher/ethtool"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
+	"net"
+	"net/netip"
+	"time"
 )
 
-// Netlink is the detector's whole view of the kernel's link and neighbour
-// state: a thin adapter over *netlink.Handle (and the ethtool netlink
-// family), small enough for an in-memory fake to implement the same
-// contract in scenario tests.
-type Netlink interface {
-	LinkByName(name string) (netlink.Link, error)
-	LinkByIndex(index int) (netlink.Link, error)
-	// LinkStats reads only the packet counters of the interface with
-	// index (RTM_GETSTATS): the traffic poller's hot path, a fraction of
-	// the kernel's cost of a full link message. An interface that is gone
-	// is an error.
-	LinkStats(index int) (LinkCounters, error)
-	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
-	NeighList(linkIndex, family int) ([]netlink.Neigh, error)
-	// NeighSet asks the kernel to (re)validate a neighbour: the ARP/ND probe.
-	NeighSet(n *netlink.Neigh) error
-	// LinkSubscribe and NeighSubscribe behave as netlink's
-	// *SubscribeWithOptions with ListExisting: ch is closed when done is
-	// closed or the subscription fails (onErr is told why), after which
-	// the caller re-reads state and subscribes again.
-	LinkSubscribe(ch chan<- netlink.LinkUpdate, done <-chan struct{}, onErr func(error)) error
-	NeighSubscribe(ch chan<- netlink.NeighUpdate, done <-chan struct{}, onErr func(error)) error
-	// LinkMode reads speed, duplex and auto-negotiation. Drivers that do
-	// not report them (veth reports a subset) give ErrNotSupported.
-	LinkMode(name string) (LinkMode, error)
-	Close() error
+// The detector reaches the kernel through one small interface per
+// concern, each speaking the detector's own types: Links, Neighbours,
+// Addresses, LinkModes and TrafficCounters. Netlink is the production
+// adapter of all of them; detectortest.Kernel is the in-memory one that
+// scenario tests drive through the same code path.
+
+// Links reads interfaces and follows their changes.
+type Links interface {
+	// Link reads the interface called name. An interface that does not
+	// exist is an error that wraps ErrNotFound.
+	Link(name string) (Link, error)
+	// SubscribeLinks sends every existing interface, then every change
+	// (a removal as Deleted), until done is closed or the subscription
+	// fails; onErr is told why (ENOBUFS included). ch is closed when it
+	// ends, after which the caller re-reads state and subscribes again.
+	SubscribeLinks(ch chan<- Link, done <-chan struct{}, onErr func(error)) error
 }
 
-// LinkCounters are an interface's packet counters.
-type LinkCounters struct {
+// Neighbours reads the neighbour cache, asks the kernel to resolve or
+// re-validate an entry, and follows its changes.
+type Neighbours interface {
+	// Neighbours lists the entries of the interface with index, of one
+	// family (AnyFamily for both).
+	Neighbours(index int, fam Family) ([]Neighbour, error)
+	// Resolve asks the kernel to resolve addr as if traffic used the
+	// entry (NTF_USE): an ARP request or neighbour solicitation.
+	Resolve(index int, addr netip.Addr) error
+	// Revalidate sets the entry of addr to PROBE, so the kernel sends a
+	// unicast ARP request or solicitation to hw: the neighbour probe.
+	// A kernel that refuses it gives an error wrapping ErrNotSupported.
+	Revalidate(index int, addr netip.Addr, hw net.HardwareAddr) error
+	// SubscribeNeighbours behaves as SubscribeLinks, for neighbours.
+	SubscribeNeighbours(ch chan<- Neighbour, done <-chan struct{}, onErr func(error)) error
+}
+
+// Addresses reads the local addresses of an interface: probe sources.
+type Addresses interface {
+	Addresses(index int, fam Family) ([]Address, error)
+}
+
+// LinkModes reads speed, duplex and auto-negotiation. Drivers that do
+// not report them (veth reports a subset) give ErrNotSupported.
+type LinkModes interface {
+	LinkMode(name string) (LinkMode, error)
+}
+
+// TrafficCounters is the source of traffic evidence: the packets sent to
+// and received from the gateways of one interface. The production source
+// reads the interface's counters (RTM_GETSTATS), the same for every
+// gateway on it; a per-gateway source (counting by the gateway's
+// link-layer address) replaces it without any other change, since the
+// poller keeps a separate silence per gateway.
+type TrafficCounters interface {
+	// Counters reads the counters of each gateway address in gws on the
+	// interface with index: out[i] belongs to gws[i]. An interface that
+	// is gone is an error.
+	Counters(index int, gws []netip.Addr) ([]Counters, error)
+}
+
+// Kernel is every kernel interface at once, as Netlink and
+// detectortest.Kernel implement them.
+type Kernel interface {
+	Links
+	Neighbours
+	Addresses
+	LinkModes
+	TrafficCounters
+}
+
+// ErrNotFound says an interface does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrNotSupported says the kernel or the driver does not offer what was
+// asked (a link mode, a neighbour probe).
+var ErrNotSupported = errors.New("not supported by the driver")
+
+// Family is an address family filter.
+type Family uint8
+
+const (
+	AnyFamily Family = iota
+	IPv4
+	IPv6
+)
+
+// familyOf is the family of address a.
+func familyOf(a netip.Addr) Family {
+	if a.Is4() {
+		return IPv4
+	}
+	return IPv6
+}
+
+// Link is what the detector knows of one interface.
+type Link struct {
+	Name    string
+	Index   int
+	AdminUp bool
+	Carrier bool // admin up and lower layer up
+	Deleted bool // removed, or absent when read
+}
+
+// Counters are packet counters, in each direction.
+type Counters struct {
 	Tx, Rx uint64
+}
+
+// NUD is a neighbour cache state, with the kernel's values (NUD_*) so
+// that a mask of several states reads as the kernel's.
+type NUD uint16
+
+const (
+	NUDIncomplete NUD = 0x01
+	NUDReachable  NUD = 0x02
+	NUDStale      NUD = 0x04
+	NUDDelay      NUD = 0x08
+	NUDProbe      NUD = 0x10
+	NUDFailed     NUD = 0x20
+	NUDNoARP      NUD = 0x40
+	NUDPermanent  NUD = 0x80
+	NUDNone       NUD = 0x00
+)
+
+// String is the kernel's name of the state, as `ip neigh` prints it.
+func (s NUD) String() string {
+	switch s {
+	case NUDIncomplete:
+		return "INCOMPLETE"
+	case NUDReachable:
+		return "REACHABLE"
+	case NUDStale:
+		return "STALE"
+	case NUDDelay:
+		return "DELAY"
+	case NUDProbe:
+		return "PROBE"
+	case NUDFailed:
+		return "FAILED"
+	case NUDNoARP:
+		return "NOARP"
+	case NUDPermanent:
+		return "PERMANENT"
+	case NUDNone:
+		return "NONE"
+	}
+	return "UNKNOWN"
+}
+
+// Neighbour is one entry of the neighbour cache.
+type Neighbour struct {
+	Index        int
+	Addr         netip.Addr
+	State        NUD
+	HwAddr       net.HardwareAddr
+	ConfirmedAge time.Duration // age of the last confirmation
+	Deleted      bool          // a removal
+}
+
+// Address is a local address of an interface.
+type Address struct {
+	IP netip.Addr
+	// Tentative is set while duplicate address detection runs or after
+	// it failed: the address cannot be a source yet.
+	Tentative bool
 }
 
 // LinkMode is what ethtool says about an interface's negotiation.
@@ -53,244 +179,4 @@ type LinkMode struct {
 	FullDuplex  bool // meaningful only when Duplex is known
 	DuplexKnown bool
 	Autoneg     bool
-}
-
-// ErrNotSupported says the driver does not report a link mode.
-var ErrNotSupported = errors.New("not supported by the driver")
-
-// Kernel is the real Netlink, bound to one network namespace.
-type Kernel struct {
-	ns     netns.NsHandle // netns.None() for the caller's namespace
-	h      *netlink.Handle
-	mu     sync.Mutex
-	eth    *ethtool.Client
-	ethErr error
-
-	statsMu sync.Mutex // one request at a time on stats
-	stats   *nl.NetlinkSocket
-}
-
-// NewKernel returns the real kernel of namespace ns; pass netns.None() for
-// the namespace the process runs in (the daemon is started inside the
-// namespace it manages). The handle is not owned: the caller closes ns.
-func NewKernel(ns netns.NsHandle) (*Kernel, error) {
-	var h *netlink.Handle
-	var err error
-	if ns.IsOpen() {
-		h, err = netlink.NewHandleAt(ns)
-	} else {
-		h, err = netlink.NewHandle()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("opening netlink handle: %w", err)
-	}
-	// The netlink library has no RTM_GETSTATS; a socket of our own (in
-	// ns, like the handle's) carries it.
-	st, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_ROUTE)
-	if err != nil {
-		h.Close()
-		return nil, fmt.Errorf("opening netlink socket for link statistics: %w", err)
-	}
-	// A lost reply must not hang the poller.
-	if err := st.SetReceiveTimeout(&unix.Timeval{Sec: 1}); err != nil {
-		st.Close()
-		h.Close()
-		return nil, fmt.Errorf("setting the link statistics socket's timeout: %w", err)
-	}
-	return &Kernel{ns: ns, h: h, stats: st}, nil
-}
-
-// sizeofIfStatsMsg is struct if_stats_msg: family, two pads, ifindex,
-// filter_mask.
-const sizeofIfStatsMsg = 12
-
-func (k *Kernel) LinkStats(index int) (LinkCounters, error) {
-	k.statsMu.Lock()
-	defer k.statsMu.Unlock()
-	if k.stats == nil {
-		return LinkCounters{}, errors.New("reading link statistics: kernel adapter closed")
-	}
-	req := nl.NewNetlinkRequest(unix.RTM_GETSTATS, 0)
-	msg := make([]byte, sizeofIfStatsMsg)
-	nl.NativeEndian().PutUint32(msg[4:], uint32(index))
-	nl.NativeEndian().PutUint32(msg[8:], 1<<(unix.IFLA_STATS_LINK_64-1))
-	req.AddRawData(msg)
-	if err := k.stats.Send(req); err != nil {
-		return LinkCounters{}, fmt.Errorf("requesting statistics of link %d: %w", index, err)
-	}
-	for {
-		msgs, _, err := k.stats.Receive()
-		if err != nil {
-			return LinkCounters{}, fmt.Errorf("reading statistics of link %d: %w", index, err)
-		}
-		for _, m := range msgs {
-			if m.Header.Seq != req.Seq {
-				continue // a late answer to an earlier request
-			}
-			switch m.Header.Type {
-			case unix.NLMSG_ERROR:
-				if len(m.Data) >= 4 {
-					if errno := int32(nl.NativeEndian().Uint32(m.Data[:4])); errno != 0 {
-						return LinkCounters{}, fmt.Errorf("reading statistics of link %d: %w", index, unix.Errno(-errno))
-					}
-				}
-				return LinkCounters{}, fmt.Errorf("reading statistics of link %d: no statistics in the answer", index)
-			case unix.RTM_NEWSTATS:
-				return parseLinkStats(m.Data, index)
-			}
-		}
-	}
-}
-
-// parseLinkStats reads rx_packets and tx_packets, the first two fields of
-// struct rtnl_link_stats64, from an RTM_NEWSTATS message body.
-func parseLinkStats(b []byte, index int) (LinkCounters, error) {
-	if len(b) < sizeofIfStatsMsg {
-		return LinkCounters{}, fmt.Errorf("reading statistics of link %d: short message", index)
-	}
-	attrs, err := nl.ParseRouteAttr(b[sizeofIfStatsMsg:])
-	if err != nil {
-		return LinkCounters{}, fmt.Errorf("reading statistics of link %d: %w", index, err)
-	}
-	for _, a := range attrs {
-		if a.Attr.Type == unix.IFLA_STATS_LINK_64 && len(a.Value) >= 16 {
-			return LinkCounters{Rx: nl.NativeEndian().Uint64(a.Value[0:]), Tx: nl.NativeEndian().Uint64(a.Value[8:])}, nil
-		}
-	}
-	return LinkCounters{}, fmt.Errorf("reading statistics of link %d: no 64-bit counters in the answer", index)
-}
-
-// Namespace returns the namespace the kernel adapter is bound to.
-func (k *Kernel) Namespace() netns.NsHandle { return k.ns }
-
-func (k *Kernel) LinkByName(name string) (netlink.Link, error) { return k.h.LinkByName(name) }
-func (k *Kernel) LinkByIndex(i int) (netlink.Link, error)      { return k.h.LinkByIndex(i) }
-func (k *Kernel) AddrList(l netlink.Link, family int) ([]netlink.Addr, error) {
-	return k.h.AddrList(l, family)
-}
-func (k *Kernel) NeighList(i, family int) ([]netlink.Neigh, error) { return k.h.NeighList(i, family) }
-func (k *Kernel) NeighSet(n *netlink.Neigh) error                  { return k.h.NeighSet(n) }
-
-func (k *Kernel) nsOpt() *netns.NsHandle {
-	if k.ns.IsOpen() {
-		ns := k.ns
-		return &ns
-	}
-	return nil
-}
-
-func (k *Kernel) LinkSubscribe(ch chan<- netlink.LinkUpdate, done <-chan struct{}, onErr func(error)) error {
-	return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{
-		Namespace: k.nsOpt(), ErrorCallback: onErr, ListExisting: true, ReceiveBufferSize: 1 << 20,
-	})
-}
-
-func (k *Kernel) NeighSubscribe(ch chan<- netlink.NeighUpdate, done <-chan struct{}, onErr func(error)) error {
-	return netlink.NeighSubscribeWithOptions(ch, done, netlink.NeighSubscribeOptions{
-		Namespace: k.nsOpt(), ErrorCallback: onErr, ListExisting: true, ReceiveBufferSize: 1 << 20,
-	})
-}
-
-func (k *Kernel) LinkMode(name string) (LinkMode, error) {
-	k.mu.Lock()
-	eth, ethErr := k.eth, k.ethErr
-	k.mu.Unlock()
-	if eth == nil && ethErr == nil {
-		// The generic netlink socket belongs to the namespace it is
-		// created in, so create it there (without the lock: entering
-		// the namespace waits on another goroutine).
-		ethErr = InNamespace(k.ns, func() error {
-			c, err := ethtool.New()
-			eth = c
-			return err
-		})
-		k.mu.Lock()
-		switch {
-		case k.eth != nil: // opened meanwhile by another caller
-			if eth != nil {
-				eth.Close()
-			}
-			eth, ethErr = k.eth, nil
-		case k.h == nil: // closed meanwhile
-			if eth != nil {
-				eth.Close()
-			}
-			eth, ethErr = nil, errors.New("kernel adapter closed")
-		default:
-			k.eth, k.ethErr = eth, ethErr
-		}
-		k.mu.Unlock()
-	}
-	if ethErr != nil {
-		return LinkMode{}, fmt.Errorf("opening ethtool netlink: %w: %w", ErrNotSupported, ethErr)
-	}
-	lm, err := eth.LinkMode(ethtool.Interface{Name: name})
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.EOPNOTSUPP) {
-			return LinkMode{}, fmt.Errorf("reading link mode of %s: %w", name, ErrNotSupported)
-		}
-		return LinkMode{}, fmt.Errorf("reading link mode of %s: %w", name, err)
-	}
-	out := LinkMode{Autoneg: lm.Autoneg == ethtool.AutonegOn}
-	if lm.SpeedMegabits > 0 && lm.SpeedMegabits != -1 && uint32(lm.SpeedMegabits) != 0xffffffff {
-		out.SpeedMbps = lm.SpeedMegabits
-	}
-	if lm.Duplex == ethtool.Full || lm.Duplex == ethtool.Half {
-		out.DuplexKnown, out.FullDuplex = true, lm.Duplex == ethtool.Full
-	}
-	return out, nil
-}
-
-func (k *Kernel) Close() error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.eth != nil {
-		k.eth.Close()
-		k.eth = nil
-	}
-	if k.h != nil {
-		k.h.Close()
-		k.h = nil
-	}
-	k.statsMu.Lock()
-	if k.stats != nil {
-		k.stats.Close()
-		k.stats = nil
-	}
-	k.statsMu.Unlock()
-	return nil
-}
-
-// InNamespace runs fn on an OS thread switched into ns, so that sockets fn
-// creates belong to ns; with netns.None() it simply runs fn. The calling
-// goroutine's own thread is never switched. A thread that cannot be
-// switched back is left locked, so the runtime discards it.
-func InNamespace(ns netns.NsHandle, fn func() error) error {
-	if !ns.IsOpen() {
-		return fn()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("getting current namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("entering namespace: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("leaving namespace: %w", err))
-			return // stay locked: the thread dies with the goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
 }

@@ -418,3 +418,15 @@ func TestMachineWindowIncremental(t *testing.T) {
 		}
 	}
 }
+
+func TestParseState(t *testing.T) {
+	for s := Unknown; s <= Down; s++ {
+		var got State
+		if err := got.UnmarshalText([]byte(s.String())); err != nil || got != s {
+			t.Errorf("UnmarshalText(%q) = %v, %v", s.String(), got, err)
+		}
+	}
+	if _, err := ParseState("dead"); err == nil || err.Error() != `state "dead" is not one of unknown, up, suspect, degraded, down` {
+		t.Errorf("ParseState(dead) error %v", err)
+	}
+}

@@ -25,13 +25,6 @@ type Metrics struct {
 	reneg          *prometheus.CounterVec
 }
 
-// Probe kinds, the "kind" label.
-const (
-	KindICMP  = "icmp"
-	KindTCP   = "tcp"
-	KindNeigh = "neigh"
-)
-
 // Evidence sources and polarities, the labels of uplinkd_evidence_events_total.
 const (
 	SourceLink    = "link"
@@ -90,9 +83,9 @@ func (m *Metrics) initGateway(name string) {
 	for i := range stateNames {
 		m.state.WithLabelValues(name, stateNames[i])
 	}
-	for _, k := range []string{KindICMP, KindTCP, KindNeigh} {
-		m.probesSent.WithLabelValues(name, k)
-		m.probesFailed.WithLabelValues(name, k)
+	for _, k := range probeKinds {
+		m.probesSent.WithLabelValues(name, string(k.kind))
+		m.probesFailed.WithLabelValues(name, string(k.kind))
 	}
 	m.lladdr.WithLabelValues(name)
 	m.setState(name, Unknown)
@@ -161,12 +154,12 @@ func (m *Metrics) evidenceEvent(gw, source string, positive bool) {
 	m.evidence.WithLabelValues(gw, source, pol).Inc()
 }
 
-func (m *Metrics) probe(gw, kind string, ok bool) {
+func (m *Metrics) probe(gw string, kind ProbeKind, ok bool) {
 	if m == nil {
 		return
 	}
-	m.probesSent.WithLabelValues(gw, kind).Inc()
+	m.probesSent.WithLabelValues(gw, string(kind)).Inc()
 	if !ok {
-		m.probesFailed.WithLabelValues(gw, kind).Inc()
+		m.probesFailed.WithLabelValues(gw, string(kind)).Inc()
 	}
 }

@@ -119,17 +119,17 @@ func (l *lab) startDetector(t testing.TB, text string) {
 func (l *lab) startDetectorWith(t testing.TB, text string, dgram bool) {
 	t.Helper()
 	log := testLogger(t)
-	k, err := NewKernel(l.Host.NsHandle())
+	k, err := NewNetlink(l.Host.NsHandle())
 	if err != nil {
 		t.Fatal(err)
 	}
-	pr, err := newSocketProber(l.Host.NsHandle(), log, dgram)
+	pr, err := newSocketProber(l.Host.NsHandle(), log, dgram, nil)
 	if err != nil {
 		k.Close()
 		t.Fatal(err)
 	}
 	l.reg = prometheus.NewRegistry()
-	d, err := New(Config{Policy: mustPolicy(t, text), Logger: log, Metrics: NewMetrics(l.reg), Netlink: k, Prober: pr})
+	d, err := New(Config{Policy: mustPolicy(t, text), Logger: log, Metrics: NewMetrics(l.reg), Kernel: k, Prober: pr})
 	if err != nil {
 		t.Fatal(err)
 	}

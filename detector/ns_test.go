@@ -257,7 +257,7 @@ func TestNSProbeKinds(t *testing.T) {
 		name  string
 		pol   string
 		setup func(t *testing.T, l *lab)
-		kinds []string
+		kinds []ProbeKind
 	}{
 		{"ipv6 gateway and remote target", `
 [gateway.gw1]
@@ -265,7 +265,7 @@ address = "2001:db8:1::1"
 interface = "eth1"
 [gateway.gw1.probe]
 icmp = ["2001:db8:100::1"]
-`, nil, []string{KindICMP, KindNeigh}},
+`, nil, []ProbeKind{KindICMP, KindNeigh}},
 		{"tcp connect through the uplink", `
 [gateway.gw1]
 address = "198.18.1.1"
@@ -279,7 +279,7 @@ tcp = ["198.18.100.1:9"]
 			// socket); a listener on the Server answers.
 			l.routeVia(t, 1)
 			l.tcpListen(t)
-		}, []string{KindTCP}},
+		}, []ProbeKind{KindTCP}},
 		{"pin by mark", `
 [gateway.gw1]
 address = "198.18.1.1"
@@ -295,7 +295,7 @@ mark = 0x51
 			// What routing installs for pin = "mark", by hand.
 			l.Host.MustRun(t, "ip", "rule", "add", "fwmark", "0x51", "lookup", "201", "priority", "1001")
 			l.Host.MustRun(t, "ip", "route", "add", "default", "via", nstest.GW1Addr4.String(), "dev", "eth1", "table", "201")
-		}, []string{KindICMP}},
+		}, []ProbeKind{KindICMP}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -312,8 +312,8 @@ mark = 0x51
 				t.Fatalf("live gateway: %+v", s)
 			}
 			for _, k := range tc.kinds {
-				sent := testutil.ToFloat64(l.d.met.probesSent.WithLabelValues("gw1", k))
-				failed := testutil.ToFloat64(l.d.met.probesFailed.WithLabelValues("gw1", k))
+				sent := testutil.ToFloat64(l.d.met.probesSent.WithLabelValues("gw1", string(k)))
+				failed := testutil.ToFloat64(l.d.met.probesFailed.WithLabelValues("gw1", string(k)))
 				if sent < 3 || failed > 0 {
 					t.Errorf("%s probes: %v sent, %v failed", k, sent, failed)
 				}
@@ -355,7 +355,7 @@ func TestNSInterfaceRecreated(t *testing.T) {
 // either a value or, quietly, ErrNotSupported.
 func TestNSLinkMode(t *testing.T) {
 	tu := nstest.NewTwoUplinks(t)
-	k, err := NewKernel(tu.Host.NsHandle())
+	k, err := NewNetlink(tu.Host.NsHandle())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,7 +468,7 @@ func TestNSStopLeavesNothing(t *testing.T) {
 	tu := nstest.NewTwoUplinks(t)
 	tu.Host.MustRun(t, "ip", "route", "add", nstest.TargetAddr4.String(), "via", nstest.GW1Addr4.String())
 	base := runtime.NumGoroutine()
-	k, err := NewKernel(tu.Host.NsHandle())
+	k, err := NewNetlink(tu.Host.NsHandle())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -476,7 +476,7 @@ func TestNSStopLeavesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := New(Config{Policy: mustPolicy(t, polGW1Remote+"[gateway.gw1.detect]\ngating = \"always\"\ninterval = \"20ms\"\n"), Netlink: k, Prober: pr})
+	d, err := New(Config{Policy: mustPolicy(t, polGW1Remote+"[gateway.gw1.detect]\ngating = \"always\"\ninterval = \"20ms\"\n"), Kernel: k, Prober: pr})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -139,26 +139,26 @@ func TestNSRequestResponseNoFalseDown(t *testing.T) {
 // full link message carries, and a missing interface is an error.
 func TestNSLinkStats(t *testing.T) {
 	tu := nstest.NewTwoUplinks(t)
-	k, err := NewKernel(tu.Host.NsHandle())
+	k, err := NewNetlink(tu.Host.NsHandle())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer k.Close()
 	tu.Host.Ping(t, "-c", "5", "-i", "0.01", "-W", "1", nstest.GW1Addr4.String())
-	l, err := k.LinkByName(nstest.HostUplink1If)
+	l, err := k.h.LinkByName(nstest.HostUplink1If)
 	if err != nil {
 		t.Fatal(err)
 	}
 	idx := l.Attrs().Index
-	before, err := k.LinkStats(idx)
+	before, err := k.linkStats(idx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err = k.LinkByName(nstest.HostUplink1If)
+	l, err = k.h.LinkByName(nstest.HostUplink1If)
 	if err != nil {
 		t.Fatal(err)
 	}
-	after, err := k.LinkStats(idx)
+	after, err := k.linkStats(idx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,11 +169,11 @@ func TestNSLinkStats(t *testing.T) {
 	if before.Tx < 5 || before.Rx < 5 {
 		t.Errorf("5 echo requests answered, counters %+v", before)
 	}
-	if _, err := k.LinkStats(1 << 30); !errors.Is(err, unix.ENODEV) {
+	if _, err := k.linkStats(1 << 30); !errors.Is(err, unix.ENODEV) {
 		t.Errorf("statistics of a missing link: err %v, want ENODEV", err)
 	}
 	k.Close()
-	if _, err := k.LinkStats(idx); err == nil {
+	if _, err := k.linkStats(idx); err == nil {
 		t.Error("statistics read through a closed adapter")
 	}
 	t.Logf("eth1: %+v", after)

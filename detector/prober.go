@@ -28,7 +28,7 @@ import (
 // Target is one probe: where it goes and how it is pinned to its uplink.
 type Target struct {
 	Gateway string
-	Kind    string         // KindICMP or KindTCP
+	Kind    ProbeKind      // a kind with a sender: KindICMP, KindTCP
 	Addr    netip.AddrPort // port is used for TCP only
 	OnLink  bool           // the target is the gateway itself
 	Iface   string
@@ -78,10 +78,12 @@ type pendingEcho struct {
 // socket bound by IP_PKTINFO instead of a frame (AF_PACKET needs
 // CAP_NET_RAW too).
 type SocketProber struct {
-	ns  netns.NsHandle
-	log *slog.Logger
-	id  uint16 // echo id of raw sockets
-	seq atomic.Uint32
+	ns      netns.NsHandle
+	log     *slog.Logger
+	now     func() time.Time
+	id      uint16 // echo id of raw sockets
+	seq     atomic.Uint32
+	senders map[ProbeKind]func(context.Context, Target) (time.Duration, error)
 
 	c4, c6 *icmpConn
 	pkt    int // AF_PACKET SOCK_DGRAM, protocol 0: sends only, receives nothing
@@ -94,6 +96,7 @@ type SocketProber struct {
 	// pending probe (spoofed, late, duplicated); each is logged at Debug.
 	Ignored atomic.Uint64
 
+	readers   []*beat // one per reader goroutine, for Liveness
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
@@ -114,19 +117,29 @@ type markKey struct {
 // NewSocketProber opens the probe sockets in namespace ns (netns.None()
 // for the current one) and starts their readers; Close stops them.
 func NewSocketProber(ns netns.NsHandle, log *slog.Logger) (*SocketProber, error) {
-	return newSocketProber(ns, log, false)
+	return newSocketProber(ns, log, false, nil)
 }
 
-func newSocketProber(ns netns.NsHandle, log *slog.Logger, dgramOnly bool) (*SocketProber, error) {
+// newSocketProber opens the prober with only datagram sockets when
+// dgramOnly is set, with clock now (nil: time.Now) for round-trip times.
+func newSocketProber(ns netns.NsHandle, log *slog.Logger, dgramOnly bool, now func() time.Time) (*SocketProber, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
 	}
 	var idb [2]byte
 	if _, err := rand.Read(idb[:]); err != nil {
 		return nil, fmt.Errorf("choosing an ICMP id: %w", err)
 	}
-	p := &SocketProber{ns: ns, log: log, id: binary.BigEndian.Uint16(idb[:]), pkt: -1,
+	p := &SocketProber{ns: ns, log: log, now: now, id: binary.BigEndian.Uint16(idb[:]), pkt: -1,
 		pending: map[uint16]*pendingEcho{}, marks: map[markKey]*icmpConn{}}
+	// The senders registry: one entry per kind this prober sends.
+	p.senders = map[ProbeKind]func(context.Context, Target) (time.Duration, error){
+		KindICMP: p.probeICMP,
+		KindTCP:  p.probeTCP,
+	}
 	err := InNamespace(ns, func() error {
 		var err error
 		if p.c4, err = p.openICMP(false, dgramOnly); err != nil {
@@ -155,8 +168,9 @@ func newSocketProber(ns netns.NsHandle, log *slog.Logger, dgramOnly bool) (*Sock
 			continue
 		}
 		p.filter(ic, false)
-		p.wg.Add(1)
-		go p.read(ic)
+		p.mu.Lock()
+		p.startReaderLocked(ic)
+		p.mu.Unlock()
 	}
 	return p, nil
 }
@@ -254,19 +268,50 @@ func (p *SocketProber) Close() error {
 	return nil
 }
 
-func (p *SocketProber) read(ic *icmpConn) {
+// startReaderLocked starts the reader of one socket, with its liveness
+// beat. p.mu is held.
+func (p *SocketProber) startReaderLocked(ic *icmpConn) {
+	name := "prober reader icmp"
+	if ic.v6 {
+		name += "v6"
+	}
+	if ic.dgram {
+		name += fmt.Sprintf(" id %d", ic.id)
+	}
+	b := newBeat(name)
+	p.readers = append(p.readers, b)
+	p.wg.Add(1)
+	go p.read(ic, b)
+}
+
+// Liveness reports the readers: busy while handling a packet, idle while
+// waiting for one.
+func (p *SocketProber) Liveness() []Worker {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Worker, 0, len(p.readers))
+	for _, b := range p.readers {
+		out = append(out, b.report())
+	}
+	return out
+}
+
+func (p *SocketProber) read(ic *icmpConn, live *beat) {
 	defer p.wg.Done()
 	buf := make([]byte, 1500)
 	for {
+		live.idle(p.now())
 		n, from, err := ic.c.ReadFrom(buf)
+		now := p.now()
+		live.begin(now)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
+				live.idle(now)
 				return
 			}
 			p.log.Debug("reading ICMP", "err", err)
 			continue
 		}
-		now := time.Now()
 		src, _ := netip.AddrFromSlice(addrIP(from))
 		r, ok := ParseEchoReply(buf[:n], ic.v6)
 		if !ok {
@@ -353,13 +398,14 @@ func (p *SocketProber) Probe(ctx context.Context, t Target) (time.Duration, erro
 	if t.Timeout <= 0 {
 		t.Timeout = time.Second
 	}
-	switch t.Kind {
-	case KindTCP:
-		return p.probeTCP(ctx, t)
-	case KindICMP, "":
-		return p.probeICMP(ctx, t)
+	if t.Kind == "" {
+		t.Kind = KindICMP
 	}
-	return 0, fmt.Errorf("probing %s: unknown kind %q", t.Addr, t.Kind)
+	send := p.senders[t.Kind]
+	if send == nil {
+		return 0, fmt.Errorf("probing %s: unknown kind %q", t.Addr, t.Kind)
+	}
+	return send(ctx, t)
 }
 
 func (p *SocketProber) probeICMP(ctx context.Context, t Target) (time.Duration, error) {
@@ -397,7 +443,7 @@ func (p *SocketProber) probeICMP(ctx context.Context, t Target) (time.Duration, 
 	}
 	msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: int(ic.id), Seq: int(seq), Data: e.token[:]}}
 
-	sent := time.Now()
+	sent := p.now()
 	if frame {
 		err = p.sendFrame(t, &msg, dst, v6)
 	} else {
@@ -526,8 +572,8 @@ func (p *SocketProber) markConn(v6 bool, mark uint32) (*icmpConn, error) {
 	}
 	p.marks[k] = ic
 	if ic.dgram {
-		p.wg.Add(1)
-		go p.read(ic)
+		// Under the lock, so that Close cannot be waiting already.
+		p.startReaderLocked(ic)
 	}
 	p.mu.Unlock()
 	if !ic.dgram {
@@ -674,12 +720,12 @@ func (p *SocketProber) probeTCP(ctx context.Context, t Target) (time.Duration, e
 	// The socket must be created in the probed namespace; the connect
 	// runs on that locked thread for at most Timeout.
 	err := InNamespace(p.ns, func() error {
-		start := time.Now()
+		start := p.now()
 		c, err := d.DialContext(ctx, "tcp", t.Addr.String())
 		if err != nil {
 			return err
 		}
-		rtt = time.Since(start)
+		rtt = p.now().Sub(start)
 		return c.Close()
 	})
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/uplinkd/uplinkd/policy"
@@ -34,7 +33,10 @@ type roundSpec struct {
 	gw      netip.Addr
 	iface   string
 	index   int
-	probe   policy.Probe
+	probes  []probeSpec
+	minUp   int
+	pin     string
+	mark    uint32
 	sources []netip.Addr
 	hw      net.HardwareAddr
 	timeout time.Duration
@@ -47,17 +49,20 @@ func (d *Detector) launch(ctx context.Context, gs *gwState, now time.Time) bool 
 		return false
 	}
 	p := gs.g.Probe
-	if !p.Gateway && !p.Neigh && len(p.ICMP) == 0 && len(p.TCP) == 0 {
+	probes := roundProbes(&p, gs.g.Address)
+	if len(probes) == 0 {
 		return false
 	}
 	spec := roundSpec{gateway: gs.g.Name, gen: gs.gen, gw: gs.g.Address, iface: gs.g.Interface, index: is.index,
-		probe: p, sources: gs.g.Sources, hw: gs.hw, timeout: gs.m.prof.Timeout}
+		probes: probes, minUp: p.MinUp, pin: p.Pin, mark: p.Mark, sources: gs.g.Sources, hw: gs.hw, timeout: gs.m.prof.Timeout}
 	gs.inflight++
 	gs.rounds = append(gs.rounds, now)
+	id := d.roundsLive.start(now)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
 		r := d.round(ctx, spec)
+		d.roundsLive.end(id, d.now())
 		select {
 		case d.results <- r:
 		case <-ctx.Done():
@@ -83,97 +88,12 @@ func (d *Detector) onResult(ctx context.Context, r probeResult, now time.Time) {
 	d.observe(ctx, gs, Event{Kind: EvProbe, Iface: gs.g.Interface, OK: r.OK, RTT: r.RTT, Detail: r.Detail}, now)
 }
 
-// source picks the probe's source address: the gateway's first source of
-// the right family, else the interface's first global address.
-func (d *Detector) source(spec roundSpec, dst netip.Addr) netip.Addr {
-	for _, s := range spec.sources {
-		if s.Is4() == dst.Is4() {
-			return s
-		}
-	}
-	l, err := d.nl.LinkByIndex(spec.index)
-	if err != nil {
-		return netip.Addr{}
-	}
-	fam := netlink.FAMILY_V4
-	if dst.Is6() {
-		fam = netlink.FAMILY_V6
-	}
-	as, err := d.nl.AddrList(l, fam)
-	if err != nil {
-		return netip.Addr{}
-	}
-	var fallback netip.Addr
-	for _, a := range as {
-		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok {
-			continue
-		}
-		ip = ip.Unmap()
-		if ip.IsLinkLocalUnicast() {
-			if !fallback.IsValid() && spec.gw.IsLinkLocalUnicast() {
-				fallback = ip
-			}
-			continue
-		}
-		if a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) != 0 {
-			continue
-		}
-		return ip
-	}
-	return fallback
-}
-
-// gatewayHW reads the gateway's link-layer address. When it is unknown it
-// asks the kernel to resolve it (NTF_USE, as if traffic used the entry)
-// and waits up to wait for the answer.
-func (d *Detector) gatewayHW(ctx context.Context, spec roundSpec, wait time.Duration) net.HardwareAddr {
-	fam := netlink.FAMILY_V4
-	if spec.gw.Is6() {
-		fam = netlink.FAMILY_V6
-	}
-	lookup := func() net.HardwareAddr {
-		ns, err := d.nl.NeighList(spec.index, fam)
-		if err != nil {
-			return nil
-		}
-		for _, n := range ns {
-			ip, ok := netip.AddrFromSlice(n.IP)
-			if ok && ip.Unmap() == spec.gw && len(n.HardwareAddr) > 0 &&
-				n.State&(netlink.NUD_INCOMPLETE|netlink.NUD_FAILED|netlink.NUD_NONE) == 0 {
-				return n.HardwareAddr
-			}
-		}
-		return nil
-	}
-	if hw := lookup(); hw != nil {
-		return hw
-	}
-	_ = d.nl.NeighSet(&netlink.Neigh{LinkIndex: spec.index, Family: fam, IP: spec.gw.AsSlice(), Flags: netlink.NTF_USE})
-	deadline := time.NewTimer(wait)
-	defer deadline.Stop()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-deadline.C:
-			return nil
-		case <-tick.C:
-		}
-		if hw := lookup(); hw != nil {
-			return hw
-		}
-	}
-}
-
 // outcome is one probe of a round.
 type outcome struct {
-	role string // "gateway", "neigh" or "remote"
-	what string
-	rtt  time.Duration
-	err  error
+	spec    probeSpec
+	rtt     time.Duration
+	err     error
+	skipped bool // no probe could be made
 }
 
 // round runs every probe target of one gateway at once. It succeeds when
@@ -183,117 +103,142 @@ type outcome struct {
 // timeout. The probes still running finish on their own (bounded by the
 // timeout) and count in the metrics.
 func (d *Detector) round(ctx context.Context, spec roundSpec) probeResult {
-	res := probeResult{Gateway: spec.gateway, Gen: spec.gen}
-	base := Target{Gateway: spec.gateway, Iface: spec.iface, IfIndex: spec.index, NextHop: spec.gw,
-		Pin: spec.probe.Pin, Mark: spec.probe.Mark, Timeout: spec.timeout}
-	var jobs []func() outcome
-	if spec.probe.Gateway {
-		jobs = append(jobs, func() outcome {
-			t := base
-			t.Kind, t.Addr, t.OnLink = KindICMP, netip.AddrPortFrom(spec.gw, 0), true
-			t.Source = d.source(spec, spec.gw)
-			if t.Pin == policy.PinMark {
-				// The gateway is on-link: the device pins it exactly.
-				t.Pin = policy.PinDevice
-			}
-			rtt, err := d.pr.Probe(ctx, t)
-			d.met.probe(spec.gateway, KindICMP, err == nil)
-			return outcome{"gateway", "gateway " + spec.gw.String(), rtt, err}
-		})
-	}
-	if spec.probe.Neigh {
-		jobs = append(jobs, func() outcome {
-			err := d.neighProbe(ctx, spec)
-			if errors.Is(err, errNeighProbeUnsupported) {
-				return outcome{role: "skip"}
-			}
-			d.met.probe(spec.gateway, KindNeigh, err == nil)
-			return outcome{"neigh", "neighbour " + spec.gw.String(), 0, err}
-		})
-	}
-	remoteN := len(spec.probe.ICMP) + len(spec.probe.TCP)
 	var hwOnce sync.Once
 	var hw net.HardwareAddr
-	for _, a := range spec.probe.ICMP {
-		jobs = append(jobs, func() outcome {
-			t := base
-			if t.Pin == policy.PinDevice || t.Pin == "" {
-				hwOnce.Do(func() { hw = d.gatewayHW(ctx, spec, spec.timeout/2) })
-			}
-			t.Kind, t.Addr, t.HwAddr = KindICMP, netip.AddrPortFrom(a, 0), hw
-			t.Source = d.source(spec, a)
-			rtt, err := d.pr.Probe(ctx, t)
-			d.met.probe(spec.gateway, KindICMP, err == nil)
-			return outcome{"remote", a.String(), rtt, err}
-		})
+	resolveHW := func() net.HardwareAddr {
+		hwOnce.Do(func() { hw = d.gatewayHW(ctx, spec, spec.timeout/2) })
+		return hw
 	}
-	for _, ap := range spec.probe.TCP {
-		jobs = append(jobs, func() outcome {
-			t := base
-			t.Kind, t.Addr = KindTCP, ap
-			t.Source = d.source(spec, ap.Addr())
-			rtt, err := d.pr.Probe(ctx, t)
-			d.met.probe(spec.gateway, KindTCP, err == nil)
-			return outcome{"remote", "tcp " + ap.String(), rtt, err}
-		})
-	}
-	outs := make(chan outcome, len(jobs))
-	for _, job := range jobs {
+	outs := make(chan outcome, len(spec.probes))
+	for _, ps := range spec.probes {
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
-			outs <- job()
+			outs <- d.runProbe(ctx, spec, ps, resolveHW)
 		}()
 	}
-
-	minUp := min(max(spec.probe.MinUp, 1), remoteN)
-	var failures []string
-	var gwRTT, remoteRTT time.Duration
-	gwDone := !spec.probe.Gateway
-	neighDone := !spec.probe.Neigh
-	remoteOK, remoteBad, made := 0, 0, 0
-	for range jobs {
-		o := <-outs
-		if o.role != "skip" {
-			made++
-		}
-		if o.err != nil {
-			failures = append(failures, fmt.Sprintf("%s: %s", o.what, shortErr(o.err)))
-		}
-		switch o.role {
-		case "skip":
-			neighDone = true
-		case "gateway":
-			gwDone, gwRTT = true, o.rtt
-		case "neigh":
-			neighDone = true
-		case "remote":
-			if o.err == nil {
-				remoteOK++
-				remoteRTT += o.rtt
-			} else {
-				remoteBad++
-			}
-		}
-		if o.err != nil && o.role != "remote" || remoteN > 0 && remoteBad > remoteN-minUp {
-			break // failed whatever the others say
-		}
-		if gwDone && neighDone && remoteOK >= minUp {
-			res.OK = true
+	t := newTally(spec)
+	ok := false
+	for range spec.probes {
+		var decided bool
+		if decided, ok = t.add(<-outs); decided {
 			break
 		}
 	}
-	res.Skipped = made == 0
+	return t.result(probeResult{Gateway: spec.gateway, Gen: spec.gen}, ok)
+}
+
+// runProbe makes one probe of a round.
+func (d *Detector) runProbe(ctx context.Context, r roundSpec, ps probeSpec, hw func() net.HardwareAddr) outcome {
+	k := kindOf(ps.kind)
+	var rtt time.Duration
+	var err error
+	if k.run != nil {
+		rtt, err = k.run(d, ctx, r, ps)
+		if errors.Is(err, errNeighProbeUnsupported) {
+			return outcome{spec: ps, skipped: true}
+		}
+	} else {
+		t := d.target(r, ps)
+		if ps.role == roleRemote && k.frames && (t.Pin == policy.PinDevice || t.Pin == "") {
+			t.HwAddr = hw()
+		}
+		rtt, err = d.pr.Probe(ctx, t)
+	}
+	d.met.probe(r.gateway, ps.kind, err == nil)
+	return outcome{spec: ps, rtt: rtt, err: err}
+}
+
+// target is what the Prober is asked to send for one probe.
+func (d *Detector) target(r roundSpec, ps probeSpec) Target {
+	t := Target{Gateway: r.gateway, Kind: ps.kind, Addr: ps.addr, Iface: r.iface, IfIndex: r.index, NextHop: r.gw,
+		Pin: r.pin, Mark: r.mark, Timeout: r.timeout}
+	t.Source = d.source(r, ps.addr.Addr())
+	if ps.role == roleGateway {
+		t.OnLink = true
+		if t.Pin == policy.PinMark {
+			// The gateway is on-link: the device pins it exactly.
+			t.Pin = policy.PinDevice
+		}
+	}
+	return t
+}
+
+// tally adds up a round's outcomes until its verdict is certain.
+type tally struct {
+	minUp, remoteN      int
+	pending             int // required probes (gateway, neighbour) not answered yet
+	hasGW               bool
+	remoteOK, remoteBad int
+	made                int
+	gwRTT, remoteRTT    time.Duration
+	failures            []string
+}
+
+func newTally(spec roundSpec) *tally {
+	t := &tally{}
+	for _, ps := range spec.probes {
+		switch ps.role {
+		case roleRemote:
+			t.remoteN++
+		case roleGateway:
+			t.hasGW = true
+			t.pending++
+		default:
+			t.pending++
+		}
+	}
+	t.minUp = min(max(spec.minUp, 1), t.remoteN)
+	return t
+}
+
+// add counts one outcome and says whether the verdict is certain, and
+// then whether the round succeeded.
+func (t *tally) add(o outcome) (decided, ok bool) {
+	if !o.skipped {
+		t.made++
+	}
+	if o.err != nil {
+		t.failures = append(t.failures, fmt.Sprintf("%s: %s", o.spec.what, shortErr(o.err)))
+	}
 	switch {
-	case spec.probe.Gateway:
-		res.RTT = gwRTT
-	case remoteOK > 0:
-		res.RTT = remoteRTT / time.Duration(remoteOK)
+	case o.skipped:
+		t.pending--
+	case o.spec.role == roleRemote && o.err == nil:
+		t.remoteOK++
+		t.remoteRTT += o.rtt
+	case o.spec.role == roleRemote:
+		t.remoteBad++
+	case o.err != nil:
+		return true, false // a required probe failed, whatever the others say
+	default:
+		if o.spec.role == roleGateway {
+			t.gwRTT = o.rtt
+		}
+		t.pending--
 	}
-	if !res.OK && remoteN > 0 && remoteBad > remoteN-minUp {
-		failures = append(failures, fmt.Sprintf("%d of %d remote targets answered, %d needed", remoteOK, remoteN, minUp))
+	if t.remoteLost() {
+		return true, false
 	}
-	res.Detail = reasonList(failures)
+	done := t.pending == 0 && t.remoteOK >= t.minUp
+	return done, done
+}
+
+// remoteLost says too few remote targets can still answer.
+func (t *tally) remoteLost() bool { return t.remoteN > 0 && t.remoteBad > t.remoteN-t.minUp }
+
+func (t *tally) result(res probeResult, ok bool) probeResult {
+	res.OK, res.Skipped = ok, t.made == 0
+	switch {
+	case t.hasGW:
+		res.RTT = t.gwRTT
+	case t.remoteOK > 0:
+		res.RTT = t.remoteRTT / time.Duration(t.remoteOK)
+	}
+	if !ok && t.remoteLost() {
+		t.failures = append(t.failures, fmt.Sprintf("%d of %d remote targets answered, %d needed", t.remoteOK, t.remoteN, t.minUp))
+	}
+	res.Detail = reasonList(t.failures)
 	return res
 }
 
@@ -309,72 +254,4 @@ func shortErr(err error) string {
 		return "refused"
 	}
 	return err.Error()
-}
-
-var errNeighProbeUnsupported = errors.New("kernel refuses NUD_PROBE")
-
-// neighProbe asks the kernel to re-validate the gateway's neighbour entry
-// (a unicast ARP request or ND solicitation) and waits for it to become
-// REACHABLE with a confirmation newer than the request.
-func (d *Detector) neighProbe(ctx context.Context, spec roundSpec) error {
-	fam := netlink.FAMILY_V4
-	if spec.gw.Is6() {
-		fam = netlink.FAMILY_V6
-	}
-	ns, err := d.nl.NeighList(spec.index, fam)
-	if err != nil {
-		return fmt.Errorf("listing neighbours: %w", err)
-	}
-	var cur *netlink.Neigh
-	for i := range ns {
-		ip, ok := netip.AddrFromSlice(ns[i].IP)
-		if ok && ip.Unmap() == spec.gw {
-			cur = &ns[i]
-		}
-	}
-	if cur == nil || len(cur.HardwareAddr) == 0 || cur.State&(netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0 {
-		// Nothing to re-validate: ask for resolution and let the ICMP
-		// probe decide. Static entries cannot be probed.
-		_ = d.nl.NeighSet(&netlink.Neigh{LinkIndex: spec.index, Family: fam, IP: spec.gw.AsSlice(), Flags: netlink.NTF_USE})
-		return errNeighProbeUnsupported
-	}
-	start := time.Now()
-	err = d.nl.NeighSet(&netlink.Neigh{LinkIndex: spec.index, Family: fam, IP: spec.gw.AsSlice(),
-		HardwareAddr: cur.HardwareAddr, State: netlink.NUD_PROBE})
-	if err != nil {
-		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
-			return errNeighProbeUnsupported
-		}
-		return fmt.Errorf("setting neighbour to PROBE: %w", err)
-	}
-	deadline := time.NewTimer(spec.timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-deadline.C:
-			return fmt.Errorf("neighbour %s: %w after %s", spec.gw, errTimeout, fmtDur(spec.timeout))
-		case <-tick.C:
-		}
-		ns, err := d.nl.NeighList(spec.index, fam)
-		if err != nil {
-			continue
-		}
-		for _, n := range ns {
-			ip, ok := netip.AddrFromSlice(n.IP)
-			if !ok || ip.Unmap() != spec.gw {
-				continue
-			}
-			age := time.Duration(n.Confirmed) * time.Second / userHZ
-			if n.State == netlink.NUD_REACHABLE && age <= time.Since(start)+10*time.Millisecond {
-				return nil
-			}
-			if n.State == netlink.NUD_FAILED {
-				return fmt.Errorf("neighbour %s FAILED", spec.gw)
-			}
-		}
-	}
 }

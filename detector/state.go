@@ -1,6 +1,7 @@
 package detector
 
 import (
+	"fmt"
 	"time"
 )
 
@@ -28,6 +29,27 @@ func (s State) String() string {
 
 // MarshalText makes states readable in JSON status output.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// ParseState is the inverse of String.
+func ParseState(name string) (State, error) {
+	for i, n := range stateNames {
+		if n == name {
+			return State(i), nil
+		}
+	}
+	return Unknown, fmt.Errorf("state %q is not one of unknown, up, suspect, degraded, down", name)
+}
+
+// UnmarshalText reads a state as MarshalText writes it (a status file, a
+// track file, a test's golden output).
+func (s *State) UnmarshalText(b []byte) error {
+	v, err := ParseState(string(b))
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
+}
 
 // Causes of transitions: a bounded set, used as a metric label.
 const (
