@@ -44,6 +44,9 @@ type Machine struct {
 	lastConf   time.Time
 	lastRx     time.Time
 	lastTxNoRx time.Time
+	// silentSince is when the current silence began (packets sent to
+	// the gateway, none received from it); zero while packets arrive.
+	silentSince time.Time
 
 	samples []sample // samples[head:] are in the window
 	head    int
@@ -224,7 +227,7 @@ func (m *Machine) Observe(ev Event, now time.Time) (Transition, bool) {
 	case EvTxWithoutRx:
 		return m.onTxWithoutRx(ev, now)
 	case EvRx:
-		m.lastRx = now
+		m.lastRx, m.silentSince = now, time.Time{}
 		return Transition{}, false
 	case EvProbe:
 		return m.onProbe(ev, now)
@@ -327,7 +330,7 @@ func (m *Machine) onNeigh(ev Event, now time.Time) (Transition, bool) {
 		if at := now.Add(-ev.Age); at.After(m.lastConf) {
 			m.lastConf = at
 		}
-		if !m.linkTrusted(now) {
+		if !m.linkTrusted(now) || !m.adviceConsistent(now) {
 			return Transition{}, false
 		}
 		switch {
@@ -338,7 +341,7 @@ func (m *Machine) onNeigh(ev Event, now time.Time) (Transition, bool) {
 			return m.move(Up, CauseNeigh, fmt.Sprintf("neighbour %s %s on %s", m.addr, stateOr(ev.State, "reachable"), m.iface), now)
 		}
 		// Elsewhere a confirmation is not enough: a gateway that black-holes
-		// IP may still answer ARP. It only keeps the gate closed.
+		// IP may still answer ARP.
 		return Transition{}, false
 	case NeighFailed:
 		if m.state == Down || !m.carrier {
@@ -356,6 +359,22 @@ func (m *Machine) onNeigh(ev Event, now time.Time) (Transition, bool) {
 	return Transition{}, false
 }
 
+// adviceConsistent says whether positive neighbour advice counts: not
+// while the traffic evidence says nothing comes back from the gateway. A
+// confirmation during a silence is inconsistent with it (the kernel also
+// confirms on an application's MSG_CONFIRM, sent with the first
+// unanswered packet after the last reply, and ND keeps confirming a
+// gateway that forwards nothing), so a probe verifies it instead.
+// A silence no longer reported for silenceLapse has ended without rx (the
+// traffic stopped, the interface went away).
+func (m *Machine) adviceConsistent(now time.Time) bool {
+	return m.silentSince.IsZero() || now.Sub(m.lastTxNoRx) > silenceLapse
+}
+
+// silenceLapse is how long a silence lasts without being reported again:
+// the poller reports it at every poll, at least every 200 ms.
+const silenceLapse = time.Second
+
 func stateOr(s, def string) string {
 	if s == "" {
 		return def
@@ -364,16 +383,20 @@ func stateOr(s, def string) string {
 }
 
 func (m *Machine) onTxWithoutRx(ev Event, now time.Time) (Transition, bool) {
+	if m.prof.Gating == policy.GatingNever {
+		return Transition{}, false // passive only: no traffic evidence
+	}
+	if m.silentSince.IsZero() || now.Sub(m.lastTxNoRx) > silenceLapse {
+		m.silentSince = now.Add(-ev.For)
+	}
 	m.lastTxNoRx = now
-	if m.checking || m.state == Down || m.state == Suspect || m.prof.Gating == policy.GatingNever {
+	if m.checking || m.state == Down || m.state == Suspect {
 		return Transition{}, false
 	}
-	// Fresh positive evidence closes the gate: a confirmation newer than
-	// the silence, or a probe answered within the hold-off (one-way UDP
-	// traffic would otherwise probe constantly).
-	if !m.lastConf.IsZero() && now.Sub(m.lastConf) < ev.For {
-		return Transition{}, false
-	}
+	// Only a probe answered within the hold-off closes the gate (one-way
+	// UDP traffic would otherwise probe constantly). A neighbour
+	// confirmation newer than the silence does not: it contradicts the
+	// traffic, so the check verifies it (see adviceConsistent).
 	if !m.holdoffAt.IsZero() && now.Sub(m.holdoffAt) < m.prof.ProbeHoldoff {
 		return Transition{}, false
 	}

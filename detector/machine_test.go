@@ -269,6 +269,46 @@ func TestMachine(t *testing.T) {
 			},
 		},
 		{
+			// Issue 11 item 8: ping's MSG_CONFIRM rides on the first
+			// unanswered echo request, and ND goes on confirming a
+			// gateway that forwards nothing, so the confirmation looks
+			// newer than the silence. It is verified, not trusted: the
+			// check runs at full speed.
+			name: "a confirmation during the silence does not blind the check",
+			steps: []step{{0, good}, {4990 * ms, confirm}, {5000 * ms, silent(60 * ms)}, {5005 * ms, confirm},
+				{5010 * ms, silent(70 * ms)}, {5020 * ms, confirm}, {5100 * ms, lost}, {5125 * ms, lost}, {5150 * ms, lost}},
+			want: []tr{
+				{0, Unknown, Up, CauseStart, "probe answered in 2ms"},
+				{5100 * ms, Up, Suspect, CauseTraffic, "probe lost (gateway 198.18.1.1: no reply) after tx without rx for 60ms"},
+				{5150 * ms, Suspect, Down, CauseProbe, "3 probes lost after tx without rx for 60ms"},
+			},
+		},
+		{
+			name: "a cache age read during the silence does not blind the check",
+			steps: []step{{0, good}, {5000 * ms, Event{Kind: EvNeigh, Advice: NeighConfirmed, State: "REACHABLE", Age: 10 * ms}},
+				{5000 * ms, silent(70 * ms)}, {5100 * ms, lost}, {5125 * ms, lost}, {5150 * ms, lost}},
+			want: []tr{
+				{0, Unknown, Up, CauseStart, "probe answered in 2ms"},
+				{5100 * ms, Up, Suspect, CauseTraffic, "probe lost (gateway 198.18.1.1: no reply) after tx without rx for 70ms"},
+				{5150 * ms, Suspect, Down, CauseProbe, "3 probes lost after tx without rx for 70ms"},
+			},
+		},
+		{
+			name:  "start: a confirmation during a silence does not make it up; the probes decide",
+			steps: []step{{0, silent(70 * ms)}, {10 * ms, confirm}, {100 * ms, lost}, {125 * ms, lost}, {150 * ms, lost}},
+			want:  []tr{{150 * ms, Unknown, Down, CauseStart, "3 probes lost at start"}},
+		},
+		{
+			name:  "start: once packets arrive again a confirmation counts",
+			steps: []step{{0, silent(70 * ms)}, {10 * ms, confirm}, {20 * ms, Event{Kind: EvRx}}, {30 * ms, confirm}},
+			want:  []tr{{30 * ms, Unknown, Up, CauseStart, "neighbour 198.18.1.1 REACHABLE on eth1"}},
+		},
+		{
+			name:  "start: a silence no longer reported has lapsed",
+			steps: []step{{0, silent(70 * ms)}, {2000 * ms, confirm}},
+			want:  []tr{{2000 * ms, Unknown, Up, CauseStart, "neighbour 198.18.1.1 REACHABLE on eth1"}},
+		},
+		{
 			name:  "never: passive evidence only, a confirmation recovers",
 			prof:  func(p *policy.Profile) { p.Gating = policy.GatingNever },
 			steps: []step{{0, confirm}, {1000 * ms, failed}, {2000 * ms, silent(time.Second)}, {3000 * ms, confirm}},
@@ -306,7 +346,9 @@ func TestMachineProbeInterval(t *testing.T) {
 		{name: "always", prof: func(p *policy.Profile) { p.Gating = policy.GatingAlways }, steps: []step{{0, good}}, at: time.Minute, want: p.Interval},
 		{name: "never", prof: func(p *policy.Profile) { p.Gating = policy.GatingNever }, steps: []step{{0, confirm}}, at: time.Minute, want: 0},
 		{name: "tx without rx starts a fast check", steps: []step{{0, good}, {5 * time.Second, silent(70 * ms)}}, at: 5 * time.Second, want: p.FastInterval},
-		{name: "fresh confirmation keeps the gate closed", steps: []step{{0, good}, {4990 * ms, confirm}, {5 * time.Second, silent(70 * ms)}}, at: 5 * time.Second, want: 0},
+		// Issue 11 item 8: a confirmation newer than the silence contradicts
+		// it, so it no longer closes the gate; a probe verifies it.
+		{name: "a confirmation during the silence is verified by a fast check", steps: []step{{0, good}, {4990 * ms, confirm}, {5 * time.Second, silent(70 * ms)}}, at: 5 * time.Second, want: p.FastInterval},
 		{name: "holdoff after an answered check keeps the gate closed", steps: []step{{0, good}, {100 * ms, silent(70 * ms)}, {110 * ms, good}, {900 * ms, silent(70 * ms)}}, at: 900 * ms, want: 0},
 		{name: "the holdoff ends", steps: []step{{0, good}, {100 * ms, silent(70 * ms)}, {110 * ms, good}, {1200 * ms, silent(70 * ms)}}, at: 1200 * ms, want: p.FastInterval},
 		{name: "down: recovery interval", steps: []step{{0, good}, {ms, failed}}, at: time.Minute, want: p.RecoveryInterval},
