@@ -40,6 +40,11 @@ type Config struct {
 	Now func() time.Time
 	// TransitionBuffer is the capacity of Transitions(); 0 means 1024.
 	TransitionBuffer int
+	// StartDown names gateways that start Down, with the reason to give
+	// (e.g. "absent from owned routes at start"): they come back only
+	// after up_count good recovery probes, not on a neighbour
+	// confirmation. Run reports each as a transition from unknown.
+	StartDown map[string]string
 }
 
 // Detector watches every gateway of the policy and reports transitions.
@@ -58,6 +63,7 @@ type Detector struct {
 
 	live       []*beat // health loop and watchers, in Liveness order
 	roundsLive roundBeats
+	startTrans []Transition // of Config.StartDown, emitted by Run
 
 	trans chan Transition
 	kick  chan struct{}
@@ -154,7 +160,15 @@ func New(cfg Config) (*Detector, error) {
 		}
 		return nil, fmt.Errorf("creating detector: %w", err)
 	}
-	d.apply(cfg.Policy, d.now())
+	now := d.now()
+	d.apply(cfg.Policy, now)
+	for _, name := range slices.Sorted(maps.Keys(cfg.StartDown)) {
+		if gs := d.gws[name]; gs != nil {
+			if t, ok := gs.m.StartDown(cfg.StartDown[name], now); ok {
+				d.startTrans = append(d.startTrans, t)
+			}
+		}
+	}
 	return d, nil
 }
 
@@ -357,6 +371,9 @@ func (d *Detector) Run(ctx context.Context) error {
 	live := d.live[liveHealth]
 	now := d.now()
 	live.begin(now)
+	for _, t := range d.startTrans {
+		d.emit(ctx, t)
+	}
 	d.initialRead(ctx, now)
 	d.publish(now)
 	timer := time.NewTimer(0)

@@ -72,6 +72,17 @@ func NewMachine(g *policy.Gateway, now time.Time) *Machine {
 	return m
 }
 
+// StartDown puts a machine that has seen nothing yet (Unknown) in Down
+// with reason: a gateway the daemon knows to be withdrawn (absent from the
+// routes it owns, after a restart) must not come back on a neighbour
+// confirmation, only after UpCount good recovery probes.
+func (m *Machine) StartDown(reason string, now time.Time) (Transition, bool) {
+	if m.state != Unknown {
+		return Transition{}, false
+	}
+	return m.move(Down, CauseStart, reason, now)
+}
+
 // State returns the current state.
 func (m *Machine) State() State { return m.state }
 

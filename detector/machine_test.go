@@ -472,3 +472,26 @@ func TestParseState(t *testing.T) {
 		t.Errorf("ParseState(dead) error %v", err)
 	}
 }
+
+// TestMachineStartDown: a gateway started down (absent from the routes
+// the daemon owns, after a restart) needs UpCount recovery probes; a
+// REACHABLE neighbour does not lift it.
+func TestMachineStartDown(t *testing.T) {
+	m := NewMachine(testGateway(nil), t0)
+	tr0, ok := m.StartDown("absent from owned routes at start", t0)
+	if !ok || tr0.From != Unknown || tr0.To != Down || tr0.Cause != CauseStart || tr0.Reason != "absent from owned routes at start" {
+		t.Fatalf("StartDown = %+v, %v", tr0, ok)
+	}
+	if got := m.ProbeInterval(t0); got != policy.DefaultProfile().RecoveryInterval {
+		t.Errorf("ProbeInterval = %v, want the recovery interval", got)
+	}
+	got := run(m, []step{{10 * ms, confirm}, {time.Second, good}, {2 * time.Second, good}, {3 * time.Second, lost},
+		{4 * time.Second, good}, {5 * time.Second, good}, {6 * time.Second, good}})
+	want := []tr{{6 * time.Second, Down, Up, CauseProbe, "3 probes answered, last in 2ms"}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("transitions (-want +got):\n%s", diff)
+	}
+	if _, ok := m.StartDown("again", t0.Add(7*time.Second)); ok {
+		t.Error("StartDown moved a machine that had left Unknown")
+	}
+}

@@ -386,3 +386,46 @@ interface = "eth2"
 		t.Errorf("log:\n%s", out)
 	}
 }
+
+// TestScenarioStartDown: a gateway named in Config.StartDown is reported
+// down from the start with its reason, is not lifted by its REACHABLE
+// neighbour, and comes back after up_count answered recovery probes.
+func TestScenarioStartDown(t *testing.T) {
+	k, p := detectortest.NewKernel(), detectortest.NewProber()
+	k.AddLink("eth1", 4, "198.18.1.2/24")
+	k.AddLink("eth2", 5, "198.18.2.2/24")
+	k.SetNeighbour(4, "198.18.1.1", detector.NUDReachable, "02:00:00:00:01:01")
+	k.SetNeighbour(5, "198.18.2.1", detector.NUDReachable, "02:00:00:00:02:01")
+	p.Set("eth1", true)
+	p.Set("eth2", true)
+	d, err := detector.New(detector.Config{Policy: mustPolicy(t, twoGateways), Logger: testLogger(t), Kernel: k, Prober: p,
+		StartDown: map[string]string{"gw1": "absent from owned routes at start"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := detectortest.Run(t, d)
+	detectortest.WaitFor(t, "gw1 up again", 5*time.Second, func() bool {
+		_, ok := rec.First("gw1", detector.Up, time.Time{})
+		return ok
+	})
+	var got []string
+	for _, tr := range rec.List() {
+		if tr.Gateway == "gw1" {
+			got = append(got, fmt.Sprintf("%s -> %s (%s) %s", tr.From, tr.To, tr.Cause, tr.Reason))
+		}
+	}
+	want := []string{
+		"unknown -> down (start) absent from owned routes at start",
+		"down -> up (probe) 3 probes answered, last in 1ms",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("gw1 transitions (-want +got):\n%s", diff)
+	}
+	// gw2 was not named: its neighbour makes it up at once, unprobed.
+	if tr, _ := rec.First("gw2", detector.Up, time.Time{}); tr.Cause != detector.CauseStart {
+		t.Errorf("gw2 %+v", tr.Transition)
+	}
+	if n := p.Count("eth1"); n < 3 {
+		t.Errorf("%d probes of gw1, want at least up_count = 3", n)
+	}
+}
