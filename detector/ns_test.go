@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"slices"
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
@@ -493,4 +494,23 @@ func TestNSStopLeavesNothing(t *testing.T) {
 	pr.Close()
 	k.Close()
 	waitFor(t, fmt.Sprintf("goroutines back to %d", base), 5*time.Second, func() bool { return runtime.NumGoroutine() <= base })
+}
+
+// TestNSProberLiveness: the real prober's readers are part of the
+// detector's liveness, and a running detector has nothing stalled.
+func TestNSProberLiveness(t *testing.T) {
+	l := newLab(t, polGW1)
+	l.waitState(t, "gw1", Up, 5*time.Second)
+	var names []string
+	for _, w := range l.d.Liveness() {
+		names = append(names, w.Name)
+		if w.Stalled(time.Now(), 10*time.Second) {
+			t.Errorf("worker %q stalled: %+v", w.Name, w)
+		}
+	}
+	for _, want := range []string{"health loop", "traffic poller", "probe rounds", "prober reader icmp", "prober reader icmpv6"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("no worker %q in %v", want, names)
+		}
+	}
 }

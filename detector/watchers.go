@@ -113,7 +113,11 @@ type linkWatcher struct {
 func (w *linkWatcher) Run(ctx context.Context) error {
 	resync := time.NewTicker(resyncEvery)
 	defer resync.Stop()
-	keepSubscribed(ctx, 256, w.links.SubscribeLinks, func(ch <-chan Link, errc <-chan error, err error) {
+	subscribe := func(ch chan<- Link, done <-chan struct{}, onErr func(error)) error {
+		w.live.begin(w.now()) // a subscription that hangs is a stalled watcher
+		return w.links.SubscribeLinks(ch, done, onErr)
+	}
+	keepSubscribed(ctx, 256, subscribe, func(ch <-chan Link, errc <-chan error, err error) {
 		if err != nil {
 			w.log.Warn("subscribing to link updates", "err", err)
 		}
@@ -202,8 +206,13 @@ type neighWatcher struct {
 }
 
 func (w *neighWatcher) Run(ctx context.Context) error {
-	keepSubscribed(ctx, 1024, w.neigh.SubscribeNeighbours, func(ch <-chan Neighbour, errc <-chan error, err error) {
+	subscribe := func(ch chan<- Neighbour, done <-chan struct{}, onErr func(error)) error {
+		w.live.begin(w.now())
+		return w.neigh.SubscribeNeighbours(ch, done, onErr)
+	}
+	keepSubscribed(ctx, 1024, subscribe, func(ch <-chan Neighbour, errc <-chan error, err error) {
 		if err != nil {
+			w.live.idle(w.now()) // waiting to retry
 			w.log.Warn("subscribing to neighbour updates", "err", err)
 			return
 		}
