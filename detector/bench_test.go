@@ -1,4 +1,4 @@
-package detector
+package detector_test
 
 import (
 	"net"
@@ -10,6 +10,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sys/unix"
 
+	"github.com/uplinkd/uplinkd/detector"
 	"github.com/uplinkd/uplinkd/internal/nstest"
 )
 
@@ -54,7 +55,7 @@ func BenchmarkDetectUnderTraffic(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				for r := 0; r < benchReps; r++ {
 					l.pingFlood(b, 1000, 3*time.Second)
-					l.waitState(b, "gw1", Up, 10*time.Second)
+					l.waitState(b, "gw1", detector.Up, 10*time.Second)
 					time.Sleep(300 * time.Millisecond) // traffic is flowing both ways
 					before := time.Now()
 					f.inject(l)
@@ -63,11 +64,11 @@ func BenchmarkDetectUnderTraffic(b *testing.B) {
 					// fault starts when the call returns.
 					fault := time.Now()
 					apply = append(apply, fault.Sub(before))
-					l.waitState(b, "gw1", Down, 5*time.Second)
-					tr, _ := l.rec.first("gw1", Down, fault)
-					ds = append(ds, tr.mono.Sub(fault))
+					l.waitState(b, "gw1", detector.Down, 5*time.Second)
+					tr, _ := l.rec.First("gw1", detector.Down, fault)
+					ds = append(ds, tr.Mono.Sub(fault))
 					l.GW1.Recover(b)
-					l.waitState(b, "gw1", Up, 10*time.Second)
+					l.waitState(b, "gw1", detector.Up, 10*time.Second)
 					time.Sleep(2500 * time.Millisecond) // let the flood end
 				}
 			}
@@ -83,12 +84,12 @@ func BenchmarkDetectCarrierLoss(b *testing.B) {
 	var ds []time.Duration
 	for i := 0; i < b.N; i++ {
 		for r := 0; r < benchReps; r++ {
-			l.waitState(b, "gw1", Up, 10*time.Second)
+			l.waitState(b, "gw1", detector.Up, 10*time.Second)
 			fault := time.Now()
 			l.GW1.LinkDown(b, nstest.GWDownlinkIf)
-			l.waitState(b, "gw1", Down, 5*time.Second)
-			tr, _ := l.rec.first("gw1", Down, fault)
-			ds = append(ds, tr.mono.Sub(fault))
+			l.waitState(b, "gw1", detector.Down, 5*time.Second)
+			tr, _ := l.rec.First("gw1", detector.Down, fault)
+			ds = append(ds, tr.Mono.Sub(fault))
 			l.GW1.LinkUp(b, nstest.GWDownlinkIf)
 		}
 	}
@@ -127,7 +128,7 @@ func labelIs(m *dto.Metric, k, v string) bool {
 const probeWindow = 20 * time.Second
 
 func measureProbes(b *testing.B, l *lab, traffic func()) {
-	l.waitState(b, "gw1", Up, 10*time.Second)
+	l.waitState(b, "gw1", detector.Up, 10*time.Second)
 	time.Sleep(time.Second) // start-up probes are not part of the measure
 	var rates, cpu []float64
 	for i := 0; i < b.N; i++ {
@@ -143,8 +144,8 @@ func measureProbes(b *testing.B, l *lab, traffic func()) {
 	// The whole test process: the detector, plus the traffic generator
 	// where there is one.
 	b.ReportMetric(slices.Max(cpu), "cpu-ms/s")
-	if n := l.rec.count("gw1", Down, l.start, time.Time{}); n != 0 {
-		b.Fatalf("healthy gateway went down: %v", l.rec.list())
+	if n := l.rec.Count("gw1", detector.Down, l.start, time.Time{}); n != 0 {
+		b.Fatalf("healthy gateway went down: %v", l.rec.List())
 	}
 	b.ReportMetric(slices.Max(rates), "probes/s")
 }

@@ -1,6 +1,7 @@
 package detector
 
 import (
+	"log/slog"
 	"testing"
 	"time"
 
@@ -11,7 +12,7 @@ import (
 
 func TestScenarioLinkModeRenegotiation(t *testing.T) {
 	d := &Detector{met: NewMetrics(prometheus.NewRegistry()), ifaces: map[string]*ifaceState{"eth1": {name: "eth1"}}}
-	d.log = testLogger(t)
+	d.log = slog.New(slog.DiscardHandler)
 	d.onMode(modeEvent{Iface: "eth1", Mode: LinkMode{SpeedMbps: 1000, FullDuplex: true, DuplexKnown: true, Autoneg: true}})
 	d.onMode(modeEvent{Iface: "eth1", Mode: LinkMode{SpeedMbps: 100, FullDuplex: false, DuplexKnown: true, Autoneg: true}})
 	d.onMode(modeEvent{Iface: "eth1", Mode: LinkMode{SpeedMbps: 100, FullDuplex: false, DuplexKnown: true, Autoneg: true}})

@@ -1,7 +1,6 @@
-package detector
+package detector_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/uplinkd/uplinkd/detector"
+	"github.com/uplinkd/uplinkd/detector/detectortest"
 	"github.com/uplinkd/uplinkd/internal/nstest"
 	"github.com/uplinkd/uplinkd/policy"
 )
@@ -21,48 +22,11 @@ import (
 // lab is a running detector inside the Host namespace of a TwoUplinks lab.
 type lab struct {
 	*nstest.TwoUplinks
-	d     *Detector
-	pr    *SocketProber
-	rec   *recorder
+	d     *detector.Detector
+	pr    *detector.SocketProber
+	rec   *detectortest.Recorder
 	reg   *prometheus.Registry
 	start time.Time
-}
-
-// recorder drains Transitions, keeping them with their monotonic arrival.
-type recorder struct {
-	mu  sync.Mutex
-	all []recorded
-}
-
-type recorded struct {
-	Transition
-	mono time.Time
-}
-
-func (r *recorder) list() []recorded {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]recorded(nil), r.all...)
-}
-
-// first returns the first transition of gw to state after since.
-func (r *recorder) first(gw string, to State, since time.Time) (recorded, bool) {
-	for _, t := range r.list() {
-		if t.Gateway == gw && t.To == to && !t.mono.Before(since) {
-			return t, true
-		}
-	}
-	return recorded{}, false
-}
-
-func (r *recorder) count(gw string, to State, from, until time.Time) int {
-	n := 0
-	for _, t := range r.list() {
-		if t.Gateway == gw && t.To == to && !t.mono.Before(from) && (until.IsZero() || t.mono.Before(until)) {
-			n++
-		}
-	}
-	return n
 }
 
 type tWriter struct {
@@ -119,17 +83,21 @@ func (l *lab) startDetector(t testing.TB, text string) {
 func (l *lab) startDetectorWith(t testing.TB, text string, dgram bool) {
 	t.Helper()
 	log := testLogger(t)
-	k, err := NewNetlink(l.Host.NsHandle())
+	k, err := detector.NewNetlink(l.Host.NsHandle())
 	if err != nil {
 		t.Fatal(err)
 	}
-	pr, err := newSocketProber(l.Host.NsHandle(), log, dgram, nil)
+	open := detector.NewSocketProber
+	if dgram {
+		open = detector.NewSocketProberDgram
+	}
+	pr, err := open(l.Host.NsHandle(), log)
 	if err != nil {
 		k.Close()
 		t.Fatal(err)
 	}
 	l.reg = prometheus.NewRegistry()
-	d, err := New(Config{Policy: mustPolicy(t, text), Logger: log, Metrics: NewMetrics(l.reg), Kernel: k, Prober: pr})
+	d, err := detector.New(detector.Config{Policy: mustPolicy(t, text), Logger: log, Metrics: detector.NewMetrics(l.reg), Kernel: k, Prober: pr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,69 +108,22 @@ func (l *lab) startDetectorWith(t testing.TB, text string, dgram bool) {
 		pr.Close()
 		k.Close()
 	})
-	l.rec = runDetector(t, d)
+	l.rec = detectortest.Run(t, d)
 	l.start = time.Now()
 }
 
-// runDetector runs d until the test ends, recording its transitions.
-func runDetector(t testing.TB, d *Detector) *recorder {
-	rec := &recorder{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	stopRec := make(chan struct{})
-	recDone := make(chan struct{})
-	go func() {
-		defer close(recDone)
-		for {
-			select {
-			case tr := <-d.Transitions():
-				rec.mu.Lock()
-				rec.all = append(rec.all, recorded{tr, time.Now()})
-				rec.mu.Unlock()
-			case <-stopRec:
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		close(stopRec)
-		<-recDone
-		if err := d.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	})
-	return rec
-}
-
-// waitFor polls cond every 20 ms until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (l *lab) status(name string) GatewayStatus {
+func (l *lab) status(name string) detector.GatewayStatus {
 	for _, s := range l.d.Status() {
 		if s.Name == name {
 			return s
 		}
 	}
-	return GatewayStatus{}
+	return detector.GatewayStatus{}
 }
 
-func (l *lab) waitState(t testing.TB, gw string, st State, timeout time.Duration) {
+func (l *lab) waitState(t testing.TB, gw string, st detector.State, timeout time.Duration) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%s %s (transitions %v)", gw, st, l.rec.list()), timeout, func() bool { return l.status(gw).State == st })
+	detectortest.WaitFor(t, fmt.Sprintf("%s %s (transitions %v)", gw, st, l.rec.List()), timeout, func() bool { return l.status(gw).State == st })
 }
 
 // routeVia sends traffic for the Server's target through gateway 1 or 2

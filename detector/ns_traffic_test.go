@@ -1,4 +1,4 @@
-package detector
+package detector_test
 
 import (
 	"errors"
@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/uplinkd/uplinkd/detector"
 	"github.com/uplinkd/uplinkd/internal/nstest"
 )
 
@@ -110,7 +111,7 @@ func TestNSRequestResponseNoFalseDown(t *testing.T) {
 	l := newLab(t, polGW1)
 	l.routeVia(t, 1)
 	l.delayedEcho(t)
-	l.waitState(t, "gw1", Up, 5*time.Second)
+	l.waitState(t, "gw1", detector.Up, 5*time.Second)
 	start := time.Now()
 	for _, p := range []struct {
 		name   string
@@ -128,9 +129,9 @@ func TestNSRequestResponseNoFalseDown(t *testing.T) {
 		}
 		t.Logf("%s: %d of %d answered", p.name, got, p.n)
 	}
-	for _, st := range []State{Suspect, Down} {
-		if n := l.rec.count("gw1", st, start, time.Time{}); n != 0 {
-			t.Errorf("request/response traffic made gw1 %v: %v", st, l.rec.list())
+	for _, st := range []detector.State{detector.Suspect, detector.Down} {
+		if n := l.rec.Count("gw1", st, start, time.Time{}); n != 0 {
+			t.Errorf("request/response traffic made gw1 %v: %v", st, l.rec.List())
 		}
 	}
 	s := l.status("gw1")
@@ -141,26 +142,26 @@ func TestNSRequestResponseNoFalseDown(t *testing.T) {
 // full link message carries, and a missing interface is an error.
 func TestNSLinkStats(t *testing.T) {
 	tu := nstest.NewTwoUplinks(t)
-	k, err := NewNetlink(tu.Host.NsHandle())
+	k, err := detector.NewNetlink(tu.Host.NsHandle())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer k.Close()
 	tu.Host.Ping(t, "-c", "5", "-i", "0.01", "-W", "1", nstest.GW1Addr4.String())
-	l, err := k.h.LinkByName(nstest.HostUplink1If)
+	l, err := k.Handle().LinkByName(nstest.HostUplink1If)
 	if err != nil {
 		t.Fatal(err)
 	}
 	idx := l.Attrs().Index
-	before, err := k.linkStats(idx)
+	before, err := k.LinkStats(idx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err = k.h.LinkByName(nstest.HostUplink1If)
+	l, err = k.Handle().LinkByName(nstest.HostUplink1If)
 	if err != nil {
 		t.Fatal(err)
 	}
-	after, err := k.linkStats(idx)
+	after, err := k.LinkStats(idx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,11 +172,11 @@ func TestNSLinkStats(t *testing.T) {
 	if before.Tx < 5 || before.Rx < 5 {
 		t.Errorf("5 echo requests answered, counters %+v", before)
 	}
-	if _, err := k.linkStats(1 << 30); !errors.Is(err, unix.ENODEV) {
+	if _, err := k.LinkStats(1 << 30); !errors.Is(err, unix.ENODEV) {
 		t.Errorf("statistics of a missing link: err %v, want ENODEV", err)
 	}
 	k.Close()
-	if _, err := k.linkStats(idx); err == nil {
+	if _, err := k.LinkStats(idx); err == nil {
 		t.Error("statistics read through a closed adapter")
 	}
 	t.Logf("eth1: %+v", after)
@@ -187,7 +188,7 @@ func TestNSLinkStats(t *testing.T) {
 // echo request after the last reply, so the confirmation looks newer than
 // the silence; before the fix that closed the gate and the death went
 // unnoticed until the kernel's neighbour timers ended it, 12 s to over
-// 20 s later, in 3 of 4 IPv6 runs. A confirmation during silence must be
+// 20 s later, in 3 of 4 detector.IPv6 runs. A confirmation during silence must be
 // verified by a probe instead. Each family runs four fault cycles, each
 // bounded far below the kernel's timers (normal detection is ~0.2 s).
 func TestNSPingThroughDyingGateway(t *testing.T) {
@@ -209,16 +210,16 @@ func TestNSPingThroughDyingGateway(t *testing.T) {
 			l := newLab(t, fmt.Sprintf("[gateway.gw1]\naddress = %q\ninterface = \"eth1\"\n[gateway.gw1.detect]\ndamping = false\n", tc.gw))
 			tc.route(t, l)
 			l.Host.Start(t, tc.ping...)
-			l.waitState(t, "gw1", Up, 5*time.Second)
+			l.waitState(t, "gw1", detector.Up, 5*time.Second)
 			for cycle := 1; cycle <= 4; cycle++ {
 				time.Sleep(300 * time.Millisecond) // replies flowing again, the neighbour confirmed
 				fault := time.Now()
 				l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
-				l.waitState(t, "gw1", Down, 3*time.Second)
-				tr, _ := l.rec.first("gw1", Down, fault)
-				t.Logf("cycle %d: detected in %v: %s (%s)", cycle, tr.mono.Sub(fault), tr.Reason, tr.Cause)
+				l.waitState(t, "gw1", detector.Down, 3*time.Second)
+				tr, _ := l.rec.First("gw1", detector.Down, fault)
+				t.Logf("cycle %d: detected in %v: %s (%s)", cycle, tr.Mono.Sub(fault), tr.Reason, tr.Cause)
 				l.GW1.Recover(t)
-				l.waitState(t, "gw1", Up, 10*time.Second)
+				l.waitState(t, "gw1", detector.Up, 10*time.Second)
 			}
 		})
 	}

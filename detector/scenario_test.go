@@ -15,7 +15,6 @@ import (
 
 	"github.com/uplinkd/uplinkd/detector"
 	"github.com/uplinkd/uplinkd/detector/detectortest"
-	"github.com/uplinkd/uplinkd/policy"
 )
 
 // Scenario tests: the whole detector (watchers, health loop, rounds)
@@ -69,28 +68,6 @@ func newFakeLab(t *testing.T, pol string) *fakeLab {
 	f.d = d
 	f.rec = detectortest.Run(t, d)
 	return f
-}
-
-// mustPolicy parses a policy written as TOML.
-func mustPolicy(t testing.TB, text string) *policy.Policy {
-	t.Helper()
-	p, err := policy.Parse("test.toml", []byte(text), policy.Options{})
-	if err != nil {
-		t.Fatalf("parsing policy: %v\n%s", err, text)
-	}
-	return p
-}
-
-// testLogger logs through t at Info.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // metric returns the value of the series of name with labels (pairs),
