@@ -34,9 +34,7 @@ type roundSpec struct {
 	iface   string
 	index   int
 	probes  []probeSpec
-	minUp   int
-	pin     string
-	mark    uint32
+	probe   policy.Probe // MinUp, Pin and Mark
 	sources []netip.Addr
 	hw      net.HardwareAddr
 	timeout time.Duration
@@ -54,7 +52,7 @@ func (d *Detector) launch(ctx context.Context, gs *gwState, now time.Time) bool 
 		return false
 	}
 	spec := roundSpec{gateway: gs.g.Name, gen: gs.gen, gw: gs.g.Address, iface: gs.g.Interface, index: is.index,
-		probes: probes, minUp: p.MinUp, pin: p.Pin, mark: p.Mark, sources: gs.g.Sources, hw: gs.hw, timeout: gs.m.prof.Timeout}
+		probes: probes, probe: p, sources: gs.g.Sources, hw: gs.hw, timeout: gs.m.prof.Timeout}
 	gs.inflight++
 	gs.rounds = append(gs.rounds, now)
 	id := d.roundsLive.start(now)
@@ -152,7 +150,7 @@ func (d *Detector) runProbe(ctx context.Context, r roundSpec, ps probeSpec, hw f
 // target is what the Prober is asked to send for one probe.
 func (d *Detector) target(r roundSpec, ps probeSpec) Target {
 	t := Target{Gateway: r.gateway, Kind: ps.kind, Addr: ps.addr, Iface: r.iface, IfIndex: r.index, NextHop: r.gw,
-		Pin: r.pin, Mark: r.mark, Timeout: r.timeout}
+		Pin: r.probe.Pin, Mark: r.probe.Mark, Timeout: r.timeout}
 	t.Source = d.source(r, ps.addr.Addr())
 	if ps.role == roleGateway {
 		t.OnLink = true
@@ -188,7 +186,7 @@ func newTally(spec roundSpec) *tally {
 			t.pending++
 		}
 	}
-	t.minUp = min(max(spec.minUp, 1), t.remoteN)
+	t.minUp = min(max(spec.probe.MinUp, 1), t.remoteN)
 	return t
 }
 
