@@ -40,10 +40,12 @@ type Config struct {
 	Now func() time.Time
 	// TransitionBuffer is the capacity of Transitions(); 0 means 1024.
 	TransitionBuffer int
-	// StartDown names gateways that start Down, with the reason to give
-	// (e.g. "absent from owned routes at start"): they come back only
-	// after up_count good recovery probes, not on a neighbour
-	// confirmation. Run reports each as a transition from unknown.
+	// StartDown names gateways that start Down, with the reason status
+	// shows, instead of Unknown: those a previous instance had withdrawn
+	// (the daemon reads them from the routes it owns, e.g. "absent from
+	// owned routes at start"). They rejoin after up_count good probes, as
+	// any down gateway does, and not on a neighbour confirmation. It is
+	// their starting state, so no transition is reported for it.
 	StartDown map[string]string
 }
 
@@ -63,7 +65,6 @@ type Detector struct {
 
 	live       []*beat // health loop and watchers, in Liveness order
 	roundsLive roundBeats
-	startTrans []Transition // of Config.StartDown, emitted by Run
 
 	trans chan Transition
 	kick  chan struct{}
@@ -160,15 +161,14 @@ func New(cfg Config) (*Detector, error) {
 		}
 		return nil, fmt.Errorf("creating detector: %w", err)
 	}
-	now := d.now()
-	d.apply(cfg.Policy, now)
-	for _, name := range slices.Sorted(maps.Keys(cfg.StartDown)) {
+	d.apply(cfg.Policy, d.now())
+	for name, reason := range cfg.StartDown {
 		if gs := d.gws[name]; gs != nil {
-			if t, ok := gs.m.StartDown(cfg.StartDown[name], now); ok {
-				d.startTrans = append(d.startTrans, t)
-			}
+			gs.m.StartDown(reason)
+			d.met.setState(name, Down)
 		}
 	}
+	d.publish(d.now()) // Status is meaningful before Run
 	return d, nil
 }
 
@@ -371,9 +371,6 @@ func (d *Detector) Run(ctx context.Context) error {
 	live := d.live[liveHealth]
 	now := d.now()
 	live.begin(now)
-	for _, t := range d.startTrans {
-		d.emit(ctx, t)
-	}
 	d.initialRead(ctx, now)
 	d.publish(now)
 	timer := time.NewTimer(0)

@@ -72,15 +72,14 @@ func NewMachine(g *policy.Gateway, now time.Time) *Machine {
 	return m
 }
 
-// StartDown puts a machine that has seen nothing yet (Unknown) in Down
-// with reason: a gateway the daemon knows to be withdrawn (absent from the
-// routes it owns, after a restart) must not come back on a neighbour
-// confirmation, only after UpCount good recovery probes.
-func (m *Machine) StartDown(reason string, now time.Time) (Transition, bool) {
-	if m.state != Unknown {
-		return Transition{}, false
-	}
-	return m.move(Down, CauseStart, reason, now)
+// StartDown puts a new machine in Down before any evidence, for a gateway
+// a previous instance had withdrawn (absent from the routes the daemon
+// owns, after a restart): like any down gateway it needs up_count good
+// probes to come back, and neighbour confirmations alone do not bring it
+// up. It is the state it starts in, not a transition.
+func (m *Machine) StartDown(reason string) {
+	m.state, m.cause, m.reason = Down, CauseStart, reason
+	m.good, m.bad = 0, 0
 }
 
 // State returns the current state.
