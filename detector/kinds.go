@@ -35,10 +35,11 @@ const (
 
 // probeSpec is one probe of a round.
 type probeSpec struct {
-	kind ProbeKind
-	role probeRole
-	addr netip.AddrPort
-	what string // for reasons: "gateway 198.18.1.1", "tcp 198.18.100.1:80"
+	kind   ProbeKind
+	role   probeRole
+	addr   netip.AddrPort
+	target string // the target as a metric label would name it: "198.18.1.1", "198.18.100.1:80"
+	what   string // for reasons: "gateway 198.18.1.1", "tcp 198.18.100.1:80"
 }
 
 // kindDef is what a round knows of one kind of probe.
@@ -66,10 +67,10 @@ var probeKinds = []kindDef{
 func icmpSpecs(p *policy.Probe, gw netip.Addr) []probeSpec {
 	var out []probeSpec
 	if p.Gateway {
-		out = append(out, probeSpec{KindICMP, roleGateway, netip.AddrPortFrom(gw, 0), "gateway " + gw.String()})
+		out = append(out, probeSpec{KindICMP, roleGateway, netip.AddrPortFrom(gw, 0), gw.String(), "gateway " + gw.String()})
 	}
 	for _, a := range p.ICMP {
-		out = append(out, probeSpec{KindICMP, roleRemote, netip.AddrPortFrom(a, 0), a.String()})
+		out = append(out, probeSpec{KindICMP, roleRemote, netip.AddrPortFrom(a, 0), a.String(), a.String()})
 	}
 	return out
 }
@@ -78,13 +79,13 @@ func neighSpecs(p *policy.Probe, gw netip.Addr) []probeSpec {
 	if !p.Neigh {
 		return nil
 	}
-	return []probeSpec{{KindNeigh, roleNeigh, netip.AddrPortFrom(gw, 0), "neighbour " + gw.String()}}
+	return []probeSpec{{KindNeigh, roleNeigh, netip.AddrPortFrom(gw, 0), gw.String(), "neighbour " + gw.String()}}
 }
 
 func tcpSpecs(p *policy.Probe, _ netip.Addr) []probeSpec {
 	out := make([]probeSpec, 0, len(p.TCP))
 	for _, ap := range p.TCP {
-		out = append(out, probeSpec{KindTCP, roleRemote, ap, "tcp " + ap.String()})
+		out = append(out, probeSpec{KindTCP, roleRemote, ap, ap.String(), "tcp " + ap.String()})
 	}
 	return out
 }
