@@ -346,26 +346,7 @@ func (d *Detector) Run(ctx context.Context) error {
 	defer close(d.done)
 	defer cancel()
 
-	linkCh := make(chan Link, 64)
-	neighCh := make(chan Neighbour, 256)
-	trafficCh := make(chan trafficEvent, 64)
-	modeCh := make(chan modeEvent, 16)
-	watchers := []interface{ Run(context.Context) error }{
-		&linkWatcher{links: d.links, log: d.log, set: &d.set, out: linkCh, now: d.now, live: d.live[liveLinks]},
-		&neighWatcher{neigh: d.neigh, log: d.log, set: &d.set, out: neighCh, now: d.now, live: d.live[liveNeigh]},
-		&trafficPoller{links: d.links, neigh: d.neigh, src: d.traffic, log: d.log, set: &d.set, out: trafficCh,
-			now: d.now, live: d.live[liveTraffic]},
-		&modePoller{modes: d.modes, log: d.log, set: &d.set, out: modeCh, every: 10 * time.Second, now: d.now, live: d.live[liveModes]},
-	}
-	for _, w := range watchers {
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
-			if err := w.Run(ctx); err != nil {
-				d.log.Error("watcher stopped", "err", err)
-			}
-		}()
-	}
+	in := d.startWatchers(ctx)
 	defer d.wg.Wait()
 
 	live := d.live[liveHealth]
@@ -381,13 +362,13 @@ func (d *Detector) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case li := <-linkCh:
+		case li := <-in.links:
 			handle = func(now time.Time) { d.onLink(ctx, li, now) }
-		case ni := <-neighCh:
+		case ni := <-in.neighs:
 			handle = func(now time.Time) { d.onNeigh(ctx, ni, now) }
-		case te := <-trafficCh:
+		case te := <-in.traffic:
 			handle = func(now time.Time) { d.onTraffic(ctx, te, now) }
-		case me := <-modeCh:
+		case me := <-in.modes:
 			handle = func(time.Time) { d.onMode(me) }
 		case r := <-d.results:
 			handle = func(now time.Time) { d.onResult(ctx, r, now) }
@@ -404,6 +385,38 @@ func (d *Detector) Run(ctx context.Context) error {
 		}
 		d.tick(ctx, now, timer)
 	}
+}
+
+// inputs are the channels the watchers send their typed events on.
+type inputs struct {
+	links   chan Link
+	neighs  chan Neighbour
+	traffic chan trafficEvent
+	modes   chan modeEvent
+}
+
+// startWatchers starts the link and neighbour watchers and the counter
+// and link mode pollers, each owned by d.wg and stopped by ctx.
+func (d *Detector) startWatchers(ctx context.Context) inputs {
+	in := inputs{links: make(chan Link, 64), neighs: make(chan Neighbour, 256),
+		traffic: make(chan trafficEvent, 64), modes: make(chan modeEvent, 16)}
+	watchers := []interface{ Run(context.Context) error }{
+		&linkWatcher{links: d.links, log: d.log, set: &d.set, out: in.links, now: d.now, live: d.live[liveLinks]},
+		&neighWatcher{neigh: d.neigh, log: d.log, set: &d.set, out: in.neighs, now: d.now, live: d.live[liveNeigh]},
+		&trafficPoller{links: d.links, neigh: d.neigh, src: d.traffic, log: d.log, set: &d.set, out: in.traffic,
+			now: d.now, live: d.live[liveTraffic]},
+		&modePoller{modes: d.modes, log: d.log, set: &d.set, out: in.modes, every: 10 * time.Second, now: d.now, live: d.live[liveModes]},
+	}
+	for _, w := range watchers {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			if err := w.Run(ctx); err != nil {
+				d.log.Error("watcher stopped", "err", err)
+			}
+		}()
+	}
+	return in
 }
 
 // tick is the end of every pass of the health loop: time passes for
