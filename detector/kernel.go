@@ -83,22 +83,15 @@ var ErrNotFound = errors.New("not found")
 // asked (a link mode, a neighbour probe).
 var ErrNotSupported = errors.New("not supported by the driver")
 
-// Family is an address family filter.
+// Family is an address family filter, numbered as policy.FamilyOf
+// numbers families: Family(policy.FamilyOf(addr)) is addr's.
 type Family uint8
 
 const (
-	AnyFamily Family = iota
-	IPv4
-	IPv6
+	AnyFamily Family = 0
+	IPv4      Family = 4
+	IPv6      Family = 6
 )
-
-// familyOf is the family of address a.
-func familyOf(a netip.Addr) Family {
-	if a.Is4() {
-		return IPv4
-	}
-	return IPv6
-}
 
 // Link is what the detector knows of one interface.
 type Link struct {

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/uplinkd/uplinkd/policy"
 )
 
 // What a round asks of the neighbour cache: the probes' source address,
@@ -20,7 +22,7 @@ func (d *Detector) source(spec roundSpec, dst netip.Addr) netip.Addr {
 			return s
 		}
 	}
-	as, err := d.addrs.Addresses(spec.index, familyOf(dst))
+	as, err := d.addrs.Addresses(spec.index, Family(policy.FamilyOf(dst)))
 	if err != nil {
 		return netip.Addr{}
 	}
@@ -41,7 +43,7 @@ func (d *Detector) source(spec roundSpec, dst netip.Addr) netip.Addr {
 
 // findNeighbour reads the gateway's neighbour entry.
 func (d *Detector) findNeighbour(spec roundSpec) (n Neighbour, found bool, err error) {
-	ns, err := d.neigh.Neighbours(spec.index, familyOf(spec.gw))
+	ns, err := d.neigh.Neighbours(spec.index, Family(policy.FamilyOf(spec.gw)))
 	if err != nil {
 		return Neighbour{}, false, err
 	}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/policy"
 )
 
 // The Links, Neighbours and Addresses halves of Netlink: calls into the
@@ -82,11 +84,11 @@ func (k *Netlink) Neighbours(index int, fam Family) ([]Neighbour, error) {
 }
 
 func (k *Netlink) Resolve(index int, addr netip.Addr) error {
-	return k.h.NeighSet(&netlink.Neigh{LinkIndex: index, Family: nlFamily(familyOf(addr)), IP: addr.AsSlice(), Flags: netlink.NTF_USE})
+	return k.h.NeighSet(&netlink.Neigh{LinkIndex: index, Family: nlFamily(Family(policy.FamilyOf(addr))), IP: addr.AsSlice(), Flags: netlink.NTF_USE})
 }
 
 func (k *Netlink) Revalidate(index int, addr netip.Addr, hw net.HardwareAddr) error {
-	err := k.h.NeighSet(&netlink.Neigh{LinkIndex: index, Family: nlFamily(familyOf(addr)), IP: addr.AsSlice(),
+	err := k.h.NeighSet(&netlink.Neigh{LinkIndex: index, Family: nlFamily(Family(policy.FamilyOf(addr))), IP: addr.AsSlice(),
 		HardwareAddr: hw, State: netlink.NUD_PROBE})
 	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
 		return fmt.Errorf("setting neighbour %s to PROBE: %w: %w", addr, ErrNotSupported, err)
