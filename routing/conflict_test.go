@@ -1,4 +1,4 @@
-package routing
+package routing_test
 
 import (
 	"context"
@@ -9,7 +9,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/uplinkd/uplinkd/routing"
+	"github.com/uplinkd/uplinkd/routing/routingtest"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -19,27 +20,24 @@ import (
 // is never written over, wiped or adopted, and a nexthop on a vanished
 // interface is never written.
 
-func newConflictReconciler(t *testing.T, k *MemKernel) (*Reconciler, *Metrics) {
+func newConflictReconciler(t *testing.T, k *routingtest.MemKernel) (*routing.Reconciler, prometheus.Gatherer) {
 	t.Helper()
-	m := NewMetrics(prometheus.NewRegistry())
-	rec, err := NewReconciler(Config{Netlink: k, Protocol: 212, Logger: quietLogger(), Metrics: m, ResyncEvery: time.Hour})
+	reg := prometheus.NewRegistry()
+	m := routing.NewMetrics(reg)
+	rec, err := routing.NewReconciler(routing.Config{Netlink: k, Protocol: 212, Metrics: m, ResyncEvery: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rec.Close() })
-	return rec, m
+	return rec, reg
 }
 
-func foreignDefault(t *testing.T, k *MemKernel, family int, gw, dev string) *netlink.Route {
+func foreignDefault(t *testing.T, k *routingtest.MemKernel, family int, gw, dev string) *netlink.Route {
 	t.Helper()
-	l, err := readLinks(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &netlink.Route{Family: afOf(family), Table: unix.RT_TABLE_MAIN, Protocol: unix.RTPROT_STATIC,
-		Gw: net.ParseIP(gw), LinkIndex: l.byName[dev], Type: unix.RTN_UNICAST}
+	r := &netlink.Route{Family: unix.AF_INET, Table: unix.RT_TABLE_MAIN, Protocol: unix.RTPROT_STATIC,
+		Gw: net.ParseIP(gw), LinkIndex: k.LinkIndex(dev), Type: unix.RTN_UNICAST}
 	if family == 6 {
-		r.Priority = ip6DefaultMetric
+		r.Family, r.Priority = unix.AF_INET6, 1024 // the kernel's IPv6 default metric
 	}
 	return r
 }
@@ -61,10 +59,10 @@ func linesWith(s, sub string) string {
 // every resync until the foreign route goes.
 func TestScenarioIPv4PrependConflict(t *testing.T) {
 	p := mustPolicy(t, twoISPs)
-	k := NewMemKernel("eth1", "eth2", "eth3")
-	rec, m := newConflictReconciler(t, k)
+	k := routingtest.NewMemKernel("eth1", "eth2", "eth3")
+	rec, reg := newConflictReconciler(t, k)
 	ctx := context.Background()
-	if _, err := rec.Apply(ctx, Desired(p, nil)); err != nil {
+	if _, err := rec.Apply(ctx, routing.Desired(p, nil)); err != nil {
 		t.Fatal(err)
 	}
 	if err := k.RoutePrepend(foreignDefault(t, k, 4, "198.18.3.1", "eth3")); err != nil {
@@ -72,20 +70,20 @@ func TestScenarioIPv4PrependConflict(t *testing.T) {
 	}
 	foreign := "default via 198.18.3.1 dev eth3 table main proto 4\n"
 	ours := "default table main proto 212 nexthop via 198.18.1.1 dev eth1 weight 3 nexthop via 198.18.2.1 dev eth2 weight 1\n"
-	if d := cmp.Diff(foreign+ours, linesWith(Format(k.State()), "table main")); d != "" {
+	if d := cmp.Diff(foreign+ours, linesWith(routing.Format(k.State()), "table main")); d != "" {
 		t.Fatalf("main after the prepend (-want +got):\n%s", d)
 	}
 
 	// uplinkd restarts (the prepend was made while it was away: only a
 	// read finds it), and isp1 is down: the group's route would change,
 	// but its key is shared with a foreign route.
-	rec, m = newConflictReconciler(t, k)
+	rec, reg = newConflictReconciler(t, k)
 	writes := rec.Writes()
-	_, err := rec.Apply(ctx, Desired(p, Snapshot{"isp1": Down}))
+	_, err := rec.Apply(ctx, routing.Desired(p, routing.Snapshot{"isp1": routing.Down}))
 	if err == nil || !strings.Contains(err.Error(), "foreign route") {
 		t.Errorf("Apply over a foreign route on the key: err = %v, want a conflict", err)
 	}
-	if d := cmp.Diff(foreign+ours, linesWith(Format(k.State()), "table main")); d != "" {
+	if d := cmp.Diff(foreign+ours, linesWith(routing.Format(k.State()), "table main")); d != "" {
 		t.Errorf("main after the health change (-want +got):\n%s", d)
 	}
 	if got := rec.Writes() - writes; got != 1 {
@@ -95,7 +93,7 @@ func TestScenarioIPv4PrependConflict(t *testing.T) {
 	if len(cs) != 1 || cs[0].Old == nil || cs[0].Old.Protocol != unix.RTPROT_STATIC {
 		t.Fatalf("Conflicts() = %v, want the main default held by proto 4", cs)
 	}
-	if got := testutil.ToFloat64(m.conflicts); got != 1 {
+	if got := series(t, reg, "uplinkd_route_conflicts"); got != 1 {
 		t.Errorf("uplinkd_route_conflicts = %v, want 1", got)
 	}
 
@@ -103,16 +101,16 @@ func TestScenarioIPv4PrependConflict(t *testing.T) {
 	if err := k.RouteDel(&netlink.Route{Family: unix.AF_INET, Table: unix.RT_TABLE_MAIN, Protocol: unix.RTPROT_STATIC}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rec.Apply(ctx, Desired(p, Snapshot{"isp1": Down})); err != nil {
+	if _, err := rec.Apply(ctx, routing.Desired(p, routing.Snapshot{"isp1": routing.Down})); err != nil {
 		t.Fatalf("Apply after the foreign route left: %v", err)
 	}
-	if d := cmp.Diff("default via 198.18.2.1 dev eth2 table main proto 212\n", linesWith(Format(k.State()), "table main")); d != "" {
+	if d := cmp.Diff("default via 198.18.2.1 dev eth2 table main proto 212\n", linesWith(routing.Format(k.State()), "table main")); d != "" {
 		t.Errorf("main after the foreign route left (-want +got):\n%s", d)
 	}
 	if cs := rec.Conflicts(); len(cs) != 0 {
 		t.Errorf("Conflicts() = %v after the clash ended", cs)
 	}
-	if got := testutil.ToFloat64(m.conflicts); got != 0 {
+	if got := series(t, reg, "uplinkd_route_conflicts"); got != 0 {
 		t.Errorf("uplinkd_route_conflicts = %v, want 0", got)
 	}
 }
@@ -121,39 +119,40 @@ func TestScenarioIPv4PrependConflict(t *testing.T) {
 // on it is retried on the periodic resync, without writes, until it ends.
 func TestScenarioIPv4ConflictRetriedOnResync(t *testing.T) {
 	p := mustPolicy(t, twoISPs)
-	k := NewMemKernel("eth1", "eth2", "eth3")
-	m := NewMetrics(prometheus.NewRegistry())
-	rec, err := NewReconciler(Config{Netlink: k, Protocol: 212, Logger: quietLogger(), Metrics: m, ResyncEvery: 50 * time.Millisecond})
+	k := routingtest.NewMemKernel("eth1", "eth2", "eth3")
+	reg := prometheus.NewRegistry()
+	m := routing.NewMetrics(reg)
+	rec, err := routing.NewReconciler(routing.Config{Netlink: k, Protocol: 212, Metrics: m, ResyncEvery: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rec.Close()
 	defer startRun(t, context.Background(), rec)()
-	rec.Set(Desired(p, nil))
-	eventually(t, "initial apply", 5*time.Second, func() (bool, string) { return len(rec.Installed().Routes) == 3, Format(k.State()) })
+	rec.Set(routing.Desired(p, nil))
+	eventually(t, "initial apply", 5*time.Second, func() (bool, string) { return len(rec.Installed().Routes) == 3, routing.Format(k.State()) })
 	if err := k.RoutePrepend(foreignDefault(t, k, 4, "198.18.3.1", "eth3")); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "conflict reported", 5*time.Second, func() (bool, string) {
-		return testutil.ToFloat64(m.conflicts) == 1, Format(k.State())
+		return series(t, reg, "uplinkd_route_conflicts") == 1, routing.Format(k.State())
 	})
-	rec.Set(Desired(p, Snapshot{"isp1": Down}))
-	resyncs := func() float64 { return testutil.ToFloat64(m.resyncs.WithLabelValues(ReasonTimer)) }
+	rec.Set(routing.Desired(p, routing.Snapshot{"isp1": routing.Down}))
+	resyncs := func() float64 { return series(t, reg, "uplinkd_resyncs_total", "reason", routing.ReasonTimer) }
 	before := resyncs()
 	eventually(t, "resyncs while the conflict lasts", 5*time.Second, func() (bool, string) { return resyncs() >= before+3, "" })
-	if got := linesWith(Format(k.State()), "table main"); !strings.HasPrefix(got, "default via 198.18.3.1 dev eth3 table main proto 4\n") {
+	if got := linesWith(routing.Format(k.State()), "table main"); !strings.HasPrefix(got, "default via 198.18.3.1 dev eth3 table main proto 4\n") {
 		t.Errorf("foreign route changed:\n%s", got)
 	}
 	if err := k.RouteDel(&netlink.Route{Family: unix.AF_INET, Table: unix.RT_TABLE_MAIN, Protocol: unix.RTPROT_STATIC}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "own route installed once the key is free", 5*time.Second, dumpHas(k, "default via 198.18.2.1 dev eth2 table main proto 212\n"))
-	eventually(t, "conflict cleared", 5*time.Second, func() (bool, string) { return testutil.ToFloat64(m.conflicts) == 0, "" })
+	eventually(t, "conflict cleared", 5*time.Second, func() (bool, string) { return series(t, reg, "uplinkd_route_conflicts") == 0, "" })
 }
 
-func dumpHas(k *MemKernel, line string) func() (bool, string) {
+func dumpHas(k *routingtest.MemKernel, line string) func() (bool, string) {
 	return func() (bool, string) {
-		got := Format(k.State())
+		got := routing.Format(k.State())
 		return strings.Contains(got, line), got
 	}
 }
@@ -164,35 +163,35 @@ func dumpHas(k *MemKernel, line string) func() (bool, string) {
 // wipe it with a replace or a delete.
 func TestScenarioIPv6AppendMerge(t *testing.T) {
 	p := mustPolicy(t, dualStack)
-	k := NewMemKernel("eth1", "eth2", "eth3")
-	rec, m := newConflictReconciler(t, k)
+	k := routingtest.NewMemKernel("eth1", "eth2", "eth3")
+	rec, reg := newConflictReconciler(t, k)
 	ctx := context.Background()
-	if _, err := rec.Apply(ctx, Desired(p, nil)); err != nil {
+	if _, err := rec.Apply(ctx, routing.Desired(p, nil)); err != nil {
 		t.Fatal(err)
 	}
 	if err := k.RouteAppend(foreignDefault(t, k, 6, "2001:db8:3::1", "eth3")); err != nil {
 		t.Fatalf("appending the foreign nexthop: %v", err)
 	}
 	merged := "-6 default table main proto 212 metric 1024 nexthop via 2001:db8:1::1 dev eth1 weight 2 nexthop via fe80::1 dev eth2 weight 1 nexthop via 2001:db8:3::1 dev eth3 weight 1\n"
-	got := func() string { return linesWith(Format(k.State()), "-6 ") }
+	got := func() string { return linesWith(routing.Format(k.State()), "-6 ") }
 	if d := cmp.Diff(merged, got()); d != "" {
 		t.Fatalf("main after the append (-want +got):\n%s", d)
 	}
 	for _, step := range []struct {
 		name string
-		h    Snapshot
+		h    routing.Snapshot
 	}{
-		{"v6a down: a replace would wipe the foreign nexthop", Snapshot{"v6a": Down}},
-		{"everything down: a blackhole replace would too", Snapshot{"v6a": Down, "v6b": Down}},
+		{"v6a down: a replace would wipe the foreign nexthop", routing.Snapshot{"v6a": routing.Down}},
+		{"everything down: a blackhole replace would too", routing.Snapshot{"v6a": routing.Down, "v6b": routing.Down}},
 	} {
-		_, err := rec.Apply(ctx, Desired(p, step.h))
+		_, err := rec.Apply(ctx, routing.Desired(p, step.h))
 		if err == nil || !strings.Contains(err.Error(), "foreign") {
 			t.Errorf("%s: err = %v, want a conflict", step.name, err)
 		}
 		if d := cmp.Diff(merged, got()); d != "" {
 			t.Errorf("%s: IPv6 default changed (-want +got):\n%s", step.name, d)
 		}
-		if c := testutil.ToFloat64(m.conflicts); c != 1 {
+		if c := series(t, reg, "uplinkd_route_conflicts"); c != 1 {
 			t.Errorf("%s: uplinkd_route_conflicts = %v, want 1", step.name, c)
 		}
 	}
@@ -207,63 +206,11 @@ func TestScenarioIPv6AppendMerge(t *testing.T) {
 	if err := k.RouteDel(&netlink.Route{Family: unix.AF_INET6, Table: unix.RT_TABLE_MAIN, Protocol: unix.RTPROT_STATIC, Gw: net.ParseIP("2001:db8:3::1")}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rec.Apply(ctx, Desired(p, Snapshot{"v6a": Down})); err != nil {
+	if _, err := rec.Apply(ctx, routing.Desired(p, routing.Snapshot{"v6a": routing.Down})); err != nil {
 		t.Fatalf("Apply after the foreign nexthop left: %v", err)
 	}
 	if d := cmp.Diff("-6 default via fe80::1 dev eth2 table main proto 212 metric 1024\n", got()); d != "" {
 		t.Errorf("after the foreign nexthop left (-want +got):\n%s", d)
-	}
-}
-
-// MemKernel itself: the keying the scenarios rely on.
-func TestMemKernelKeying(t *testing.T) {
-	k := NewMemKernel("eth1", "eth2", "eth3")
-	l, _ := readLinks(k)
-	r := func(fam int, gw, dev string, proto int, metric int) *netlink.Route {
-		nr := &netlink.Route{Family: afOf(fam), Protocol: netlink.RouteProtocol(proto), Gw: net.ParseIP(gw), LinkIndex: l.byName[dev], Priority: metric}
-		return nr
-	}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(k.RouteAdd(r(4, "198.18.1.1", "eth1", 212, 0)))
-	if err := k.RouteAdd(r(4, "198.18.2.1", "eth2", 4, 0)); err != unix.EEXIST {
-		t.Errorf("add on a taken key: %v, want EEXIST", err)
-	}
-	must(k.RouteAdd(r(4, "198.18.2.1", "eth2", 4, 10)))    // another metric: another key
-	must(k.RoutePrepend(r(4, "198.18.3.1", "eth3", 4, 0))) // before ours
-	must(k.RouteAppend(r(4, "198.18.2.1", "eth2", 16, 0))) // after ours
-	if err := k.RouteAppend(r(4, "198.18.3.1", "eth3", 4, 0)); err != unix.EEXIST {
-		t.Errorf("append of an identical route: %v, want EEXIST", err)
-	}
-	must(k.RouteAdd(r(6, "2001:db8:1::1", "eth1", 212, 0)))
-	must(k.RouteAppend(r(6, "2001:db8:3::1", "eth3", 4, 0))) // merged
-	must(k.RouteAdd(&netlink.Route{Family: unix.AF_INET6, Protocol: 4, LinkIndex: l.byName["eth2"], Priority: 1024, Dst: &net.IPNet{IP: net.ParseIP("2001:db8:9::"), Mask: net.CIDRMask(64, 128)}}))
-	want := dump(`
-		default via 198.18.3.1 dev eth3 table main proto 4
-		default via 198.18.1.1 dev eth1 table main proto 212
-		default via 198.18.2.1 dev eth2 table main proto 16
-		default via 198.18.2.1 dev eth2 table main proto 4 metric 10
-		-6 default table main proto 212 metric 1024 nexthop via 2001:db8:1::1 dev eth1 weight 1 nexthop via 2001:db8:3::1 dev eth3 weight 1
-		-6 2001:db8:9::/64 dev eth2 table main proto 4 metric 1024`)
-	if d := cmp.Diff(want, Format(k.State())); d != "" {
-		t.Fatalf("(-want +got):\n%s", d)
-	}
-	// A replace hits the first route on the key, whatever its protocol.
-	must(k.RouteReplace(r(4, "198.18.1.1", "eth1", 212, 0)))
-	// A delete naming a protocol and gateway takes one IPv6 sibling.
-	must(k.RouteDel(&netlink.Route{Family: unix.AF_INET6, Protocol: 4, Gw: net.ParseIP("2001:db8:3::1")}))
-	// Removing eth2 takes the IPv4 routes through it and the IPv6 one.
-	k.DelLink("eth2")
-	want = dump(`
-		default via 198.18.1.1 dev eth1 table main proto 212
-		default via 198.18.1.1 dev eth1 table main proto 212
-		-6 default via 2001:db8:1::1 dev eth1 table main proto 212 metric 1024`)
-	if d := cmp.Diff(want, Format(k.State())); d != "" {
-		t.Errorf("after replace, sibling delete and link removal (-want +got):\n%s", d)
 	}
 }
 
@@ -273,30 +220,30 @@ func TestMemKernelKeying(t *testing.T) {
 // whole route (which fails with ENODEV) and leave the host with none.
 func TestScenarioKeepWithVanishedInterface(t *testing.T) {
 	p := mustPolicy(t, strings.Replace(twoISPs, `last_resort = "unreachable"`, `last_resort = "keep"`, 1))
-	k := NewMemKernel("eth1", "eth2", "eth3")
+	k := routingtest.NewMemKernel("eth1", "eth2", "eth3")
 	rec, _ := newConflictReconciler(t, k)
 	ctx := context.Background()
-	allDown := Snapshot{"isp1": Down, "isp2": Down, "backup": Down}
-	if _, err := rec.Apply(ctx, Desired(p, allDown)); err != nil {
+	allDown := routing.Snapshot{"isp1": routing.Down, "isp2": routing.Down, "backup": routing.Down}
+	if _, err := rec.Apply(ctx, routing.Desired(p, allDown)); err != nil {
 		t.Fatal(err)
 	}
 	k.DelLink("eth2")
-	if _, err := rec.Apply(ctx, Desired(p, allDown)); err != nil {
+	if _, err := rec.Apply(ctx, routing.Desired(p, allDown)); err != nil {
 		t.Errorf("Apply with eth2 gone: %v", err)
 	}
 	want := dump(`
 		default via 198.18.1.1 dev eth1 table 201 proto 212 src 198.18.1.2
 		default table main proto 212 nexthop via 198.18.1.1 dev eth1 weight 3 nexthop via 198.18.3.1 dev eth3 weight 1`)
-	got := linesWith(Format(k.State()), "default")
+	got := linesWith(routing.Format(k.State()), "default")
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("defaults with eth2 gone (-want +got):\n%s", d)
 	}
 	// The interface comes back: the whole group is written again.
 	k.AddLink("eth2")
-	if _, err := rec.Apply(ctx, Desired(p, allDown)); err != nil {
+	if _, err := rec.Apply(ctx, routing.Desired(p, allDown)); err != nil {
 		t.Fatal(err)
 	}
-	if got := linesWith(Format(k.State()), "table main"); !strings.Contains(got, "dev eth2") {
+	if got := linesWith(routing.Format(k.State()), "table main"); !strings.Contains(got, "dev eth2") {
 		t.Errorf("eth2 back, but main is %q", got)
 	}
 }

@@ -5,7 +5,8 @@
 // The work is split so that every decision can be tested without a kernel:
 // Desired is a pure function of policy and health, Plan is a pure diff of two
 // States, and only Reconciler.Apply talks to the kernel, through the small
-// Netlink interface that *netlink.Handle satisfies and MemKernel fakes.
+// Netlink interface that *netlink.Handle satisfies and routingtest.MemKernel
+// fakes (tests only: production code never imports routingtest).
 //
 // Ownership is by route protocol number: a route or rule is uplinkd's if and
 // only if its protocol equals Config.Protocol. Plan never emits a write for

@@ -1,17 +1,11 @@
 package routing
 
 import (
-	"context"
 	"encoding/binary"
 	"net/netip"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -170,158 +164,6 @@ func foreignPrefix6(i int) netip.Prefix {
 	binary.BigEndian.PutUint16(a[4:], uint16(0xf000+i>>16))
 	binary.BigEndian.PutUint16(a[6:], uint16(i))
 	return netip.PrefixFrom(netip.AddrFrom16(a), 64)
-}
-
-// Beside a large table of another protocol, a resync copies out only the
-// owned routes, foreign churn on keys uplinkd does not want wakes nothing,
-// and a foreign route that takes an owned key is still seen, left alone
-// and outlived.
-func TestScenarioForeignTable(t *testing.T) {
-	p := mustPolicy(t, twoISPs)
-	want := Desired(p, nil)
-	k := NewMemKernel("eth1", "eth2", "eth3")
-	l, _ := readLinks(k)
-	const nForeign = 2000
-	for i := 0; i < nForeign; i++ {
-		table := 254
-		if i%2 == 1 {
-			table = 300
-		}
-		if err := k.RouteAdd(&netlink.Route{Dst: ipNet(foreignPrefix4(i)), LinkIndex: l.byName["eth1"], Table: table, Protocol: 186}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	reg := prometheus.NewRegistry()
-	m := NewMetrics(reg)
-	rec, err := NewReconciler(Config{Netlink: k, Protocol: 212, Logger: quietLogger(), Metrics: m, ResyncEvery: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rec.Close()
-	ctx := context.Background()
-	if _, err := rec.Apply(ctx, want); err != nil {
-		t.Fatal(err)
-	}
-
-	// A restart: zero writes. Its first read also dumps the tables of
-	// wanted keys once (main holds half the foreign routes), since a
-	// route prepended beside an owned one while uplinkd was away is
-	// found no other way; a resync after it copies nothing foreign out.
-	before := k.Dumped()
-	rec2, err := NewReconciler(Config{Netlink: k, Protocol: 212, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rec2.Close()
-	if n, err := rec2.Apply(ctx, want); err != nil || n != 0 {
-		t.Errorf("restart beside %d foreign routes: %d writes (err %v), want 0", nForeign, n, err)
-	}
-	if got, wantN := k.Dumped()-before, 2*len(want.Routes)+nForeign/2; got != wantN {
-		t.Errorf("restart copied %d routes out of the kernel, want %d (the owned ones, and the tables of wanted keys once)", got, wantN)
-	}
-	before = k.Dumped()
-	if n, err := rec2.Apply(ctx, want); err != nil || n != 0 {
-		t.Errorf("resync beside %d foreign routes: %d writes (err %v), want 0", nForeign, n, err)
-	}
-	if got := k.Dumped() - before; got != len(want.Routes) {
-		t.Errorf("resync copied %d routes out of the kernel, want %d (the owned ones)", got, len(want.Routes))
-	}
-
-	// The filter the reconciler hands its watcher, counted.
-	var kept, dropped int
-	counting := func(ev RouteEvent) bool {
-		ok := rec.relevant(ev)
-		if ok {
-			kept++
-		} else {
-			dropped++
-		}
-		return ok
-	}
-	wctx, stop := context.WithCancel(ctx)
-	hints := make(chan Hint, 1)
-	wdone := make(chan struct{})
-	go func() {
-		defer close(wdone)
-		k.Watch(wctx, hints, RouteFilter(counting))
-	}()
-	eventually(t, "watcher registered", 5*time.Second, func() (bool, string) {
-		k.mu.Lock()
-		defer k.mu.Unlock()
-		return len(k.watchers) == 1, "no watcher"
-	})
-	for i := 0; i < nForeign; i++ {
-		table := 254
-		if i%2 == 1 {
-			table = 300
-		}
-		if err := k.RouteReplace(&netlink.Route{Dst: ipNet(foreignPrefix4(i)), LinkIndex: l.byName["eth2"], Table: table, Protocol: 186}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	k.mu.Lock() // kept and dropped are written under k.mu, by notify
-	if kept != 0 || dropped != nForeign {
-		t.Errorf("foreign churn on keys uplinkd does not want: %d kept, %d dropped; want 0 kept, %d dropped", kept, dropped, nForeign)
-	}
-	k.mu.Unlock()
-	stop()
-	<-wdone
-
-	// Run: a foreign default takes the key of the owned one in table 201.
-	defer startRun(t, ctx, rec)()
-	rec.Set(want)
-	golden := Format(want)
-	owned := func() (bool, string) {
-		s, err := rec.ReadOwned(State{})
-		if err != nil {
-			return false, err.Error()
-		}
-		diff := cmp.Diff(golden, Format(s))
-		return diff == "", "owned state (-want +got):\n" + diff
-	}
-	eventually(t, "converged", 5*time.Second, owned)
-	// The state was already applied: wait for Run's watcher, or the
-	// takeover below could come before anyone listens.
-	eventually(t, "Run watching", 5*time.Second, func() (bool, string) {
-		k.mu.Lock()
-		defer k.mu.Unlock()
-		return len(k.watchers) == 1, "no watcher"
-	})
-	events := func() float64 { return testutil.ToFloat64(m.resyncs.WithLabelValues(ReasonEvent)) }
-	// The watcher hints once subscribed; that resync first.
-	eventually(t, "resync after subscribing", 5*time.Second, func() (bool, string) {
-		return events() > 0, "none"
-	})
-	resyncs := events()
-	writes := rec.Writes()
-	bgpDefault := &netlink.Route{Family: unix.AF_INET, Table: 201, Gw: netIP(netip.MustParseAddr("198.18.2.1")), LinkIndex: l.byName["eth2"], Protocol: 186}
-	if err := k.RouteReplace(bgpDefault); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "resync after the foreign takeover", 5*time.Second, func() (bool, string) {
-		return events() > resyncs, "no resync"
-	})
-	if rec.Writes() != writes {
-		t.Errorf("the reconciler wrote %d times over a foreign route on its key", rec.Writes()-writes)
-	}
-	if s := Format(k.State()); !strings.Contains(s, "default via 198.18.2.1 dev eth2 table 201 proto 186") {
-		t.Errorf("foreign default of table 201 not left alone:\n%s", s)
-	}
-	ops, err := func() ([]Op, error) {
-		have, err := rec.ReadOwned(want)
-		return Plan(want, have), err
-	}()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ops) != 1 || ops[0].Kind != OpConflict {
-		t.Errorf("plan with the foreign default: %v, want one conflict", ops)
-	}
-	// It goes away: uplinkd's default comes back.
-	if err := k.RouteDel(&netlink.Route{Family: unix.AF_INET, Table: 201, Protocol: 186}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "owned default back in table 201", 5*time.Second, owned)
 }
 
 func TestRouteSocketFilterSize(t *testing.T) {

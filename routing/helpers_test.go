@@ -3,6 +3,8 @@ package routing
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -80,4 +82,32 @@ func startRun(t testing.TB, parent context.Context, rec *Reconciler) (stop func(
 			t.Errorf("Run did not return after cancel")
 		}
 	}
+}
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// eventually polls cond every 20 ms until it holds or the deadline passes.
+func eventually(t testing.TB, what string, deadline time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	end := time.Now().Add(deadline)
+	var last string
+	for {
+		ok, detail := cond()
+		if ok {
+			return
+		}
+		last = detail
+		if time.Now().After(end) {
+			t.Fatalf("%s: not true after %v: %s", what, deadline, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// silentWatcher never hints, as when events were lost.
+type silentWatcher struct{}
+
+func (silentWatcher) Watch(ctx context.Context, _ chan<- Hint, _ Interest) error {
+	<-ctx.Done()
+	return nil
 }

@@ -1,4 +1,4 @@
-package routing
+package routing_test
 
 import (
 	"context"
@@ -9,7 +9,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/uplinkd/uplinkd/routing"
+	"github.com/uplinkd/uplinkd/routing/routingtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,28 +20,29 @@ import (
 // other ops, and once the fault is gone the next reconcile converges.
 func TestReconcilerKernelErrors(t *testing.T) {
 	p := mustPolicy(t, dualStack)
-	allUp, isp1Down := Desired(p, nil), Desired(p, Snapshot{"isp1": Down})
+	allUp, isp1Down := routing.Desired(p, nil), routing.Desired(p, routing.Snapshot{"isp1": routing.Down})
 	for _, c := range []struct {
-		op       MemOp
-		from, to State // kernel state before (applied without faults) and the want applied under the fault
+		op       routingtest.MemOp
+		from, to routing.State // kernel state before (applied without faults) and the want applied under the fault
 		object   string
 		opLabel  string // uplinkd_netlink_writes_total{op}; "" for reads
 	}{
-		{OpRouteAdd, State{}, allUp, "route", "add"},
-		{OpRouteReplace, allUp, isp1Down, "route", "replace"},
-		{OpRouteDel, allUp, State{}, "route", "delete"},
-		{OpRuleAdd, State{}, allUp, "rule", "add"},
-		{OpRuleDel, allUp, State{}, "rule", "delete"},
-		{OpRouteDump, allUp, isp1Down, "", ""},
-		{OpRuleDump, allUp, isp1Down, "", ""},
-		{OpLinkList, allUp, isp1Down, "", ""},
+		{routingtest.OpRouteAdd, routing.State{}, allUp, "route", "add"},
+		{routingtest.OpRouteReplace, allUp, isp1Down, "route", "replace"},
+		{routingtest.OpRouteDel, allUp, routing.State{}, "route", "delete"},
+		{routingtest.OpRuleAdd, routing.State{}, allUp, "rule", "add"},
+		{routingtest.OpRuleDel, allUp, routing.State{}, "rule", "delete"},
+		{routingtest.OpRouteDump, allUp, isp1Down, "", ""},
+		{routingtest.OpRuleDump, allUp, isp1Down, "", ""},
+		{routingtest.OpLinkList, allUp, isp1Down, "", ""},
 	} {
 		for _, errno := range []unix.Errno{unix.EPERM, unix.ENETUNREACH, unix.ENOMEM, unix.EBUSY} {
 			t.Run(fmt.Sprintf("%s/%s", c.op, unix.ErrnoName(errno)), func(t *testing.T) {
-				k := NewMemKernel("eth1", "eth2", "eth3")
+				k := routingtest.NewMemKernel("eth1", "eth2", "eth3")
 				foreignRoute(t, k)
-				m := NewMetrics(prometheus.NewRegistry())
-				rec, err := NewReconciler(Config{Netlink: k, Protocol: 212, Logger: quietLogger(), Metrics: m, ResyncEvery: time.Hour})
+				reg := prometheus.NewRegistry()
+				m := routing.NewMetrics(reg)
+				rec, err := routing.NewReconciler(routing.Config{Netlink: k, Protocol: 212, Metrics: m, ResyncEvery: time.Hour})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -49,7 +51,7 @@ func TestReconcilerKernelErrors(t *testing.T) {
 				if _, err := rec.Apply(ctx, c.from); err != nil {
 					t.Fatal(err)
 				}
-				before := Format(k.State())
+				before := routing.Format(k.State())
 				k.Fail(c.op, errno, -1)
 				n, err := rec.Apply(ctx, c.to)
 				if !errors.Is(err, errno) {
@@ -59,11 +61,11 @@ func TestReconcilerKernelErrors(t *testing.T) {
 					// A failed read writes nothing: planning against a
 					// state not read would be a guess.
 					k.Fail(c.op, nil, 0)
-					if d := cmp.Diff(before, Format(k.State())); n != 0 || d != "" {
+					if d := cmp.Diff(before, routing.Format(k.State())); n != 0 || d != "" {
 						t.Errorf("a failed %s made %d writes (-before +after):\n%s", c.op, n, d)
 					}
 				} else {
-					if got := testutil.ToFloat64(m.writes.WithLabelValues(c.object, c.opLabel, "error")); got < 1 {
+					if got := series(t, reg, "uplinkd_netlink_writes_total", "object", c.object, "op", c.opLabel, "result", "error"); got < 1 {
 						t.Errorf("uplinkd_netlink_writes_total{%s,%s,error} = %v", c.object, c.opLabel, got)
 					}
 					// Other kinds of op still went through.
@@ -71,7 +73,7 @@ func TestReconcilerKernelErrors(t *testing.T) {
 					if c.object == "rule" {
 						other = "route"
 					}
-					if got := writesOK(m, other); got == 0 {
+					if got := writesOK(t, reg, other); got == 0 {
 						t.Errorf("no %s write succeeded beside the failing %s", other, c.op)
 					}
 				}
@@ -79,8 +81,8 @@ func TestReconcilerKernelErrors(t *testing.T) {
 				if _, err := rec.Apply(ctx, c.to); err != nil {
 					t.Fatalf("Apply after the fault cleared: %v", err)
 				}
-				want := Format(Normalize(State{Routes: append(c.to.Routes, foreignOf(k.State()).Routes...), Rules: c.to.Rules}))
-				if d := cmp.Diff(want, Format(k.State())); d != "" {
+				want := routing.Format(routing.Normalize(routing.State{Routes: append(c.to.Routes, foreignOf(k.State()).Routes...), Rules: c.to.Rules}))
+				if d := cmp.Diff(want, routing.Format(k.State())); d != "" {
 					t.Errorf("kernel after recovery (-want +got):\n%s", d)
 				}
 			})
@@ -88,16 +90,16 @@ func TestReconcilerKernelErrors(t *testing.T) {
 	}
 }
 
-func writesOK(m *Metrics, object string) float64 {
+func writesOK(t testing.TB, reg prometheus.Gatherer, object string) float64 {
 	var n float64
 	for _, op := range []string{"add", "replace", "delete"} {
-		n += testutil.ToFloat64(m.writes.WithLabelValues(object, op, "ok"))
+		n += series(t, reg, "uplinkd_netlink_writes_total", "object", object, "op", op, "result", "ok")
 	}
 	return n
 }
 
-func foreignOf(s State) State {
-	var out State
+func foreignOf(s routing.State) routing.State {
+	var out routing.State
 	for _, r := range s.Routes {
 		if r.Protocol != 212 {
 			out.Routes = append(out.Routes, r)
@@ -112,39 +114,21 @@ func foreignOf(s State) State {
 // an hour away.
 func TestRunRetriesFailedWrites(t *testing.T) {
 	p := mustPolicy(t, dualStack)
-	k := NewMemKernel("eth1", "eth2", "eth3")
-	m := NewMetrics(prometheus.NewRegistry())
-	rec, err := NewReconciler(Config{Netlink: k, Watcher: silentWatcher{}, Protocol: 212, Logger: quietLogger(), Metrics: m, ResyncEvery: time.Hour})
+	k := routingtest.NewMemKernel("eth1", "eth2", "eth3")
+	reg := prometheus.NewRegistry()
+	m := routing.NewMetrics(reg)
+	rec, err := routing.NewReconciler(routing.Config{Netlink: k, Watcher: silentWatcher{}, Protocol: 212, Metrics: m, ResyncEvery: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rec.Close()
 	defer startRun(t, context.Background(), rec)()
-	rec.Set(Desired(p, nil))
-	eventually(t, "initial apply", 5*time.Second, func() (bool, string) { return len(rec.Installed().Routes) == 4, Format(k.State()) })
-	k.Fail(OpRouteReplace, unix.EBUSY, 2)
-	rec.Set(Desired(p, Snapshot{"isp1": Down}))
+	rec.Set(routing.Desired(p, nil))
+	eventually(t, "initial apply", 5*time.Second, func() (bool, string) { return len(rec.Installed().Routes) == 4, routing.Format(k.State()) })
+	k.Fail(routingtest.OpRouteReplace, unix.EBUSY, 2)
+	rec.Set(routing.Desired(p, routing.Snapshot{"isp1": routing.Down}))
 	eventually(t, "the change applied after two EBUSY", 5*time.Second, dumpHas(k, "default via 198.18.2.1 dev eth2 table main proto 212\n"))
-	if got := testutil.ToFloat64(m.writes.WithLabelValues("route", "replace", "error")); got != 2 {
+	if got := series(t, reg, "uplinkd_netlink_writes_total", "object", "route", "op", "replace", "result", "error"); got != 2 {
 		t.Errorf("failed replaces = %v, want 2", got)
-	}
-}
-
-// An op of an object kind the reconciler has no write path for (the
-// coming nexthop objects, before their path exists) is an error: it never
-// falls through into another kind's write.
-func TestExecuteRefusesUnknownObject(t *testing.T) {
-	k := NewMemKernel("eth1")
-	rec, err := NewReconciler(Config{Netlink: k, Protocol: 212, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rec.Close()
-	l, _ := readLinks(k)
-	rt := own(201, gw1, "eth1")
-	ru := srcRule(1000, 201)
-	errs, applied, _ := rec.execute([]Op{{Kind: OpAdd, Object: Object(3), Route: &rt, Rule: &ru}}, l, false)
-	if len(errs) != 1 || len(applied) != 0 || rec.Writes() != 0 {
-		t.Errorf("unknown object: errs %v, applied %v, %d writes; want one error and no write", errs, applied, rec.Writes())
 	}
 }

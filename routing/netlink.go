@@ -11,9 +11,9 @@ import (
 )
 
 // Netlink is the kernel boundary of the routing package. *netlink.Handle
-// satisfies it as is; MemKernel is the in-memory fake the tests use. Every
-// conversion between this package's types and netlink's happens outside it,
-// so tests through the fake run the production code path.
+// satisfies it as is; routingtest.MemKernel is the in-memory fake the tests
+// use. Every conversion between this package's types and netlink's happens
+// outside it, so tests through the fake run the production code path.
 type Netlink interface {
 	RouteListFilteredIter(family int, filter *netlink.Route, filterMask uint64, f func(netlink.Route) (cont bool)) error
 	RouteAdd(route *netlink.Route) error

@@ -38,8 +38,9 @@ type Config struct {
 	OnApplied   func([]Op)       // called after each apply that wrote something, outside any lock
 
 	// Watcher feeds Run with change hints. Nil: Netlink itself if it
-	// implements Watcher (MemKernel does), otherwise NewKernelWatcher in
-	// the current network namespace (route socket filter on).
+	// implements Watcher (routingtest.MemKernel does), otherwise
+	// NewKernelWatcher in the current network namespace (route socket
+	// filter on).
 	Watcher Watcher
 	// Debounce coalesces bursts of hints into one resync; 0: DefaultDebounce.
 	Debounce time.Duration

@@ -12,6 +12,7 @@ import (
 	"github.com/uplinkd/uplinkd/internal/hooks"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/routing"
+	"github.com/uplinkd/uplinkd/routing/routingtest"
 )
 
 // manyGateways is a policy with n gateways in one multipath group.
@@ -41,7 +42,7 @@ func BenchmarkTransitionToRoute(b *testing.B) {
 	for _, n := range []int{2, 64} {
 		b.Run(fmt.Sprintf("gateways=%d", n), func(b *testing.B) {
 			p, links := manyGateways(b, n)
-			kernel := routing.NewMemKernel(links...)
+			kernel := routingtest.NewMemKernel(links...)
 			rec, err := routing.NewReconciler(routing.Config{Netlink: kernel, Protocol: 212, Logger: discard()})
 			if err != nil {
 				b.Fatal(err)
@@ -80,7 +81,7 @@ func BenchmarkTransitionToRoute(b *testing.B) {
 // BenchmarkStatus measures building and encoding /status.
 func BenchmarkStatus(b *testing.B) {
 	p, links := manyGateways(b, 64)
-	kernel := routing.NewMemKernel(links...)
+	kernel := routingtest.NewMemKernel(links...)
 	rec, _ := routing.NewReconciler(routing.Config{Netlink: kernel, Protocol: 212, Logger: discard()})
 	c, err := NewCore(CoreConfig{Policy: p, Detector: newFakeDetector(), Routes: rec})
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/uplinkd/uplinkd/internal/hooks"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/routing"
+	"github.com/uplinkd/uplinkd/routing/routingtest"
 )
 
 // fakeDetector is a HealthSource driven by the test.
@@ -90,7 +91,7 @@ events = [%s]
 // harness runs a Core over the real reconciler and the in-memory kernel.
 type harness struct {
 	t       *testing.T
-	kernel  *routing.MemKernel
+	kernel  *routingtest.MemKernel
 	rec     *routing.Reconciler
 	det     *fakeDetector
 	core    *Core
@@ -105,7 +106,7 @@ type harness struct {
 
 func newHarness(t *testing.T, p *policy.Policy) *harness {
 	t.Helper()
-	h := &harness{t: t, kernel: routing.NewMemKernel("eth1", "eth2"), det: newFakeDetector(), reg: prometheus.NewRegistry()}
+	h := &harness{t: t, kernel: routingtest.NewMemKernel("eth1", "eth2"), det: newFakeDetector(), reg: prometheus.NewRegistry()}
 	hr := hooks.New(hooks.Config{Metrics: hooks.NewMetrics(h.reg)})
 	hr.OnResult(func(r hooks.Result) {
 		h.mu.Lock()

@@ -1,4 +1,4 @@
-package routing
+package routingtest
 
 import (
 	"context"
@@ -8,10 +8,12 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/routing"
 )
 
 // MemKernel is an in-memory routing table and rule list that implements
-// Netlink and Watcher with the kernel's semantics as uplinkd meets them
+// routing.Netlink and routing.Watcher with the kernel's semantics as uplinkd meets them
 // (net/ipv4/fib_trie.c, net/ipv6/ip6_fib.c):
 //
 //   - A route's key is (family, table, dst, metric) and, for IPv4, tos.
@@ -34,15 +36,14 @@ import (
 //     (the whole multipath route) and the IPv6 siblings through it.
 //
 // Fail injects errors on chosen operations. MemKernel exists so that
-// scenario tests and `uplinkd plan` demos run the production code path
-// without root.
+// scenario tests run the production code path without root.
 type MemKernel struct {
 	mu       sync.Mutex
 	links    []netlink.Link
 	nextLink int
 	routes   []memRoute
 	rules    []netlink.Rule
-	watchers map[chan struct{}]func(RouteEvent) bool
+	watchers map[chan struct{}]func(routing.RouteEvent) bool
 	dumped   int
 	faults   map[MemOp]*fault
 }
@@ -105,7 +106,7 @@ func (k *MemKernel) failing(op MemOp) error {
 // NewMemKernel returns a fake kernel with the named links (index 1 is lo,
 // the names get 2, 3, ...).
 func NewMemKernel(linkNames ...string) *MemKernel {
-	k := &MemKernel{watchers: map[chan struct{}]func(RouteEvent) bool{}, faults: map[MemOp]*fault{}}
+	k := &MemKernel{watchers: map[chan struct{}]func(routing.RouteEvent) bool{}, faults: map[MemOp]*fault{}}
 	k.AddLink("lo")
 	for _, n := range linkNames {
 		k.AddLink(n)
@@ -134,6 +135,21 @@ func (k *MemKernel) DelLink(name string) {
 	}
 	k.links = slices.DeleteFunc(k.links, func(l netlink.Link) bool { return l.Attrs().Index == idx })
 	k.dropLink(idx, true)
+}
+
+// LinkIndex returns the index of the named link, 0 if there is none.
+func (k *MemKernel) LinkIndex(name string) int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.linkIndex(name)
+}
+
+// Watchers returns how many Watch calls are subscribed, so that a test
+// can wait for one before it changes what the watcher should see.
+func (k *MemKernel) Watchers() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.watchers)
 }
 
 func (k *MemKernel) linkIndex(name string) int {
@@ -201,14 +217,9 @@ func (r memRoute) protoOf(i int) netlink.RouteProtocol {
 // notify wakes the watchers. route is the route that changed, nil for a
 // rule or link change, which no filter applies to.
 func (k *MemKernel) notify(route *netlink.Route, deleted bool) {
-	var ev RouteEvent
+	var ev routing.RouteEvent
 	if route != nil {
-		fam := familyOfAF(route.Family)
-		ev = RouteEvent{Family: fam, Table: uint32(route.Table), Dst: fromIPNet(route.Dst, fam), Metric: uint32(route.Priority),
-			Tos: uint8(route.Tos), Protocol: uint8(route.Protocol), Deleted: deleted}
-		if !ev.Dst.IsValid() {
-			ev.Dst = defaultDst(fam)
-		}
+		ev = eventOf(route, deleted)
 	}
 	for c, keep := range k.watchers {
 		if route != nil && keep != nil && !keep(ev) {
@@ -223,8 +234,11 @@ func (k *MemKernel) notify(route *netlink.Route, deleted bool) {
 
 // Watch implements Watcher: every change of rules and links, and of the
 // routes in finds relevant, is a hint.
-func (k *MemKernel) Watch(ctx context.Context, hints chan<- Hint, in Interest) error {
-	keep := relevantFunc(in)
+func (k *MemKernel) Watch(ctx context.Context, hints chan<- routing.Hint, in routing.Interest) error {
+	var keep func(routing.RouteEvent) bool // nil keeps every event
+	if in != nil {
+		keep = in.Relevant
+	}
 	// Buffered with one signal already in it: like KernelWatcher, a
 	// subscription hints once it is up, for what changed before.
 	c := make(chan struct{}, 1)
@@ -244,7 +258,7 @@ func (k *MemKernel) Watch(ctx context.Context, hints chan<- Hint, in Interest) e
 			return nil
 		case <-c:
 			select {
-			case hints <- Hint{Reason: ReasonEvent, What: "route", Missed: missed}:
+			case hints <- routing.Hint{Reason: routing.ReasonEvent, What: "route", Missed: missed}:
 				missed = false
 			case <-ctx.Done():
 				return nil
@@ -682,8 +696,8 @@ func (k *MemKernel) RuleListFiltered(family int, _ *netlink.Rule, _ uint64) ([]n
 // State returns everything in the fake kernel, owned or not, in this
 // package's form, for golden dumps. Routes sharing a key keep the
 // kernel's order.
-func (k *MemKernel) State() State {
-	s, _ := KernelState(k)
+func (k *MemKernel) State() routing.State {
+	s, _ := routing.KernelState(k)
 	return s
 }
 
