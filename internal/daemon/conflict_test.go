@@ -18,14 +18,7 @@ import (
 // degraded until it goes.
 func TestCoreReportsRouteConflicts(t *testing.T) {
 	h := newHarness(t, mustParse(t, twoISPs(2, `"gateway_down"`)))
-	links, _ := h.kernel.LinkList()
-	eth2 := 0
-	for _, l := range links {
-		if l.Attrs().Name == "eth2" {
-			eth2 = l.Attrs().Index
-		}
-	}
-	foreign := &netlink.Route{Family: unix.AF_INET, Table: unix.RT_TABLE_MAIN, Protocol: unix.RTPROT_STATIC, Gw: net.ParseIP("198.18.2.1"), LinkIndex: eth2}
+	foreign := &netlink.Route{Family: unix.AF_INET, Table: unix.RT_TABLE_MAIN, Protocol: unix.RTPROT_STATIC, Gw: net.ParseIP("198.18.2.1"), LinkIndex: h.kernel.LinkIndex("eth2")}
 	if err := h.kernel.RoutePrepend(foreign); err != nil {
 		t.Fatal(err)
 	}
