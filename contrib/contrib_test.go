@@ -2,6 +2,7 @@ package contrib_test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -476,7 +477,7 @@ func TestUnitLeastPrivilege(t *testing.T) {
 			t.Errorf("the unit lacks %s=", k)
 		}
 	}
-	if unit["Type"] != "notify" || unit["ProtectSystem"] != "strict" || unit["ExecReload"] != "/bin/kill -HUP $MAINPID" {
+	if unit["Type"] != "notify" || unit["ProtectSystem"] != "strict" || !strings.Contains(unit["ExecReload"], "uplinkd reload") {
 		t.Errorf("unit: Type=%s ProtectSystem=%s ExecReload=%s", unit["Type"], unit["ProtectSystem"], unit["ExecReload"])
 	}
 
@@ -521,6 +522,59 @@ func TestUnitLeastPrivilege(t *testing.T) {
 	})
 	if out := d.Output(); strings.Contains(out, "Operation not permitted") {
 		t.Errorf("something was refused under the unit's privileges:\n%s", out)
+	}
+}
+
+// TestUnitReloadReportsRefusal runs the unit's ExecReload= against a
+// running daemon, as `systemctl reload` does: it succeeds on a valid
+// policy and fails, with the validation error on its output, when the new
+// policy is refused, while the daemon keeps running the previous one.
+func TestUnitReloadReportsRefusal(t *testing.T) {
+	argv := strings.Fields(unitSettings(t)["ExecReload"])
+	if len(argv) < 2 || argv[0] != "/usr/local/sbin/uplinkd" || argv[1] != "reload" {
+		t.Fatalf("ExecReload=%q: want /usr/local/sbin/uplinkd reload ...", strings.Join(argv, " "))
+	}
+	tu := nstest.NewTwoUplinks(t)
+	bin, err := daemontest.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := os.ReadFile("examples/router-two-isps.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := daemontest.Start(t, tu.Host, bin, string(text))
+	argv[0] = bin
+	for i, a := range argv {
+		argv[i] = strings.ReplaceAll(a, policy.DefaultControlSocket, d.Socket)
+	}
+	if out, err := tu.Host.Run(argv...); err != nil {
+		t.Fatalf("ExecReload with an unchanged policy: %v\n%s", err, out)
+	}
+	broken := strings.Replace(string(text), "\nweight =", "\nwieght =", 1)
+	if broken == string(text) {
+		t.Fatal("the example has no weight key to break")
+	}
+	if err := os.WriteFile(d.Config, []byte(daemontest.SetDaemonKeys(broken, map[string]string{"control_socket": fmt.Sprintf("%q", d.Socket)})), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := tu.Host.Run(argv...)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("ExecReload with a refused policy: err %v, want exit status 1 (systemctl reload fails)\n%s", err, out)
+	}
+	if !strings.Contains(out, "reload refused") || !strings.Contains(out, "wieght") {
+		t.Errorf("ExecReload's output does not give the reason:\n%s", out)
+	}
+	m, err := d.Metrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := daemontest.Sum(m, "uplinkd_config_last_reload_successful", nil); err != nil || !ok || v != 0 {
+		t.Errorf("uplinkd_config_last_reload_successful = %v (present %v, %v), want 0", v, ok, err)
+	}
+	if _, err := d.Status(); err != nil {
+		t.Errorf("the daemon stopped serving after a refused reload: %v", err)
 	}
 }
 

@@ -45,6 +45,9 @@ func (c *Core) Loop(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			pending.answer(ctx.Err())
+			if err := c.track.markDown(); err != nil {
+				c.log.Error("marking track files down on exit", "err", err)
+			}
 			return nil
 		case tr, ok := <-trc:
 			if !ok {
@@ -67,6 +70,9 @@ func (c *Core) Loop(ctx context.Context) error {
 			}
 		case now := <-beat.C:
 			c.beat.mark(now)
+			if err := c.track.refresh(now); err != nil {
+				c.log.Error("refreshing track files", "err", err)
+			}
 		}
 		c.beat.mark(c.now())
 	}

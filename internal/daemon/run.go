@@ -104,7 +104,7 @@ func (d *daemon) preflight() error {
 	if stderr == nil {
 		stderr = os.Stderr
 	}
-	if d.log, err = NewLogger(stderr, format, level); err != nil {
+	if d.log, err = newRunLogger(stderr, format, level); err != nil {
 		return err
 	}
 	d.p = p
