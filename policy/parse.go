@@ -113,6 +113,8 @@ type rawDaemon struct {
 	ControlSocket  fWord     `toml:"control_socket"`
 	TrackDir       fWord     `toml:"track_dir"`
 	ResyncInterval fDuration `toml:"resync_interval"`
+	HTTPHosts      []fWord   `toml:"http_hosts"`
+	WebConfigFile  fWord     `toml:"web_config_file"`
 }
 
 type rawKernel struct {
@@ -491,6 +493,23 @@ func (v *validator) daemon(r *rawDaemon, d *Daemon) {
 		d.TrackDir = string(r.TrackDir.V)
 		if d.TrackDir != "" && !strings.HasPrefix(d.TrackDir, "/") {
 			v.addAt(path("daemon", "track_dir"), obj, "track_dir %q must be an absolute path", d.TrackDir)
+		}
+	}
+	for _, h := range r.HTTPHosts {
+		if !check(v, h, path("daemon", "http_hosts"), obj) {
+			continue
+		}
+		name := strings.TrimSuffix(strings.ToLower(string(h.V)), ".")
+		if name == "" || strings.ContainsAny(name, ":/ []") {
+			v.addAt(path("daemon", "http_hosts"), obj, "http_hosts entry %q is not a host name (no port, no brackets)", string(h.V))
+			continue
+		}
+		d.HTTPHosts = append(d.HTTPHosts, name)
+	}
+	if r.WebConfigFile.Set {
+		d.WebConfigFile = string(r.WebConfigFile.V)
+		if d.WebConfigFile != "" && !strings.HasPrefix(d.WebConfigFile, "/") {
+			v.addAt(path("daemon", "web_config_file"), obj, "web_config_file %q must be an absolute path", d.WebConfigFile)
 		}
 	}
 	d.ResyncEvery = DefaultResync

@@ -32,6 +32,8 @@ type Daemon struct {
 	ControlSocket string        // root-only unix socket for `uplinkd reload`/status; "" disables
 	TrackDir      string        // if set, one file per gateway/group with its state, for keepalived track_file
 	ResyncEvery   time.Duration // periodic full resync of owned kernel state
+	HTTPHosts     []string      // Host header names the listener answers besides its address (lower case)
+	WebConfigFile string        // exporter-toolkit web configuration (TLS, basic auth); "" for plain HTTP
 }
 
 const (

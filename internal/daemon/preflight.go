@@ -87,7 +87,7 @@ func loadChecked(path string) (*policy.Policy, error) {
 		}
 		return nil, err
 	}
-	if err := errors.Join(checkPolicyFiles(p), checkInterfaces(p)); err != nil {
+	if err := errors.Join(checkPolicyFiles(p), checkInterfaces(p), checkWebConfig(p)); err != nil {
 		return nil, err
 	}
 	return p, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 
 	sd "github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sys/unix"
@@ -155,6 +156,12 @@ func restartOnly(a, b policy.Daemon) []string {
 	}
 	if a.LogLevel != b.LogLevel {
 		out = append(out, "log_level")
+	}
+	if !slices.Equal(a.HTTPHosts, b.HTTPHosts) {
+		out = append(out, "http_hosts")
+	}
+	if a.WebConfigFile != b.WebConfigFile {
+		out = append(out, "web_config_file (the file's contents apply at once)")
 	}
 	if a.TrackDir != b.TrackDir {
 		out = append(out, "track_dir")

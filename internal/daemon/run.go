@@ -217,9 +217,9 @@ func (d *daemon) serve(ctx context.Context) error {
 	w.start("health loop", d.core.Loop)
 	var srv *http.Server
 	if d.httpLn != nil {
-		srv = newHTTPServer(d.core, d.reg, d.log)
+		srv = newHTTPServer(d.core, d.reg, d.log, newHostAllow(d.httpLn.Addr(), d.p.Daemon.Listen, d.p.Daemon.HTTPHosts))
 		w.start("status server", func(context.Context) error {
-			if err := srv.Serve(d.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := serveHTTP(srv, d.httpLn, d.p.Daemon.WebConfigFile, d.log); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil

@@ -267,7 +267,7 @@ func (d *Daemon) Metrics() (string, error) {
 		}
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.WriteString(c, "GET /metrics HTTP/1.0\r\nHost: uplinkd\r\n\r\n"); err != nil {
+		if _, err := io.WriteString(c, "GET /metrics HTTP/1.0\r\nHost: "+d.Listen+"\r\n\r\n"); err != nil {
 			return err
 		}
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
