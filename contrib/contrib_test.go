@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"go.yaml.in/yaml/v2"
 
 	"github.com/uplinkd/uplinkd/internal/daemontest"
 	"github.com/uplinkd/uplinkd/internal/nstest"
@@ -169,6 +170,12 @@ func TestDashboardCoversTheIssue(t *testing.T) {
 		"drift repairs":              "uplinkd_drift_repairs_total",
 		"hook failures":              "uplinkd_hook_runs_total",
 		"reload status":              "uplinkd_config_last_reload_successful",
+		"gateways carrying traffic":  "uplinkd_gateway_in_route",
+		"active tier per group":      "uplinkd_group_active_tier",
+		"gateway table for joins":    "uplinkd_gateway_info",
+		"per-target probe results":   "uplinkd_probe_target_success",
+		"per-target RTT":             "uplinkd_probe_target_rtt_seconds",
+		"link speed":                 "uplinkd_link_speed_bytes",
 	}
 	for subject, metric := range want {
 		if _, ok := drawn[metric]; !ok {
@@ -199,7 +206,7 @@ func TestAlertsCoverTheIssue(t *testing.T) {
 	want := []string{
 		"UplinkdGroupDown", "UplinkdGatewayDown", "UplinkdGatewayDegraded", "UplinkdGatewayDamped",
 		"UplinkdGatewayFlapping", "UplinkdReloadFailing", "UplinkdHookFailing", "UplinkdDriftRepairs",
-		"UplinkdNetlinkWriteErrors",
+		"UplinkdNetlinkWriteErrors", "UplinkdScrapeFailing", "UplinkdAbsent",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("alerts (-want +got):\n%s", diff)
@@ -208,6 +215,64 @@ func TestAlertsCoverTheIssue(t *testing.T) {
 		if !regexp.MustCompile(`(?m)alertname: ` + a + `\s*$`).Match(tests) {
 			t.Errorf("alert %s has no test in alerts_test.yml", a)
 		}
+	}
+}
+
+// TestAlertsHaveRunbooks: every alert has a summary, a description and a
+// runbook_url, and the URL's anchor is a heading of docs/operations.md.
+func TestAlertsHaveRunbooks(t *testing.T) {
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert       string            `yaml:"alert"`
+				Annotations map[string]string `yaml:"annotations"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	data, err := os.ReadFile("prometheus/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(data, &rules); err != nil {
+		t.Fatal(err)
+	}
+	ops, err := os.ReadFile("../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchors := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^#+ (.+)$`).FindAllStringSubmatch(string(ops), -1) {
+		// GitHub's anchors: lower case, spaces to dashes, punctuation dropped.
+		a := strings.ToLower(strings.TrimSpace(m[1]))
+		a = regexp.MustCompile(`[^a-z0-9 _-]`).ReplaceAllString(a, "")
+		anchors[strings.ReplaceAll(a, " ", "-")] = true
+	}
+	const prefix = "https://github.com/uplinkd/uplinkd/blob/main/docs/operations.md#"
+	n := 0
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" {
+				continue
+			}
+			n++
+			for _, k := range []string{"summary", "description", "runbook_url"} {
+				if strings.TrimSpace(r.Annotations[k]) == "" {
+					t.Errorf("alert %s has no %s", r.Alert, k)
+				}
+			}
+			u := r.Annotations["runbook_url"]
+			anchor, ok := strings.CutPrefix(u, prefix)
+			if !ok {
+				t.Errorf("alert %s: runbook_url %q is not in docs/operations.md", r.Alert, u)
+				continue
+			}
+			if !anchors[anchor] {
+				t.Errorf("alert %s: docs/operations.md has no heading for #%s", r.Alert, anchor)
+			}
+		}
+	}
+	if n < 10 {
+		t.Fatalf("found only %d alerts in alerts.yml", n)
 	}
 }
 
@@ -376,6 +441,25 @@ events = ["gateway_down", "gateway_up"]
 		slices.Sort(missing)
 		return len(missing) == 0, fmt.Sprintf("missing: %s", strings.Join(missing, ", "))
 	})
+	// The scrape passes promtool's lint (names, units, help, counters).
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatalf("promtool is needed to lint the scrape: install Debian's prometheus package (sh scripts/setup.sh): %v", err)
+	}
+	m, err := d.Metrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(m)
+	if out, err := cmd.CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("promtool check metrics on a live scrape: %v\n%s", err, out)
+	}
+	for _, want := range []string{"uplinkd_gateway_info{", "uplinkd_gateway_in_route{", "uplinkd_group_active_tier{", "uplinkd_probe_target_success{"} {
+		if !strings.Contains(m, want) {
+			t.Errorf("the scrape has no %s...} series", want)
+		}
+	}
 	// And every family has the type the contract gives it.
 	for name, typ := range design {
 		if got, ok := fams[name]; ok && got != typ {

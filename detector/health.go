@@ -22,6 +22,7 @@ func (d *Detector) apply(p *policy.Policy, now time.Time) []Transition {
 	keep := map[string]bool{}
 	for _, g := range p.Gateways {
 		keep[g.Name] = true
+		d.met.setTargets(g)
 		old := d.gws[g.Name]
 		if old != nil && old.g.Address == g.Address && old.g.Interface == g.Interface {
 			if g.Profile != nil {
@@ -325,7 +326,7 @@ func (d *Detector) onMode(me modeEvent) {
 	if d.met != nil {
 		d.met.reneg.WithLabelValues(me.Iface)
 		if me.Mode.SpeedMbps > 0 {
-			d.met.speed.WithLabelValues(me.Iface).Set(float64(me.Mode.SpeedMbps) * 1e6)
+			d.met.speed.WithLabelValues(me.Iface).Set(float64(me.Mode.SpeedMbps) * 1e6 / 8)
 		}
 		if me.Mode.DuplexKnown {
 			v := 0.0

@@ -19,7 +19,7 @@ func TestScenarioLinkModeRenegotiation(t *testing.T) {
 	if got := testutil.ToFloat64(d.met.reneg.WithLabelValues("eth1")); got != 1 {
 		t.Errorf("renegotiations = %v, want 1", got)
 	}
-	if got := testutil.ToFloat64(d.met.speed.WithLabelValues("eth1")); got != 100e6 {
+	if got := testutil.ToFloat64(d.met.speed.WithLabelValues("eth1")); got != 100e6/8 {
 		t.Errorf("speed = %v", got)
 	}
 	if got := testutil.ToFloat64(d.met.duplex.WithLabelValues("eth1")); got != 0 {
@@ -52,7 +52,7 @@ func TestMetricNames(t *testing.T) {
 		"uplinkd_gateway_last_transition_timestamp_seconds", "uplinkd_gateway_loss_ratio",
 		"uplinkd_gateway_rtt_seconds", "uplinkd_gateway_state", "uplinkd_gateway_transitions_total",
 		"uplinkd_gateway_up", "uplinkd_link_carrier", "uplinkd_link_full_duplex",
-		"uplinkd_link_renegotiations_total", "uplinkd_link_speed_bits_per_second",
+		"uplinkd_link_renegotiations_total", "uplinkd_link_speed_bytes",
 		"uplinkd_neighbour_lladdr_changes_total", "uplinkd_probes_failed_total", "uplinkd_probes_sent_total",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {

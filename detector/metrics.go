@@ -1,7 +1,12 @@
 package detector
 
 import (
+	"sync"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/uplinkd/uplinkd/policy"
 )
 
 // Metrics holds the detector's series, named as in docs/design.md. A nil
@@ -23,6 +28,20 @@ type Metrics struct {
 	speed          *prometheus.GaugeVec
 	duplex         *prometheus.GaugeVec
 	reneg          *prometheus.CounterVec
+	targetOK       *prometheus.GaugeVec
+	targetRTT      *prometheus.GaugeVec
+
+	// targets holds, per gateway, the (kind, target) pairs its policy
+	// probes, so that the series of a target that leaves the policy are
+	// deleted while its gateway stays.
+	mu      sync.Mutex
+	targets map[string]map[targetKey]bool
+}
+
+// targetKey is one probe target's labels.
+type targetKey struct {
+	kind   ProbeKind
+	target string
 }
 
 // Evidence sources and polarities, the labels of uplinkd_evidence_events_total.
@@ -37,8 +56,9 @@ const (
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	gw := []string{"gateway"}
 	m := &Metrics{
+		targets: map[string]map[targetKey]bool{},
 		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "uplinkd_gateway_up",
-			Help: "1 while the gateway is usable (up or degraded; unknown counts as up)."}, gw),
+			Help: "1 while the gateway is judged usable (up, degraded, or suspect while probes decide); 0 when down or not judged yet (unknown)."}, gw),
 		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "uplinkd_gateway_state",
 			Help: "1 for the gateway's current state."}, []string{"gateway", "state"}),
 		rtt: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "uplinkd_gateway_rtt_seconds",
@@ -64,15 +84,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Changes of the gateway's link-layer address (e.g. a VRRP failover upstream)."}, gw),
 		carrier: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "uplinkd_link_carrier",
 			Help: "1 while the interface has carrier."}, []string{"iface"}),
-		speed: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "uplinkd_link_speed_bits_per_second",
-			Help: "Negotiated link speed, where the driver reports it."}, []string{"iface"}),
+		speed: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "uplinkd_link_speed_bytes",
+			Help: "Negotiated link speed in bytes per second, where the driver reports it (node_exporter's node_network_speed_bytes)."}, []string{"iface"}),
 		duplex: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "uplinkd_link_full_duplex",
 			Help: "1 for full duplex, where the driver reports it."}, []string{"iface"}),
 		reneg: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "uplinkd_link_renegotiations_total",
 			Help: "Changes of speed, duplex or auto-negotiation seen on the interface."}, []string{"iface"}),
+		targetOK: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "uplinkd_probe_target_success",
+			Help: "1 if the last probe of this target through this gateway was answered, 0 if not; targets are the policy's."}, []string{"gateway", "kind", "target"}),
+		targetRTT: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "uplinkd_probe_target_rtt_seconds",
+			Help: "Round-trip time of the last answered probe of this target through this gateway."}, []string{"gateway", "kind", "target"}),
 	}
 	reg.MustRegister(m.up, m.state, m.rtt, m.loss, m.probesSent, m.probesFailed, m.evidence,
-		m.transitions, m.lastTransition, m.penalty, m.damped, m.lladdr, m.carrier, m.speed, m.duplex, m.reneg)
+		m.transitions, m.lastTransition, m.penalty, m.damped, m.lladdr, m.carrier, m.speed, m.duplex, m.reneg,
+		m.targetOK, m.targetRTT)
 	return m
 }
 
@@ -100,9 +125,36 @@ func (m *Metrics) forgetGateway(name string) {
 	l := prometheus.Labels{"gateway": name}
 	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
 		m.up, m.state, m.rtt, m.loss, m.probesSent, m.probesFailed, m.evidence,
-		m.transitions, m.lastTransition, m.penalty, m.damped, m.lladdr,
+		m.transitions, m.lastTransition, m.penalty, m.damped, m.lladdr, m.targetOK, m.targetRTT,
 	} {
 		v.DeletePartialMatch(l)
+	}
+	m.mu.Lock()
+	delete(m.targets, name)
+	m.mu.Unlock()
+}
+
+// setTargets records the targets g probes now (the probe specs of
+// kinds.go, so the label values are exactly the policy's) and deletes the
+// series of those it no longer does.
+func (m *Metrics) setTargets(g *policy.Gateway) {
+	if m == nil {
+		return
+	}
+	want := map[targetKey]bool{}
+	for _, ps := range roundProbes(&g.Probe, g.Address) {
+		want[targetKey{ps.kind, ps.target}] = true
+	}
+	m.mu.Lock()
+	old := m.targets[g.Name]
+	m.targets[g.Name] = want
+	m.mu.Unlock()
+	for k := range old {
+		if !want[k] {
+			l := prometheus.Labels{"gateway": g.Name, "kind": string(k.kind), "target": k.target}
+			m.targetOK.Delete(l)
+			m.targetRTT.Delete(l)
+		}
 	}
 }
 
@@ -128,7 +180,7 @@ func (m *Metrics) setState(name string, s State) {
 		m.state.WithLabelValues(name, stateNames[i]).Set(v)
 	}
 	up := 0.0
-	if s != Down {
+	if s != Down && s != Unknown {
 		up = 1
 	}
 	m.up.WithLabelValues(name).Set(up)
@@ -154,7 +206,11 @@ func (m *Metrics) evidenceEvent(gw, source string, positive bool) {
 	m.evidence.WithLabelValues(gw, source, pol).Inc()
 }
 
-func (m *Metrics) probe(gw string, kind ProbeKind, ok bool) {
+// probe counts one probe of target through gw and records its result. A
+// result for a target the policy no longer names (a probe that was in
+// flight across a reload) is counted but not recorded, so it cannot
+// resurrect a deleted series.
+func (m *Metrics) probe(gw string, kind ProbeKind, target string, ok bool, rtt time.Duration) {
 	if m == nil {
 		return
 	}
@@ -162,4 +218,16 @@ func (m *Metrics) probe(gw string, kind ProbeKind, ok bool) {
 	if !ok {
 		m.probesFailed.WithLabelValues(gw, string(kind)).Inc()
 	}
+	m.mu.Lock()
+	if m.targets[gw][targetKey{kind, target}] {
+		// Under the lock: setTargets cannot delete between the check and
+		// the write.
+		v := 0.0
+		if ok {
+			v = 1
+			m.targetRTT.WithLabelValues(gw, string(kind), target).Set(rtt.Seconds())
+		}
+		m.targetOK.WithLabelValues(gw, string(kind), target).Set(v)
+	}
+	m.mu.Unlock()
 }

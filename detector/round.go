@@ -143,7 +143,7 @@ func (d *Detector) runProbe(ctx context.Context, r roundSpec, ps probeSpec, hw f
 		}
 		rtt, err = d.pr.Probe(ctx, t)
 	}
-	d.met.probe(r.gateway, ps.kind, err == nil)
+	d.met.probe(r.gateway, ps.kind, ps.target, err == nil, rtt)
 	return outcome{spec: ps, rtt: rtt, err: err}
 }
 

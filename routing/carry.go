@@ -137,6 +137,24 @@ func Carrying(p *policy.Policy, h Snapshot) map[string]bool {
 	return out
 }
 
+// ActiveTier is the tier a group routes over under h, for the daemon's
+// uplinkd_group_active_tier: the effective tier of its carriers, or -1 when
+// no member is healthy.
+func ActiveTier(p *policy.Policy, g *policy.Group, h Snapshot) int {
+	gws := make(map[string]*policy.Gateway, len(g.Gateways))
+	for _, name := range g.Gateways {
+		if gw := p.Gateway(name); gw != nil {
+			gws[name] = gw
+		}
+	}
+	c := groupCarriers(gws, g, h)
+	if len(c) == 0 {
+		return -1
+	}
+	tier, _ := effective(gws[c[0]], h[c[0]])
+	return tier
+}
+
 // Standby returns the gateways that are healthy but carry no traffic
 // (see Carrying): backups the detector probes at the standby cadence.
 // Down gateways are not standby; they are probed for recovery.

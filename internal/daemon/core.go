@@ -139,6 +139,7 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 	c.lastReload = c.started
 	c.hooks.SetHooks(c.pol.Hooks)
 	c.metrics.reloaded(true, float64(c.started.UnixNano())/1e9)
+	c.metrics.setPolicy(c.pol)
 	c.beat.mark(c.started)
 	return c, nil
 }

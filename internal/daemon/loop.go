@@ -115,7 +115,9 @@ func (c *Core) update(initial bool) {
 // detector which gateways idle as backups.
 func (c *Core) pushRoutes() routing.Snapshot {
 	snap := c.snapshot()
-	c.rec.Set(routing.Desired(c.pol, snap))
+	want := routing.Desired(c.pol, snap)
+	c.rec.Set(want)
+	c.metrics.setCarriage(carrying(c.pol, snap))
 	sb := routing.Standby(c.pol, snap)
 	if !maps.Equal(sb, c.standby) {
 		c.det.SetStandby(sb)

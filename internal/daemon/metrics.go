@@ -1,7 +1,11 @@
 package daemon
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/uplinkd/uplinkd/policy"
 )
 
 // Metrics are the daemon's own series of docs/design.md.
@@ -11,6 +15,15 @@ type Metrics struct {
 	reloadOK     prometheus.Gauge
 	reloadTime   prometheus.Gauge
 	buildInfo    *prometheus.GaugeVec
+	gatewayInfo  *prometheus.GaugeVec
+	inRoute      *prometheus.GaugeVec
+	activeTier   *prometheus.GaugeVec
+
+	// The loop's goroutine alone calls the setters: these remember what
+	// was exported, to delete what left the policy.
+	info  map[string]prometheus.Labels
+	gws   map[string]bool
+	tiers map[string]bool
 }
 
 // BuildInfo labels uplinkd_build_info.
@@ -31,8 +44,18 @@ func NewMetrics(reg prometheus.Registerer, bi BuildInfo) *Metrics {
 			Help: "Unix time of the last successful policy load or reload."}),
 		buildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "uplinkd_build_info",
 			Help: "Always 1; the labels say which build runs."}, []string{"version", "commit", "goversion"}),
+		gatewayInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "uplinkd_gateway_info",
+			Help: "Always 1; the labels join a gateway to its interface (node_exporter's device), address, family and tables."},
+			[]string{"gateway", "iface", "address", "family", "table"}),
+		inRoute: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "uplinkd_gateway_in_route",
+			Help: "1 while the gateway carries traffic (in its group's active tier, its own table, or a failed-over table), 0 while it does not (down, or standby in a worse tier)."}, []string{"gateway"}),
+		activeTier: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "uplinkd_group_active_tier",
+			Help: "The tier whose gateways carry the group's default route; -1 while none of its healthy gateways does."}, []string{"group"}),
+		info:  map[string]prometheus.Labels{},
+		gws:   map[string]bool{},
+		tiers: map[string]bool{},
 	}
-	reg.MustRegister(m.groupUp, m.groupHealthy, m.reloadOK, m.reloadTime, m.buildInfo)
+	reg.MustRegister(m.groupUp, m.groupHealthy, m.reloadOK, m.reloadTime, m.buildInfo, m.gatewayInfo, m.inRoute, m.activeTier)
 	m.buildInfo.WithLabelValues(bi.Version, bi.Commit, bi.GoVersion).Set(1)
 	return m
 }
@@ -66,5 +89,81 @@ func (m *Metrics) reloaded(ok bool, unix float64) {
 		m.reloadTime.Set(unix)
 	} else {
 		m.reloadOK.Set(0)
+	}
+}
+
+// setPolicy exports uplinkd_gateway_info for p's gateways and deletes the
+// series (info, in_route) of gateways that left it.
+func (m *Metrics) setPolicy(p *policy.Policy) {
+	if m == nil {
+		return
+	}
+	keep := map[string]bool{}
+	for _, g := range p.Gateways {
+		keep[g.Name] = true
+		l := prometheus.Labels{"gateway": g.Name, "iface": g.Interface, "address": g.Address.String(),
+			"family": "ipv" + strconv.Itoa(familyOf(g)), "table": gatewayTables(p, g)}
+		if old, ok := m.info[g.Name]; ok && !sameLabels(old, l) {
+			m.gatewayInfo.Delete(old)
+		}
+		m.info[g.Name] = l
+		m.gatewayInfo.With(l).Set(1)
+	}
+	for name, l := range m.info {
+		if !keep[name] {
+			m.gatewayInfo.Delete(l)
+			delete(m.info, name)
+		}
+	}
+	for name := range m.gws {
+		if !keep[name] {
+			m.inRoute.DeleteLabelValues(name)
+			delete(m.gws, name)
+		}
+	}
+}
+
+func familyOf(g *policy.Gateway) int {
+	if g.Address.Is4() {
+		return 4
+	}
+	return 6
+}
+
+func sameLabels(a, b prometheus.Labels) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// setCarriage exports which gateways carry traffic and each group's active
+// tier; groups that left the policy lose their series.
+func (m *Metrics) setCarriage(c carriage) {
+	if m == nil {
+		return
+	}
+	for name, in := range c.inRoute {
+		v := 0.0
+		if in {
+			v = 1
+		}
+		m.inRoute.WithLabelValues(name).Set(v)
+		m.gws[name] = true
+	}
+	for grp, t := range c.tier {
+		m.activeTier.WithLabelValues(grp).Set(float64(t))
+		m.tiers[grp] = true
+	}
+	for grp := range m.tiers {
+		if _, ok := c.tier[grp]; !ok {
+			m.activeTier.DeleteLabelValues(grp)
+			delete(m.tiers, grp)
+		}
 	}
 }

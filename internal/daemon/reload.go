@@ -134,6 +134,7 @@ func (c *Core) adopt(p *policy.Policy) {
 	c.lastReload = c.now()
 	c.reloads++
 	c.mu.Unlock()
+	c.metrics.setPolicy(p)
 	for _, g := range p.Gateways {
 		if err := c.track.set(g.Name, health[g.Name].Healthy()); err != nil {
 			c.log.Error("writing track file", "gateway", g.Name, "err", err)
