@@ -11,7 +11,7 @@ FUZZTIME  ?= 10s
 # Every Fuzz* target in the tree runs for FUZZTIME in `make test`; they are
 # found, not listed, so a new target cannot be forgotten.
 
-.PHONY: all build test test-unit test-fuzz test-contrib bench demo lint vulncheck install setup clean
+.PHONY: all build test test-unit test-fuzz test-contrib bench demo lint vulncheck install deb setup clean
 
 all: build
 
@@ -105,6 +105,14 @@ install: build
 		echo "install -m 0644 $(EXAMPLE_POLICY) $(DESTDIR)$(SYSCONFDIR)/uplinkd/uplinkd.toml"; \
 		install -m 0644 $(EXAMPLE_POLICY) $(DESTDIR)$(SYSCONFDIR)/uplinkd/uplinkd.toml; \
 	fi
+
+# A Debian package (dpkg-deb; lintian-clean but for the override it ships,
+# see contrib/debian/lintian-overrides) in DEBDIR. contrib's TestDebPackage
+# builds one and inspects it.
+DEBDIR ?= out
+DEB_VERSION ?=
+deb: build
+	sh scripts/deb.sh $(DEBDIR) $(DEB_VERSION)
 
 clean:
 	rm -rf bin out
