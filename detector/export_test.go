@@ -36,3 +36,8 @@ func (k *Netlink) LinkStats(index int) (Counters, error) { return k.linkStats(in
 
 // TokenLen is the random payload a reply must echo back.
 const TokenLen = tokenLen
+
+// TargetSuccess reads uplinkd_probe_target_success of one target.
+func (d *Detector) TargetSuccess(gw string, kind ProbeKind, target string) float64 {
+	return testutil.ToFloat64(d.met.targetOK.WithLabelValues(gw, string(kind), target))
+}

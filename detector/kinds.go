@@ -18,6 +18,8 @@ const (
 	KindICMP  ProbeKind = "icmp"
 	KindTCP   ProbeKind = "tcp"
 	KindNeigh ProbeKind = "neigh"
+	KindHTTP  ProbeKind = "http"
+	KindDNS   ProbeKind = "dns"
 )
 
 // probeRole says what a probe's answer proves in a round.
@@ -40,6 +42,8 @@ type probeSpec struct {
 	addr   netip.AddrPort
 	target string // the target as a metric label would name it: "198.18.1.1", "198.18.100.1:80"
 	what   string // for reasons: "gateway 198.18.1.1", "tcp 198.18.100.1:80"
+	http   *policy.HTTPCheck
+	dns    *policy.DNSCheck
 }
 
 // kindDef is what a round knows of one kind of probe.
@@ -56,21 +60,23 @@ type kindDef struct {
 }
 
 // probeKinds is the registry of probe kinds, as blackbox_exporter's
-// Probers map: adding one (HTTP, DNS) is an entry here, its key in the
+// Probers map: adding one (as http and dns were) is an entry here, its key in the
 // policy and its sender in the Prober.
 var probeKinds = []kindDef{
 	{kind: KindICMP, specs: icmpSpecs, frames: true},
 	{kind: KindNeigh, specs: neighSpecs, run: (*Detector).runNeighProbe},
 	{kind: KindTCP, specs: tcpSpecs},
+	{kind: KindHTTP, specs: httpSpecs},
+	{kind: KindDNS, specs: dnsSpecs},
 }
 
 func icmpSpecs(p *policy.Probe, gw netip.Addr) []probeSpec {
 	var out []probeSpec
 	if p.Gateway {
-		out = append(out, probeSpec{KindICMP, roleGateway, netip.AddrPortFrom(gw, 0), gw.String(), "gateway " + gw.String()})
+		out = append(out, probeSpec{kind: KindICMP, role: roleGateway, addr: netip.AddrPortFrom(gw, 0), target: gw.String(), what: "gateway " + gw.String()})
 	}
 	for _, a := range p.ICMP {
-		out = append(out, probeSpec{KindICMP, roleRemote, netip.AddrPortFrom(a, 0), a.String(), a.String()})
+		out = append(out, probeSpec{kind: KindICMP, role: roleRemote, addr: netip.AddrPortFrom(a, 0), target: a.String(), what: a.String()})
 	}
 	return out
 }
@@ -79,13 +85,32 @@ func neighSpecs(p *policy.Probe, gw netip.Addr) []probeSpec {
 	if !p.Neigh {
 		return nil
 	}
-	return []probeSpec{{KindNeigh, roleNeigh, netip.AddrPortFrom(gw, 0), gw.String(), "neighbour " + gw.String()}}
+	return []probeSpec{{kind: KindNeigh, role: roleNeigh, addr: netip.AddrPortFrom(gw, 0), target: gw.String(), what: "neighbour " + gw.String()}}
 }
 
 func tcpSpecs(p *policy.Probe, _ netip.Addr) []probeSpec {
 	out := make([]probeSpec, 0, len(p.TCP))
 	for _, ap := range p.TCP {
-		out = append(out, probeSpec{KindTCP, roleRemote, ap, ap.String(), "tcp " + ap.String()})
+		out = append(out, probeSpec{kind: KindTCP, role: roleRemote, addr: ap, target: ap.String(), what: "tcp " + ap.String()})
+	}
+	return out
+}
+
+func httpSpecs(p *policy.Probe, _ netip.Addr) []probeSpec {
+	out := make([]probeSpec, 0, len(p.HTTP))
+	for i := range p.HTTP {
+		c := &p.HTTP[i]
+		out = append(out, probeSpec{kind: KindHTTP, role: roleRemote, addr: c.Addr, target: c.URL, what: "http " + c.URL, http: c})
+	}
+	return out
+}
+
+func dnsSpecs(p *policy.Probe, _ netip.Addr) []probeSpec {
+	out := make([]probeSpec, 0, len(p.DNS))
+	for i := range p.DNS {
+		c := &p.DNS[i]
+		s := c.Server.String()
+		out = append(out, probeSpec{kind: KindDNS, role: roleRemote, addr: c.Server, target: s, what: "dns " + s, dns: c})
 	}
 	return out
 }

@@ -27,8 +27,8 @@ import (
 // Target is one probe: where it goes and how it is pinned to its uplink.
 type Target struct {
 	Gateway string
-	Kind    ProbeKind      // a kind with a sender: KindICMP, KindTCP
-	Addr    netip.AddrPort // port is used for TCP only
+	Kind    ProbeKind      // a kind with a sender: KindICMP, KindTCP, KindHTTP, KindDNS
+	Addr    netip.AddrPort // port is used by the connection kinds only
 	OnLink  bool           // the target is the gateway itself
 	Iface   string
 	IfIndex int
@@ -38,6 +38,8 @@ type Target struct {
 	Pin     policy.Pin
 	Mark    uint32
 	Timeout time.Duration
+	HTTP    *policy.HTTPCheck // KindHTTP: the request and the expected status
+	DNS     *policy.DNSCheck  // KindDNS: the query and the expected answer
 }
 
 // Prober sends probes. Probe blocks until the answer or the timeout and
@@ -96,6 +98,7 @@ type SocketProber struct {
 	Ignored atomic.Uint64
 
 	readers   []*beat // one per reader goroutine, for Liveness
+	cas       caCache // http_ca_file pools
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
@@ -138,6 +141,8 @@ func newSocketProber(ns netns.NsHandle, log *slog.Logger, dgramOnly bool, now fu
 	p.senders = map[ProbeKind]func(context.Context, Target) (time.Duration, error){
 		KindICMP: p.probeICMP,
 		KindTCP:  p.probeTCP,
+		KindHTTP: p.probeHTTP,
+		KindDNS:  p.probeDNS,
 	}
 	err := InNamespace(ns, func() error {
 		var err error
@@ -600,25 +605,7 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // gateway want pin = "mark" (its own table, on_down = "keep") or
 // pin = "source" with a per-source table.
 func (p *SocketProber) probeTCP(ctx context.Context, t Target) (time.Duration, error) {
-	d := net.Dialer{Timeout: t.Timeout}
-	if t.Source.IsValid() && t.Pin != policy.PinMark {
-		d.LocalAddr = &net.TCPAddr{IP: t.Source.AsSlice()}
-	}
-	d.Control = func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			switch t.Pin {
-			case policy.PinMark:
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(t.Mark))
-			case policy.PinDevice, "":
-				serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, t.Iface)
-			}
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}
+	d := pinnedDialer(t, "tcp")
 	var rtt time.Duration
 	// The socket must be created in the probed namespace; the connect
 	// runs on that locked thread for at most Timeout.

@@ -150,7 +150,7 @@ func (d *Detector) runProbe(ctx context.Context, r roundSpec, ps probeSpec, hw f
 // target is what the Prober is asked to send for one probe.
 func (d *Detector) target(r roundSpec, ps probeSpec) Target {
 	t := Target{Gateway: r.gateway, Kind: ps.kind, Addr: ps.addr, Iface: r.iface, IfIndex: r.index, NextHop: r.gw,
-		Pin: r.probe.Pin, Mark: r.probe.Mark, Timeout: r.timeout}
+		Pin: r.probe.Pin, Mark: r.probe.Mark, Timeout: r.timeout, HTTP: ps.http, DNS: ps.dns}
 	t.Source = d.source(r, ps.addr.Addr())
 	if ps.role == roleGateway {
 		t.OnLink = true

@@ -156,6 +156,15 @@ type rawProbe struct {
 	MinUp   fCount  `toml:"min_up"`
 	Pin     fPin    `toml:"pin"`
 	Mark    fUint32 `toml:"mark"`
+	// HTTP and DNS probes (probekinds.go).
+	HTTP           []fWord     `toml:"http"`
+	HTTPStatus     fHTTPStatus `toml:"http_status"`
+	HTTPServerName fWord       `toml:"http_server_name"`
+	HTTPCAFile     fWord       `toml:"http_ca_file"`
+	DNS            []fWord     `toml:"dns"`
+	DNSName        fWord       `toml:"dns_name"`
+	DNSType        fWord       `toml:"dns_type"`
+	DNSAnswer      fAddr       `toml:"dns_answer"`
 }
 
 type rawGateway struct {
@@ -750,9 +759,10 @@ func (v *validator) gateway(name string, r *rawGateway, p *Policy, tables map[ui
 		}
 		g.Probe.TCP = append(g.Probe.TCP, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
 	}
+	v.probeKinds(pr, g, at, obj)
 	if check(v, pr.MinUp, at("probe", "min_up"), obj) {
 		g.Probe.MinUp = int(pr.MinUp.V)
-		if n := len(g.Probe.ICMP) + len(g.Probe.TCP); g.Probe.MinUp > n {
+		if n := g.Probe.Remotes(); g.Probe.MinUp > n {
 			v.addAt(at("probe", "min_up"), obj, "min_up %d is more than the %d remote targets", g.Probe.MinUp, n)
 		}
 	}

@@ -98,13 +98,21 @@ type Probe struct {
 	Neigh   bool         // kernel ARP/ND probe of the gateway's neighbour entry
 	ICMP    []netip.Addr // remote targets reached through this gateway only
 	TCP     []netip.AddrPort
-	MinUp   int    // N of M remote targets that must answer
-	Pin     Pin    // device, source or mark
-	Mark    uint32 // fwmark for pin = "mark"
+	HTTP    []HTTPCheck // GET probes that must answer an expected status
+	DNS     []DNSCheck  // queries that must get an expected answer
+	MinUp   int         // N of M remote targets that must answer
+	Pin     Pin         // device, source or mark
+	Mark    uint32      // fwmark for pin = "mark"
 }
 
 // Pin is how a probe is kept on its gateway's path.
 type Pin string
+
+// Remotes is the number of remote targets (every kind but the gateway and
+// its neighbour entry), the M of min_up.
+func (p Probe) Remotes() int {
+	return len(p.ICMP) + len(p.TCP) + len(p.HTTP) + len(p.DNS)
+}
 
 // Probe pinning modes.
 const (

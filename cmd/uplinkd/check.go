@@ -68,6 +68,12 @@ func summarize(w io.Writer, p *policy.Policy) {
 		for _, a := range g.Probe.TCP {
 			targets = append(targets, "tcp "+a.String())
 		}
+		for _, c := range g.Probe.HTTP {
+			targets = append(targets, fmt.Sprintf("http %s (status %d)", c.URL, c.Status))
+		}
+		for _, c := range g.Probe.DNS {
+			targets = append(targets, fmt.Sprintf("dns %s %s %s", c.Server, c.Type, c.Name))
+		}
 		fmt.Fprintf(tw, "  gateway\t%s\tvia %s dev %s weight %d tier %d%s\tprofile %s (%s), probes: %s\n",
 			g.Name, g.Address, g.Interface, g.Weight, g.Tier, extra, g.Profile.Name, g.Profile.Gating, strings.Join(targets, ", "))
 	}
