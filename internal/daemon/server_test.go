@@ -2,17 +2,10 @@ package daemon
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -24,6 +17,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/uplinkd/uplinkd/internal/testca"
 	"github.com/uplinkd/uplinkd/policy"
 )
 
@@ -87,39 +81,6 @@ func TestGuardHost(t *testing.T) {
 	}
 }
 
-// testCA writes a CA and a server certificate for 127.0.0.1 signed by it.
-func testCA(t *testing.T, dir string) (caPool *x509.CertPool, certFile, keyFile string) {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "uplinkd test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "uplinkd"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	caPool = x509.NewCertPool()
-	caPool.AddCert(ca)
-	return caPool, certFile, keyFile
-}
-
 // TestServeHTTPWithWebConfig serves through exporter-toolkit with a web
 // configuration file, as [daemon] web_config_file names it: TLS with a
 // certificate from a test CA, and basic auth. Plain HTTP, a wrong password
@@ -127,7 +88,9 @@ func testCA(t *testing.T, dir string) (caPool *x509.CertPool, certFile, keyFile 
 // included.
 func TestServeHTTPWithWebConfig(t *testing.T) {
 	dir := t.TempDir()
-	pool, cert, key := testCA(t, dir)
+	ca := testca.New(t)
+	pool := ca.Pool
+	cert, key := ca.WriteServer(t, dir, nil, []net.IP{net.IPv4(127, 0, 0, 1)})
 	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
