@@ -60,7 +60,7 @@ func linesWith(s, sub string) string {
 func TestScenarioIPv4PrependConflict(t *testing.T) {
 	p := mustPolicy(t, twoISPs)
 	k := routingtest.NewMemKernel("eth1", "eth2", "eth3")
-	rec, reg := newConflictReconciler(t, k)
+	rec, _ := newConflictReconciler(t, k)
 	ctx := context.Background()
 	if _, err := rec.Apply(ctx, routing.Desired(p, nil)); err != nil {
 		t.Fatal(err)
@@ -77,7 +77,7 @@ func TestScenarioIPv4PrependConflict(t *testing.T) {
 	// uplinkd restarts (the prepend was made while it was away: only a
 	// read finds it), and isp1 is down: the group's route would change,
 	// but its key is shared with a foreign route.
-	rec, reg = newConflictReconciler(t, k)
+	rec, reg := newConflictReconciler(t, k)
 	writes := rec.Writes()
 	_, err := rec.Apply(ctx, routing.Desired(p, routing.Snapshot{"isp1": routing.Down}))
 	if err == nil || !strings.Contains(err.Error(), "foreign route") {
