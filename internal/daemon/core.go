@@ -98,6 +98,10 @@ type CoreConfig struct {
 	Load    func() (*policy.Policy, error)
 	Now     func() time.Time // nil: time.Now
 	Version string
+	// StartDown names the gateways that start Down (the detector starts
+	// them Down too): those a previous instance had withdrawn, so the
+	// initial apply matches what it left.
+	StartDown map[string]string
 }
 
 // NewCore builds the loop. It does not start anything.
@@ -134,6 +138,10 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 	for _, g := range c.pol.Gateways {
 		c.states[g.Name] = detector.Unknown
 		c.health[g.Name] = routing.Up
+		if _, down := cfg.StartDown[g.Name]; down {
+			c.states[g.Name] = detector.Down
+			c.health[g.Name] = routing.Down
+		}
 	}
 	c.started = c.now()
 	c.lastReload = c.started

@@ -405,3 +405,73 @@ gateways = ["primary", "backup"]
 		t.Errorf("status after failover: %+v", s.Gateways[0])
 	}
 }
+
+// TestRestartAdoptsWithdrawnGateway: an instance withdrew isp1 and died;
+// the next one, over the same kernel, starts isp1 down, writes nothing,
+// and keeps isp1's track file down. isp1 rejoins only when the detector
+// says so.
+func TestRestartAdoptsWithdrawnGateway(t *testing.T) {
+	p := mustParse(t, twoISPs(2, `"gateway_up"`))
+	first := newHarness(t, p)
+	first.det.send("isp1", detector.Up, detector.Down, "3 probes lost")
+	first.waitFor("isp1 withdrawn", func() bool { return !strings.Contains(first.kernelDump(), "198.18.1.1") })
+	left := first.kernelDump()
+
+	rec, err := routing.NewReconciler(routing.Config{Netlink: first.kernel, Protocol: 212, Logger: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Close()
+	startDown := adoptWithdrawn(p, rec, discard())
+	if diff := cmp.Diff(map[string]string{"isp1": reasonAbsent}, startDown); diff != "" {
+		t.Fatalf("adopted (-want +got):\n%s", diff)
+	}
+	det := newFakeDetector()
+	trackDir := filepath.Join(t.TempDir(), "track")
+	core, err := NewCore(CoreConfig{Policy: p, Detector: det, Routes: rec, TrackDir: trackDir, StartDown: startDown,
+		Load: func() (*policy.Policy, error) { return p, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := rec.Writes()
+	if n, err := rec.Apply(context.Background(), core.Desired()); err != nil || n != 0 {
+		t.Fatalf("initial apply after the restart: %d writes, %v; want 0, nil", n, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- rec.Run(ctx) }()
+	go func() { done <- core.Loop(ctx) }()
+	defer func() { cancel(); <-done; <-done }()
+
+	det.send("isp2", detector.Unknown, detector.Up, "probe answered")
+	waitTrue(t, "track files written", func() bool {
+		b, err := os.ReadFile(filepath.Join(trackDir, "isp2"))
+		return err == nil && string(b) == "0\n"
+	})
+	if b, err := os.ReadFile(filepath.Join(trackDir, "isp1")); err != nil || string(b) != "1\n" {
+		t.Errorf("isp1's track file = %q, %v; want \"1\\n\" (down, not forced up at start)", b, err)
+	}
+	if w := rec.Writes() - before; w != 0 {
+		t.Errorf("the restart wrote %d times, want 0", w)
+	}
+	if now := first.kernelDump(); now != left {
+		t.Errorf("kernel changed across the restart:\nleft\n%s\nnow\n%s", left, now)
+	}
+	if st := core.Status(); st.Gateways[0].Name != "isp1" || st.Gateways[0].State != "down" || st.Gateways[0].Up {
+		t.Errorf("isp1 after the restart: %+v, want down", st.Gateways[0])
+	}
+
+	det.send("isp1", detector.Down, detector.Up, "3 probes answered")
+	waitTrue(t, "isp1 back in the route", func() bool { return strings.Contains(first.kernelDump(), "198.18.1.1") })
+}
+
+func waitTrue(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

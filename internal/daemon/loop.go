@@ -18,8 +18,10 @@ import (
 
 // Loop is the goroutine that owns health. It returns when ctx ends.
 func (c *Core) Loop(ctx context.Context) error {
+	// Track files start from the health the loop starts with: a gateway
+	// adopted as down stays down for keepalived too.
 	for _, g := range c.pol.Gateways {
-		if err := c.track.set(g.Name, true); err != nil {
+		if err := c.track.set(g.Name, c.health[g.Name].Healthy()); err != nil {
 			c.log.Error("writing track file", "gateway", g.Name, "err", err)
 		}
 	}

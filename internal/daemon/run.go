@@ -142,16 +142,48 @@ func (d *daemon) build() error {
 	if err != nil {
 		return err
 	}
-	if d.det, err = newDetector(d.p, d.log, d.reg); err != nil {
+	startDown := adoptWithdrawn(d.p, d.rec, d.log)
+	if d.det, err = newDetector(d.p, d.log, d.reg, startDown); err != nil {
 		return fmt.Errorf("creating detector: %w", err)
 	}
 	path := d.opts.ConfigPath
 	d.core, err = NewCore(CoreConfig{
 		Policy: d.p, Logger: d.log, Detector: d.det, Routes: d.rec, Hooks: d.hooks, Metrics: dm,
 		TrackDir: d.p.Daemon.TrackDir, Load: func() (*policy.Policy, error) { return loadChecked(path) },
-		Version: d.opts.Build.Version,
+		Version: d.opts.Build.Version, StartDown: startDown,
 	})
 	return err
+}
+
+// reasonAbsent is the reason a gateway adopted as down shows until the
+// detector judges it.
+const reasonAbsent = "absent from owned routes at start"
+
+// ownedReader reads the routes and rules uplinkd owns; *routing.Reconciler
+// is one.
+type ownedReader interface {
+	ReadOwned(want routing.State) (routing.State, error)
+}
+
+// adoptWithdrawn reads the routes and rules uplinkd owns, as a previous
+// instance left them, and returns the gateways they show withdrawn: those
+// start Down and rejoin after up_count good probes, so a restart neither
+// puts a dead gateway back for the few hundred milliseconds it takes to
+// find it dead again nor writes anything over a kernel that already
+// matches. A failed read adopts nothing: every gateway starts unknown, as
+// on a first start, and the reconciler repairs what it must.
+func adoptWithdrawn(p *policy.Policy, rec ownedReader, log *slog.Logger) map[string]string {
+	installed, err := rec.ReadOwned(routing.Desired(p, nil))
+	if err != nil {
+		log.Error("reading the routes a previous instance left; starting every gateway unknown", "err", err)
+		return nil
+	}
+	down := map[string]string{}
+	for _, name := range routing.Withdrawn(p, installed) {
+		down[name] = reasonAbsent
+		log.Info("gateway starts down", "gateway", name, "reason", reasonAbsent)
+	}
+	return down
 }
 
 // listen opens the status listener and the control socket.
