@@ -10,6 +10,7 @@ import (
 
 	"github.com/uplinkd/uplinkd/internal/securefile"
 	"github.com/uplinkd/uplinkd/policy"
+	"github.com/uplinkd/uplinkd/routing"
 )
 
 // checkRootOnly refuses a file that anyone but root could change: hooks run
@@ -90,5 +91,22 @@ func loadChecked(path string) (*policy.Policy, error) {
 	if err := errors.Join(checkPolicyFiles(p), checkInterfaces(p), checkWebConfig(p)); err != nil {
 		return nil, err
 	}
+	if err := checkManages(p); err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+// checkManages refuses a policy under which uplinkd would own nothing. Run
+// or reloaded over the routes a previous policy installed, such a policy
+// (an empty file, comments only, a truncated edit) would have every owned
+// route and rule deleted: the host's default route among them. policy.Parse
+// refuses it too; this holds the daemon to it whatever the parser lets
+// through, in terms of what it would write. Withdrawing everything on
+// purpose stays possible, explicitly: on_exit = "withdraw", then stop.
+func checkManages(p *policy.Policy) error {
+	if want := routing.Desired(p, nil); len(want.Routes) > 0 || len(want.Rules) > 0 {
+		return nil
+	}
+	return fmt.Errorf("policy %s manages nothing (no group, gateway table, announce or rule): it would delete every route and rule uplinkd owns; to withdraw them on purpose, set on_exit = \"withdraw\" in the running policy and stop uplinkd", p.File)
 }

@@ -1137,3 +1137,48 @@ func BenchmarkFailoverInNamespace(b *testing.B) {
 	b.ReportMetric(float64(down.Milliseconds())/float64(b.N), "ms-to-withdraw")
 	b.ReportMetric(float64(up.Milliseconds())/float64(b.N), "ms-to-restore")
 }
+
+// Issue 11.2: a policy that manages nothing (empty, comments only) is
+// refused by reload and by run, with the routes a previous policy or
+// instance installed left in place. Before, reload said "policy reloaded"
+// and run started, and both deleted every owned route: the host's default
+// route among them.
+func TestPolicyThatManagesNothingIsRefused(t *testing.T) {
+	l := newLab(t)
+	good := l.basePolicy(2, "")
+	l.start(good)
+	l.waitBothUp()
+	before := l.routes()
+	sock := filepath.Join(l.dir, "run", "control.sock")
+	for _, empty := range []string{"", "# nothing here yet\n"} {
+		l.writeFile("uplinkd.toml", empty, 0o600)
+		out, err := l.Host.Run(binary, "reload", "--socket", sock)
+		if err == nil || !strings.Contains(out, "manages nothing") {
+			t.Errorf("reload with %q: %v, want refused saying it manages nothing:\n%s", empty, err, out)
+		}
+		if after := l.routes(); after != before {
+			t.Fatalf("reload with %q changed the routes:\nbefore %q\nafter  %q", empty, before, after)
+		}
+	}
+	if st := l.status(); !strings.Contains(strings.Join(st.Routes, "\n"), "198.18.1.1") {
+		t.Errorf("status after the refused reloads lost the routes: %v", st.Routes)
+	}
+
+	// The daemon goes (on_exit = "leave"); its routes stay. A new one with
+	// the empty policy must not start over them.
+	l.signal(syscall.SIGTERM)
+	if err := l.Host.Wait(l.cmd, 15*time.Second); err != nil {
+		t.Fatalf("daemon did not exit cleanly on SIGTERM: %v", err)
+	}
+	for _, empty := range []string{"", "# nothing here yet\n"} {
+		l.writeFile("uplinkd.toml", empty, 0o600)
+		out, err := l.Host.Run(binary, "run", "--config", l.policy)
+		var ee *exec.ExitError
+		if !errorsAs(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(out, "refusing to start") || !strings.Contains(out, "manages nothing") {
+			t.Errorf("run with %q: %v, want exit 2 refusing to start because it manages nothing:\n%s", empty, err, out)
+		}
+		if after := l.routes(); after != before {
+			t.Fatalf("run with %q changed the routes left by the previous instance:\nbefore %q\nafter  %q", empty, before, after)
+		}
+	}
+}

@@ -1,0 +1,30 @@
+package daemon
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A policy under which uplinkd would own nothing is refused before it can
+// delete what a previous policy installed (issue 11.2).
+func TestLoadCheckedRefusesPolicyThatManagesNothing(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, text string }{
+		{"empty", ""},
+		{"comments only", "# uplinkd policy\n# (to be written)\n"},
+		{"daemon settings only", "[daemon]\non_exit = \"leave\"\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".toml")
+			if err := os.WriteFile(path, []byte(tc.text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := loadChecked(path)
+			if err == nil || !strings.Contains(err.Error(), "manages nothing") {
+				t.Fatalf("loadChecked(%q) = %v, want an error saying it manages nothing", tc.text, err)
+			}
+		})
+	}
+}
