@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -30,7 +31,7 @@ func TestCoreReportsRouteConflicts(t *testing.T) {
 	if err := WriteTable(&table, h.core.Status()); err != nil || !strings.Contains(table.String(), "route conflicts") {
 		t.Errorf("status table lacks the conflict (err %v):\n%s", err, table.String())
 	}
-	srv := newHTTPServer(h.core, h.reg, slog.New(slog.NewTextHandler(io.Discard, nil)), hostAllow{}) // /healthz answers any Host
+	srv := newHTTPServer(h.core, h.reg, slog.New(slog.NewTextHandler(io.Discard, nil)), hostAllow{}, newProgress("http server", time.Now)) // /healthz answers any Host
 	get := func() (int, string) {
 		rr := httptest.NewRecorder()
 		srv.Handler.ServeHTTP(rr, httptest.NewRequest(http.MethodGet, "/healthz", nil))

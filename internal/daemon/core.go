@@ -60,6 +60,7 @@ type Core struct {
 
 	reloadc chan chan error
 	beat    chanHeartbeat
+	live    []LivenessSource // every other long-lived worker, for Healthy
 
 	// mu guards what status readers see. The loop holds it only to copy
 	// values in, never across a channel operation or a kernel call.
@@ -98,6 +99,9 @@ type CoreConfig struct {
 	Load    func() (*policy.Policy, error)
 	Now     func() time.Time // nil: time.Now
 	Version string
+	// Liveness are the other long-lived workers Healthy and the watchdog
+	// follow, beside the health loop itself.
+	Liveness []LivenessSource
 	// StartDown names the gateways that start Down (the detector starts
 	// them Down too): those a previous instance had withdrawn, so the
 	// initial apply matches what it left.
@@ -121,6 +125,7 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 		groupHealth: map[string]int{},
 		standby:     map[string]bool{},
 		version:     cfg.Version,
+		live:        cfg.Liveness,
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -183,9 +188,4 @@ func (c *Core) snapshot() routing.Snapshot {
 // apply.
 func (c *Core) Desired() routing.State {
 	return routing.Desired(c.pol, c.snapshot())
-}
-
-// Healthy reports whether the loop went round recently, for /healthz.
-func (c *Core) Healthy(maxAge time.Duration) bool {
-	return c.now().Sub(c.beat.last()) < maxAge
 }

@@ -67,9 +67,7 @@ func (c *Core) Loop(ctx context.Context) error {
 			pending.answer(c.reload())
 			pending = pending[:0]
 		case <-wd:
-			if c.notify != nil {
-				c.notify(sd.SdNotifyWatchdog)
-			}
+			c.watchdog()
 		case now := <-beat.C:
 			c.beat.mark(now)
 			if err := c.track.refresh(now); err != nil {
@@ -78,6 +76,21 @@ func (c *Core) Loop(ctx context.Context) error {
 		}
 		c.beat.mark(c.now())
 	}
+}
+
+// watchdog tells systemd the daemon is alive, but only while every worker
+// makes progress: withholding the ping is how a wedged detector round,
+// prober, kernel call or hook gets the daemon restarted.
+func (c *Core) watchdog() {
+	if c.notify == nil {
+		return
+	}
+	if ok, reason := c.Healthy(); !ok {
+		c.log.Error("withholding the watchdog ping", "err", reason)
+		c.notify("STATUS=" + reason)
+		return
+	}
+	c.notify(sd.SdNotifyWatchdog)
 }
 
 // reloadWaiters are the callers of one pending reload; a nil entry is a

@@ -17,6 +17,7 @@ import (
 	sd "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/vishvananda/netns"
 
 	"github.com/uplinkd/uplinkd/internal/hooks"
 	"github.com/uplinkd/uplinkd/policy"
@@ -82,6 +83,9 @@ type daemon struct {
 	det   HealthSource
 	core  *Core
 
+	kernel   *routing.Kernel // the reconciler's netlink handle, closed by close
+	httpBusy *progress       // the HTTP server's requests
+
 	httpLn net.Listener   // nil without [daemon] listen
 	ctl    *controlServer // nil without [daemon] control_socket
 }
@@ -130,8 +134,17 @@ func (d *daemon) build() error {
 	dm := NewMetrics(d.reg, d.opts.Build)
 	d.hooks = hooks.New(hooks.Config{Logger: d.log, Metrics: hooks.NewMetrics(d.reg), Paused: true})
 
-	var err error
+	// The reconciler's kernel calls report progress: a netlink call that
+	// never returns must fail /healthz and the watchdog.
+	kernel, err := routing.NewKernel(netns.None(), d.log)
+	if err != nil {
+		return fmt.Errorf("creating reconciler: %w", err)
+	}
+	d.kernel = kernel
+	recCalls := newProgress("reconciler kernel calls", time.Now)
+	d.httpBusy = newProgress("http server", time.Now)
 	d.rec, err = routing.NewReconciler(routing.Config{
+		Netlink:     watchedNetlink{Netlink: kernel, p: recCalls},
 		Protocol:    d.p.Daemon.RouteProtocol,
 		Logger:      d.log,
 		Metrics:     routing.NewMetrics(d.reg),
@@ -151,6 +164,7 @@ func (d *daemon) build() error {
 		Policy: d.p, Logger: d.log, Detector: d.det, Routes: d.rec, Hooks: d.hooks, Metrics: dm,
 		TrackDir: d.p.Daemon.TrackDir, Load: func() (*policy.Policy, error) { return loadChecked(path) },
 		Version: d.opts.Build.Version, StartDown: startDown,
+		Liveness: []LivenessSource{recCalls.report, d.httpBusy.report, hookLiveness(d.hooks)},
 	})
 	return err
 }
@@ -249,7 +263,7 @@ func (d *daemon) serve(ctx context.Context) error {
 	w.start("health loop", d.core.Loop)
 	var srv *http.Server
 	if d.httpLn != nil {
-		srv = newHTTPServer(d.core, d.reg, d.log, newHostAllow(d.httpLn.Addr(), d.p.Daemon.Listen, d.p.Daemon.HTTPHosts))
+		srv = newHTTPServer(d.core, d.reg, d.log, newHostAllow(d.httpLn.Addr(), d.p.Daemon.Listen, d.p.Daemon.HTTPHosts), d.httpBusy)
 		w.start("status server", func(context.Context) error {
 			if err := serveHTTP(srv, d.httpLn, d.p.Daemon.WebConfigFile, d.log); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return err
@@ -337,8 +351,23 @@ func (d *daemon) close() {
 	if d.rec != nil {
 		d.rec.Close()
 	}
+	if d.kernel != nil {
+		d.kernel.Close()
+	}
 	if d.hooks != nil {
 		d.hooks.Close()
+	}
+}
+
+// hookLiveness reports every hook run in progress; one still running well
+// past its timeout (the runner kills it then) is a wedged runner.
+func hookLiveness(r *hooks.Runner) LivenessSource {
+	return func() []Worker {
+		var out []Worker
+		for _, run := range r.Running() {
+			out = append(out, Worker{Name: "hook " + run.Hook, LastProgress: run.Since, Busy: true, Limit: run.Timeout + StallAfter})
+		}
+		return out
 	}
 }
 

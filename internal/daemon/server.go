@@ -124,8 +124,9 @@ func serveHTTP(srv *http.Server, l net.Listener, webConfig string, log *slog.Log
 }
 
 // newHTTPServer serves /metrics, /status and /healthz to requests whose
-// Host is in allow.
-func newHTTPServer(c *Core, reg *prometheus.Registry, log *slog.Logger, allow hostAllow) *http.Server {
+// Host is in allow. Every request marks busy the progress the daemon's
+// liveness follows.
+func newHTTPServer(c *Core, reg *prometheus.Registry, log *slog.Logger, allow hostAllow, busy *progress) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
 	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
@@ -138,8 +139,8 @@ func newHTTPServer(c *Core, reg *prometheus.Registry, log *slog.Logger, allow ho
 		_, _ = w.Write([]byte(out))
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		if !c.Healthy(10 * time.Second) {
-			http.Error(w, "health loop stalled", http.StatusServiceUnavailable)
+		if ok, reason := c.Healthy(); !ok {
+			http.Error(w, reason, http.StatusServiceUnavailable)
 			return
 		}
 		if cs := c.rec.Conflicts(); len(cs) > 0 {
@@ -156,7 +157,7 @@ func newHTTPServer(c *Core, reg *prometheus.Registry, log *slog.Logger, allow ho
 		_, _ = w.Write([]byte("uplinkd: /metrics /status /healthz\n"))
 	})
 	return &http.Server{
-		Handler:           readOnly(guardHost(allow, mux)),
+		Handler:           withProgress(busy, readOnly(guardHost(allow, mux))),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -178,6 +179,41 @@ type worker struct {
 	hook  *policy.Hook
 	queue chan Event
 	stop  chan struct{} // closed when the hook leaves the policy
+
+	runMu sync.Mutex
+	since time.Time // start of the run in progress; zero while waiting
+}
+
+// Running is one hook run in progress, for the daemon's liveness: a run
+// far past its timeout means the runner is wedged (a kill that did not end
+// it, a pipe an escaped child holds).
+type Running struct {
+	Hook    string
+	Since   time.Time
+	Timeout time.Duration
+}
+
+// Running returns the runs in progress, by hook name. Safe from any
+// goroutine.
+func (r *Runner) Running() []Running {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Running
+	for _, w := range r.workers {
+		w.runMu.Lock()
+		if !w.since.IsZero() {
+			out = append(out, Running{Hook: w.hook.Name, Since: w.since, Timeout: w.hook.Timeout})
+		}
+		w.runMu.Unlock()
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Hook < out[j].Hook })
+	return out
+}
+
+func (w *worker) running(since time.Time) {
+	w.runMu.Lock()
+	w.since = since
+	w.runMu.Unlock()
 }
 
 // New returns a Runner with no hooks; call SetHooks.
@@ -311,7 +347,9 @@ func (r *Runner) work(w *worker) {
 		case <-w.stop:
 			return
 		case e := <-w.queue:
+			w.running(time.Now())
 			res := r.run(r.ctx, w.hook, e)
+			w.running(time.Time{})
 			r.record(res)
 			r.pending.Add(-1)
 		}
