@@ -2,4 +2,7 @@
 
 package daemon
 
-const builtWithCgo = false
+const (
+	builtWithCgo  = false
+	raceTestBuild = false
+)

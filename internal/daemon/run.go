@@ -62,10 +62,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err := d.applyInitial(ctx); err != nil {
 		return err
 	}
-	if err := DropCapabilities(KeptCapabilities); err != nil {
+	if err := d.dropCapabilities(); err != nil {
 		return err
 	}
-	d.log.Info("capabilities dropped", "kept", "CAP_NET_ADMIN,CAP_NET_RAW")
 	d.hooks.Start()
 	return d.serve(ctx)
 }
@@ -245,6 +244,20 @@ func (d *daemon) applyInitial(ctx context.Context) error {
 	} else {
 		log.Info("initial state applied", "writes", writes)
 	}
+	return nil
+}
+
+// dropCapabilities keeps only CAP_NET_ADMIN and CAP_NET_RAW on every
+// thread; the race-detector test build cannot (see racetest.go) and says so.
+func (d *daemon) dropCapabilities() error {
+	if raceTestBuild {
+		d.log.Warn("race-detector test build: capabilities are NOT dropped (AllThreadsSyscall needs a binary without cgo); never run this build in production")
+		return nil
+	}
+	if err := DropCapabilities(KeptCapabilities); err != nil {
+		return err
+	}
+	d.log.Info("capabilities dropped", "kept", "CAP_NET_ADMIN,CAP_NET_RAW")
 	return nil
 }
 

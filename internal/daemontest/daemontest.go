@@ -27,22 +27,41 @@ import (
 
 // Build compiles cmd/uplinkd into dir and returns the binary's path. The
 // module root is found from this source file, so tests in any directory can
-// call it.
+// call it. It builds what `make build` ships: CGO_ENABLED=0, which the
+// capability drop needs.
 func Build(dir string) (string, error) {
+	return build(filepath.Join(dir, "uplinkd"), "CGO_ENABLED=0")
+}
+
+// BuildRace compiles cmd/uplinkd with the race detector into dir, for the
+// suites that run the real daemon (e2e, reliability): a data race in the
+// daemon then stops it (GORACE halt_on_error, see RaceEnv) and fails the
+// test. The race detector needs cgo, which makes dropping capabilities on
+// every thread impossible, so this build (tag uplinkd_racetest) keeps
+// them and says so; tests of the capability drop use Build.
+func BuildRace(dir string) (string, error) {
+	return build(filepath.Join(dir, "uplinkd-race"), "CGO_ENABLED=1", "-race", "-tags", "uplinkd_racetest")
+}
+
+// RaceEnv is the GORACE setting the suites export for a BuildRace binary:
+// the first race report ends the daemon with exit status 66.
+const RaceEnv = "halt_on_error=1 exitcode=66"
+
+func build(bin, cgo string, flags ...string) (string, error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "uplinkd")
 	goBin := "go"
 	if _, err := exec.LookPath(goBin); err != nil {
 		goBin = "/usr/local/go/bin/go" // where the machine image and CI keep it
 	}
-	cmd := exec.Command(goBin, "build", "-o", bin, "./cmd/uplinkd")
+	args := append(append([]string{"build"}, flags...), "-o", bin, "./cmd/uplinkd")
+	cmd := exec.Command(goBin, args...)
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Env = append(os.Environ(), cgo)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building uplinkd: %v\n%s", err, out)
+		return "", fmt.Errorf("building uplinkd (%s %s): %v\n%s", cgo, strings.Join(flags, " "), err, out)
 	}
 	return bin, nil
 }

@@ -17,8 +17,12 @@ import (
 	"github.com/uplinkd/uplinkd/policy"
 )
 
-// uplinkdBin and spooferBin are built once for the whole test binary.
-var uplinkdBin, spooferBin string
+// uplinkdBin, prodBin and spooferBin are built once for the whole test
+// binary. uplinkdBin has the race detector (daemontest.BuildRace): a data
+// race in the daemon under these faults stops it and fails the test.
+// prodBin is the shipped build, for the soak benchmark's CPU and memory
+// figures, which the race detector would inflate.
+var uplinkdBin, prodBin, spooferBin string
 
 func TestMain(m *testing.M) { os.Exit(runMain(m)) }
 
@@ -29,10 +33,15 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	if uplinkdBin, err = daemontest.Build(dir); err != nil {
+	if uplinkdBin, err = daemontest.BuildRace(dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	if prodBin, err = daemontest.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	os.Setenv("GORACE", daemontest.RaceEnv) // the daemons inherit it
 	spooferBin = filepath.Join(dir, "spoofer")
 	goBin := "go"
 	if _, err := exec.LookPath(goBin); err != nil {
@@ -57,6 +66,7 @@ type rig struct {
 	dir   string
 	hooks string // the recording hook's log
 	d     *daemontest.Daemon
+	bin   string // the uplinkd launch runs: uplinkdBin unless set
 }
 
 // recordHook appends one line per event.
@@ -172,7 +182,11 @@ func (r *rig) start(text string) *daemontest.Daemon {
 // launch starts the daemon without waiting for anything.
 func (r *rig) launch(text string) *daemontest.Daemon {
 	r.t.Helper()
-	d := &daemontest.Daemon{Host: r.Host, Bin: uplinkdBin, Dir: r.dir,
+	bin := r.bin
+	if bin == "" {
+		bin = uplinkdBin
+	}
+	d := &daemontest.Daemon{Host: r.Host, Bin: bin, Dir: r.dir,
 		Config: filepath.Join(r.dir, "uplinkd.toml"), Socket: filepath.Join(r.dir, "control.sock")}
 	text = daemontest.SetDaemonKeys(text, map[string]string{"control_socket": fmt.Sprintf("%q", d.Socket)})
 	r.writeFile("uplinkd.toml", text, 0o644)
@@ -181,7 +195,7 @@ func (r *rig) launch(text string) *daemontest.Daemon {
 		r.t.Fatalf("the test's policy is invalid: %v\n%s", err, text)
 	}
 	d.Listen = p.Daemon.Listen
-	d.Cmd = r.Host.Start(r.t, uplinkdBin, "run", "--config", d.Config)
+	d.Cmd = r.Host.Start(r.t, bin, "run", "--config", d.Config)
 	r.d = d
 	cmd := d.Cmd
 	r.t.Cleanup(func() {

@@ -56,6 +56,7 @@ func fdCount(pid int) int {
 func BenchmarkSoak(b *testing.B) {
 	dur := soakDuration(b)
 	r := newRig(b)
+	r.bin = prodBin // CPU and memory of the shipped build
 	pol := r.policy(polOpts{Damping: true, NoRecord: true})
 	// Quiet logs: ten minutes at debug would measure the log buffer.
 	pol = strings.Replace(pol, `log_level = "info"`, `log_level = "warn"`, 1)

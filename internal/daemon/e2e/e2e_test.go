@@ -24,9 +24,12 @@ import (
 	"github.com/uplinkd/uplinkd/internal/nstest"
 )
 
-// binary is uplinkd built once for the whole test binary, without cgo as
-// `make build` does: the capability drop needs it.
-var binary string
+// binary is uplinkd built once for the whole test binary with the race
+// detector (daemontest.BuildRace): a data race in the daemon stops it and
+// fails the test. prodBinary is the shipped build (CGO_ENABLED=0, as `make
+// build`), for the tests of the capability drop, which the race build
+// cannot do, and for the timing benchmark.
+var binary, prodBinary string
 
 func TestMain(m *testing.M) {
 	os.Exit(runMain(m))
@@ -39,10 +42,15 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	if binary, err = daemontest.Build(dir); err != nil {
+	if binary, err = daemontest.BuildRace(dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	if prodBinary, err = daemontest.Build(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	os.Setenv("GORACE", daemontest.RaceEnv) // the daemons inherit it
 	return m.Run()
 }
 
@@ -56,6 +64,7 @@ type lab struct {
 	policy string
 	cmd    *exec.Cmd
 	hooks  string // file the recording hook appends to
+	bin    string // the uplinkd that start runs: binary unless a test needs prodBinary
 }
 
 // recordHook appends one line per event with every UPLINKD_* variable.
@@ -67,7 +76,7 @@ printf 'event=%s gateway=%s group=%s iface=%s addr=%s prev=%s state=%s table=%s 
 
 func newLab(t testing.TB) *lab {
 	t.Helper()
-	l := &lab{TwoUplinks: nstest.NewTwoUplinks(t), t: t, dir: t.TempDir()}
+	l := &lab{TwoUplinks: nstest.NewTwoUplinks(t), t: t, dir: t.TempDir(), bin: binary}
 	l.policy = filepath.Join(l.dir, "uplinkd.toml")
 	l.hooks = filepath.Join(l.dir, "hooks.log")
 	l.writeFile("record-hook", recordHook, 0o755)
@@ -137,7 +146,7 @@ timeout = "5s"
 func (l *lab) start(policy string, args ...string) {
 	l.t.Helper()
 	l.writeFile("uplinkd.toml", policy, 0o600)
-	l.cmd = l.Host.Start(l.t, append([]string{binary, "run", "--config", l.policy, "--log-level", "info"}, args...)...)
+	l.cmd = l.Host.Start(l.t, append([]string{l.bin, "run", "--config", l.policy, "--log-level", "info"}, args...)...)
 	l.waitFor("the status listener", func() bool {
 		_, err := l.get("/healthz")
 		return err == nil
@@ -669,6 +678,7 @@ func TestRestartMakesNoWrites(t *testing.T) {
 // After start-up only CAP_NET_ADMIN and CAP_NET_RAW remain, in every set.
 func TestCapabilitiesDropped(t *testing.T) {
 	l := newLab(t)
+	l.bin = prodBinary // the race build cannot drop capabilities
 	capsFile := filepath.Join(l.dir, "hook-caps")
 	capsHook := l.writeFile("caps-hook", "#!/bin/sh\ngrep ^Cap /proc/self/status >> "+capsFile+"\n", 0o755)
 	// route_changed fires for the initial apply, which happens before the
@@ -1097,7 +1107,7 @@ func TestRunsUnderUnitBoundingSet(t *testing.T) {
 	}
 	l := newLab(t)
 	l.writeFile("uplinkd.toml", l.basePolicy(2, ""), 0o600)
-	l.cmd = l.Host.Start(t, "setpriv", "--inh-caps=-all", "--bounding-set=-all,+net_admin,+net_raw", binary, "run", "--config", l.policy)
+	l.cmd = l.Host.Start(t, "setpriv", "--inh-caps=-all", "--bounding-set=-all,+net_admin,+net_raw", prodBinary, "run", "--config", l.policy)
 	l.waitFor("the status listener", func() bool { _, err := l.get("/healthz"); return err == nil })
 	l.waitBothUp()
 	caps, err := daemon.ReadProcCaps(strconv.Itoa(l.cmd.Process.Pid))
@@ -1120,6 +1130,7 @@ func TestRunsUnderUnitBoundingSet(t *testing.T) {
 // from its recovery to the route using it again (3 good probes).
 func BenchmarkFailoverInNamespace(b *testing.B) {
 	l := newLab(b)
+	l.bin = prodBinary // timings of the shipped build
 	l.start(l.basePolicy(2, ""))
 	l.waitFor("both gateways up", func() bool { return bothNexthops.MatchString(l.routes()) })
 	var down, up time.Duration
