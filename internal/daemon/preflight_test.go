@@ -15,6 +15,8 @@ func TestLoadCheckedRefusesPolicyThatManagesNothing(t *testing.T) {
 		{"empty", ""},
 		{"comments only", "# uplinkd policy\n# (to be written)\n"},
 		{"daemon settings only", "[daemon]\non_exit = \"leave\"\n"},
+		// policy.Parse accepts it; the daemon would still own nothing.
+		{"gateways in no group and without a table", "[gateway.a]\naddress = \"198.18.1.1\"\ninterface = \"lo\"\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".toml")

@@ -1161,7 +1161,11 @@ func TestPolicyThatManagesNothingIsRefused(t *testing.T) {
 	l.waitBothUp()
 	before := l.routes()
 	sock := filepath.Join(l.dir, "run", "control.sock")
-	for _, empty := range []string{"", "# nothing here yet\n"} {
+	// The last one parses, but its gateway leads to no route: the daemon
+	// still owns nothing under it.
+	gatewayOnly := fmt.Sprintf("[daemon]\nlisten = %q\ncontrol_socket = %q\n\n[gateway.isp1]\naddress = %q\ninterface = %q\n",
+		listen, sock, nstest.GW1Addr4, nstest.HostUplink1If)
+	for _, empty := range []string{"", "# nothing here yet\n", gatewayOnly} {
 		l.writeFile("uplinkd.toml", empty, 0o600)
 		out, err := l.Host.Run(binary, "reload", "--socket", sock)
 		if err == nil || !strings.Contains(out, "manages nothing") {
@@ -1185,8 +1189,8 @@ func TestPolicyThatManagesNothingIsRefused(t *testing.T) {
 		l.writeFile("uplinkd.toml", empty, 0o600)
 		out, err := l.Host.Run(binary, "run", "--config", l.policy)
 		var ee *exec.ExitError
-		if !errorsAs(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(out, "refusing to start") || !strings.Contains(out, "manages nothing") {
-			t.Errorf("run with %q: %v, want exit 2 refusing to start because it manages nothing:\n%s", empty, err, out)
+		if !errorsAs(err, &ee) || ee.ExitCode() != 3 || !strings.Contains(out, "refusing to start") || !strings.Contains(out, "manages nothing") {
+			t.Errorf("run with %q: %v, want exit 3 (invalid policy) refusing to start because it manages nothing:\n%s", empty, err, out)
 		}
 		if after := l.routes(); after != before {
 			t.Fatalf("run with %q changed the routes left by the previous instance:\nbefore %q\nafter  %q", empty, before, after)
