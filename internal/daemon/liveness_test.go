@@ -111,6 +111,18 @@ type livenessRig struct {
 	notes []string // what the daemon told systemd
 }
 
+// wedgeOnTransition arms g, sends the transition that makes the loop and
+// the reconciler work, waits until that work blocks at g, and moves the
+// clock past StallAfter.
+func (r *livenessRig) wedgeOnTransition(g *gate) {
+	r.t.Helper()
+	r.waitHealthz(http.StatusOK, "ok")
+	g.arm()
+	r.det.send("isp1", detector.Up, detector.Down, "3 probes lost")
+	g.waitEntered(r.t)
+	r.clock.add(StallAfter + time.Second)
+}
+
 // wantWatchdogWithheld runs a watchdog turn during a stall: it must not
 // ping systemd, and must say which worker is stalled.
 func (r *livenessRig) wantWatchdogWithheld(name string) {
@@ -198,11 +210,7 @@ func TestLivenessWedgedWorkers(t *testing.T) {
 	t.Run("health loop", func(t *testing.T) {
 		g := newGate()
 		r := newLivenessRig(t, p, func(s RouteSink) RouteSink { return blockingSink{s, g} }, nil, nil)
-		r.waitHealthz(http.StatusOK, "ok")
-		g.arm()
-		r.det.send("isp1", detector.Up, detector.Down, "3 probes lost")
-		g.waitEntered(t)
-		r.clock.add(StallAfter + time.Second)
+		r.wedgeOnTransition(g)
 		r.waitHealthz(http.StatusServiceUnavailable, "health loop")
 		r.wantWatchdogWithheld("health loop")
 		g.open()
@@ -218,11 +226,7 @@ func TestLivenessWedgedWorkers(t *testing.T) {
 	t.Run("reconciler kernel calls", func(t *testing.T) {
 		g := newGate()
 		r := newLivenessRig(t, p, nil, nil, blockingKernel{routingtest.NewMemKernel("eth1", "eth2"), g})
-		r.waitHealthz(http.StatusOK, "ok")
-		g.arm()
-		r.det.send("isp1", detector.Up, detector.Down, "3 probes lost")
-		g.waitEntered(t)
-		r.clock.add(StallAfter + time.Second)
+		r.wedgeOnTransition(g)
 		r.waitHealthz(http.StatusServiceUnavailable, "reconciler kernel calls (busy 11s)")
 		// The loop handed the state over and went on: only the call is
 		// stuck (the loop may be named for a moment after the clock jump,
