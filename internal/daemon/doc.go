@@ -16,6 +16,11 @@
 // folded into it, so a burst of SIGHUPs causes one reload, and a reload
 // with an unchanged policy makes no kernel writes at all.
 //
+// A restart adopts what uplinkd owns: before the detector starts, the
+// daemon reads its routes and rules, and the gateways they show withdrawn
+// start down (routing.Withdrawn), so a restart over a kernel that already
+// matches writes nothing and never puts a dead gateway back.
+//
 // Start-up refuses, with the exact reason and before the kernel is touched,
 // a policy that is invalid, a policy file or hook executable that anyone but
 // root can write, a missing non-optional interface, and a process without
@@ -32,12 +37,15 @@
 //   - loop.go: Core.Loop and what a detector transition does: routes,
 //     track files, group bookkeeping, hooks.
 //   - groups.go: policy lookups the loop and status share (groups of a
-//     gateway, tables, which gateways idle as standby).
+//     gateway, their tables); which gateways are standby is routing's
+//     rule (routing.Standby).
 //   - reload.go: Reload, the coalesced reload and what it keeps.
 //   - status.go: the status document and its assembly; table.go: its text
 //     rendering for `uplinkd status`.
 //   - preflight.go, caps.go: the checks before start and least privilege.
 //   - control.go, server.go: the control socket and the HTTP listener.
+//   - liveness.go: the progress every long-lived worker reports, which
+//     /healthz and the watchdog follow.
 //   - track.go, metrics.go, logging.go: keepalived track files, the
 //     daemon's own metrics, the logger.
 package daemon
