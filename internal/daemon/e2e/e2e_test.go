@@ -332,7 +332,10 @@ func TestGatewayDiesRoutesChangeHooksFireOnce(t *testing.T) {
 	l.GW1.Recover(t)
 	l.waitFor("isp1 back in the default route", func() bool { return bothNexthops.MatchString(l.routes()) })
 	l.waitFor("the gateway_up hook", func() bool { return len(l.hookEvents("gateway_up")) >= 1 })
-	// Let any stray duplicate show up before counting.
+	// Hooks run one after another, each through its reaper (a fresh
+	// process): wait for the last expected run, then let any stray
+	// duplicate show up before counting.
+	l.waitFor("the third route_changed hook", func() bool { return len(l.hookEvents("route_changed")) >= 3 })
 	time.Sleep(500 * time.Millisecond)
 
 	down := l.hookEvents("gateway_down")
