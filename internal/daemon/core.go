@@ -20,6 +20,9 @@ type HealthSource interface {
 	Update(p *policy.Policy) error
 	SetStandby(names map[string]bool)
 	Status() []detector.GatewayStatus
+	// Liveness is the progress of the detector's own workers (health
+	// loop, watchers, pollers, probe rounds, prober readers).
+	Liveness() []detector.Worker
 	Close() error
 }
 

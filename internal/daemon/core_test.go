@@ -41,6 +41,7 @@ func (f *fakeDetector) Run(ctx context.Context) error           { <-ctx.Done(); 
 func (f *fakeDetector) Transitions() <-chan detector.Transition { return f.trans }
 func (f *fakeDetector) Status() []detector.GatewayStatus        { return nil }
 func (f *fakeDetector) Close() error                            { return nil }
+func (f *fakeDetector) Liveness() []detector.Worker             { return nil }
 func (f *fakeDetector) SetStandby(m map[string]bool) {
 	f.mu.Lock()
 	f.standby = append(f.standby, m)

@@ -44,6 +44,18 @@ func (w Worker) Stalled(now time.Time) bool {
 // server each have one.
 type LivenessSource func() []Worker
 
+// detectorLiveness reports the detector's workers, named "detector ...".
+func detectorLiveness(det HealthSource) LivenessSource {
+	return func() []Worker {
+		ws := det.Liveness()
+		out := make([]Worker, len(ws))
+		for i, w := range ws {
+			out[i] = Worker{Name: "detector " + w.Name, LastProgress: w.LastProgress, Busy: w.Busy}
+		}
+		return out
+	}
+}
+
 // progress is the progress of one worker that the daemon instruments
 // itself: it is busy between begin and end. Several pieces of work may
 // overlap (HTTP requests); finishing any of them is progress.

@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/uplinkd/uplinkd/detector"
+	"github.com/uplinkd/uplinkd/detector/detectortest"
 	"github.com/uplinkd/uplinkd/internal/hooks"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/routing"
@@ -139,7 +140,13 @@ func (r *livenessRig) wantWatchdogWithheld(name string) {
 func newLivenessRig(t *testing.T, p *policy.Policy, wrapSink func(RouteSink) RouteSink, wrapDet func(*fakeDetector) HealthSource,
 	nl routing.Netlink, extra ...LivenessSource) *livenessRig {
 	t.Helper()
-	r := &livenessRig{t: t, clock: newFakeClock(), det: newFakeDetector()}
+	return newLivenessRigAt(t, newFakeClock(), p, wrapSink, wrapDet, nl, extra...)
+}
+
+func newLivenessRigAt(t *testing.T, clock *fakeClock, p *policy.Policy, wrapSink func(RouteSink) RouteSink, wrapDet func(*fakeDetector) HealthSource,
+	nl routing.Netlink, extra ...LivenessSource) *livenessRig {
+	t.Helper()
+	r := &livenessRig{t: t, clock: clock, det: newFakeDetector()}
 	calls := newProgress("reconciler kernel calls", r.clock.now)
 	busy := newProgress("http server", r.clock.now)
 	if nl == nil {
@@ -256,6 +263,40 @@ func TestLivenessWedgedWorkers(t *testing.T) {
 		g.open()
 		<-done
 		r.waitHealthz(http.StatusOK, "ok")
+	})
+	t.Run("detector workers", func(t *testing.T) {
+		// The real detector over its fake kernel, on the daemon's clock;
+		// its traffic poller's counter read blocks.
+		clock := newFakeClock()
+		k, pr := detectortest.NewKernel(), detectortest.NewProber()
+		k.AddLink("eth1", 4, "198.18.1.2/24")
+		k.AddLink("eth2", 5, "198.18.2.2/24")
+		pr.Set("eth1", true)
+		pr.Set("eth2", true)
+		det, err := detector.New(detector.Config{Policy: p, Kernel: k, Prober: pr, Now: clock.now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer det.Close()
+		r := newLivenessRigAt(t, clock, p, nil, func(*fakeDetector) HealthSource { return det }, nil, detectorLiveness(det))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- det.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		r.waitHealthz(http.StatusOK, "ok")
+		release := k.Block(detectortest.OpCounters)
+		defer release()
+		waitTrue(t, "the poller to block", func() bool {
+			for _, w := range det.Liveness() {
+				if w.Name == "traffic poller" && w.Busy {
+					return true
+				}
+			}
+			return false
+		})
+		clock.add(StallAfter + time.Second)
+		r.waitHealthz(http.StatusServiceUnavailable, "detector traffic poller")
+		r.wantWatchdogWithheld("detector traffic poller")
 	})
 	t.Run("hook runner", func(t *testing.T) {
 		hr := hooks.New(hooks.Config{Logger: discard()})

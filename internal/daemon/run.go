@@ -163,7 +163,7 @@ func (d *daemon) build() error {
 		Policy: d.p, Logger: d.log, Detector: d.det, Routes: d.rec, Hooks: d.hooks, Metrics: dm,
 		TrackDir: d.p.Daemon.TrackDir, Load: func() (*policy.Policy, error) { return loadChecked(path) },
 		Version: d.opts.Build.Version, StartDown: startDown,
-		Liveness: []LivenessSource{recCalls.report, d.httpBusy.report, hookLiveness(d.hooks)},
+		Liveness: []LivenessSource{detectorLiveness(d.det), recCalls.report, d.httpBusy.report, hookLiveness(d.hooks)},
 	})
 	return err
 }
