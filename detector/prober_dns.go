@@ -45,9 +45,9 @@ func (p *SocketProber) probeDNS(ctx context.Context, t Target) (time.Duration, e
 	defer conn.Close()
 	dl, _ := ctx.Deadline()
 	_ = conn.SetDeadline(dl)
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() }) // unblocks Read at once
 	defer stop()
-	start := time.Now()
+	start := p.now()
 	if _, err := conn.Write(q); err != nil {
 		return 0, fmt.Errorf("querying %s via %s: %w", c.Server, t.Iface, err)
 	}
@@ -64,7 +64,7 @@ func (p *SocketProber) probeDNS(ctx context.Context, t Target) (time.Duration, e
 		if err != nil {
 			return 0, fmt.Errorf("querying %s for %s via %s: %w", c.Server, c.Name, t.Iface, err)
 		}
-		return time.Since(start), nil
+		return p.now().Sub(start), nil
 	}
 }
 

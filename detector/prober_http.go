@@ -30,7 +30,7 @@ func (p *SocketProber) probeHTTP(ctx context.Context, t Target) (time.Duration, 
 	defer cancel()
 	d := pinnedDialer(t, "tcp")
 	var conn net.Conn
-	start := time.Now()
+	start := p.now()
 	err := InNamespace(p.ns, func() error {
 		var err error
 		conn, err = d.DialContext(ctx, "tcp", c.Addr.String())
@@ -77,7 +77,7 @@ func (p *SocketProber) probeHTTP(ctx context.Context, t Target) (time.Duration, 
 	if err != nil {
 		return 0, fmt.Errorf("GET %s via %s: %w", c.URL, t.Iface, err)
 	}
-	rtt := time.Since(start)
+	rtt := p.now().Sub(start)
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	if resp.StatusCode != c.Status {
