@@ -17,6 +17,8 @@ type Policy struct {
 	Rules     []*Rule // explicit rules and the ones generated from gateway sources, by priority
 	Announces []*Announce
 	Hooks     []*Hook
+	// Conditions, by name; ConditionOrder gives them dependencies first.
+	Conditions []*Condition
 
 	byName map[string]*Gateway
 }
@@ -174,6 +176,7 @@ type Group struct {
 	Family     int // 4 or 6
 	Metric     uint32
 	LastResort LastResort
+	Condition  string // if set, the group routes only while this condition is up
 }
 
 // Rule is one ip rule owned by uplinkd. Selectors left zero are absent.
@@ -196,8 +199,8 @@ const (
 	AnnounceUnreachable = "unreachable"
 )
 
-// Announce is a route present only while Track (a gateway or a group) is
-// healthy, for a routing daemon to redistribute.
+// Announce is a route present only while Track (a gateway, a group or a
+// condition) is healthy, for a routing daemon to redistribute.
 type Announce struct {
 	Name   string
 	Prefix netip.Prefix
@@ -217,10 +220,13 @@ const (
 	EventGroupUp         = "group_up"
 	EventGroupDown       = "group_down"
 	EventRouteChanged    = "route_changed"
+	EventConditionUp     = "condition_up"
+	EventConditionDown   = "condition_down"
 )
 
 // Events lists every hook event, for validation and docs.
-var Events = []string{EventGatewayUp, EventGatewayDown, EventGatewayDegraded, EventGroupUp, EventGroupDown, EventRouteChanged}
+var Events = []string{EventGatewayUp, EventGatewayDown, EventGatewayDegraded, EventGroupUp, EventGroupDown, EventRouteChanged,
+	EventConditionUp, EventConditionDown}
 
 // Hook is an external command run on events, as argv with no shell.
 type Hook struct {
@@ -228,7 +234,7 @@ type Hook struct {
 	Command []string
 	Timeout time.Duration
 	Events  []string
-	Objects []string // gateway/group names it fires for; empty means all
+	Objects []string // gateway/group/condition names it fires for; empty means all
 }
 
 // Gateway returns the named gateway or nil.
