@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/uplinkd/uplinkd/detector"
+	"github.com/uplinkd/uplinkd/internal/condition"
 	"github.com/uplinkd/uplinkd/internal/hooks"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/routing"
@@ -64,6 +65,7 @@ type Core struct {
 	reloadc chan chan error
 	beat    chanHeartbeat
 	live    []LivenessSource // every other long-lived worker, for Healthy
+	conds   *conditions      // the loop's; status reads condStatus
 
 	// mu guards what status readers see. The loop holds it only to copy
 	// values in, never across a channel operation or a kernel call.
@@ -78,6 +80,7 @@ type Core struct {
 	reloadErr   error
 	reloads     int
 	version     string
+	condStatus  []condition.Status
 }
 
 // chanHeartbeat records when the loop last went round, for /healthz.
@@ -109,6 +112,9 @@ type CoreConfig struct {
 	// them Down too): those a previous instance had withdrawn, so the
 	// initial apply matches what it left.
 	StartDown map[string]string
+	// ConditionFacts watches the links, addresses and track files the
+	// policy's conditions name; nil in tests that have none.
+	ConditionFacts ConditionFacts
 }
 
 // NewCore builds the loop. It does not start anything.
@@ -151,6 +157,7 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 			c.health[g.Name] = routing.Down
 		}
 	}
+	c.conds = newConditions(c.pol, cfg.ConditionFacts)
 	c.started = c.now()
 	c.lastReload = c.started
 	c.hooks.SetHooks(c.pol.Hooks)
@@ -183,6 +190,12 @@ func (c *Core) snapshot() routing.Snapshot {
 	s := routing.Snapshot{}
 	for name, h := range c.health {
 		s[name] = h
+	}
+	for name, up := range c.conds.up {
+		s[routing.ConditionKey(name)] = routing.Down
+		if up {
+			s[routing.ConditionKey(name)] = routing.Up
+		}
 	}
 	return s
 }

@@ -107,6 +107,12 @@ type harness struct {
 
 func newHarness(t *testing.T, p *policy.Policy) *harness {
 	t.Helper()
+	return newHarnessFacts(t, p, nil)
+}
+
+// newHarnessFacts is newHarness with a watcher of condition facts.
+func newHarnessFacts(t *testing.T, p *policy.Policy, facts ConditionFacts) *harness {
+	t.Helper()
 	h := &harness{t: t, kernel: routingtest.NewMemKernel("eth1", "eth2"), det: newFakeDetector(), reg: prometheus.NewRegistry()}
 	hr := hooks.New(hooks.Config{Metrics: hooks.NewMetrics(h.reg)})
 	hr.OnResult(func(r hooks.Result) {
@@ -122,7 +128,7 @@ func newHarness(t *testing.T, p *policy.Policy) *harness {
 	h.next.Store(p)
 	h.core, err = NewCore(CoreConfig{
 		Policy: p, Detector: h.det, Routes: h.rec, Hooks: hr, Metrics: NewMetrics(h.reg, BuildInfo{"v", "c", "go"}),
-		TrackDir: filepath.Join(t.TempDir(), "track"),
+		TrackDir: filepath.Join(t.TempDir(), "track"), ConditionFacts: facts,
 		Load: func() (*policy.Policy, error) {
 			h.loads.Add(1)
 			if e := h.loadErr.Load(); e != nil {

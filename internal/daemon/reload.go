@@ -116,6 +116,9 @@ func (c *Core) adopt(p *policy.Policy) {
 	for _, grp := range p.Groups {
 		keep[grp.Name] = true
 	}
+	for _, cd := range p.Conditions {
+		keep[cd.Name] = true
+	}
 	for _, grp := range old.Groups {
 		if p.Group(grp.Name) == nil {
 			c.metrics.forgetGroup(grp.Name)
@@ -140,7 +143,10 @@ func (c *Core) adopt(p *policy.Policy) {
 			c.log.Error("writing track file", "gateway", g.Name, "err", err)
 		}
 	}
+	c.adoptConditions(p)
+	changes := c.evalConditions()
 	c.update(false)
+	c.announceConditions(changes)
 }
 
 // restartOnly lists the [daemon] settings a reload cannot change.

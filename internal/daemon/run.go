@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/vishvananda/netns"
 
+	"github.com/uplinkd/uplinkd/internal/condwatch"
 	"github.com/uplinkd/uplinkd/internal/hooks"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/routing"
@@ -80,6 +81,7 @@ type daemon struct {
 	hooks *hooks.Runner
 	rec   *routing.Reconciler
 	det   HealthSource
+	conds *condwatch.Watcher // links, addresses and track files for conditions
 	core  *Core
 
 	kernel   *routing.Kernel // the reconciler's netlink handle, closed by close
@@ -158,11 +160,12 @@ func (d *daemon) build() error {
 	if d.det, err = newDetector(d.p, d.log, d.reg, startDown); err != nil {
 		return fmt.Errorf("creating detector: %w", err)
 	}
+	d.conds = condwatch.New(condwatch.Config{Logger: d.log, Resync: d.p.Daemon.ResyncEvery})
 	path := d.opts.ConfigPath
 	d.core, err = NewCore(CoreConfig{
 		Policy: d.p, Logger: d.log, Detector: d.det, Routes: d.rec, Hooks: d.hooks, Metrics: dm,
 		TrackDir: d.p.Daemon.TrackDir, Load: func() (*policy.Policy, error) { return loadChecked(path) },
-		Version: d.opts.Build.Version, StartDown: startDown,
+		Version: d.opts.Build.Version, StartDown: startDown, ConditionFacts: d.conds,
 		Liveness: []LivenessSource{detectorLiveness(d.det), recCalls.report, d.httpBusy.report, hookLiveness(d.hooks)},
 	})
 	return err
@@ -273,6 +276,7 @@ func (d *daemon) serve(ctx context.Context) error {
 
 	w.start("detector", d.det.Run)
 	w.start("reconciler", d.rec.Run)
+	w.start("condition watcher", d.conds.Run)
 	w.start("health loop", d.core.Loop)
 	var srv *http.Server
 	if d.httpLn != nil {

@@ -29,6 +29,8 @@ type Status struct {
 	// program holds: uplinkd writes none of them (see routing.OpConflict)
 	// and /healthz reports degraded while there are any.
 	Conflicts []string `json:"conflicts,omitempty"`
+	// Conditions are every [condition.NAME], by name.
+	Conditions []ConditionStatus `json:"conditions"`
 }
 
 // GatewayStatus is one gateway in Status.
@@ -71,7 +73,25 @@ type GroupStatus struct {
 	Gateways []string `json:"gateways"`
 }
 
-// Check reports whether the gateway or group name is up (degraded counts as
+// ConditionStatus is one condition in Status.
+type ConditionStatus struct {
+	Name  string    `json:"name"`
+	Up    bool      `json:"up"`
+	Since time.Time `json:"since"` // last change; zero if it never came up
+	// Pending is set while the terms disagree with Up and a hold time
+	// runs out at Until.
+	Pending bool            `json:"pending"`
+	Until   time.Time       `json:"until,omitzero"`
+	Terms   []ConditionTerm `json:"terms"`
+}
+
+// ConditionTerm is one term of a condition and whether it holds now.
+type ConditionTerm struct {
+	Term  string `json:"term"`
+	Holds bool   `json:"holds"`
+}
+
+// Check reports whether the gateway, group or condition name is up (degraded counts as
 // up), and whether the name exists at all.
 func (s *Status) Check(name string) (up, found bool) {
 	for _, g := range s.Gateways {
@@ -82,6 +102,11 @@ func (s *Status) Check(name string) (up, found bool) {
 	for _, g := range s.Groups {
 		if g.Name == name {
 			return g.Up, true
+		}
+	}
+	for _, c := range s.Conditions {
+		if c.Name == name {
+			return c.Up, true
 		}
 	}
 	return false, false
@@ -101,6 +126,7 @@ func (c *Core) Status() *Status {
 		standby: maps.Clone(c.standby),
 	}
 	gh := maps.Clone(c.groupHealth)
+	conds := c.condStatus // replaced, never modified, by the loop
 	s := &Status{
 		Version: c.version, Policy: p.File, Now: c.now(), Started: c.started, LastReload: c.lastReload,
 		LastReloadOK: c.reloadErr == nil, RouteProtocol: p.Daemon.RouteProtocol,
@@ -127,6 +153,7 @@ func (c *Core) Status() *Status {
 		s.Groups = append(s.Groups, GroupStatus{Name: grp.Name, Family: grp.Family, Table: grp.Table,
 			Up: gh[grp.Name] > 0, Healthy: gh[grp.Name], Gateways: slices.Clone(grp.Gateways)})
 	}
+	s.Conditions = conditionStatus(p, conds)
 	return s
 }
 

@@ -86,6 +86,7 @@ func WriteTable(w io.Writer, s *Status) error {
 			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s\n", g.Name, state, g.Healthy, len(g.Gateways), g.Table, strings.Join(g.Gateways, ", "))
 		}
 	}
+	writeConditions(tw, s)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -116,4 +117,45 @@ func WriteTable(w io.Writer, s *Status) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeConditions prints one line per condition: its state, a pending
+// change and when it ends, and the terms that do not hold.
+func writeConditions(tw io.Writer, s *Status) {
+	if len(s.Conditions) == 0 {
+		return
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "CONDITION\tSTATE\tSINCE\tHOLDING\tNOT HOLDING")
+	for _, c := range s.Conditions {
+		state := "down"
+		if c.Up {
+			state = "up"
+		}
+		if c.Pending {
+			next := "up"
+			if c.Up {
+				next = "down"
+			}
+			state += fmt.Sprintf(" (%s in %s)", next, shortDur(c.Until.Sub(s.Now)))
+		}
+		since := "-"
+		if !c.Since.IsZero() && !s.Now.IsZero() {
+			since = shortDur(s.Now.Sub(c.Since)) + " ago"
+		}
+		n := 0
+		var fail []string
+		for _, t := range c.Terms {
+			if t.Holds {
+				n++
+			} else {
+				fail = append(fail, t.Term)
+			}
+		}
+		not := "-"
+		if len(fail) > 0 {
+			not = strings.Join(fail, "; ")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\n", c.Name, state, since, n, len(c.Terms), not)
+	}
 }
