@@ -17,7 +17,8 @@ import (
 type Kernel interface {
 	// Subscribe sends a hint on ch for every link or address notification
 	// until done is closed, and calls onErr when the subscription fails
-	// (ENOBUFS included). It closes ch when it stops.
+	// (ENOBUFS included). Once subscribed, it closes ch when it stops; a
+	// failed Subscribe never touches ch.
 	Subscribe(ch chan<- struct{}, done <-chan struct{}, onErr func(error)) error
 	// Read returns the state of the named interfaces: which are up (exist,
 	// administratively up, carrier) and which usable addresses they hold.
@@ -35,14 +36,12 @@ func (n Netlink) Subscribe(ch chan<- struct{}, done <-chan struct{}, onErr func(
 	addrs := make(chan netlink.AddrUpdate, 64)
 	ldone, adone := make(chan struct{}), make(chan struct{})
 	if err := netlink.LinkSubscribeWithOptions(links, ldone, netlink.LinkSubscribeOptions{ErrorCallback: onErr, Namespace: n.NS}); err != nil {
-		close(ch)
 		return err
 	}
 	if err := netlink.AddrSubscribeWithOptions(addrs, adone, netlink.AddrSubscribeOptions{ErrorCallback: onErr, Namespace: n.NS}); err != nil {
 		close(ldone)
 		for range links {
 		}
-		close(ch)
 		return err
 	}
 	go func() {

@@ -10,13 +10,11 @@ import (
 	"time"
 
 	"github.com/uplinkd/uplinkd/internal/condition"
+	"github.com/uplinkd/uplinkd/internal/nlsub"
 )
 
 // DefaultResync is how often everything is re-read when no Resync is set.
 const DefaultResync = 10 * time.Second
-
-// resubscribeDelay bounds how fast a failing subscription is retried.
-const resubscribeDelay = 200 * time.Millisecond
 
 // Config configures a Watcher.
 type Config struct {
@@ -212,39 +210,17 @@ func (w *Watcher) publish(f Facts) {
 }
 
 // subscribe keeps a netlink subscription until ctx ends, forwarding its
-// hints; after a failure (ENOBUFS: notifications were lost) it
-// resubscribes and asks for a full re-read.
+// hints; after every (re)subscription, ENOBUFS included, it asks for a
+// full re-read, since anything may have changed unseen.
 func (w *Watcher) subscribe(ctx context.Context, out chan<- struct{}) {
-	for {
-		ch := make(chan struct{}, 1)
-		done := make(chan struct{})
-		errc := make(chan error, 1)
-		err := w.k.Subscribe(ch, done, func(err error) {
-			select {
-			case errc <- err:
-			default:
-			}
-		})
+	nlsub.Keep(ctx, 1, w.k.Subscribe, func(ch <-chan struct{}, errc <-chan error, err error) {
 		if err != nil {
 			w.log.Warn("subscribing to link and address updates", "err", err)
-		} else {
-			hint(out) // anything may have changed while unsubscribed
-			w.forward(ctx, ch, errc, out)
-			close(done)
-			for range ch {
-			}
-		}
-		if ctx.Err() != nil {
 			return
 		}
-		t := time.NewTimer(resubscribeDelay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
+		hint(out)
+		w.forward(ctx, ch, errc, out)
+	})
 }
 
 func (w *Watcher) forward(ctx context.Context, ch <-chan struct{}, errc <-chan error, out chan<- struct{}) {
