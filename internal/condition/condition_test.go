@@ -10,7 +10,8 @@ import (
 	"github.com/uplinkd/uplinkd/policy"
 )
 
-const testPolicy = `
+// twoISPs is the gateways and group every test policy here starts with.
+const twoISPs = `
 [gateway.isp1]
 address = "198.18.1.1"
 interface = "eth1"
@@ -21,7 +22,9 @@ interface = "eth2"
 
 [group.wan]
 gateways = ["isp1", "isp2"]
+`
 
+const testPolicy = twoISPs + `
 [condition.claim]
 all = ["address 198.18.0.100 on eth0", "gateway isp1 up", "condition remote"]
 hold_up = "2s"
@@ -182,18 +185,7 @@ func TestUpdateKeepsStateAndReportsRemoved(t *testing.T) {
 	if !e.Up("wan-up") {
 		t.Fatal("wan-up should be up")
 	}
-	smaller := mustPolicy(t, `
-[gateway.isp1]
-address = "198.18.1.1"
-interface = "eth1"
-
-[gateway.isp2]
-address = "198.18.2.1"
-interface = "eth2"
-
-[group.wan]
-gateways = ["isp1", "isp2"]
-
+	smaller := mustPolicy(t, twoISPs+`
 [condition.wan-up]
 any = ["group wan up"]
 

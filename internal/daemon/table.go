@@ -35,6 +35,14 @@ func shortDur(d time.Duration) string {
 	return d.Round(time.Minute).String()
 }
 
+// sinceText is how long ago t was; "-" for never.
+func sinceText(now, t time.Time) string {
+	if t.IsZero() || now.IsZero() {
+		return "-"
+	}
+	return shortDur(now.Sub(t)) + " ago"
+}
+
 func rttText(last, avg float64) string {
 	if last <= 0 && avg <= 0 {
 		return "-"
@@ -62,10 +70,7 @@ func WriteTable(w io.Writer, s *Status) error {
 		if g.Damped {
 			state += " (damped)"
 		}
-		since := "-"
-		if !g.Since.IsZero() && !s.Now.IsZero() {
-			since = shortDur(s.Now.Sub(g.Since)) + " ago"
-		}
+		since := sinceText(s.Now, g.Since)
 		reason := g.Reason
 		if reason == "" {
 			reason = "-"
@@ -139,10 +144,7 @@ func writeConditions(tw io.Writer, s *Status) {
 			}
 			state += fmt.Sprintf(" (%s in %s)", next, shortDur(c.Until.Sub(s.Now)))
 		}
-		since := "-"
-		if !c.Since.IsZero() && !s.Now.IsZero() {
-			since = shortDur(s.Now.Sub(c.Since)) + " ago"
-		}
+		since := sinceText(s.Now, c.Since)
 		n := 0
 		var fail []string
 		for _, t := range c.Terms {

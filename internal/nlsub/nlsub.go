@@ -45,4 +45,3 @@ func Keep[U any](ctx context.Context, buf int,
 		}
 	}
 }
-
