@@ -49,6 +49,34 @@ type Watcher struct {
 	ifaces []string
 	files  []string
 	facts  Facts
+
+	live liveness
+}
+
+// Progress is the watcher's liveness: Busy while it re-reads (a netlink
+// call or a file read that never returns shows as a stall), LastProgress
+// when it last started or finished one.
+type Progress struct {
+	LastProgress time.Time
+	Busy         bool
+}
+
+type liveness struct {
+	mu sync.Mutex
+	p  Progress
+}
+
+func (l *liveness) set(busy bool) {
+	l.mu.Lock()
+	l.p = Progress{LastProgress: time.Now(), Busy: busy}
+	l.mu.Unlock()
+}
+
+// Liveness reports the watcher's progress; safe from any goroutine.
+func (w *Watcher) Liveness() Progress {
+	w.live.mu.Lock()
+	defer w.live.mu.Unlock()
+	return w.live.p
 }
 
 // New returns a watcher of nothing; Set says what to watch.
@@ -160,19 +188,25 @@ func (w *Watcher) Run(ctx context.Context) error {
 		readLinks()
 		readFiles(nil)
 	}
+	w.live.set(true)
 	all()
 	w.publish(cur)
 	for {
+		w.live.set(false)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-w.wantc:
+			w.live.set(true)
 			all()
 		case <-t.C:
+			w.live.set(true)
 			all()
 		case <-nlHints:
+			w.live.set(true)
 			readLinks()
 		case evs := <-fileEvents:
+			w.live.set(true)
 			_, files := w.wanted()
 			only := map[string]bool{}
 			for _, e := range evs {

@@ -150,3 +150,29 @@ func TestParseTrack(t *testing.T) {
 		t.Errorf("a missing file reads as up")
 	}
 }
+
+// TestLivenessShowsAWedgedRead: a Read that never returns leaves the
+// watcher busy since it started, which the daemon reports as a stall.
+func TestLivenessShowsAWedgedRead(t *testing.T) {
+	k := &condwatchtest.Kernel{Wedge: make(chan struct{})}
+	w := condwatch.New(condwatch.Config{Kernel: k, Resync: time.Hour})
+	if p := w.Liveness(); p.Busy {
+		t.Fatalf("busy before it ran: %+v", p)
+	}
+	w.Set([]string{"eth0"}, nil)
+	t0 := time.Now()
+	start(t, w)
+	t.Cleanup(func() { close(k.Wedge) }) // runs before start's cleanup waits for Run
+	deadline := time.Now().Add(5 * time.Second)
+	for !w.Liveness().Busy {
+		if time.Now().After(deadline) {
+			t.Fatal("the watcher never showed busy while its Read is wedged")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	p := w.Liveness()
+	if !p.Busy || p.LastProgress.Before(t0) || time.Since(p.LastProgress) < 50*time.Millisecond {
+		t.Errorf("a wedged read: %+v (started %v)", p, t0)
+	}
+}

@@ -170,3 +170,13 @@ func conditionStatus(p *policy.Policy, st []condition.Status) []ConditionStatus 
 	}
 	return out
 }
+
+// conditionLiveness reports the condition watcher to /healthz and the
+// watchdog: a re-read of links, addresses or track files that never
+// returns is a stall.
+func conditionLiveness(w *condwatch.Watcher) LivenessSource {
+	return func() []Worker {
+		p := w.Liveness()
+		return []Worker{{Name: "condition watcher", LastProgress: p.LastProgress, Busy: p.Busy}}
+	}
+}

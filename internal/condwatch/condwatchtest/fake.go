@@ -19,6 +19,9 @@ type Kernel struct {
 	// Quiet, when set, changes state without notifying: a lost
 	// notification, which only a resync repairs.
 	Quiet bool
+	// Wedge, when set before the watcher runs, makes every Read wait on it:
+	// a netlink call that never returns.
+	Wedge chan struct{}
 }
 
 type sub struct {
@@ -45,6 +48,9 @@ func (k *Kernel) Subscribe(ch chan<- struct{}, done <-chan struct{}, onErr func(
 
 // Read implements condwatch.Kernel.
 func (k *Kernel) Read(ifaces []string) (map[string]bool, map[condition.Addr]bool, error) {
+	if k.Wedge != nil {
+		<-k.Wedge
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.reads++
