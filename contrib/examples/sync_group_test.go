@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/uplinkd/uplinkd/internal/daemontest"
 	"github.com/uplinkd/uplinkd/internal/nstest"
 )
@@ -29,16 +31,18 @@ var syncAddrs = []struct{ iface, cidr string }{
 }
 
 // holders says, per VRRP address, which director holds it: "1", "2",
-// "-" (nobody) or "12" (both), e.g. "1 1 1".
-func holders(t *testing.T, d1, d2 *nstest.Host) string {
+// "-" (nobody) or "12" (both), e.g. "1 1 1". has reads one director's
+// addresses: `ip addr` (hasAddr) to check, netlink for the 20ms polls that
+// time a move.
+func holders(t *testing.T, has func(h *nstest.Host, iface, cidr string) bool, d1, d2 *nstest.Host) string {
 	t.Helper()
 	var out []string
 	for _, a := range syncAddrs {
 		s := ""
-		if hasAddr(t, d1, a.iface, a.cidr) {
+		if has(d1, a.iface, a.cidr) {
 			s += "1"
 		}
-		if hasAddr(t, d2, a.iface, a.cidr) {
+		if has(d2, a.iface, a.cidr) {
 			s += "2"
 		}
 		if s == "" {
@@ -47,6 +51,33 @@ func holders(t *testing.T, d1, d2 *nstest.Host) string {
 		out = append(out, s)
 	}
 	return strings.Join(out, " ")
+}
+
+// netlinkHas is hasAddr through the host's netlink handle: no process per
+// read, so a poll takes microseconds and does not blur the timing.
+func netlinkHas(t *testing.T) func(h *nstest.Host, iface, cidr string) bool {
+	return func(h *nstest.Host, iface, cidr string) bool {
+		t.Helper()
+		l, err := h.Handle.LinkByName(iface)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs, err := h.Handle.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range addrs {
+			if a.IPNet.String() == cidr {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// ipAddrHas is hasAddr, as an operator checks: `ip addr show dev IFACE`.
+func ipAddrHas(t *testing.T) func(h *nstest.Host, iface, cidr string) bool {
+	return func(h *nstest.Host, iface, cidr string) bool { t.Helper(); return hasAddr(t, h, iface, cidr) }
 }
 
 // TestKeepalivedSyncGroup proves keepalived-sync-group.toml with
@@ -100,27 +131,35 @@ func TestKeepalivedSyncGroup(t *testing.T) {
 	}
 	start(d1, "198.18.1.1")
 	daemontest.WaitFor(t, 20*time.Second, "director-1 to hold both instances", func() (bool, string) {
-		h := holders(t, d1, d2)
+		h := holders(t, ipAddrHas(t), d1, d2)
 		return h == "1 1 1", "holders " + h
 	})
 	start(d2, "198.18.1.254")
 	time.Sleep(3 * time.Second) // director-2 settles as backup
-	if h := holders(t, d1, d2); h != "1 1 1" {
+	if h := holders(t, ipAddrHas(t), d1, d2); h != "1 1 1" {
 		t.Fatalf("with director-2 up as backup the addresses are held by %s, want 1 1 1", h)
 	}
 
-	// moved polls `ip addr` on both directors every 20ms until every
-	// address is held by want alone, and returns how long that took.
+	// moved polls both directors' addresses every 20ms until every one is
+	// held by want alone, and returns when the poll that saw it ended: an
+	// upper bound of how long the move took. `ip addr` then confirms it.
 	moved := func(want string, limit time.Duration) time.Duration {
 		t.Helper()
 		start := time.Now()
 		for {
-			h := holders(t, d1, d2)
+			h := holders(t, netlinkHas(t), d1, d2)
+			took := time.Since(start)
 			if h == want {
-				return time.Since(start)
+				if ip := holders(t, ipAddrHas(t), d1, d2); ip != want {
+					t.Fatalf("netlink shows %s but ip addr shows %s", h, ip)
+				}
+				if took > limit {
+					t.Fatalf("the addresses took %v to be held by %s, more than %v", took, want, limit)
+				}
+				return took
 			}
-			if time.Since(start) > limit {
-				t.Fatalf("after %v the addresses are held by %s, want %s", limit, h, want)
+			if took > limit {
+				t.Fatalf("after %v the addresses are held by %s, want %s", took, h, want)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
