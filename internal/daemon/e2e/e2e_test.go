@@ -514,13 +514,20 @@ func TestReload(t *testing.T) {
 // Every metric of docs/design.md's table is served.
 func TestMetricsAreAllPresent(t *testing.T) {
 	l := newLab(t)
-	l.start(l.basePolicy(2, ""))
+	l.start(l.basePolicy(2, "[condition.both]\nall = [\"gateway isp1 up\", \"gateway isp2 up\"]\n"))
 	l.waitBothUp()
-	// Make every label set exist: a transition, a hook run, a reload.
+	// Make every label set exist: a transition, a hook run, a reload, a
+	// condition that goes down and up with isp1.
+	l.waitFor("condition both up", func() bool { return l.metric("uplinkd_condition_up", map[string]string{"condition": "both"}) == 1 })
 	l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
 	l.waitFor("isp1 down", func() bool { return l.gatewayState("isp1") == "down" })
+	l.waitFor("condition both down", func() bool { return l.metric("uplinkd_condition_up", map[string]string{"condition": "both"}) == 0 })
+	if b, err := os.ReadFile(filepath.Join(l.dir, "track", "both")); err != nil || string(b) != "1\n" {
+		t.Errorf("track file of condition both = %q (%v) with isp1 down, want 1", b, err)
+	}
 	l.GW1.Recover(t)
 	l.waitFor("isp1 up", func() bool { return l.gatewayState("isp1") == "up" })
+	l.waitFor("condition both up again", func() bool { return l.metric("uplinkd_condition_up", map[string]string{"condition": "both"}) == 1 })
 	l.signal(syscall.SIGHUP)
 	l.waitFor("a hook run", func() bool { return len(l.hookLines()) > 0 })
 
