@@ -11,13 +11,11 @@ import (
 	"github.com/uplinkd/uplinkd/internal/nstest"
 )
 
-// sharedLAN is one host NIC (eth0) on a bridge with n gateways, each with
-// an IPv4 and an IPv6 address: the LVS §37.1 realserver's wiring.
-//
-//	[host] eth0 ── [lan] br0 ── eth0 [gw1]
-//	                         └─ eth0 [gw2] ...
+// sharedLAN is the LVS §37.1 realserver's wiring (nstest.SharedLAN): the
+// host's one NIC, eth0, on a bridge with n gateways, each with an IPv4 and
+// an IPv6 address.
 type sharedLAN struct {
-	lab  *nstest.Lab
+	*nstest.SharedLAN
 	host *nstest.Host
 	gws  []*nstest.Host
 }
@@ -27,25 +25,13 @@ func gwAddr6(i int) string { return fmt.Sprintf("2001:db8:1::%d", i+1) }
 
 func newSharedLAN(t testing.TB, n int) *sharedLAN {
 	t.Helper()
-	lab := nstest.New(t)
-	s := &sharedLAN{lab: lab, host: lab.Host("host")}
-	lan := lab.Host("lan")
-	lan.MustRun(t, "ip", "link", "add", "br0", "type", "bridge")
-	lan.MustRun(t, "ip", "link", "set", "br0", "up")
-	lab.Link(s.host, "eth0", lan, "p0")
-	lan.MustRun(t, "ip", "link", "set", "p0", "master", "br0")
-	s.host.AddAddr(t, "eth0", "198.18.1.100/24")
-	s.host.AddAddr(t, "eth0", "2001:db8:1::100/64")
+	s := nstest.NewSharedLAN(t, n)
 	for i := 0; i < n; i++ {
-		gw := lab.Host(fmt.Sprintf("gw%d", i+1))
-		port := fmt.Sprintf("p%d", i+1)
-		lab.Link(gw, "eth0", lan, port)
-		lan.MustRun(t, "ip", "link", "set", port, "master", "br0")
-		gw.AddAddr(t, "eth0", gwAddr4(i)+"/24")
-		gw.AddAddr(t, "eth0", gwAddr6(i)+"/64")
-		s.gws = append(s.gws, gw)
+		if gwAddr4(i) != s.GatewayAddr4(i).String() || gwAddr6(i) != s.GatewayAddr6(i).String() {
+			t.Fatalf("the shared LAN's address plan changed: gateway %d is %s, %s", i, s.GatewayAddr4(i), s.GatewayAddr6(i))
+		}
 	}
-	return s
+	return &sharedLAN{SharedLAN: s, host: s.Host, gws: s.Gateways}
 }
 
 // mac returns gateway i's link-layer address.

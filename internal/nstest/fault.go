@@ -27,6 +27,13 @@ func (h *Host) BlackholeIP(t testing.TB, iface string) {
 	h.must(t, h.Host.BlackholeIP(iface))
 }
 
+// BlackholeIP6 drops every IPv6 packet arriving on iface except neighbour
+// discovery; IPv4 keeps flowing. It replaces any other ingress fault.
+func (h *Host) BlackholeIP6(t testing.TB, iface string) {
+	t.Helper()
+	h.must(t, h.Host.BlackholeIP6(iface))
+}
+
 // BlackholeARP drops everything arriving on iface, including ARP and ND,
 // and turns ARP off on it. Neighbour entries pointing at this host will go
 // FAILED. It replaces any other ingress fault on iface.

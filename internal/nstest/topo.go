@@ -87,3 +87,28 @@ func NewTwoUplinks(t testing.TB) *TwoUplinks {
 		Server: lab.wrap(tu.Server),
 	}
 }
+
+// SharedLAN is netlab.SharedLAN (the LVS §37.1 realserver: one host NIC on
+// a bridge with n gateways) with nstest hosts.
+type SharedLAN struct {
+	*netlab.SharedLAN
+	Lab                   *Lab
+	Host, LANHost, Server *Host
+	Gateways              []*Host
+}
+
+// NewSharedLAN builds the SharedLAN topology with n gateways in a fresh Lab
+// bound to t.
+func NewSharedLAN(t testing.TB, n int) *SharedLAN {
+	t.Helper()
+	lab := New(t)
+	s, err := netlab.NewSharedLAN(lab.Lab, n)
+	if err != nil {
+		t.Fatalf("nstest: %v", err)
+	}
+	out := &SharedLAN{SharedLAN: s, Lab: lab, Host: lab.wrap(s.Host), LANHost: lab.wrap(s.LAN), Server: lab.wrap(s.Server)}
+	for _, g := range s.Gateways {
+		out.Gateways = append(out.Gateways, lab.wrap(g))
+	}
+	return out
+}

@@ -123,6 +123,15 @@ func (h *Host) BlackholeIP(iface string) error {
 	})
 }
 
+// BlackholeIP6 is BlackholeIP for IPv6 only: IPv4 keeps flowing, the
+// dual-stack gateway whose IPv6 side dies on its own.
+func (h *Host) BlackholeIP6(iface string) error {
+	return h.setIngressFault(iface, []string{
+		"icmpv6 type " + ndTypes + " counter accept",
+		"meta protocol ip6 counter drop",
+	})
+}
+
 // BlackholeARP drops everything arriving on iface, including ARP and ND,
 // and turns ARP off on it (so the namespace stops resolving and answering
 // neighbours on that side too). Neighbour entries pointing at this host
