@@ -74,32 +74,33 @@ func chainOK(got *nftables.Chain, c Chain) bool {
 // update the neighbour's element of the "seen" set, which counts the
 // packet and refreshes the element's timeout.
 func ruleExprs(k Key, d Dir) []expr.Any {
-	off := uint32(6) // ethernet source
-	if d == Tx {
-		off = 0 // ethernet destination
-	}
 	proto := make([]byte, 2)
 	binary.BigEndian.PutUint16(proto, k.EtherType)
-	// The MAC first: it is what rejects the packets of every other
-	// neighbour, at the cost of one load and one compare per rule.
-	exprs := []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: off, Len: 6},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: append([]byte(nil), k.MAC[:]...)},
+	count := []expr.Any{
+		&expr.Immediate{Register: 1, Data: idBytes(k.id(d))},
+		&expr.Dynset{SrcRegKey: 1, SetName: setName, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: lastMemory},
 	}
-	if d == Rx {
+	if d == Tx {
+		// The destination MAC first: it rejects every other
+		// neighbour's packets at the cost of one load and one compare.
+		return append([]expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 0, Len: 6},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: append([]byte(nil), k.MAC[:]...)},
+			&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: proto},
+		}, count...)
+	}
+	// The source MAC and the ethertype are adjacent in the frame: one
+	// load and one compare match both.
+	return append([]expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 8},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: append(append([]byte(nil), k.MAC[:]...), proto...)},
 		// Only frames addressed to this host: a gateway's multicast
 		// (router advertisements, neighbour solicitations, MLD) says
 		// nothing about whether it forwards our traffic.
-		exprs = append(exprs,
-			&expr.Meta{Key: expr.MetaKeyPKTTYPE, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.PACKET_HOST}})
-	}
-	return append(exprs,
-		&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: proto},
-		&expr.Immediate{Register: 1, Data: idBytes(k.id(d))},
-		&expr.Dynset{SrcRegKey: 1, SetName: setName, Operation: unix.NFT_DYNSET_OP_UPDATE, Timeout: lastMemory},
-	)
+		&expr.Meta{Key: expr.MetaKeyPKTTYPE, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.PACKET_HOST}},
+	}, count...)
 }
 
 func ruleUserData(k Key) []byte { return []byte(ruleTag + k.String()) }
