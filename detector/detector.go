@@ -112,6 +112,7 @@ type ifaceState struct {
 	deleted   bool
 	mode      LinkMode
 	modeKnown bool
+	shared    bool // more than one gateway of the policy on it
 }
 
 type statusEntry struct {

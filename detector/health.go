@@ -54,22 +54,35 @@ func (d *Detector) apply(p *policy.Policy, now time.Time) []Transition {
 	return out
 }
 
-// warnShared warns of gated gateways sharing an interface: interface
-// counters cannot tell them apart (the rx of one masks the silence of
-// the other).
+// warnShared warns of gated gateways sharing an interface when the
+// traffic evidence is the interface's counters, which cannot tell them
+// apart (the rx of one masks the silence of the other). Per-gateway
+// counters (GatewayTraffic) have no such blind spot.
 func (d *Detector) warnShared(p *policy.Policy) {
+	if ok, _ := trafficPerGateway(d.traffic); ok {
+		return
+	}
+	for _, iface := range slices.Sorted(maps.Keys(sharedGated(p))) {
+		d.log.Warn("gated gateways share an interface: traffic on one hides the silence of another; consider gating = \"always\" for them",
+			"iface", iface, "gateways", strings.Join(sharedGated(p)[iface], ","))
+	}
+}
+
+// sharedGated returns the interfaces with more than one gated gateway,
+// and their names.
+func sharedGated(p *policy.Policy) map[string][]string {
 	gated := map[string][]string{}
 	for _, g := range p.Gateways {
 		if g.Profile == nil || g.Profile.Gating == policy.GatingGated {
 			gated[g.Interface] = append(gated[g.Interface], g.Name)
 		}
 	}
-	for _, iface := range slices.Sorted(maps.Keys(gated)) {
-		if names := gated[iface]; len(names) > 1 {
-			d.log.Warn("gated gateways share an interface: traffic on one hides the silence of another; consider gating = \"always\" for them",
-				"iface", iface, "gateways", strings.Join(names, ","))
+	for iface, names := range gated {
+		if len(names) < 2 {
+			delete(gated, iface)
 		}
 	}
+	return gated
 }
 
 // watch publishes the policy's interfaces and gateway addresses to the
@@ -77,8 +90,10 @@ func (d *Detector) warnShared(p *policy.Policy) {
 func (d *Detector) watch(p *policy.Policy) {
 	byIface := map[string][]watchedGateway{}
 	addrs := map[netip.Addr]bool{}
+	members := map[string]int{}
 	for _, g := range p.Gateways {
 		addrs[g.Address] = true
+		members[g.Interface]++
 		gws := byIface[g.Interface]
 		if g.Profile != nil && g.Profile.Gating != policy.GatingNever && g.Profile.TxWithoutRx > 0 {
 			gws = append(gws, watchedGateway{Name: g.Name, Addr: g.Address, TxWithoutRx: g.Profile.TxWithoutRx})
@@ -91,6 +106,7 @@ func (d *Detector) watch(p *policy.Policy) {
 		if d.ifaces[name] == nil {
 			d.ifaces[name] = &ifaceState{name: name}
 		}
+		d.ifaces[name].shared = members[name] > 1
 	}
 	for name := range d.ifaces {
 		if _, ok := byIface[name]; !ok {
@@ -376,6 +392,10 @@ func (d *Detector) schedule(ctx context.Context, now time.Time) time.Time {
 
 func (d *Detector) publish(now time.Time) {
 	out := make([]statusEntry, 0, len(d.gws))
+	counting := TrafficPerInterface
+	if ok, _ := trafficPerGateway(d.traffic); ok {
+		counting = TrafficPerGateway
+	}
 	for _, gs := range d.sorted() {
 		m := gs.m
 		avg, loss, n := m.Window(now)
@@ -384,7 +404,7 @@ func (d *Detector) publish(now time.Time) {
 			Carrier: m.Carrier(), Standby: m.standby,
 			RTTLast: m.RTTLast(), RTTAvg: avg, Loss: loss, Samples: n,
 			FlapPenalty: m.Penalty(now), Damped: m.Damped(),
-			Since: m.Since(),
+			Since: m.Since(), TrafficCounting: counting,
 		}, lastConf: m.LastConfirmed(), lastGood: m.LastGood(), lastRx: gs.lastRx, lastTx: gs.lastTx}
 		cut := 0
 		for cut < len(gs.rounds) && now.Sub(gs.rounds[cut]) > time.Minute {

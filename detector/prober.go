@@ -459,7 +459,11 @@ func (p *SocketProber) route(t Target, dst netip.Addr, v6 bool) (ic *icmpConn, f
 	case policy.PinSource:
 		return ic, false, 0, nil
 	}
-	if remote && p.pkt >= 0 {
+	// A remote target, or the gateway itself when the detector gave its
+	// MAC (it shares its interface with other gateways, so routing by
+	// the source's table could hand the probe to another of them): a
+	// frame to that MAC reaches that gateway whatever the tables say.
+	if p.pkt >= 0 && (remote || len(t.HwAddr) > 0) {
 		return ic, true, 0, nil
 	}
 	return ic, false, t.IfIndex, nil

@@ -38,6 +38,10 @@ type roundSpec struct {
 	sources []netip.Addr
 	hw      net.HardwareAddr
 	timeout time.Duration
+	// shared says other gateways sit on the same interface: the probe to
+	// the gateway itself then goes as a frame to its MAC too, or it could
+	// follow a per-source table to another gateway on the link.
+	shared bool
 }
 
 // launch starts one probe round for gs, if it has anything to probe.
@@ -51,7 +55,7 @@ func (d *Detector) launch(ctx context.Context, gs *gwState, now time.Time) bool 
 	if len(probes) == 0 {
 		return false
 	}
-	spec := roundSpec{gateway: gs.g.Name, gen: gs.gen, gw: gs.g.Address, iface: gs.g.Interface, index: is.index,
+	spec := roundSpec{gateway: gs.g.Name, gen: gs.gen, gw: gs.g.Address, iface: gs.g.Interface, index: is.index, shared: is.shared,
 		probes: probes, probe: p, sources: gs.g.Sources, hw: gs.hw, timeout: gs.m.prof.Timeout}
 	gs.inflight++
 	gs.rounds = append(gs.rounds, now)
@@ -138,7 +142,8 @@ func (d *Detector) runProbe(ctx context.Context, r roundSpec, ps probeSpec, hw f
 		}
 	} else {
 		t := d.target(r, ps)
-		if ps.role == roleRemote && k.frames && (t.Pin == policy.PinDevice || t.Pin == "") {
+		byFrame := ps.role == roleRemote || (ps.role == roleGateway && r.shared)
+		if byFrame && k.frames && (t.Pin == policy.PinDevice || t.Pin == "") {
 			t.HwAddr = hw()
 		}
 		rtt, err = d.pr.Probe(ctx, t)

@@ -91,11 +91,23 @@ type GatewayStatus struct {
 	Samples int           // probe results in the window
 
 	LastConfirmedAge time.Duration // last neighbour confirmation
-	LastRxAge        time.Duration // last packet received on the interface
-	LastTxAge        time.Duration // last packet sent on the interface
+	LastRxAge        time.Duration // last packet received from the gateway (on its interface, with interface counters)
+	LastTxAge        time.Duration // last packet sent to the gateway (on its interface, with interface counters)
 	LastGoodProbeAge time.Duration
 
 	ProbesPerSecond float64 // over the last minute
 	FlapPenalty     float64
 	Damped          bool
+
+	// TrafficCounting says whose packets the traffic evidence counts:
+	// TrafficPerGateway (the gateway's own, by its MAC) or
+	// TrafficPerInterface (the interface's, shared by its gateways: the
+	// fallback where the kernel cannot count per neighbour).
+	TrafficCounting string
 }
+
+// TrafficCounting values.
+const (
+	TrafficPerGateway   = "neighbour"
+	TrafficPerInterface = "interface"
+)

@@ -103,12 +103,25 @@ func ruleExprs(k Key, d Dir) []expr.Any {
 	}, count...)
 }
 
-func ruleUserData(k Key) []byte { return []byte(ruleTag + k.String()) }
+// ruleUserData is the rule's comment, in the TLV that nft reads
+// (NFTNL_UDATA_RULE_COMMENT, NUL-terminated), so that `nft list` shows
+// whose rule it is and what it counts.
+func ruleUserData(k Key) []byte {
+	c := ruleTag + k.String() + "\x00"
+	return append([]byte{0, byte(len(c))}, c...)
+}
 
 // parseUserData reads the key back from a rule's comment.
 func parseUserData(b []byte) (Key, bool) {
-	f := strings.Fields(strings.TrimPrefix(string(b), ruleTag))
-	if !bytes.HasPrefix(b, []byte(ruleTag)) || len(f) != 3 {
+	if len(b) < 2 || b[0] != 0 || int(b[1]) != len(b)-2 || b[len(b)-1] != 0 {
+		return Key{}, false
+	}
+	c := string(b[2 : len(b)-1])
+	if !strings.HasPrefix(c, ruleTag) {
+		return Key{}, false
+	}
+	f := strings.Fields(strings.TrimPrefix(c, ruleTag))
+	if len(f) != 3 {
 		return Key{}, false
 	}
 	mac, err := net.ParseMAC(f[1])

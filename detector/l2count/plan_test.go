@@ -90,8 +90,10 @@ func TestUserDataRoundTrip(t *testing.T) {
 			t.Errorf("parseUserData(ruleUserData(%v)) = %v, %v", k, got, ok)
 		}
 	}
-	for _, bad := range []string{"", "uplinkd", "uplinkd eth0 zz ip", "uplinkd eth0 02:00:00:00:00:01 arp", "operator eth0 02:00:00:00:00:01 ip"} {
-		if k, ok := parseUserData([]byte(bad)); ok {
+	comment := func(s string) []byte { return append([]byte{0, byte(len(s) + 1)}, s+"\x00"...) }
+	for _, bad := range [][]byte{nil, []byte("uplinkd eth0 02:00:00:00:00:01 ip"), comment("uplinkd"), comment("uplinkd eth0 zz ip"),
+		comment("uplinkd eth0 02:00:00:00:00:01 arp"), comment("operator eth0 02:00:00:00:00:01 ip")} {
+		if k, ok := parseUserData(bad); ok {
 			t.Errorf("parseUserData(%q) = %v, want refusal", bad, k)
 		}
 	}

@@ -253,7 +253,7 @@ func (s *Source) sync(now time.Time) error {
 	switch {
 	case errors.Is(err, ErrUnsupported):
 		s.mode, s.reason = ModeInterface, err.Error()
-		s.cfg.Logger.Info("per-neighbour counting unavailable; traffic evidence from interface counters", "err", err)
+		s.cfg.Logger.Warn("per-neighbour counting unavailable; traffic evidence from interface counters, which cannot tell gateways sharing an interface apart", "err", err)
 		return err
 	case err != nil:
 		if !s.failing {
