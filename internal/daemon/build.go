@@ -1,14 +1,66 @@
 package daemon
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vishvananda/netns"
 
 	"github.com/uplinkd/uplinkd/detector"
 	"github.com/uplinkd/uplinkd/policy"
 )
 
-func newDetector(p *policy.Policy, log *slog.Logger, reg prometheus.Registerer, startDown map[string]string) (HealthSource, error) {
-	return detector.New(detector.Config{Policy: p, Logger: log, Metrics: detector.NewMetrics(reg), StartDown: startDown})
+// detectorKernel is what the daemon opens for the detector and closes
+// after it: the netlink adapter and the per-gateway traffic source, whose
+// nftables table the daemon withdraws on exit when the policy says so.
+type detectorKernel struct {
+	nl      *detector.Netlink
+	traffic *detector.GatewayTraffic
+	once    sync.Once
+}
+
+// Close is idempotent and safe on nil.
+func (k *detectorKernel) Close() error {
+	if k == nil {
+		return nil
+	}
+	var err error
+	k.once.Do(func() { err = errors.Join(k.traffic.Close(), k.nl.Close()) })
+	return err
+}
+
+func newDetector(p *policy.Policy, log *slog.Logger, reg prometheus.Registerer, startDown map[string]string) (HealthSource, *detectorKernel, error) {
+	nl, err := detector.NewNetlink(netns.None())
+	if err != nil {
+		return nil, nil, err
+	}
+	traffic, err := detector.NewGatewayTraffic(netns.None(), nl, log)
+	if err != nil {
+		nl.Close()
+		return nil, nil, err
+	}
+	k := &detectorKernel{nl: nl, traffic: traffic}
+	det, err := detector.New(detector.Config{Policy: p, Logger: log, Metrics: detector.NewMetrics(reg), StartDown: startDown,
+		Kernel: nl, Traffic: traffic})
+	if err != nil {
+		k.Close()
+		return nil, nil, err
+	}
+	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "uplinkd_traffic_per_neighbour",
+		Help: "1 while traffic evidence is counted per gateway (its MAC, in the nftables table uplinkd); 0 on the interface-counter fallback.",
+	}, func() float64 {
+		if ok, _ := traffic.PerGateway(); ok {
+			return 1
+		}
+		return 0
+	})); err != nil {
+		det.Close()
+		k.Close()
+		return nil, nil, fmt.Errorf("registering the traffic counting metric: %w", err)
+	}
+	return det, k, nil
 }

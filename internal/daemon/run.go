@@ -82,6 +82,7 @@ type daemon struct {
 	rec   *routing.Reconciler
 	det   HealthSource
 	conds *condwatch.Watcher // links, addresses and track files for conditions
+	dk    *detectorKernel    // the detector's netlink and traffic sources
 	core  *Core
 
 	kernel   *routing.Kernel // the reconciler's netlink handle, closed by close
@@ -157,7 +158,7 @@ func (d *daemon) build() error {
 		return err
 	}
 	startDown := adoptWithdrawn(d.p, d.rec, d.log)
-	if d.det, err = newDetector(d.p, d.log, d.reg, startDown); err != nil {
+	if d.det, d.dk, err = newDetector(d.p, d.log, d.reg, startDown); err != nil {
 		return fmt.Errorf("creating detector: %w", err)
 	}
 	d.conds = condwatch.New(condwatch.Config{Logger: d.log, Resync: d.p.Daemon.ResyncEvery})
@@ -346,12 +347,20 @@ func (d *daemon) onExit() error {
 	}
 	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer wcancel()
+	var errs []error
 	if err := d.rec.Withdraw(wctx); err != nil {
 		d.log.Error("withdrawing routes on exit", "err", err)
-		return err
+		errs = append(errs, err)
+	} else {
+		d.log.Info("routes and rules withdrawn (on_exit = withdraw)")
 	}
-	d.log.Info("routes and rules withdrawn (on_exit = withdraw)")
-	return nil
+	if err := d.dk.traffic.Withdraw(); err != nil {
+		d.log.Error("withdrawing the per-gateway counters on exit", "err", err)
+		errs = append(errs, err)
+	} else {
+		d.log.Info("nftables table uplinkd withdrawn (on_exit = withdraw)")
+	}
+	return errors.Join(errs...)
 }
 
 // close releases what was created, in reverse order. Every Close it calls
@@ -366,6 +375,7 @@ func (d *daemon) close() {
 	if d.det != nil {
 		d.det.Close()
 	}
+	d.dk.Close() // after the detector, which reads through it
 	if d.rec != nil {
 		d.rec.Close()
 	}

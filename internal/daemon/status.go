@@ -61,6 +61,9 @@ type GatewayStatus struct {
 	FlapPenalty     float64  `json:"flap_penalty"`
 	Damped          bool     `json:"damped"`
 	Routes          []string `json:"routes"` // installed routes with a nexthop through this gateway
+	// TrafficCounting is whose packets the traffic evidence counts:
+	// "neighbour" (the gateway's own) or "interface" (the fallback).
+	TrafficCounting string `json:"traffic_counting,omitempty"`
 }
 
 // GroupStatus is one group in Status.
@@ -211,6 +214,7 @@ func (v statusView) gateway(p *policy.Policy, g *policy.Gateway, det map[string]
 	gs.LastConfirmedAge, gs.LastRxAge = ageSeconds(d.LastConfirmedAge), ageSeconds(d.LastRxAge)
 	gs.LastTxAge, gs.LastGoodProbeAge = ageSeconds(d.LastTxAge), ageSeconds(d.LastGoodProbeAge)
 	gs.ProbesPerSecond, gs.FlapPenalty = d.ProbesPerSecond, d.FlapPenalty
+	gs.TrafficCounting = d.TrafficCounting
 	return gs
 }
 

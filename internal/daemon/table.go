@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/uplinkd/uplinkd/detector"
 )
 
 // ageText renders an age in seconds; -1 (never) is "-".
@@ -116,6 +118,16 @@ func WriteTable(w io.Writer, s *Status) error {
 		for _, c := range s.Conflicts {
 			fmt.Fprintf(&b, "  %s\n", c)
 		}
+	}
+	var byIface []string
+	for _, g := range s.Gateways {
+		if g.TrafficCounting == detector.TrafficPerInterface {
+			byIface = append(byIface, g.Name)
+		}
+	}
+	if len(byIface) > 0 {
+		fmt.Fprintf(&b, "\ntraffic counting: interface counters for %s (per-gateway counting unavailable, see the log): gateways sharing an interface cannot be told apart by traffic\n",
+			strings.Join(byIface, ", "))
 	}
 	if !s.LastReloadOK && s.LastReloadError != "" {
 		fmt.Fprintf(&b, "\nlast reload FAILED, previous policy still runs: %s\n", s.LastReloadError)
