@@ -76,7 +76,14 @@ printf 'event=%s gateway=%s group=%s iface=%s addr=%s prev=%s state=%s table=%s 
 
 func newLab(t testing.TB) *lab {
 	t.Helper()
-	l := &lab{TwoUplinks: nstest.NewTwoUplinks(t), t: t, dir: t.TempDir(), bin: binary}
+	return newLabOn(t, nstest.NewTwoUplinks(t))
+}
+
+// newLabOn runs uplinkd on tu.Host; the helpers use only Host (and
+// Server), so another topology may pass a TwoUplinks with just those.
+func newLabOn(t testing.TB, tu *nstest.TwoUplinks) *lab {
+	t.Helper()
+	l := &lab{TwoUplinks: tu, t: t, dir: t.TempDir(), bin: binary}
 	l.policy = filepath.Join(l.dir, "uplinkd.toml")
 	l.hooks = filepath.Join(l.dir, "hooks.log")
 	l.writeFile("record-hook", recordHook, 0o755)
