@@ -74,7 +74,7 @@ func (c *Counter) read() (Have, error) {
 	}
 	have.Table = true
 	s, err := c.conn.GetSetByName(table, setName)
-	if err != nil || s.KeyType.Name != nftables.TypeInteger.Name || !s.HasTimeout || !s.Dynamic {
+	if err != nil || s.KeyType.Name != nftables.TypeMark.Name || !s.HasTimeout || !s.Dynamic {
 		have.Broken = true
 		return have, nil
 	}

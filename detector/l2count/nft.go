@@ -40,12 +40,13 @@ var ErrUnsupported = errors.New("per-neighbour counting not supported by the ker
 
 var table = &nftables.Table{Name: TableName, Family: nftables.TableFamilyNetdev}
 
-// seenSet holds one element per counted neighbour and direction, created
+// seenSet holds one element per counted neighbour and direction (keyed
+// by a 32-bit id, typed "mark" only so that nft can print it), created
 // and refreshed by the rules' dynset update: its counter is the packets,
 // its remaining timeout when the last one passed. One dump of it is the
 // whole read.
 func seenSet() *nftables.Set {
-	return &nftables.Set{Table: table, Name: setName, KeyType: nftables.TypeInteger,
+	return &nftables.Set{Table: table, Name: setName, KeyType: nftables.TypeMark,
 		HasTimeout: true, Dynamic: true, Counter: true, Size: setSize}
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -404,4 +405,65 @@ func BenchmarkSharedNICFault(b *testing.B) {
 		b.ReportMetric(idle, "probes/s-idle")
 		b.ReportMetric(busy, "probes/s-traffic")
 	})
+}
+
+// nftTable is `nft -a list table netdev uplinkd` (with rule handles) with
+// the set's elements and counters left out: what a restart must keep.
+func (l *sharedLab) nftTable() (string, bool) {
+	out, err := l.Host.Run("nft", "-a", "list", "table", "netdev", "uplinkd")
+	if err != nil {
+		return "", false
+	}
+	var keep []string
+	for _, line := range strings.Split(out, "\n") {
+		if t := strings.TrimSpace(line); strings.HasPrefix(t, "elements") || strings.HasPrefix(t, "0x") || strings.HasPrefix(t, "}") && strings.Contains(line, "counter") {
+			continue
+		}
+		keep = append(keep, line)
+	}
+	return strings.Join(keep, "\n"), true
+}
+
+// The counting table is uplinkd's like its routes: a restart with
+// on_exit = "leave" adopts it (same chains and rules, same handles, so
+// nothing was rewritten), and on_exit = "withdraw" deletes it.
+func TestCountingTableAdoptedAndWithdrawn(t *testing.T) {
+	l := newSharedLab(t, 2)
+	pol := l.directorsPolicy(2)
+	l.start(pol)
+	l.flows(t, l.s.Source4(0).String(), l.s.Source4(1).String())
+	var before string
+	l.waitFor("both directors counted in table uplinkd", func() bool {
+		var ok bool
+		before, ok = l.nftTable()
+		return ok && strings.Count(before, `comment "uplinkd eth0 `) == 4
+	})
+	l.signal(syscall.SIGTERM)
+	if err := l.Host.Wait(l.cmd, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if after, ok := l.nftTable(); !ok || after != before {
+		t.Fatalf("on_exit = leave changed table uplinkd:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	l.start(strings.Replace(pol, "[daemon]\n", "[daemon]\non_exit = \"withdraw\"\n", 1))
+	l.waitFor("both directors up again", func() bool {
+		return l.gatewayState("director1") == "up" && l.gatewayState("director2") == "up"
+	})
+	time.Sleep(time.Second) // polls and a resync of the table
+	if after, ok := l.nftTable(); !ok || after != before {
+		t.Errorf("a restart rewrote table uplinkd:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if v := l.metric("uplinkd_traffic_per_neighbour", nil); v != 1 {
+		t.Errorf("uplinkd_traffic_per_neighbour = %v, want 1", v)
+	}
+	if g := l.gatewayStatus("director1"); g.TrafficCounting != "neighbour" {
+		t.Errorf("director1 traffic_counting = %q, want neighbour", g.TrafficCounting)
+	}
+	l.signal(syscall.SIGTERM)
+	if err := l.Host.Wait(l.cmd, 15*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := l.Host.Run("nft", "list", "tables"); strings.Contains(out, "uplinkd") {
+		t.Errorf("table uplinkd left after on_exit = withdraw:\n%s", out)
+	}
 }
