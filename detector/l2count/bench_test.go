@@ -213,3 +213,30 @@ func median(v []float64) float64 {
 	}
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
+
+// BenchmarkSourceCounters is one poll of the detector's traffic poller on
+// a shared NIC: two gateways, their MACs from the neighbour cache, their
+// counts from the table.
+func BenchmarkSourceCounters(b *testing.B) {
+	s := newSharedLAN(b, 2)
+	c := open(b, s.host)
+	nb, err := l2count.OpenNeighbours(s.host.NsHandle())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { nb.Close() })
+	l, err := s.host.Handle.LinkByName("eth0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	src := l2count.NewSource(l2count.SourceConfig{Table: c, Neighbours: nb})
+	gws := []netip.Addr{netip.MustParseAddr(gwAddr4(0)), netip.MustParseAddr(gwAddr4(1))}
+	s.ping(b, gwAddr4(0), 1)
+	s.ping(b, gwAddr4(1), 1)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := src.Counters(l.Attrs().Index, gws); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -76,9 +76,11 @@ type Source struct {
 }
 
 type ifaceState struct {
-	name string
-	seen time.Time // last Counters call, for pruning
-	gws  map[netip.Addr]*gwState
+	name   string
+	seen   time.Time // last Counters call, for pruning
+	gws    map[netip.Addr]*gwState
+	macs   map[netip.Addr]net.HardwareAddr
+	macsAt time.Time // when macs was read
 }
 
 type gwState struct {
@@ -89,6 +91,11 @@ type gwState struct {
 }
 
 const (
+	// macsEvery bounds how often the neighbour cache is read per
+	// interface: the poller asks every 10 ms under traffic, and a new
+	// MAC counted up to 100 ms late only delays evidence (packets to an
+	// uncounted MAC are no silence).
+	macsEvery  = 100 * time.Millisecond
 	retryAfter = time.Second
 	// resyncEvery re-reads the table even when nothing changed: a
 	// flushed ruleset (a reload of nftables.service) or an edited rule is
@@ -134,11 +141,14 @@ func (s *Source) Counters(index int, gws []netip.Addr) ([]GatewayCounts, error) 
 	if err != nil {
 		return nil, err
 	}
-	macs, err := s.cfg.Neighbours.MACs(index)
-	if err != nil {
-		return nil, fmt.Errorf("reading neighbours of %s: %w", st.name, err)
+	if st.macs == nil || now.Sub(st.macsAt) >= macsEvery {
+		macs, err := s.cfg.Neighbours.MACs(index)
+		if err != nil {
+			return nil, fmt.Errorf("reading neighbours of %s: %w", st.name, err)
+		}
+		st.macs, st.macsAt = macs, now
 	}
-	s.follow(st, gws, macs)
+	s.follow(st, gws, st.macs)
 	s.prune(now)
 	if err := s.sync(now); err != nil {
 		return s.fromInterface(index, gws)

@@ -3,6 +3,7 @@ package l2count_test
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/uplinkd/uplinkd/detector/l2count"
 )
@@ -52,6 +53,7 @@ func TestSourceFollowsGratuitousARP(t *testing.T) {
 	// Past the ARP locktime (1 s at most here), then announce.
 	s.host.Sysctl(t, "net/ipv4/neigh/eth0/locktime", "0")
 	s.gws[0].MustRun(t, "arping", "-U", "-c", "1", "-I", "eth0", gwAddr4(0))
+	time.Sleep(150 * time.Millisecond) // the source re-reads the neighbour cache every 100 ms
 	gwCounts(t, src, idx, g1, g2)
 	s.ping(t, gwAddr4(0), 3)
 	got = gwCounts(t, src, idx, g1, g2)

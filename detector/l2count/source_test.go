@@ -48,9 +48,11 @@ func (r *sourceRig) key(mac net.HardwareAddr, et uint16) l2count.Key {
 	return k
 }
 
-// counts returns [tx, rx] per gateway.
+// counts returns [tx, rx] per gateway, 100 ms after the previous call:
+// the pace at which the source re-reads the neighbour cache.
 func (r *sourceRig) counts(gws ...netip.Addr) [][2]uint64 {
 	r.t.Helper()
+	r.now = r.now.Add(100 * time.Millisecond)
 	got, err := r.src.Counters(2, gws)
 	if err != nil {
 		r.t.Fatal(err)

@@ -56,6 +56,14 @@ func (l *sharedLab) directorsPolicy(n int) string {
 	return sb.String()
 }
 
+// undamped gives every gateway of pol the default profile without flap
+// damping: a benchmark repeats the same fault, which damping would
+// (rightly) hold down.
+func undamped(pol string) string {
+	pol = strings.ReplaceAll(pol, "interface = \"eth0\"\n", "interface = \"eth0\"\nprofile = \"undamped\"\n")
+	return pol + "\n[profile.undamped]\ndamping = false\n"
+}
+
 // flows pings the Server's target from each of the given sources, every
 // 20 ms for at most 40 s (2000 packets): the realserver answering clients
 // through every director at once.
@@ -334,29 +342,59 @@ func (l *sharedLab) probesSent(gw string) float64 {
 	return l.metric("uplinkd_probes_sent_total", map[string]string{"gateway": gw})
 }
 
-// probeRate is the probes per second sent to gw over d.
-func (l *sharedLab) probeRate(gw string, d time.Duration) float64 {
+// probeRate is the probes per second sent to gw over d, and the daemon's
+// CPU over d in percent of one core.
+func (l *sharedLab) probeRate(gw string, d time.Duration) (probes, cpu float64) {
+	l.t.Helper()
+	pid := l.cmd.Process.Pid // ip netns exec execs the daemon
+	u0, err := netlab.ReadUsage(pid)
+	if err != nil {
+		l.t.Fatal(err)
+	}
 	before := l.probesSent(gw)
 	time.Sleep(d)
-	return (l.probesSent(gw) - before) / d.Seconds()
+	probes = (l.probesSent(gw) - before) / d.Seconds()
+	u1, err := netlab.ReadUsage(pid)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return probes, 100 * float64(u1.CPU-u0.CPU) / float64(d)
+}
+
+// firstWrite is when the first route change of uplinkd's matching which
+// was seen after from (the monitor's clock: the kernel's notification).
+func firstWrite(m *netlab.RouteMonitor, from time.Time, which func(netlab.RouteEvent) bool) time.Time {
+	for _, e := range m.Events() {
+		if e.Protocol == 212 && !e.At.Before(from) && which(e) {
+			return e.At
+		}
+	}
+	return time.Now()
 }
 
 // BenchmarkSharedNICFault is the make bench row of the shared-NIC faults,
-// with the default gated profile: ms from a silent death to the gateway
-// down and to its table (or default) moved; probes per second to the
-// gateway that dies, idle (no traffic) and under traffic before the fault.
+// with the default gated profile (flap damping off, since the fault
+// repeats): ms from a silent death to the gateway down (its transition's
+// time) and to its table (or default) rewritten (the kernel's route
+// notification); probes per second to the gateway that dies and the
+// daemon's CPU, idle and under traffic before the fault.
 func BenchmarkSharedNICFault(b *testing.B) {
 	b.Run("lvs-director", func(b *testing.B) {
 		l := newSharedLab(b, 2)
-		l.start(l.directorsPolicy(2))
+		l.start(undamped(l.directorsPolicy(2)))
 		via1 := fmt.Sprintf("default via %s dev eth0", l.s.GatewayAddr4(0))
 		via2 := fmt.Sprintf("default via %s dev eth0", l.s.GatewayAddr4(1))
 		l.waitFor("both directors up", func() bool {
 			return l.gatewayState("director1") == "up" && l.gatewayState("director2") == "up" && strings.HasPrefix(l.table(201), via1)
 		})
-		idle := l.probeRate("director1", 3*time.Second)
+		idle, idleCPU := l.probeRate("director1", 5*time.Second)
 		l.flows(b, l.s.Source4(0).String(), l.s.Source4(1).String())
-		busy := l.probeRate("director1", 3*time.Second)
+		busy, busyCPU := l.probeRate("director1", 3*time.Second)
+		mon, err := netlab.MonitorRoutes(l.Host.Host)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer mon.Close()
 		var detect, moved time.Duration
 		b.ResetTimer()
 		for range b.N {
@@ -364,7 +402,7 @@ func BenchmarkSharedNICFault(b *testing.B) {
 			l.kill(b, 0)
 			detect += l.waitState("director1", "down").Sub(at)
 			l.waitFor("table 201 on director 2", func() bool { return strings.HasPrefix(l.table(201), via2) })
-			moved += time.Since(at)
+			moved += firstWrite(mon, at, func(e netlab.RouteEvent) bool { return e.Table == 201 }).Sub(at)
 			l.s.Gateways[0].Recover(b)
 			l.waitFor("table 201 back", func() bool { return strings.HasPrefix(l.table(201), via1) })
 		}
@@ -372,22 +410,29 @@ func BenchmarkSharedNICFault(b *testing.B) {
 		b.ReportMetric(float64(moved.Milliseconds())/float64(b.N), "ms-to-failover")
 		b.ReportMetric(idle, "probes/s-idle")
 		b.ReportMetric(busy, "probes/s-traffic")
+		b.ReportMetric(idleCPU, "cpu-%-idle")
+		b.ReportMetric(busyCPU, "cpu-%-traffic")
 	})
 	b.Run("dual-stack-v6", func(b *testing.B) {
 		l := newSharedLab(b, 2)
-		l.start(l.dualStackPolicy())
+		l.start(undamped(l.dualStackPolicy()))
 		routes6 := func() string { return l.Host.MustRun(b, "ip", "-6", "route", "show", "table", "main", "proto", "212") }
 		via1v6 := fmt.Sprintf("default via %s dev eth0", l.s.GatewayAddr6(0))
 		via2v6 := fmt.Sprintf("default via %s dev eth0", l.s.GatewayAddr6(1))
 		l.waitFor("isp1-v6 up and the IPv6 default", func() bool {
 			return l.gatewayState("isp1-v6") == "up" && strings.Contains(routes6(), via1v6)
 		})
-		idle := l.probeRate("isp1-v6", 3*time.Second)
+		idle, idleCPU := l.probeRate("isp1-v6", 5*time.Second)
 		for _, dst := range []string{nstest.TargetAddr4.String(), nstest.TargetAddr6.String()} {
 			p := l.Host.Start(b, "ping", "-q", "-i", "0.02", "-c", "3000", "-w", "60", dst)
 			b.Cleanup(func() { l.Host.Stop(p) })
 		}
-		busy := l.probeRate("isp1-v6", 3*time.Second)
+		busy, busyCPU := l.probeRate("isp1-v6", 3*time.Second)
+		mon, err := netlab.MonitorRoutes(l.Host.Host)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer mon.Close()
 		var detect, moved time.Duration
 		b.ResetTimer()
 		for range b.N {
@@ -396,7 +441,7 @@ func BenchmarkSharedNICFault(b *testing.B) {
 			l.s.Gateways[0].BlackholeIP6(b, l.s.GatewayUpIf)
 			detect += l.waitState("isp1-v6", "down").Sub(at)
 			l.waitFor("the IPv6 default on ISP 2", func() bool { return strings.Contains(routes6(), via2v6) })
-			moved += time.Since(at)
+			moved += firstWrite(mon, at, func(e netlab.RouteEvent) bool { return e.Protocol == 212 && !isV4(e) }).Sub(at)
 			l.s.Gateways[0].Recover(b)
 			l.waitFor("the IPv6 default back", func() bool { return strings.Contains(routes6(), via1v6) })
 		}
@@ -404,6 +449,8 @@ func BenchmarkSharedNICFault(b *testing.B) {
 		b.ReportMetric(float64(moved.Milliseconds())/float64(b.N), "ms-to-failover")
 		b.ReportMetric(idle, "probes/s-idle")
 		b.ReportMetric(busy, "probes/s-traffic")
+		b.ReportMetric(idleCPU, "cpu-%-idle")
+		b.ReportMetric(busyCPU, "cpu-%-traffic")
 	})
 }
 
