@@ -16,47 +16,61 @@ import (
 	"github.com/uplinkd/uplinkd/internal/nstest"
 )
 
+// startWithTraffic runs a detector of polGW1 on tu.Host with the traffic
+// source traffic makes from the host's netlink adapter, gw1 up and 100
+// pings a second flowing through it (bounded: 20 s).
+func startWithTraffic(t *testing.T, tu *nstest.TwoUplinks, traffic func(k *detector.Netlink) detector.TrafficCounters) *lab {
+	t.Helper()
+	log := testLogger(t)
+	k, err := detector.NewNetlink(tu.Host.NsHandle())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, err := detector.NewSocketProber(tu.Host.NsHandle(), log)
+	if err != nil {
+		k.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pr.Close(); k.Close() })
+	d, err := detector.New(detector.Config{Policy: mustPolicy(t, polGW1), Logger: log, Metrics: detector.NewMetrics(prometheus.NewRegistry()),
+		Kernel: k, Prober: pr, Traffic: traffic(k)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &lab{TwoUplinks: tu, d: d, pr: pr}
+	l.rec = detectortest.Run(t, d)
+	l.routeVia(t, 1)
+	l.waitState(t, "gw1", detector.Up, 5*time.Second)
+	l.pingFlood(t, 100, 20*time.Second)
+	return l
+}
+
 // Where the kernel cannot count per neighbour, the per-gateway source
 // falls back to the interface counters and the gated profile still
 // detects a silent death on an interface of its own; the status says
 // which counters it uses.
 func TestNSPerGatewayFallbackToInterfaceCounters(t *testing.T) {
 	tu := nstest.NewTwoUplinks(t)
-	log := testLogger(t)
-	k, err := detector.NewNetlink(tu.Host.NsHandle())
-	if err != nil {
-		t.Fatal(err)
-	}
 	neigh, err := l2count.OpenNeighbours(tu.Host.NsHandle())
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { neigh.Close() })
 	table := l2counttest.NewTable()
 	table.SyncErr = errors.Join(l2count.ErrUnsupported, errors.New("no netdev egress hook (simulated)"))
-	src := l2count.NewSource(l2count.SourceConfig{Table: table, Neighbours: neigh, Logger: log,
-		Interface: func(index int) (uint64, uint64, error) {
-			cs, err := k.Counters(index, []netip.Addr{{}})
-			if err != nil {
-				return 0, 0, err
-			}
-			return cs[0].Tx, cs[0].Rx, nil
-		}})
-	pr, err := detector.NewSocketProber(tu.Host.NsHandle(), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := detector.New(detector.Config{Policy: mustPolicy(t, polGW1), Logger: log, Metrics: detector.NewMetrics(prometheus.NewRegistry()),
-		Kernel: k, Prober: pr, Traffic: detector.GatewayTrafficOf(src)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pr.Close(); neigh.Close(); k.Close() })
-	l := &lab{TwoUplinks: tu, d: d, pr: pr}
-	l.rec = detectortest.Run(t, d)
-	l.routeVia(t, 1)
-	l.waitState(t, "gw1", detector.Up, 5*time.Second)
-	l.pingFlood(t, 100, 20*time.Second)
-	detectortest.WaitFor(t, "the fallback", 5*time.Second, func() bool { return l.status("gw1").TrafficCounting == "interface" })
+	l := startWithTraffic(t, tu, func(k *detector.Netlink) detector.TrafficCounters {
+		return detector.GatewayTrafficOf(l2count.NewSource(l2count.SourceConfig{Table: table, Neighbours: neigh, Logger: testLogger(t),
+			Interface: func(index int) (uint64, uint64, error) {
+				cs, err := k.Counters(index, []netip.Addr{{}})
+				if err != nil {
+					return 0, 0, err
+				}
+				return cs[0].Tx, cs[0].Rx, nil
+			}}))
+	})
+	detectortest.WaitFor(t, "the fallback", 5*time.Second, func() bool {
+		return l.status("gw1").TrafficCounting == detector.TrafficPerInterface
+	})
 	tu.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
 	l.waitState(t, "gw1", detector.Down, 10*time.Second)
 	if table.Syncs != 0 {
@@ -69,30 +83,15 @@ func TestNSPerGatewayFallbackToInterfaceCounters(t *testing.T) {
 // own counters, the status says so, and Withdraw removes the table.
 func TestNSPerGatewayCountingDetects(t *testing.T) {
 	tu := nstest.NewTwoUplinks(t)
-	log := testLogger(t)
-	k, err := detector.NewNetlink(tu.Host.NsHandle())
-	if err != nil {
-		t.Fatal(err)
-	}
-	traffic, err := detector.NewGatewayTraffic(tu.Host.NsHandle(), k, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pr, err := detector.NewSocketProber(tu.Host.NsHandle(), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := detector.New(detector.Config{Policy: mustPolicy(t, polGW1), Logger: log, Metrics: detector.NewMetrics(prometheus.NewRegistry()),
-		Kernel: k, Prober: pr, Traffic: traffic})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pr.Close(); traffic.Close(); k.Close() })
-	l := &lab{TwoUplinks: tu, d: d, pr: pr}
-	l.rec = detectortest.Run(t, d)
-	l.routeVia(t, 1)
-	l.waitState(t, "gw1", detector.Up, 5*time.Second)
-	l.pingFlood(t, 100, 20*time.Second)
+	var traffic *detector.GatewayTraffic
+	l := startWithTraffic(t, tu, func(k *detector.Netlink) detector.TrafficCounters {
+		var err error
+		if traffic, err = detector.NewGatewayTraffic(tu.Host.NsHandle(), k, testLogger(t)); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { traffic.Close() })
+		return traffic
+	})
 	detectortest.WaitFor(t, "gw1's traffic counted in table uplinkd", 5*time.Second, func() bool {
 		out, err := tu.Host.Run("nft", "list", "table", "netdev", "uplinkd")
 		return err == nil && strings.Contains(out, `comment "uplinkd eth1 `)

@@ -96,6 +96,17 @@ func (l *sharedLab) waitState(name, state string) time.Time {
 	return since
 }
 
+// monitor records the host's route changes until the test ends.
+func (l *sharedLab) monitor(t testing.TB) *netlab.RouteMonitor {
+	t.Helper()
+	m, err := netlab.MonitorRoutes(l.Host.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
+}
+
 func tableWrites(m *netlab.RouteMonitor, table int) int {
 	n := 0
 	for _, e := range m.Events() {
@@ -121,11 +132,7 @@ func TestLVSRealserverSharedNIC(t *testing.T) {
 		return l.gatewayState("director1") == "up" && l.gatewayState("director2") == "up" &&
 			strings.HasPrefix(l.table(201), via1) && strings.HasPrefix(l.table(202), via2)
 	})
-	mon, err := netlab.MonitorRoutes(l.Host.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mon.Close()
+	mon := l.monitor(t)
 	table202 := l.table(202)
 	l.flows(t, l.s.Source4(0).String(), l.s.Source4(1).String())
 	time.Sleep(500 * time.Millisecond) // both flows established
@@ -163,11 +170,7 @@ func TestThreeGatewaysOneInterfaceOneDies(t *testing.T) {
 			return l.gatewayState(name) == "up" && strings.HasPrefix(l.table(201+i), via)
 		})
 	}
-	mon, err := netlab.MonitorRoutes(l.Host.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mon.Close()
+	mon := l.monitor(t)
 	l.flows(t, l.s.Source4(0).String(), l.s.Source4(1).String(), l.s.Source4(2).String())
 	time.Sleep(500 * time.Millisecond)
 	faultAt := time.Now()
@@ -243,11 +246,7 @@ func TestDualStackIPv6DiesWhileIPv4Flows(t *testing.T) {
 		}
 		return strings.Contains(routes6(), via1v6) && strings.Contains(l.routes(), fmt.Sprintf("default via %s dev eth0", l.s.GatewayAddr4(0)))
 	})
-	mon, err := netlab.MonitorRoutes(l.Host.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mon.Close()
+	mon := l.monitor(t)
 	routes4 := l.routes()
 	for _, dst := range []string{nstest.TargetAddr4.String(), nstest.TargetAddr6.String()} {
 		p := l.Host.Start(t, "ping", "-q", "-i", "0.02", "-c", "2000", "-w", "40", dst)
@@ -372,6 +371,42 @@ func firstWrite(m *netlab.RouteMonitor, from time.Time, which func(netlab.RouteE
 	return time.Now()
 }
 
+// faultRow is one row of BenchmarkSharedNICFault.
+type faultRow struct {
+	gw      string                         // the gateway that dies
+	traffic func(b *testing.B)             // starts the flows (bounded)
+	kill    func(b *testing.B)             // its silent death
+	moved   func() bool                    // its routes moved away
+	write   func(e netlab.RouteEvent) bool // the route change that moves them
+	back    func() bool                    // its routes back after recovery
+}
+
+// benchFault measures r: probes and CPU idle and under traffic, then b.N
+// times the death, the move and the recovery.
+func (l *sharedLab) benchFault(b *testing.B, r faultRow) {
+	idle, idleCPU := l.probeRate(r.gw, 5*time.Second)
+	r.traffic(b)
+	busy, busyCPU := l.probeRate(r.gw, 3*time.Second)
+	mon := l.monitor(b)
+	var detect, moved time.Duration
+	b.ResetTimer()
+	for range b.N {
+		at := time.Now()
+		r.kill(b)
+		detect += l.waitState(r.gw, "down").Sub(at)
+		l.waitFor(r.gw+"'s routes moved", r.moved)
+		moved += firstWrite(mon, at, r.write).Sub(at)
+		l.s.Gateways[0].Recover(b)
+		l.waitFor(r.gw+"'s routes back", r.back)
+	}
+	b.ReportMetric(float64(detect.Milliseconds())/float64(b.N), "ms-to-down")
+	b.ReportMetric(float64(moved.Milliseconds())/float64(b.N), "ms-to-failover")
+	b.ReportMetric(idle, "probes/s-idle")
+	b.ReportMetric(busy, "probes/s-traffic")
+	b.ReportMetric(idleCPU, "cpu-%-idle")
+	b.ReportMetric(busyCPU, "cpu-%-traffic")
+}
+
 // BenchmarkSharedNICFault is the make bench row of the shared-NIC faults,
 // with the default gated profile (flap damping off, since the fault
 // repeats): ms from a silent death to the gateway down (its transition's
@@ -387,31 +422,13 @@ func BenchmarkSharedNICFault(b *testing.B) {
 		l.waitFor("both directors up", func() bool {
 			return l.gatewayState("director1") == "up" && l.gatewayState("director2") == "up" && strings.HasPrefix(l.table(201), via1)
 		})
-		idle, idleCPU := l.probeRate("director1", 5*time.Second)
-		l.flows(b, l.s.Source4(0).String(), l.s.Source4(1).String())
-		busy, busyCPU := l.probeRate("director1", 3*time.Second)
-		mon, err := netlab.MonitorRoutes(l.Host.Host)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer mon.Close()
-		var detect, moved time.Duration
-		b.ResetTimer()
-		for range b.N {
-			at := time.Now()
-			l.kill(b, 0)
-			detect += l.waitState("director1", "down").Sub(at)
-			l.waitFor("table 201 on director 2", func() bool { return strings.HasPrefix(l.table(201), via2) })
-			moved += firstWrite(mon, at, func(e netlab.RouteEvent) bool { return e.Table == 201 }).Sub(at)
-			l.s.Gateways[0].Recover(b)
-			l.waitFor("table 201 back", func() bool { return strings.HasPrefix(l.table(201), via1) })
-		}
-		b.ReportMetric(float64(detect.Milliseconds())/float64(b.N), "ms-to-down")
-		b.ReportMetric(float64(moved.Milliseconds())/float64(b.N), "ms-to-failover")
-		b.ReportMetric(idle, "probes/s-idle")
-		b.ReportMetric(busy, "probes/s-traffic")
-		b.ReportMetric(idleCPU, "cpu-%-idle")
-		b.ReportMetric(busyCPU, "cpu-%-traffic")
+		l.benchFault(b, faultRow{gw: "director1",
+			traffic: func(b *testing.B) { l.flows(b, l.s.Source4(0).String(), l.s.Source4(1).String()) },
+			kill:    func(b *testing.B) { l.kill(b, 0) },
+			moved:   func() bool { return strings.HasPrefix(l.table(201), via2) },
+			write:   func(e netlab.RouteEvent) bool { return e.Table == 201 },
+			back:    func() bool { return strings.HasPrefix(l.table(201), via1) },
+		})
 	})
 	b.Run("dual-stack-v6", func(b *testing.B) {
 		l := newSharedLab(b, 2)
@@ -422,35 +439,21 @@ func BenchmarkSharedNICFault(b *testing.B) {
 		l.waitFor("isp1-v6 up and the IPv6 default", func() bool {
 			return l.gatewayState("isp1-v6") == "up" && strings.Contains(routes6(), via1v6)
 		})
-		idle, idleCPU := l.probeRate("isp1-v6", 5*time.Second)
-		for _, dst := range []string{nstest.TargetAddr4.String(), nstest.TargetAddr6.String()} {
-			p := l.Host.Start(b, "ping", "-q", "-i", "0.02", "-c", "3000", "-w", "60", dst)
-			b.Cleanup(func() { l.Host.Stop(p) })
-		}
-		busy, busyCPU := l.probeRate("isp1-v6", 3*time.Second)
-		mon, err := netlab.MonitorRoutes(l.Host.Host)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer mon.Close()
-		var detect, moved time.Duration
-		b.ResetTimer()
-		for range b.N {
-			at := time.Now()
-			l.s.Gateways[0].BlackholeIP6(b, l.s.GatewayIf)
-			l.s.Gateways[0].BlackholeIP6(b, l.s.GatewayUpIf)
-			detect += l.waitState("isp1-v6", "down").Sub(at)
-			l.waitFor("the IPv6 default on ISP 2", func() bool { return strings.Contains(routes6(), via2v6) })
-			moved += firstWrite(mon, at, func(e netlab.RouteEvent) bool { return e.Protocol == 212 && !isV4(e) }).Sub(at)
-			l.s.Gateways[0].Recover(b)
-			l.waitFor("the IPv6 default back", func() bool { return strings.Contains(routes6(), via1v6) })
-		}
-		b.ReportMetric(float64(detect.Milliseconds())/float64(b.N), "ms-to-down")
-		b.ReportMetric(float64(moved.Milliseconds())/float64(b.N), "ms-to-failover")
-		b.ReportMetric(idle, "probes/s-idle")
-		b.ReportMetric(busy, "probes/s-traffic")
-		b.ReportMetric(idleCPU, "cpu-%-idle")
-		b.ReportMetric(busyCPU, "cpu-%-traffic")
+		l.benchFault(b, faultRow{gw: "isp1-v6",
+			traffic: func(b *testing.B) {
+				for _, dst := range []string{nstest.TargetAddr4.String(), nstest.TargetAddr6.String()} {
+					p := l.Host.Start(b, "ping", "-q", "-i", "0.02", "-c", "3000", "-w", "60", dst)
+					b.Cleanup(func() { l.Host.Stop(p) })
+				}
+			},
+			kill: func(b *testing.B) {
+				l.s.Gateways[0].BlackholeIP6(b, l.s.GatewayIf)
+				l.s.Gateways[0].BlackholeIP6(b, l.s.GatewayUpIf)
+			},
+			moved: func() bool { return strings.Contains(routes6(), via2v6) },
+			write: func(e netlab.RouteEvent) bool { return !isV4(e) },
+			back:  func() bool { return strings.Contains(routes6(), via1v6) },
+		})
 	})
 }
 
