@@ -90,6 +90,7 @@ type (
 	fPin        = textField[Pin, *Pin]
 	fOnDown     = textField[OnDown, *OnDown]
 	fLastResort = textField[LastResort, *LastResort]
+	fFlush      = textField[FlushConntrack, *FlushConntrack]
 )
 
 type rawFile struct {
@@ -182,6 +183,10 @@ type rawGateway struct {
 	Profile        fWord      `toml:"profile"`
 	Probe          rawProbe   `toml:"probe"`
 	Detect         rawProfile `toml:"detect"`
+
+	FlushConntrack fFlush  `toml:"flush_conntrack"`
+	SNATAddresses  []fAddr `toml:"snat_addresses"`
+	ConntrackMark  fMark   `toml:"conntrack_mark"`
 }
 
 type rawGroup struct {
@@ -436,6 +441,7 @@ func (v *validator) build(raw *rawFile) *Policy {
 		p.Gateways = append(p.Gateways, v.gateway(name, &rg, p, tables, sources))
 		names[name] = "gateway"
 	}
+	v.checkConntrackInterfaces(p.Gateways)
 	p.byName = make(map[string]*Gateway, len(p.Gateways))
 	for _, g := range p.Gateways {
 		p.byName[g.Name] = g
@@ -783,6 +789,7 @@ func (v *validator) gateway(name string, r *rawGateway, p *Policy, tables map[ui
 	if g.Probe.Pin == PinSource && len(g.Sources) == 0 {
 		v.addAt(at("probe", "pin"), obj, "pin = \"source\" needs at least one source address")
 	}
+	g.Conntrack = v.conntrack(r, g, at, obj)
 	return g
 }
 
@@ -1091,4 +1098,63 @@ func (v *validator) hook(name string, r *rawHook, names map[string]string) *Hook
 		return nil
 	}
 	return h
+}
+
+// conntrack validates a gateway's conntrack flush settings. Entries are
+// matched by exactly one selector, and the interface selector only where
+// the interface is the gateway's alone (checked across gateways, see
+// checkConntrackInterfaces).
+func (v *validator) conntrack(r *rawGateway, g *Gateway, at func(...string) []string, obj string) Conntrack {
+	c := Conntrack{Flush: FlushNever}
+	if check(v, r.FlushConntrack, at("flush_conntrack"), obj) {
+		c.Flush = r.FlushConntrack.V
+	}
+	for _, a := range r.SNATAddresses {
+		if !check(v, a, at("snat_addresses"), obj) {
+			continue
+		}
+		addr := a.V.Addr.WithZone("")
+		if g.Address.IsValid() && addr.Is4() != g.Address.Is4() {
+			v.addAt(at("snat_addresses"), obj, "snat address %s is not of the gateway's address family", addr)
+			continue
+		}
+		if !slices.Contains(c.SNAT, addr) {
+			c.SNAT = append(c.SNAT, addr)
+		}
+	}
+	if check(v, r.ConntrackMark, at("conntrack_mark"), obj) {
+		c.Mark, c.Mask = r.ConntrackMark.V.Value, r.ConntrackMark.V.Mask
+		if c.Mask == 0 {
+			v.addAt(at("conntrack_mark"), obj, "conntrack_mark with mask 0 would match every entry")
+		}
+	}
+	switch {
+	case len(r.SNATAddresses) > 0 && r.ConntrackMark.Set:
+		v.addAt(at("conntrack_mark"), obj, "set snat_addresses or conntrack_mark, not both: an entry is the gateway's by one selector")
+	case c.Flush == FlushNever && (len(r.SNATAddresses) > 0 || r.ConntrackMark.Set):
+		key := "snat_addresses"
+		if r.ConntrackMark.Set {
+			key = "conntrack_mark"
+		}
+		v.addAt(at(key), obj, "%s selects conntrack entries to flush, but flush_conntrack is \"never\"", key)
+	}
+	return c
+}
+
+// checkConntrackInterfaces refuses the interface selector on an interface
+// that two gateways share: the addresses of the interface cannot tell
+// their entries apart, and a flush for one would delete the other's.
+func (v *validator) checkConntrackInterfaces(gws []*Gateway) {
+	byIface := map[string][]string{}
+	for _, g := range gws {
+		byIface[g.Interface] = append(byIface[g.Interface], g.Name)
+	}
+	for _, g := range gws {
+		if g.Conntrack.Flush == FlushNever || g.Conntrack.Match() != "interface" || len(byIface[g.Interface]) < 2 {
+			continue
+		}
+		others := slices.DeleteFunc(slices.Clone(byIface[g.Interface]), func(n string) bool { return n == g.Name })
+		v.addAt(path("gateway", g.Name, "flush_conntrack"), objName("gateway", g.Name),
+			"flush_conntrack matches by interface address, but interface %s is also %s's; set snat_addresses or conntrack_mark", g.Interface, strings.Join(others, ", "))
+	}
 }

@@ -313,3 +313,51 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestConntrackFlush(t *testing.T) {
+	src := `
+[gateway.snat]
+address = "198.18.1.1"
+interface = "eth1"
+flush_conntrack = "on_down"
+snat_addresses = ["198.18.1.2", "198.18.1.3", "198.18.1.2"]
+
+[gateway.marked]
+address = "198.18.2.1"
+interface = "eth2"
+flush_conntrack = "both"
+conntrack_mark = "0x200/0xff00"
+
+[gateway.masq]
+address = "198.18.3.1"
+interface = "eth3"
+flush_conntrack = "on_up"
+
+[gateway.plain]
+address = "198.18.4.1"
+interface = "eth4"
+`
+	p, err := Parse("t.toml", []byte(src), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]Conntrack{
+		"snat":   {Flush: FlushOnDown, SNAT: []netip.Addr{netip.MustParseAddr("198.18.1.2"), netip.MustParseAddr("198.18.1.3")}},
+		"marked": {Flush: FlushBoth, Mark: 0x200, Mask: 0xff00},
+		"masq":   {Flush: FlushOnUp},
+		"plain":  {Flush: FlushNever},
+	}
+	match := map[string]string{"snat": "snat", "marked": "mark", "masq": "interface", "plain": "interface"}
+	for name, w := range want {
+		c := p.Gateway(name).Conntrack
+		if diff := cmp.Diff(w, c, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", name, diff)
+		}
+		if c.Match() != match[name] {
+			t.Errorf("%s: Match() = %q, want %q", name, c.Match(), match[name])
+		}
+	}
+	if !FlushBoth.OnDown() || !FlushBoth.OnUp() || FlushOnUp.OnDown() || FlushOnDown.OnUp() || FlushNever.OnDown() || FlushNever.OnUp() {
+		t.Errorf("OnDown/OnUp disagree with the flush_conntrack values")
+	}
+}

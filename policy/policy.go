@@ -140,6 +140,32 @@ type Gateway struct {
 
 	Probe   Probe
 	Profile *Profile // resolved: named profile with the gateway's overrides applied
+
+	Conntrack Conntrack
+}
+
+// Conntrack says when and which conntrack entries of a gateway uplinkd
+// deletes. An entry is the gateway's when its reply direction targets the
+// uplink: its destination is one of SNAT (explicit `snat to` addresses),
+// or its mark matches Mark/Mask, or, with neither set, its destination is
+// an address of the gateway's interface at the time of the flush (what
+// masquerade picks).
+type Conntrack struct {
+	Flush FlushConntrack
+	SNAT  []netip.Addr
+	Mark  uint32
+	Mask  uint32 // 0: no mark selector
+}
+
+// Match names the selector: "snat", "mark" or "interface".
+func (c Conntrack) Match() string {
+	switch {
+	case len(c.SNAT) > 0:
+		return "snat"
+	case c.Mask != 0:
+		return "mark"
+	}
+	return "interface"
 }
 
 // Is6 reports whether the gateway is an IPv6 gateway.
