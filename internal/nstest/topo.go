@@ -87,3 +87,33 @@ func NewTwoUplinks(t testing.TB) *TwoUplinks {
 		Server: lab.wrap(tu.Server),
 	}
 }
+
+// NATLab is netlab.NATLab bound to a test: a NAT router with four uplinks,
+// each to its own ISP, and a LAN client behind it.
+type NATLab struct {
+	Lab    *Lab
+	Mode   netlab.NATMode
+	Client *Host
+	Router *Host
+	ISPs   [netlab.NATUplinks]*Host
+	Server *Host
+}
+
+// NewNATLab builds the NAT lab with the given NAT mode in a fresh Lab
+// bound to t.
+func NewNATLab(t testing.TB, mode netlab.NATMode) *NATLab {
+	t.Helper()
+	lab := New(t)
+	n, err := netlab.NewNATLab(lab.Lab, mode)
+	if err != nil {
+		t.Fatalf("nstest: building the NAT lab: %v", err)
+	}
+	out := &NATLab{Lab: lab, Mode: mode, Client: lab.wrap(n.Client), Router: lab.wrap(n.Router), Server: lab.wrap(n.Server)}
+	for i, isp := range n.ISPs {
+		out.ISPs[i] = lab.wrap(isp)
+	}
+	return out
+}
+
+// ISP returns the ISP host of uplink u (1..netlab.NATUplinks).
+func (n *NATLab) ISP(u int) *Host { return n.ISPs[u-1] }

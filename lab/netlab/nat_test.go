@@ -1,0 +1,210 @@
+package netlab_test
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/uplinkd/uplinkd/lab/netlab"
+	"github.com/uplinkd/uplinkd/internal/nstest"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+func natLab(t *testing.T, mode netlab.NATMode) (*nstest.NATLab, *netlab.NATLab) {
+	t.Helper()
+	n := nstest.NewNATLab(t, mode)
+	raw := &netlab.NATLab{Lab: n.Lab.Lab, Mode: mode, Client: n.Client.Host, Router: n.Router.Host, Server: n.Server.Host}
+	for i, isp := range n.ISPs {
+		raw.ISPs[i] = isp.Host
+	}
+	stop, err := raw.StartEcho()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("echo: %v", err)
+		}
+	})
+	return n, raw
+}
+
+// classicDefault is the router's default as a classic multipath route
+// over every uplink.
+func classicDefault(t *testing.T, n *nstest.NATLab) {
+	t.Helper()
+	args := []string{"ip", "route", "replace", "default"}
+	for u := 1; u <= netlab.NATUplinks; u++ {
+		args = append(args, "nexthop", "via", netlab.NATGateway(u).String(), "dev", netlab.NATRouterIf(u))
+	}
+	n.Router.MustRun(t, args...)
+}
+
+func flowPorts(first, n int) []int {
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = first + i
+	}
+	return ports
+}
+
+// TestNATLab runs 32 UDP flows and 4 TCP streams from the client through
+// the NAT router over a classic multipath default, in both NAT modes: every
+// packet is answered, the flows spread over the uplinks and each stays on
+// one, and each flow's conntrack entry replies to the NAT address of the
+// uplink the Server saw it arrive from.
+func TestNATLab(t *testing.T) {
+	for _, mode := range []netlab.NATMode{netlab.NATMasquerade, netlab.NATSNAT} {
+		t.Run(string(mode), func(t *testing.T) {
+			n, raw := natLab(t, mode)
+			classicDefault(t, n)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			tcpErr := make(chan error, 4)
+			for i := 0; i < 4; i++ {
+				go func(port int) {
+					_, err := netlab.RunTCP(ctx, n.Client.Host, netlab.TCPConfig{Target: netip.AddrPortFrom(netlab.TargetAddr4, netlab.DiscardPort), LocalPort: port, Chunk: 512, Rate: 50, Duration: 1500 * time.Millisecond})
+					tcpErr <- err
+				}(41000 + i)
+			}
+			const flows = 32
+			tr, err := netlab.RunUDP(ctx, n.Client.Host, netlab.UDPConfig{
+				Target: netip.AddrPortFrom(netlab.TargetAddr4, netlab.EchoPort),
+				Flows:  flows, Ports: flowPorts(40000, flows), Rate: flows * 40, Duration: 1500 * time.Millisecond,
+			}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 4; i++ {
+				if err := <-tcpErr; err != nil {
+					t.Errorf("tcp stream: %v", err)
+				}
+			}
+			// The first packets of a flow may wait for ARP on the uplink.
+			d := tr.Delivered(200*time.Millisecond, tr.End)
+			if d.Lost != 0 || d.Sent == 0 {
+				t.Errorf("delivery after 200 ms: %s", d)
+			}
+			used := map[string]int{}
+			flowVia := map[int]string{}
+			for f := 0; f < flows; f++ {
+				first, last := tr.ViaOf(f, 0, 300*time.Millisecond), tr.ViaOf(f, 300*time.Millisecond, tr.End)
+				if first != last || last == "" {
+					t.Errorf("flow %d went via %q, then %q", f, first, last)
+				}
+				flowVia[40000+f] = last
+				used[last]++
+			}
+			if len(used) < 3 {
+				t.Errorf("32 flows used only %v: is the router's multipath hash layer 4?", used)
+			}
+			entries, err := raw.Conntrack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen := 0
+			for _, e := range entries {
+				if e.Forward.Protocol != unix.IPPROTO_UDP || e.Forward.DstPort != netlab.EchoPort {
+					continue
+				}
+				via, ok := flowVia[int(e.Forward.SrcPort)]
+				if !ok {
+					continue
+				}
+				seen++
+				if want := netlab.NATServerIf(netlab.UplinkOf(e)); want != via {
+					t.Errorf("flow from port %d: conntrack replies to %s (uplink %s), the Server saw it on %s", e.Forward.SrcPort, e.Reverse.DstIP, want, via)
+				}
+			}
+			if seen != flows {
+				t.Errorf("%d conntrack entries for the 32 UDP flows, want 32", seen)
+			}
+			t.Logf("%s: %s; flows per uplink %v", mode, d, used)
+		})
+	}
+}
+
+// TestNATLabStaleMapping is the kernel alone, as the issue measured it:
+// four flows leave through uplink 1, then the route moves them to uplink 2.
+// With masquerade the kernel drops the entries whose output interface
+// changed and the flows are NATed again through uplink 2 at once. With
+// `snat to`, every packet refreshes the old mapping, so the flows leave
+// uplink 2 with uplink 1's address and ISP 2 drops them, until their
+// entries are deleted.
+func TestNATLabStaleMapping(t *testing.T) {
+	for _, mode := range []netlab.NATMode{netlab.NATMasquerade, netlab.NATSNAT} {
+		t.Run(string(mode), func(t *testing.T) {
+			n, _ := natLab(t, mode)
+			n.Router.MustRun(t, "ip", "route", "replace", "default", "via", netlab.NATGateway(1).String(), "dev", netlab.NATRouterIf(1))
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			const moveAt, flushAt = 500 * time.Millisecond, 1500 * time.Millisecond
+			var flushed uint
+			flushErr := make(chan error, 1)
+			started := func(start time.Time) {
+				go func() {
+					time.Sleep(time.Until(start.Add(moveAt)))
+					if _, err := n.Router.Run("ip", "route", "replace", "default", "via", netlab.NATGateway(2).String(), "dev", netlab.NATRouterIf(2)); err != nil {
+						flushErr <- err
+						return
+					}
+					time.Sleep(time.Until(start.Add(flushAt)))
+					h, err := netlink.NewHandleAt(n.Router.NsHandle(), unix.NETLINK_NETFILTER)
+					if err != nil {
+						flushErr <- err
+						return
+					}
+					defer h.Close()
+					flushed, err = h.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, uplinkFilter(1))
+					flushErr <- err
+				}()
+			}
+			tr, err := netlab.RunUDP(ctx, n.Client.Host, netlab.UDPConfig{
+				Target: netip.AddrPortFrom(netlab.TargetAddr4, netlab.EchoPort),
+				Flows:  4, Ports: flowPorts(40100, 4), Rate: 400, Duration: 2500 * time.Millisecond,
+			}, started)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := <-flushErr; err != nil {
+				t.Fatal(err)
+			}
+			resumed := tr.FirstVia(netlab.NATServerIf(2), moveAt)
+			before := tr.Delivered(moveAt+300*time.Millisecond, flushAt)
+			after := tr.Delivered(flushAt+300*time.Millisecond, tr.End)
+			t.Logf("%s: first reply via uplink 2 at %v (route moved at %v, flush at %v); between: %s; after the flush (%d entries): %s", mode, resumed, moveAt, flushAt, before, flushed, after)
+			switch mode {
+			case netlab.NATMasquerade:
+				if resumed < 0 || resumed > moveAt+time.Second {
+					t.Errorf("masquerade: first reply via uplink 2 at %v, want within 1 s of the route change at %v", resumed, moveAt)
+				}
+				if before.Lost != 0 {
+					t.Errorf("masquerade: after the route change and before any flush: %s, want nothing lost", before)
+				}
+			case netlab.NATSNAT:
+				if before.Sent == 0 || before.Lost != before.Sent {
+					t.Errorf("snat: between the route change and the flush: %s, want every packet lost (stale mapping dropped by ISP 2)", before)
+				}
+				if flushed != 4 {
+					t.Errorf("snat: flushed %d entries of uplink 1, want the 4 flows'", flushed)
+				}
+				if resumed < flushAt || resumed > flushAt+time.Second {
+					t.Errorf("snat: first reply via uplink 2 at %v, want after the flush at %v and within 1 s of it", resumed, flushAt)
+				}
+			}
+			if after.Lost != 0 || after.Via[netlab.NATServerIf(2)] != after.Sent {
+				t.Errorf("after the flush: %s, want everything answered via %s", after, netlab.NATServerIf(2))
+			}
+		})
+	}
+}
+
+// uplinkFilter matches the entries that reply to uplink u's NAT address.
+type uplinkFilter int
+
+func (u uplinkFilter) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
+	return netlab.UplinkOf(f) == int(u)
+}
+
