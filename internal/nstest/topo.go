@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/uplinkd/uplinkd/lab/netlab"
+	"github.com/vishvananda/netlink"
 )
 
 // Interface names of the TwoUplinks topology (see netlab).
@@ -97,6 +98,8 @@ type NATLab struct {
 	Router *Host
 	ISPs   [netlab.NATUplinks]*Host
 	Server *Host
+
+	raw *netlab.NATLab
 }
 
 // NewNATLab builds the NAT lab with the given NAT mode in a fresh Lab
@@ -108,7 +111,7 @@ func NewNATLab(t testing.TB, mode netlab.NATMode) *NATLab {
 	if err != nil {
 		t.Fatalf("nstest: building the NAT lab: %v", err)
 	}
-	out := &NATLab{Lab: lab, Mode: mode, Client: lab.wrap(n.Client), Router: lab.wrap(n.Router), Server: lab.wrap(n.Server)}
+	out := &NATLab{Lab: lab, Mode: mode, Client: lab.wrap(n.Client), Router: lab.wrap(n.Router), Server: lab.wrap(n.Server), raw: n}
 	for i, isp := range n.ISPs {
 		out.ISPs[i] = lab.wrap(isp)
 	}
@@ -117,3 +120,28 @@ func NewNATLab(t testing.TB, mode netlab.NATMode) *NATLab {
 
 // ISP returns the ISP host of uplink u (1..netlab.NATUplinks).
 func (n *NATLab) ISP(u int) *Host { return n.ISPs[u-1] }
+
+// StartEcho runs the echo responder in the Server namespace until the test
+// ends.
+func (n *NATLab) StartEcho(t testing.TB) {
+	t.Helper()
+	stop, err := n.raw.StartEcho()
+	if err != nil {
+		t.Fatalf("nstest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("nstest: echo responder: %v", err)
+		}
+	})
+}
+
+// Conntrack lists the router's IPv4 conntrack entries.
+func (n *NATLab) Conntrack(t testing.TB) []*netlink.ConntrackFlow {
+	t.Helper()
+	flows, err := n.raw.Conntrack()
+	if err != nil {
+		t.Fatalf("nstest: %v", err)
+	}
+	return flows
+}

@@ -12,23 +12,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func natLab(t *testing.T, mode netlab.NATMode) (*nstest.NATLab, *netlab.NATLab) {
+func natLab(t *testing.T, mode netlab.NATMode) *nstest.NATLab {
 	t.Helper()
 	n := nstest.NewNATLab(t, mode)
-	raw := &netlab.NATLab{Lab: n.Lab.Lab, Mode: mode, Client: n.Client.Host, Router: n.Router.Host, Server: n.Server.Host}
-	for i, isp := range n.ISPs {
-		raw.ISPs[i] = isp.Host
-	}
-	stop, err := raw.StartEcho()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := stop(); err != nil {
-			t.Errorf("echo: %v", err)
-		}
-	})
-	return n, raw
+	n.StartEcho(t)
+	return n
 }
 
 // classicDefault is the router's default as a classic multipath route
@@ -58,7 +46,7 @@ func flowPorts(first, n int) []int {
 func TestNATLab(t *testing.T) {
 	for _, mode := range []netlab.NATMode{netlab.NATMasquerade, netlab.NATSNAT} {
 		t.Run(string(mode), func(t *testing.T) {
-			n, raw := natLab(t, mode)
+			n := natLab(t, mode)
 			classicDefault(t, n)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
@@ -100,10 +88,7 @@ func TestNATLab(t *testing.T) {
 			if len(used) < 3 {
 				t.Errorf("32 flows used only %v: is the router's multipath hash layer 4?", used)
 			}
-			entries, err := raw.Conntrack()
-			if err != nil {
-				t.Fatal(err)
-			}
+			entries := n.Conntrack(t)
 			seen := 0
 			for _, e := range entries {
 				if e.Forward.Protocol != unix.IPPROTO_UDP || e.Forward.DstPort != netlab.EchoPort {
@@ -136,7 +121,7 @@ func TestNATLab(t *testing.T) {
 func TestNATLabStaleMapping(t *testing.T) {
 	for _, mode := range []netlab.NATMode{netlab.NATMasquerade, netlab.NATSNAT} {
 		t.Run(string(mode), func(t *testing.T) {
-			n, _ := natLab(t, mode)
+			n := natLab(t, mode)
 			n.Router.MustRun(t, "ip", "route", "replace", "default", "via", netlab.NATGateway(1).String(), "dev", netlab.NATRouterIf(1))
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
@@ -207,4 +192,3 @@ type uplinkFilter int
 func (u uplinkFilter) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
 	return netlab.UplinkOf(f) == int(u)
 }
-
