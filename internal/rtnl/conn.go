@@ -3,7 +3,6 @@ package rtnl
 import (
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -30,27 +29,13 @@ type Conn struct {
 }
 
 // Dial opens a Conn in the network namespace ns (netns.None(): the
-// current one).
+// current one), on a blocking socket (see blockingSocket).
 func Dial(ns netns.NsHandle) (*Conn, error) {
-	cfg := &netlink.Config{}
-	if ns.IsOpen() {
-		cfg.NetNS = int(ns)
-	}
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, cfg)
+	s, pid, err := dialBlocking(ns)
 	if err != nil {
-		return nil, fmt.Errorf("opening rtnetlink socket: %w", err)
+		return nil, err
 	}
-	return newConn(c), nil
-}
-
-// newConn wraps c, best effort on the options: without extended ACKs
-// errors lose their text, without capped ACKs they are longer; neither
-// changes a result. Tests pass an nltest connection.
-func newConn(c *netlink.Conn) *Conn {
-	_ = c.SetOption(netlink.ExtendedAcknowledge, true)
-	_ = c.SetOption(netlink.CapAcknowledge, true)
-	_ = c.SetOption(netlink.GetStrictCheck, true)
-	return &Conn{c: c}
+	return &Conn{c: netlink.NewConn(s, pid)}, nil
 }
 
 // Close closes the socket.
@@ -152,9 +137,6 @@ func (c *Conn) Batch(reqs []Request) []error {
 			}
 			next += n
 		}
-		if err := c.c.SetReadDeadline(time.Now().Add(ackTimeout)); err != nil && !errors.Is(err, os.ErrNoDeadline) {
-			return fail(err)
-		}
 		msgs, err := c.c.Receive()
 		var oe *netlink.OpError
 		if errors.As(err, &oe) && oe.Sequence != 0 {
@@ -188,9 +170,6 @@ func describe(oe *netlink.OpError) error {
 
 // dump sends one dump request and returns every reply's body.
 func (c *Conn) dump(typ netlink.HeaderType, body []byte) ([][]byte, error) {
-	if err := c.c.SetReadDeadline(time.Now().Add(ackTimeout)); err != nil && !errors.Is(err, os.ErrNoDeadline) {
-		return nil, err
-	}
 	msgs, err := c.c.Execute(netlink.Message{Header: netlink.Header{Type: typ, Flags: netlink.Request | netlink.Dump}, Data: body})
 	if err != nil {
 		var oe *netlink.OpError
