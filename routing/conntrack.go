@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -109,7 +110,8 @@ func FlushConntrack(ct Conntrack, s ConntrackScope) (int, error) {
 // without one would send conntrack requests through a socket of the
 // calling thread's namespace instead, silently the wrong table.
 type KernelConntrack struct {
-	h *netlink.Handle
+	h    *netlink.Handle
+	once sync.Once
 }
 
 // NewKernelConntrack opens the sockets of a KernelConntrack in ns
@@ -128,8 +130,8 @@ func NewKernelConntrack(ns netns.NsHandle) (*KernelConntrack, error) {
 	return &KernelConntrack{h: h}, nil
 }
 
-// Close closes the sockets.
-func (k *KernelConntrack) Close() { k.h.Close() }
+// Close closes the sockets. It is idempotent.
+func (k *KernelConntrack) Close() { k.once.Do(k.h.Close) }
 
 // InterfaceAddrs implements Conntrack.
 func (k *KernelConntrack) InterfaceAddrs(iface string, family int) ([]netip.Addr, error) {

@@ -51,6 +51,7 @@ type Core struct {
 	hooks   *hooks.Runner
 	metrics *Metrics
 	track   *trackFiles
+	flush   *conntrackFlusher // nil: no conntrack socket
 	load    func() (*policy.Policy, error)
 	now     func() time.Time
 
@@ -98,6 +99,8 @@ type CoreConfig struct {
 	Hooks    *hooks.Runner // may be nil
 	Metrics  *Metrics      // may be nil
 	TrackDir string
+	// Conntrack is where flush_conntrack deletes entries; nil disables it.
+	Conntrack routing.Conntrack
 	// Load re-reads and validates the policy on reload.
 	Load    func() (*policy.Policy, error)
 	Now     func() time.Time // nil: time.Now
@@ -138,6 +141,9 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 	}
 	if c.hooks == nil {
 		c.hooks = hooks.New(hooks.Config{Logger: c.log})
+	}
+	if cfg.Conntrack != nil {
+		c.flush = newConntrackFlusher(cfg.Conntrack, c.log, c.metrics)
 	}
 	var err error
 	if c.track, err = newTrackFiles(cfg.TrackDir); err != nil {

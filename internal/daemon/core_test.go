@@ -103,11 +103,14 @@ type harness struct {
 
 	mu     sync.Mutex
 	events []hooks.Event
+
+	ct *recordingConntrack
 }
 
 func newHarness(t *testing.T, p *policy.Policy) *harness {
 	t.Helper()
-	h := &harness{t: t, kernel: routingtest.NewMemKernel("eth1", "eth2"), det: newFakeDetector(), reg: prometheus.NewRegistry()}
+	h := &harness{t: t, kernel: routingtest.NewMemKernel("eth1", "eth2"), det: newFakeDetector(), reg: prometheus.NewRegistry(),
+		ct: &recordingConntrack{n: 7, called: make(chan struct{}, 8)}}
 	hr := hooks.New(hooks.Config{Metrics: hooks.NewMetrics(h.reg)})
 	hr.OnResult(func(r hooks.Result) {
 		h.mu.Lock()
@@ -122,7 +125,7 @@ func newHarness(t *testing.T, p *policy.Policy) *harness {
 	h.next.Store(p)
 	h.core, err = NewCore(CoreConfig{
 		Policy: p, Detector: h.det, Routes: h.rec, Hooks: hr, Metrics: NewMetrics(h.reg, BuildInfo{"v", "c", "go"}),
-		TrackDir: filepath.Join(t.TempDir(), "track"),
+		TrackDir: filepath.Join(t.TempDir(), "track"), Conntrack: h.ct,
 		Load: func() (*policy.Policy, error) {
 			h.loads.Add(1)
 			if e := h.loadErr.Load(); e != nil {

@@ -42,6 +42,12 @@ func (c *Core) Loop(ctx context.Context) error {
 		wd = t.C
 	}
 	var pending reloadWaiters
+	if c.flush != nil {
+		fctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = c.flush.Run(fctx) }()
+		defer func() { stop(); <-done }()
+	}
 	trc := c.det.Transitions()
 	for {
 		select {
@@ -212,7 +218,10 @@ func (c *Core) transition(tr detector.Transition) {
 	// The detector logs the transition itself at Info.
 	c.log.Debug("gateway "+tr.To.String(), "gateway", tr.Gateway, "iface", g.Interface, "from", tr.From.String(),
 		"to", tr.To.String(), "cause", tr.Cause, "reason", tr.Reason)
-	// Routes first; hooks and bookkeeping only queue work.
+	// Routes first; hooks and bookkeeping only queue work. A conntrack
+	// flush waits for the reconciler to have applied the routes (see
+	// conntrackFlusher), so it is asked for before they are handed over.
+	c.flush.want(g, prev.Healthy(), next.Healthy())
 	snap := c.pushRoutes()
 	if err := c.track.set(g.Name, next.Healthy()); err != nil {
 		c.log.Error("writing track file", "gateway", g.Name, "err", err)
@@ -239,6 +248,9 @@ func (c *Core) transition(tr detector.Transition) {
 func (c *Core) OnApplied(ops []routing.Op) {
 	if len(ops) == 0 {
 		return
+	}
+	if c.flush != nil {
+		c.flush.applied(c.rec.Installed())
 	}
 	var lines, tables, gws, grps []string
 	add := func(list *[]string, v string) {

@@ -122,6 +122,18 @@ func (c *Core) adopt(p *policy.Policy) {
 			delete(gh, grp.Name)
 		}
 	}
+	for _, g := range old.Gateways {
+		if p.Gateway(g.Name) == nil {
+			c.flush.forget(g.Name)
+		}
+	}
+	if c.flush == nil {
+		for _, g := range p.Gateways {
+			if g.Conntrack.Flush != policy.FlushNever {
+				c.log.Error("reload: flush_conntrack needs a conntrack socket, which this process has not got; the gateway's entries are not flushed", "gateway", g.Name)
+			}
+		}
+	}
 	if err := c.track.prune(keep); err != nil {
 		c.log.Error("pruning track files", "err", err)
 	}

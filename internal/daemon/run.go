@@ -80,6 +80,7 @@ type daemon struct {
 	hooks *hooks.Runner
 	rec   *routing.Reconciler
 	det   HealthSource
+	ct    *routing.KernelConntrack // nil without a conntrack socket
 	core  *Core
 
 	kernel   *routing.Kernel // the reconciler's netlink handle, closed by close
@@ -158,9 +159,12 @@ func (d *daemon) build() error {
 	if d.det, err = newDetector(d.p, d.log, d.reg, startDown); err != nil {
 		return fmt.Errorf("creating detector: %w", err)
 	}
+	if d.ct, err = openConntrack(d.p, d.log); err != nil {
+		return err
+	}
 	path := d.opts.ConfigPath
 	d.core, err = NewCore(CoreConfig{
-		Policy: d.p, Logger: d.log, Detector: d.det, Routes: d.rec, Hooks: d.hooks, Metrics: dm,
+		Policy: d.p, Logger: d.log, Detector: d.det, Routes: d.rec, Hooks: d.hooks, Metrics: dm, Conntrack: conntrackOrNil(d.ct),
 		TrackDir: d.p.Daemon.TrackDir, Load: func() (*policy.Policy, error) { return loadChecked(path) },
 		Version: d.opts.Build.Version, StartDown: startDown,
 		Liveness: []LivenessSource{detectorLiveness(d.det), recCalls.report, d.httpBusy.report, hookLiveness(d.hooks)},
@@ -366,6 +370,9 @@ func (d *daemon) close() {
 	}
 	if d.kernel != nil {
 		d.kernel.Close()
+	}
+	if d.ct != nil {
+		d.ct.Close()
 	}
 	if d.hooks != nil {
 		d.hooks.Close()
