@@ -10,15 +10,7 @@ import (
 
 	"github.com/uplinkd/uplinkd/lab/netlab"
 	"github.com/uplinkd/uplinkd/internal/nstest"
-	"github.com/vishvananda/netlink"
 )
-
-// ctKey identifies a conntrack entry across two dumps: its original tuple
-// and its start time, so an entry deleted and recreated in between shows
-// as a different one.
-func ctKey(f *netlink.ConntrackFlow) string {
-	return fmt.Sprintf("%d %s:%d>%s:%d @%d", f.Forward.Protocol, f.Forward.SrcIP, f.Forward.SrcPort, f.Forward.DstIP, f.Forward.DstPort, f.TimeStart)
-}
 
 // TestFlushConntrackInNamespace fills the NAT lab's conntrack table with 32
 // UDP flows and 4 TCP streams over every uplink, plus an entry of the
@@ -84,9 +76,9 @@ func TestFlushConntrackInNamespace(t *testing.T) {
 			var ours, others []string
 			for _, f := range before {
 				if netlab.UplinkOf(f) == 1 {
-					ours = append(ours, ctKey(f))
+					ours = append(ours, netlab.EntryKey(f))
 				} else {
-					others = append(others, ctKey(f))
+					others = append(others, netlab.EntryKey(f))
 				}
 			}
 			if len(ours) == 0 || len(others) < 2 {
@@ -108,12 +100,12 @@ func TestFlushConntrackInNamespace(t *testing.T) {
 			own := false
 			for _, f := range n.Conntrack(t) {
 				if netlab.UplinkOf(f) == 1 {
-					t.Errorf("uplink 1's entry left: %s", ctKey(f))
+					t.Errorf("uplink 1's entry left: %s", netlab.EntryKey(f))
 				}
 				if a, _ := netip.AddrFromSlice(f.Forward.DstIP); a.Unmap() == netlab.NATRouterLAN {
 					own = true
 				}
-				after = append(after, ctKey(f))
+				after = append(after, netlab.EntryKey(f))
 			}
 			if !own {
 				t.Errorf("the router's own entry (the client's ping to %s) is missing", netlab.NATRouterLAN)

@@ -1,6 +1,7 @@
 package nstest
 
 import (
+	"context"
 	"testing"
 
 	"github.com/uplinkd/uplinkd/lab/netlab"
@@ -144,4 +145,10 @@ func (n *NATLab) Conntrack(t testing.TB) []*netlink.ConntrackFlow {
 		t.Fatalf("nstest: %v", err)
 	}
 	return flows
+}
+
+// RunFailover runs a silent failure and return of uplink 1 under traffic
+// (netlab.NATLab.RunFailover).
+func (n *NATLab) RunFailover(ctx context.Context, cfg netlab.FailoverConfig) (*netlab.FailoverResult, error) {
+	return n.raw.RunFailover(ctx, cfg)
 }

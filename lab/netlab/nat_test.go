@@ -2,12 +2,14 @@ package netlab_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/uplinkd/uplinkd/lab/netlab"
 	"github.com/uplinkd/uplinkd/internal/nstest"
+	"github.com/uplinkd/uplinkd/lab/netlab"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -191,4 +193,81 @@ type uplinkFilter int
 
 func (u uplinkFilter) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
 	return netlab.UplinkOf(f) == int(u)
+}
+
+// failoverTimes is the scenario of the issue: uplink 1 dies silently at
+// 1 s, its route is withdrawn 300 ms later (what a detector would take),
+// it comes back at 3 s and is restored at 3.2 s.
+func failoverTimes(down, up func() error) netlab.FailoverConfig {
+	return netlab.FailoverConfig{Flows: 32, TCP: 4, Rate: 32 * 50, Duration: 5 * time.Second,
+		DieAt: time.Second, RouteDownAt: 1300 * time.Millisecond, ReturnAt: 3 * time.Second, RouteUpAt: 3200 * time.Millisecond,
+		Down: down, Up: up}
+}
+
+// TestFailoverKernelForms measures, with routes changed by hand, the two
+// forms a group's default can take: a classic multipath route, where
+// withdrawing one of four nexthops re-hashes a third of the healthy flows
+// onto other uplinks (and so other NAT addresses), and a resilient nexthop
+// group, where only the dead uplink's buckets move. Masquerade, so the
+// dead uplink's flows recover without a flush.
+func TestFailoverKernelForms(t *testing.T) {
+	ip := func(n *nstest.NATLab, args ...string) error {
+		_, err := n.Router.Host.MustRun(args...)
+		return err
+	}
+	classic := func(n *nstest.NATLab, ups ...int) error {
+		args := []string{"ip", "route", "replace", "default"}
+		for _, u := range ups {
+			args = append(args, "nexthop", "via", netlab.NATGateway(u).String(), "dev", netlab.NATRouterIf(u))
+		}
+		return ip(n, args...)
+	}
+	group := func(n *nstest.NATLab, ups ...int) error {
+		var m []string
+		for _, u := range ups {
+			m = append(m, fmt.Sprint(u))
+		}
+		return ip(n, "ip", "nexthop", "replace", "id", "100", "group", strings.Join(m, "/"), "type", "resilient", "buckets", "64", "idle_timer", "120")
+	}
+	for _, form := range []string{"classic", "resilient"} {
+		t.Run(form, func(t *testing.T) {
+			n := natLab(t, netlab.NATMasquerade)
+			down, up := func() error { return classic(n, 2, 3, 4) }, func() error { return classic(n, 1, 2, 3, 4) }
+			if form == "resilient" {
+				for u := 1; u <= netlab.NATUplinks; u++ {
+					n.Router.MustRun(t, "ip", "nexthop", "add", "id", fmt.Sprint(u), "via", netlab.NATGateway(u).String(), "dev", netlab.NATRouterIf(u))
+				}
+				if err := group(n, 1, 2, 3, 4); err != nil {
+					t.Fatal(err)
+				}
+				n.Router.MustRun(t, "ip", "route", "replace", "default", "nhid", "100")
+				down, up = func() error { return group(n, 2, 3, 4) }, func() error { return group(n, 1, 2, 3, 4) }
+			} else if err := up(); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			res, err := n.RunFailover(ctx, failoverTimes(down, up))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: %s", form, res)
+			if res.Uplink1Flows == 0 || res.Uplink1Flows == 32 {
+				t.Fatalf("uplink 1 carried %d of 32 flows: no spread to measure", res.Uplink1Flows)
+			}
+			if res.Resumed < 0 || res.Resumed > time.Second {
+				t.Errorf("uplink 1's flows resumed after %v, want within 1 s of the route change", res.Resumed)
+			}
+			switch form {
+			case "resilient":
+				if res.MovedAtFailover != 0 || res.BusyMovedAtReturn != 0 {
+					t.Errorf("resilient group moved %d healthy flows at failover and %d busy ones at return, want 0 and 0", res.MovedAtFailover, res.BusyMovedAtReturn)
+				}
+			case "classic":
+				if res.MovedAtFailover == 0 {
+					t.Errorf("classic multipath moved no healthy flow at failover: the measurement cannot tell the forms apart")
+				}
+			}
+		})
+	}
 }
