@@ -63,6 +63,8 @@ func (r *Reconciler) execute(ops []Op, l links, repair bool) (errs []error, appl
 			err = r.writeRoute(op, l, &retry)
 		case op.Object == ObjRule:
 			err = r.writeRule(op)
+		case op.Object == ObjNexthop:
+			err = r.writeNexthop(op, &retry)
 		default:
 			err = fmt.Errorf("applying %s: no write path for %s", op.Kind, op.Object)
 		}
@@ -129,6 +131,9 @@ func (r *Reconciler) writeRoute(op Op, l links, retry *bool) error {
 		}
 		return nil
 	case OpAdd:
+		if rt.NHID != 0 {
+			return r.writeRouteVia(op, retry)
+		}
 		nr, err := toNetlinkRoute(rt, l)
 		if err != nil {
 			return fmt.Errorf("adding route %s: %w", RouteString(rt), err)
@@ -148,6 +153,9 @@ func (r *Reconciler) writeRoute(op Op, l links, retry *bool) error {
 		}
 		return nil
 	default:
+		if rt.NHID != 0 {
+			return r.writeRouteVia(op, retry)
+		}
 		nr, err := toNetlinkRoute(rt, l)
 		if err != nil {
 			return fmt.Errorf("replacing route %s: %w", RouteString(rt), err)

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/uplinkd/uplinkd/lab/netlab"
 	"github.com/uplinkd/uplinkd/internal/nstest"
+	"github.com/uplinkd/uplinkd/lab/netlab"
 )
 
 // TestFlushConntrackInNamespace fills the NAT lab's conntrack table with 32
