@@ -137,8 +137,13 @@ func nexthopOps(ops []NexthopOp) []Op {
 	return out
 }
 
+var errNoNexthopKernel = errors.New("no nexthop kernel configured")
+
 func (r *Reconciler) writeNexthop(op Op, retry *bool) error {
 	o := *op.Nexthop
+	if r.nh == nil {
+		return fmt.Errorf("%s nexthop %s: %w", op.Kind, NexthopString(o), errNoNexthopKernel)
+	}
 	r.nl.writes.Add(1)
 	err := r.nh.WriteNexthop(op.Kind, o)
 	switch op.Kind {
@@ -169,6 +174,9 @@ func (r *Reconciler) writeNexthop(op Op, retry *bool) error {
 // writeRouteVia adds or replaces a route through its nexthop group.
 func (r *Reconciler) writeRouteVia(op Op, retry *bool) error {
 	rt := *op.Route
+	if r.nh == nil {
+		return fmt.Errorf("%s route %s: %w", op.Kind, RouteString(rt), errNoNexthopKernel)
+	}
 	r.nl.writes.Add(1)
 	err := r.nh.WriteRouteVia(op.Kind, rt)
 	if op.Kind == OpAdd {

@@ -40,9 +40,9 @@ func (k OpKind) String() string {
 type Object int
 
 const (
-	ObjRoute Object = iota + 1 // Op.Route is set
-	ObjRule                    // Op.Rule is set
-	ObjNexthop                 // Op.Nexthop is set
+	ObjRoute   Object = iota + 1 // Op.Route is set
+	ObjRule                      // Op.Rule is set
+	ObjNexthop                   // Op.Nexthop is set
 )
 
 func (o Object) String() string {

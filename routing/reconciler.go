@@ -84,18 +84,18 @@ type Reconciler struct {
 
 	applyMu sync.Mutex // serialises reconciles; never held while waiting on a channel
 
-	mu         sync.Mutex
-	want       *State
-	wantGen    uint64
-	appliedGen uint64
-	installed  State   // owned state as last read or written
+	mu          sync.Mutex
+	want        *State
+	wantGen     uint64
+	appliedGen  uint64
+	installed   State // owned state as last read or written
 	installedNH nexthopState
-	form       Form
-	foreign    []Route // routes of other protocols on keys uplinkd wants
-	conflicts  []Op    // OpConflict of the last reconcile that got as far as a plan
-	closing    bool    // set by Close; Run refuses to start after it
-	cacheOK    bool    // installed is known to match the kernel
-	hintGen    uint64  // bumped by every hint; a reconcile that saw one mid-way leaves the cache invalid
+	form        Form
+	foreign     []Route // routes of other protocols on keys uplinkd wants
+	conflicts   []Op    // OpConflict of the last reconcile that got as far as a plan
+	closing     bool    // set by Close; Run refuses to start after it
+	cacheOK     bool    // installed is known to match the kernel
+	hintGen     uint64  // bumped by every hint; a reconcile that saw one mid-way leaves the cache invalid
 
 	setc      chan struct{}
 	retryc    chan struct{} // an add met EEXIST: the key's holder must be read
