@@ -120,6 +120,9 @@ func TestConfigurationDocDefaults(t *testing.T) {
 		"gateway.NAME.probe.pin":       PinDevice,
 		"gateway.NAME.flush_conntrack": string(FlushNever),
 		"group.NAME.last_resort":       LastResortKeep,
+		"group.NAME.buckets":           DefaultBuckets,
+		"group.NAME.idle_timer":        DefaultIdleTimer,
+		"group.NAME.unbalanced_timer":  time.Duration(DefaultUnbalancedTimer),
 		"announce.NAME.type":           AnnounceUnicast,
 	}
 	// Every profile key against DefaultProfile, field by field.

@@ -91,6 +91,7 @@ type (
 	fOnDown     = textField[OnDown, *OnDown]
 	fLastResort = textField[LastResort, *LastResort]
 	fFlush      = textField[FlushConntrack, *FlushConntrack]
+	fBuckets    = textField[Buckets, *Buckets]
 )
 
 type rawFile struct {
@@ -195,6 +196,10 @@ type rawGroup struct {
 	Family     fWord       `toml:"family"`
 	Metric     fUint32     `toml:"metric"`
 	LastResort fLastResort `toml:"last_resort"`
+
+	Buckets         fBuckets  `toml:"buckets"`
+	IdleTimer       fDuration `toml:"idle_timer"`
+	UnbalancedTimer fDuration `toml:"unbalanced_timer"`
 }
 
 type rawRule struct {
@@ -799,7 +804,8 @@ func (v *validator) group(name string, r *rawGroup, p *Policy, tables map[uint32
 	if !nameOK(name) {
 		v.addAt(at(), obj, "name must be 1..64 letters, digits, '-', '_' or '.'")
 	}
-	g := &Group{Name: name, Table: TableMain, LastResort: LastResortKeep}
+	g := &Group{Name: name, Table: TableMain, LastResort: LastResortKeep,
+		Buckets: DefaultBuckets, IdleTimer: DefaultIdleTimer, UnbalancedTimer: DefaultUnbalancedTimer}
 	switch v.enum(r.Family, at("family"), obj, "", "ipv4", "ipv6") {
 	case "ipv4":
 		g.Family = 4
@@ -841,6 +847,30 @@ func (v *validator) group(name string, r *rawGroup, p *Policy, tables map[uint32
 		g.Metric = uint32(r.Metric.V)
 	}
 	g.LastResort = enumOr(v, r.LastResort, at("last_resort"), obj, LastResortKeep)
+	if check(v, r.Buckets, at("buckets"), obj) {
+		g.Buckets = int(r.Buckets.V)
+	}
+	for _, t := range []struct {
+		f   fDuration
+		key string
+		dst *time.Duration
+	}{{r.IdleTimer, "idle_timer", &g.IdleTimer}, {r.UnbalancedTimer, "unbalanced_timer", &g.UnbalancedTimer}} {
+		if !check(v, t.f, at(t.key), obj) {
+			continue
+		}
+		d := time.Duration(t.f.V)
+		switch {
+		case d%(10*time.Millisecond) != 0:
+			v.addAt(at(t.key), obj, "%s %v is not a whole number of 10ms steps (the kernel keeps 1/100 s)", t.key, d)
+		case d > MaxGroupTimer:
+			v.addAt(at(t.key), obj, "%s %v is longer than %v", t.key, d, MaxGroupTimer)
+		default:
+			*t.dst = d
+		}
+	}
+	if t := r.IdleTimer; t.Set && t.Err == nil && time.Duration(t.V) == 0 {
+		v.addAt(at("idle_timer"), obj, "idle_timer 0 would move busy flows back at once; it must be at least 10ms")
+	}
 	return g
 }
 

@@ -147,7 +147,8 @@ gateways = ["dir2", "dir1"]
 		t.Errorf("rules (-want +got):\n%s", diff)
 	}
 	g := p.Group("wan")
-	if diff := cmp.Diff(&Group{Name: "wan", Gateways: []string{"dir2", "dir1"}, Table: TableMain, Family: 4, LastResort: LastResortKeep}, g); diff != "" {
+	if diff := cmp.Diff(&Group{Name: "wan", Gateways: []string{"dir2", "dir1"}, Table: TableMain, Family: 4, LastResort: LastResortKeep,
+		Buckets: DefaultBuckets, IdleTimer: DefaultIdleTimer, UnbalancedTimer: DefaultUnbalancedTimer}, g); diff != "" {
 		t.Errorf("group (-want +got):\n%s", diff)
 	}
 	d2 := p.Gateway("dir2")

@@ -200,7 +200,24 @@ type Group struct {
 	Family     int // 4 or 6
 	Metric     uint32
 	LastResort LastResort
+
+	// Resilient nexthop group settings (Linux 5.13+), used where the
+	// kernel has them.
+	Buckets         int           // hash buckets the flows map to
+	IdleTimer       time.Duration // a bucket idle this long may move to a returning gateway
+	UnbalancedTimer time.Duration // after this long unbalanced, busy buckets move too; 0: never
 }
+
+// Defaults of the resilient group settings. 128 buckets keep each
+// gateway's share within 1/128 of its weight; 120 s is nf_conntrack's UDP
+// stream timeout, after which an idle UDP flow has lost its NAT mapping
+// anyway; 0 never breaks a busy flow to rebalance.
+const (
+	DefaultBuckets         = 128
+	DefaultIdleTimer       = 120 * time.Second
+	DefaultUnbalancedTimer = 0
+	MaxGroupTimer          = 24 * time.Hour
+)
 
 // Rule is one ip rule owned by uplinkd. Selectors left zero are absent.
 type Rule struct {

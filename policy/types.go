@@ -406,3 +406,15 @@ func (f FlushConntrack) OnDown() bool { return f == FlushOnDown || f == FlushBot
 
 // OnUp reports whether entries are flushed when the gateway comes back.
 func (f FlushConntrack) OnUp() bool { return f == FlushOnUp || f == FlushBoth }
+
+// Buckets is the bucket count of a resilient nexthop group.
+type Buckets int
+
+func (n *Buckets) UnmarshalText(b []byte) error {
+	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 0, 64)
+	if err != nil || v < 2 || v > 4096 {
+		return fmt.Errorf("buckets %s is out of range 2..4096", strings.TrimSpace(string(b)))
+	}
+	*n = Buckets(v)
+	return nil
+}
