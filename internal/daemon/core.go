@@ -34,6 +34,7 @@ type RouteSink interface {
 	Run(ctx context.Context) error
 	Installed() routing.State
 	Conflicts() []routing.Op
+	Form() routing.Form
 	Withdraw(ctx context.Context) error
 	Close() error
 }

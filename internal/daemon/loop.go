@@ -268,6 +268,10 @@ func (c *Core) OnApplied(ops []routing.Op) {
 		case op.Rule != nil:
 			add(&tables, tableText(op.Rule.Table))
 			owner = op.Rule.Owner
+		case op.Nexthop != nil:
+			// A group's members changed in its nexthop object: its
+			// route did not need a write.
+			owner = op.Nexthop.Owner
 		}
 		kind, rest, _ := strings.Cut(owner, "/")
 		name, _, _ := strings.Cut(rest, "/")

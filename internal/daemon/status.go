@@ -29,6 +29,10 @@ type Status struct {
 	// program holds: uplinkd writes none of them (see routing.OpConflict)
 	// and /healthz reports degraded while there are any.
 	Conflicts []string `json:"conflicts,omitempty"`
+	// Multipath is the form group defaults are installed in: resilient
+	// (resilient nexthop groups), mpath (nexthop groups) or classic
+	// (RTA_MULTIPATH routes), the last two a fallback.
+	Multipath string `json:"multipath"`
 }
 
 // GatewayStatus is one gateway in Status.
@@ -114,6 +118,7 @@ func (c *Core) Status() *Status {
 	for _, op := range c.rec.Conflicts() {
 		s.Conflicts = append(s.Conflicts, op.String())
 	}
+	s.Multipath = c.rec.Form().String()
 	byName := map[string]detector.GatewayStatus{}
 	for _, d := range det {
 		byName[d.Name] = d
