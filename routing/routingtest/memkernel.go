@@ -708,3 +708,18 @@ func (k *MemKernel) FlushLink(name string) {
 	defer k.mu.Unlock()
 	k.dropLink(k.linkIndex(name), false)
 }
+
+// RuleBatch implements RuleBatcher as the kernel would: each rule in
+// order, each with its own result, so the reconciler's batch path runs
+// against the fake too (error injection included).
+func (k *MemKernel) RuleBatch(del bool, rules []Rule) []error {
+	errs := make([]error, len(rules))
+	for i, r := range rules {
+		if del {
+			errs[i] = k.RuleDel(toNetlinkRule(r))
+		} else {
+			errs[i] = k.RuleAdd(toNetlinkRule(r))
+		}
+	}
+	return errs
+}
