@@ -67,6 +67,10 @@ func (r *Reconciler) readNexthops(have *State) (nexthopState, error) {
 		return st, nil
 	}
 	all, err := r.nh.Nexthops()
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) {
+		// A kernel without nexthop objects (Linux < 5.3) holds none.
+		return st, nil
+	}
 	if err != nil {
 		return st, fmt.Errorf("dumping nexthop objects: %w", err)
 	}

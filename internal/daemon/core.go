@@ -163,6 +163,11 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 	c.hooks.SetHooks(c.pol.Hooks)
 	c.metrics.reloaded(true, float64(c.started.UnixNano())/1e9)
 	c.metrics.setPolicy(c.pol)
+	if c.flush != nil {
+		for _, g := range c.pol.Gateways {
+			c.metrics.initConntrack(g.Name)
+		}
+	}
 	c.beat.mark(c.started)
 	return c, nil
 }

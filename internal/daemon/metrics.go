@@ -178,6 +178,16 @@ func (m *Metrics) conntrackFlushed(gateway, event string, n int) {
 	m.ctFlushed.WithLabelValues(gateway, event).Add(float64(n))
 }
 
+// initConntrack creates a gateway's flush series at 0, so they exist
+// before the first flush.
+func (m *Metrics) initConntrack(gateway string) {
+	if m == nil {
+		return
+	}
+	m.ctFlushed.WithLabelValues(gateway, "down")
+	m.ctFlushed.WithLabelValues(gateway, "up")
+}
+
 func (m *Metrics) forgetConntrack(gateway string) {
 	if m == nil {
 		return

@@ -62,6 +62,11 @@ func (c *Core) reload() error {
 	}
 	c.adopt(p)
 	c.metrics.reloaded(true, float64(c.now().UnixNano())/1e9)
+	if c.flush != nil {
+		for _, g := range p.Gateways {
+			c.metrics.initConntrack(g.Name)
+		}
+	}
 	c.log.Info("policy reloaded", "gateways", len(p.Gateways), "groups", len(p.Groups), "took", c.now().Sub(start))
 	return nil
 }

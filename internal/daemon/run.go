@@ -326,9 +326,10 @@ func (d *daemon) serve(ctx context.Context) error {
 		d.ctl.close()
 	}
 	d.det.Close()
-	d.rec.Close()
 	w.wg.Wait()
+	// Withdraw before the reconciler closes its sockets.
 	runErr = errors.Join(runErr, d.onExit())
+	d.rec.Close()
 	d.hooks.Close()
 	return runErr
 }

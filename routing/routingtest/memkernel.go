@@ -46,6 +46,7 @@ type MemKernel struct {
 	watchers map[chan struct{}]func(routing.RouteEvent) bool
 	dumped   int
 	faults   map[MemOp]*fault
+	nh       nexthopMem
 }
 
 // memRoute is one kernel route. protos holds, for an IPv6 route with
@@ -54,6 +55,7 @@ type MemKernel struct {
 type memRoute struct {
 	netlink.Route
 	protos []netlink.RouteProtocol
+	nhid   uint32 // the nexthop group the route goes through; 0: none
 }
 
 // MemOp names an operation of MemKernel that Fail can make fail.
@@ -67,6 +69,7 @@ const (
 	OpRouteDump    MemOp = "route dump"
 	OpRuleAdd      MemOp = "rule add"
 	OpRuleDel      MemOp = "rule delete"
+	OpNexthopWrite MemOp = "nexthop write"
 	OpRuleDump     MemOp = "rule dump"
 	OpLinkList     MemOp = "link list"
 )

@@ -1,0 +1,220 @@
+package routing
+
+import (
+	"net"
+	"slices"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// The nexthop objects of MemKernel, modelled on the kernel's rules:
+// an add of an id that exists is EEXIST; a replace cannot turn a gateway
+// into a group, change a group's type or a resilient group's bucket count
+// (EINVAL); a group may name only existing gateway objects (EINVAL);
+// deleting an object deletes every route through it, and a gateway's
+// delete takes it out of its groups, deleting a group left empty with its
+// routes. A route through a group is dumped with the group's members
+// expanded, as the kernel's nexthop_compat_mode shows it.
+
+// nexthopMem is MemKernel's nexthop state, guarded by MemKernel.mu.
+type nexthopMem struct {
+	objs map[uint32]NexthopObj
+	form Form // what BestForm reports; FormResilient unless set
+}
+
+// SetNexthopForm makes BestForm report f, as an older kernel would.
+func (k *MemKernel) SetNexthopForm(f Form) {
+	k.mu.Lock()
+	k.nh.form = f
+	k.mu.Unlock()
+}
+
+// NexthopObjects returns the nexthop objects held, by id, for tests.
+func (k *MemKernel) NexthopObjects() []NexthopObj {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.nexthopList()
+}
+
+func (k *MemKernel) nexthopList() []NexthopObj {
+	out := make([]NexthopObj, 0, len(k.nh.objs))
+	for _, o := range k.nh.objs {
+		out = append(out, o)
+	}
+	slices.SortFunc(out, func(a, b NexthopObj) int { return int(int64(a.ID) - int64(b.ID)) })
+	return out
+}
+
+// BestForm implements NexthopKernel.
+func (k *MemKernel) BestForm() (Form, string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.nh.form == FormAuto {
+		return FormResilient, ""
+	}
+	return k.nh.form, "MemKernel.SetNexthopForm"
+}
+
+// Nexthops implements NexthopKernel.
+func (k *MemKernel) Nexthops() ([]NexthopObj, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.nh.form == FormClassic {
+		return nil, unix.EOPNOTSUPP
+	}
+	return k.nexthopList(), nil
+}
+
+// WriteNexthop implements NexthopKernel.
+func (k *MemKernel) WriteNexthop(kind OpKind, o NexthopObj) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err := k.failing(OpNexthopWrite); err != nil {
+		return err
+	}
+	if k.nh.objs == nil {
+		k.nh.objs = map[uint32]NexthopObj{}
+	}
+	cur, exists := k.nh.objs[o.ID]
+	switch kind {
+	case OpDelete:
+		if !exists {
+			return unix.ENOENT
+		}
+		k.deleteNexthop(o.ID)
+		return nil
+	case OpAdd:
+		if exists {
+			return unix.EEXIST
+		}
+	case OpReplace:
+		if exists && cur.kind() != o.kind() {
+			return unix.EINVAL
+		}
+	}
+	if o.IsGroup() {
+		for _, m := range o.Group {
+			if g, ok := k.nh.objs[m.ID]; !ok || g.IsGroup() {
+				return unix.EINVAL
+			}
+		}
+		if o.Resilient != nil && k.nh.form == FormGroup {
+			return unix.EINVAL
+		}
+	} else if k.linkIndex(o.Dev) == 0 {
+		return unix.ENODEV
+	}
+	k.nh.objs[o.ID] = o
+	k.expandRoutes()
+	return nil
+}
+
+// deleteNexthop removes id and what the kernel removes with it.
+func (k *MemKernel) deleteNexthop(id uint32) {
+	o := k.nh.objs[id]
+	delete(k.nh.objs, id)
+	k.dropRoutesVia(id)
+	if o.IsGroup() {
+		return
+	}
+	for gid, g := range k.nh.objs {
+		if !g.IsGroup() {
+			continue
+		}
+		g.Group = slices.DeleteFunc(slices.Clone(g.Group), func(m GroupMember) bool { return m.ID == id })
+		if len(g.Group) == 0 {
+			delete(k.nh.objs, gid)
+			k.dropRoutesVia(gid)
+			continue
+		}
+		k.nh.objs[gid] = g
+	}
+	k.expandRoutes()
+}
+
+func (k *MemKernel) dropRoutesVia(id uint32) {
+	kept := k.routes[:0]
+	for _, r := range k.routes {
+		if r.nhid == id {
+			k.notify(&r.Route, true)
+			continue
+		}
+		kept = append(kept, r)
+	}
+	k.routes = kept
+}
+
+// expand is the multipath a route through group id is dumped with.
+func (k *MemKernel) expand(id uint32) []*netlink.NexthopInfo {
+	var out []*netlink.NexthopInfo
+	for _, m := range k.nh.objs[id].Group {
+		gw := k.nh.objs[m.ID]
+		out = append(out, &netlink.NexthopInfo{LinkIndex: k.linkIndex(gw.Dev), Gw: net.IP(gw.Gateway.AsSlice()), Hops: m.Weight - 1})
+	}
+	return out
+}
+
+func (k *MemKernel) expandRoutes() {
+	for i := range k.routes {
+		if id := k.routes[i].nhid; id != 0 {
+			k.routes[i].MultiPath = k.expand(id)
+		}
+	}
+}
+
+// RouteNHIDs implements NexthopKernel.
+func (k *MemKernel) RouteNHIDs(family int, proto uint8) (map[RouteKey]uint32, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := map[RouteKey]uint32{}
+	l := k.linksLocked()
+	for _, r := range k.routes {
+		if r.nhid != 0 && r.Family == afOf(family) && uint8(r.Protocol) == proto {
+			out[fromNetlinkRoute(r.Route, l).Key()] = r.nhid
+		}
+	}
+	return out, nil
+}
+
+// WriteRouteVia implements NexthopKernel.
+func (k *MemKernel) WriteRouteVia(kind OpKind, r Route) error {
+	k.mu.Lock()
+	g, ok := k.nh.objs[r.NHID]
+	mp := k.expand(r.NHID)
+	k.mu.Unlock()
+	if !ok || !g.IsGroup() {
+		return unix.EINVAL
+	}
+	nr := &netlink.Route{Family: afOf(r.Family), Dst: ipNet(r.Dst), Table: int(r.Table), Priority: int(r.Metric), Tos: int(r.Tos),
+		Type: int(r.Type), Protocol: netlink.RouteProtocol(r.Protocol), Src: netIP(r.Src), MultiPath: mp}
+	var err error
+	if kind == OpAdd {
+		err = k.RouteAdd(nr)
+	} else {
+		err = k.RouteReplace(nr)
+	}
+	if err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	key := routeKeyOf(nr)
+	for i := range k.routes {
+		if routeKeyOf(&k.routes[i].Route) == key && k.routes[i].Protocol == nr.Protocol {
+			k.routes[i].nhid = r.NHID
+		}
+	}
+	return nil
+}
+
+// linksLocked is the link map, with k.mu held.
+func (k *MemKernel) linksLocked() links {
+	l := links{byName: map[string]int{}, byIndex: map[int]string{}}
+	for _, ln := range k.links {
+		a := ln.Attrs()
+		l.byName[a.Name] = a.Index
+		l.byIndex[a.Index] = a.Name
+	}
+	return l
+}
