@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/uplinkd/uplinkd/policy"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -42,15 +43,10 @@ type ConntrackScope struct {
 	Interface string
 }
 
-// Match names the selector in use: "snat", "mark" or "interface".
+// Match names the selector in use: "snat", "mark" or "interface", by
+// the policy's rule (policy.Conntrack.Match).
 func (s ConntrackScope) Match() string {
-	switch {
-	case len(s.SNAT) > 0:
-		return "snat"
-	case s.Mask != 0:
-		return "mark"
-	}
-	return "interface"
+	return policy.Conntrack{SNAT: s.SNAT, Mark: s.Mark, Mask: s.Mask}.Match()
 }
 
 // matcher returns the predicate of s, given the interface's addresses for

@@ -42,11 +42,7 @@ func TestFlushConntrackInNamespace(t *testing.T) {
 					t.Fatalf("nft: %v\n%s", err, out)
 				}
 			}
-			args := []string{"ip", "route", "replace", "default"}
-			for u := 1; u <= netlab.NATUplinks; u++ {
-				args = append(args, "nexthop", "via", netlab.NATGateway(u).String(), "dev", netlab.NATRouterIf(u))
-			}
-			n.Router.MustRun(t, args...)
+			n.ClassicDefault(t, 1, 2, 3, 4)
 			if err := n.Client.Ping(t, netlab.NATRouterLAN.String()); err != nil { // the router's own entry
 				t.Fatal(err)
 			}

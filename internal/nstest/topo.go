@@ -152,3 +152,16 @@ func (n *NATLab) Conntrack(t testing.TB) []*netlink.ConntrackFlow {
 func (n *NATLab) RunFailover(ctx context.Context, cfg netlab.FailoverConfig) (*netlab.FailoverResult, error) {
 	return n.raw.RunFailover(ctx, cfg)
 }
+
+// ClassicDefault makes the router's default a classic multipath route over
+// the uplinks ups.
+func (n *NATLab) ClassicDefault(t testing.TB, ups ...int) {
+	t.Helper()
+	if err := n.raw.ClassicDefault(ups...); err != nil {
+		t.Fatalf("nstest: %v", err)
+	}
+}
+
+// Raw is the netlab.NATLab underneath, for helpers that return errors
+// instead of failing the test (from inside a running scenario).
+func (n *NATLab) Raw() *netlab.NATLab { return n.raw }

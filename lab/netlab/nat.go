@@ -271,3 +271,14 @@ func (t *Traffic) ViaOf(flow int, from, to time.Duration) string {
 	}
 	return ""
 }
+
+// ClassicDefault makes the router's default a classic multipath route over
+// the uplinks ups (1..NATUplinks), as a host without uplinkd would have.
+func (n *NATLab) ClassicDefault(ups ...int) error {
+	args := []string{"ip", "route", "replace", "default"}
+	for _, u := range ups {
+		args = append(args, "nexthop", "via", NATGateway(u).String(), "dev", NATRouterIf(u))
+	}
+	_, err := n.Router.MustRun(args...)
+	return err
+}

@@ -21,17 +21,6 @@ func natLab(t *testing.T, mode netlab.NATMode) *nstest.NATLab {
 	return n
 }
 
-// classicDefault is the router's default as a classic multipath route
-// over every uplink.
-func classicDefault(t *testing.T, n *nstest.NATLab) {
-	t.Helper()
-	args := []string{"ip", "route", "replace", "default"}
-	for u := 1; u <= netlab.NATUplinks; u++ {
-		args = append(args, "nexthop", "via", netlab.NATGateway(u).String(), "dev", netlab.NATRouterIf(u))
-	}
-	n.Router.MustRun(t, args...)
-}
-
 func flowPorts(first, n int) []int {
 	ports := make([]int, n)
 	for i := range ports {
@@ -49,7 +38,7 @@ func TestNATLab(t *testing.T) {
 	for _, mode := range []netlab.NATMode{netlab.NATMasquerade, netlab.NATSNAT} {
 		t.Run(string(mode), func(t *testing.T) {
 			n := natLab(t, mode)
-			classicDefault(t, n)
+			n.ClassicDefault(t, 1, 2, 3, 4)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			tcpErr := make(chan error, 4)
@@ -215,13 +204,7 @@ func TestFailoverKernelForms(t *testing.T) {
 		_, err := n.Router.Host.MustRun(args...)
 		return err
 	}
-	classic := func(n *nstest.NATLab, ups ...int) error {
-		args := []string{"ip", "route", "replace", "default"}
-		for _, u := range ups {
-			args = append(args, "nexthop", "via", netlab.NATGateway(u).String(), "dev", netlab.NATRouterIf(u))
-		}
-		return ip(n, args...)
-	}
+	classic := func(n *nstest.NATLab, ups ...int) error { return n.Raw().ClassicDefault(ups...) }
 	group := func(n *nstest.NATLab, ups ...int) error {
 		var m []string
 		for _, u := range ups {
