@@ -248,7 +248,9 @@ func lowerGroups(want State, form Form, proto uint8, have []NexthopObj, foreign 
 			id := ids.gateway(r.Family, nh)
 			if !seen[id] {
 				seen[id] = true
-				gws = append(gws, NexthopObj{ID: id, Family: r.Family, Protocol: proto, Gateway: nh.Gateway, Dev: nh.Dev, Owner: "gateway/" + nh.Gateway.String()})
+				// Owned by the first group that names it, as the
+				// policy knows gateways by name, not by address.
+				gws = append(gws, NexthopObj{ID: id, Family: r.Family, Protocol: proto, Gateway: nh.Gateway, Dev: nh.Dev, Owner: r.Owner})
 			}
 		}
 	}

@@ -272,6 +272,13 @@ func (c *Core) OnApplied(ops []routing.Op) {
 			// A group's members changed in its nexthop object: its
 			// route did not need a write.
 			owner = op.Nexthop.Owner
+			if name, ok := strings.CutPrefix(owner, "group/"); ok {
+				c.mu.RLock()
+				if g := c.pol.Group(name); g != nil {
+					add(&tables, tableText(g.Table))
+				}
+				c.mu.RUnlock()
+			}
 		}
 		kind, rest, _ := strings.Cut(owner, "/")
 		name, _, _ := strings.Cut(rest, "/")
