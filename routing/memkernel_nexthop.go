@@ -21,6 +21,16 @@ import (
 type nexthopMem struct {
 	objs map[uint32]NexthopObj
 	form Form // what BestForm reports; FormResilient unless set
+	// refuse makes resilient groups fail with EINVAL while BestForm
+	// still offers them, as a kernel whose release misleads would.
+	refuse bool
+}
+
+// RefuseResilient makes resilient group writes fail with EINVAL.
+func (k *MemKernel) RefuseResilient() {
+	k.mu.Lock()
+	k.nh.refuse = true
+	k.mu.Unlock()
 }
 
 // SetNexthopForm makes BestForm report f, as an older kernel would.
@@ -99,7 +109,7 @@ func (k *MemKernel) WriteNexthop(kind OpKind, o NexthopObj) error {
 				return unix.EINVAL
 			}
 		}
-		if o.Resilient != nil && k.nh.form == FormGroup {
+		if o.Resilient != nil && (k.nh.form == FormGroup || k.nh.refuse) {
 			return unix.EINVAL
 		}
 	} else if k.linkIndex(o.Dev) == 0 {

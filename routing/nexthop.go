@@ -317,9 +317,12 @@ func planNexthops(want, have []NexthopObj) (before, after []NexthopOp) {
 		case !ok:
 			before = append(before, NexthopOp{Kind: OpAdd, Obj: w})
 		case cur.kind() != w.kind():
-			// Cannot be replaced; lowerGroups avoids this for groups by
-			// moving slots, and a gateway id never holds a group.
-			after = append(after, NexthopOp{Kind: OpDelete, Obj: *cur})
+			// Cannot happen: lowerGroups moves a group whose kind
+			// changes to its other slot, and gateway and group ids come
+			// from separate halves of the band. Should it ever, the
+			// replace fails with EINVAL and the error says so, rather
+			// than a delete taking the group's routes with it.
+			before = append(before, NexthopOp{Kind: OpReplace, Obj: w, Old: cur})
 		case !cur.equal(w):
 			before = append(before, NexthopOp{Kind: OpReplace, Obj: w, Old: cur})
 		}

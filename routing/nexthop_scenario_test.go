@@ -192,3 +192,28 @@ func nhKernelDump(k *MemKernel) string {
 	}
 	return Format(st)
 }
+
+// TestNexthopFallbackOnRefusal: a kernel that offers resilient groups but
+// refuses them fails one reconcile, after which the reconciler builds
+// plain nexthop groups and says so.
+func TestNexthopFallbackOnRefusal(t *testing.T) {
+	k := NewMemKernel("eth1", "eth2", "eth3")
+	k.RefuseResilient()
+	rec := nhReconciler(t, k)
+	up := Desired(mustPolicy(t, fourGateways), nil)
+	if _, err := rec.Apply(context.Background(), up); err == nil {
+		t.Fatal("the refused resilient group was not an error")
+	}
+	if rec.Form() != FormGroup {
+		t.Fatalf("form after the refusal: %s, want mpath", rec.Form())
+	}
+	if _, err := rec.Apply(context.Background(), up); err != nil {
+		t.Fatal(err)
+	}
+	if d := nexthopDump(k); !strings.Contains(d, " group ") || strings.Contains(d, "resilient") {
+		t.Errorf("objects after the fallback:\n%s", d)
+	}
+	if !strings.Contains(nhKernelDump(k), "default nhid ") {
+		t.Errorf("routes after the fallback:\n%s", nhKernelDump(k))
+	}
+}

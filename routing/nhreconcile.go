@@ -167,7 +167,10 @@ func (r *Reconciler) writeNexthop(op Op, retry *bool) error {
 		r.cfg.Metrics.write("nexthop", "replace", err)
 	}
 	if err != nil {
-		if o.IsGroup() && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) {
+		// A kernel that predates resilient groups rejects their
+		// attributes: build plain groups from the next reconcile on.
+		// Other refusals are errors like any other write's.
+		if o.Resilient != nil && r.Form() == FormResilient && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) {
 			r.fallBack(err)
 		}
 		return fmt.Errorf("%s nexthop %s: %w", op.Kind, NexthopString(o), err)
