@@ -112,6 +112,7 @@ func TestConfigurationDocDefaults(t *testing.T) {
 		"daemon.on_exit":               OnExitLeave,
 		"daemon.control_socket":        DefaultControlSocket,
 		"daemon.resync_interval":       DefaultResync,
+		"daemon.multipath":             string(MultipathClassic),
 		"hook.NAME.timeout":            DefaultHookTimeout,
 		"gateway.NAME.weight":          1,
 		"gateway.NAME.tier":            1,

@@ -92,6 +92,7 @@ type (
 	fLastResort = textField[LastResort, *LastResort]
 	fFlush      = textField[FlushConntrack, *FlushConntrack]
 	fBuckets    = textField[Buckets, *Buckets]
+	fMultipath  = textField[Multipath, *Multipath]
 )
 
 type rawFile struct {
@@ -106,17 +107,18 @@ type rawFile struct {
 }
 
 type rawDaemon struct {
-	Listen         fWord     `toml:"listen"`
-	RouteProtocol  fUint8    `toml:"route_protocol"`
-	RulePriorities fBand     `toml:"rule_priorities"`
-	LogFormat      fWord     `toml:"log_format"`
-	LogLevel       fWord     `toml:"log_level"`
-	OnExit         fWord     `toml:"on_exit"`
-	ControlSocket  fWord     `toml:"control_socket"`
-	TrackDir       fWord     `toml:"track_dir"`
-	ResyncInterval fDuration `toml:"resync_interval"`
-	HTTPHosts      []fWord   `toml:"http_hosts"`
-	WebConfigFile  fWord     `toml:"web_config_file"`
+	Listen         fWord      `toml:"listen"`
+	RouteProtocol  fUint8     `toml:"route_protocol"`
+	RulePriorities fBand      `toml:"rule_priorities"`
+	LogFormat      fWord      `toml:"log_format"`
+	LogLevel       fWord      `toml:"log_level"`
+	OnExit         fWord      `toml:"on_exit"`
+	ControlSocket  fWord      `toml:"control_socket"`
+	TrackDir       fWord      `toml:"track_dir"`
+	ResyncInterval fDuration  `toml:"resync_interval"`
+	HTTPHosts      []fWord    `toml:"http_hosts"`
+	WebConfigFile  fWord      `toml:"web_config_file"`
+	Multipath      fMultipath `toml:"multipath"`
 }
 
 type rawKernel struct {
@@ -532,6 +534,7 @@ func (v *validator) daemon(r *rawDaemon, d *Daemon) {
 			v.addAt(path("daemon", "web_config_file"), obj, "web_config_file %q must be an absolute path", d.WebConfigFile)
 		}
 	}
+	d.Multipath = enumOr(v, r.Multipath, path("daemon", "multipath"), obj, MultipathClassic)
 	d.ResyncEvery = DefaultResync
 	if check(v, r.ResyncInterval, path("daemon", "resync_interval"), obj) {
 		d.ResyncEvery = time.Duration(r.ResyncInterval.V)

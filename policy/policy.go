@@ -34,6 +34,7 @@ type Daemon struct {
 	ResyncEvery   time.Duration // periodic full resync of owned kernel state
 	HTTPHosts     []string      // Host header names the listener answers besides its address (lower case)
 	WebConfigFile string        // exporter-toolkit web configuration (TLS, basic auth); "" for plain HTTP
+	Multipath     Multipath     // how group defaults are installed; restart to change
 }
 
 const (

@@ -418,3 +418,20 @@ func (n *Buckets) UnmarshalText(b []byte) error {
 	*n = Buckets(v)
 	return nil
 }
+
+// Multipath is how group defaults are installed ([daemon] multipath).
+type Multipath string
+
+const (
+	// MultipathClassic is one RTA_MULTIPATH route per group (the default).
+	MultipathClassic Multipath = "classic"
+	// MultipathAuto uses kernel nexthop objects, resilient groups where
+	// the kernel has them (Linux 5.13+), falling back to plain nexthop
+	// groups and then to classic routes.
+	MultipathAuto Multipath = "auto"
+)
+
+func (m *Multipath) UnmarshalText(b []byte) (err error) {
+	*m, err = enumText("multipath", b, MultipathClassic, MultipathAuto)
+	return err
+}

@@ -184,6 +184,9 @@ func restartOnly(a, b policy.Daemon) []string {
 	if a.TrackDir != b.TrackDir {
 		out = append(out, "track_dir")
 	}
+	if a.Multipath != b.Multipath {
+		out = append(out, "multipath")
+	}
 	if a.ResyncEvery != b.ResyncEvery {
 		out = append(out, "resync_interval")
 	}

@@ -149,6 +149,7 @@ func (d *daemon) build() error {
 		Logger:      d.log,
 		Metrics:     routing.NewMetrics(d.reg),
 		ResyncEvery: d.p.Daemon.ResyncEvery,
+		Form:        formOf(d.p.Daemon.Multipath),
 		// d.core is set below, before anything can apply.
 		OnApplied: func(ops []routing.Op) { d.core.OnApplied(ops) },
 	})
@@ -429,4 +430,12 @@ func (w *workers) wait() error {
 	case err := <-w.errc:
 		return err
 	}
+}
+
+// formOf maps [daemon] multipath to the reconciler's form cap.
+func formOf(m policy.Multipath) routing.Form {
+	if m == policy.MultipathAuto {
+		return routing.FormAuto
+	}
+	return routing.FormClassic
 }
