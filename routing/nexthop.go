@@ -93,6 +93,10 @@ func (o NexthopObj) equal(w NexthopObj) bool {
 	return o.Resilient == nil || *o.Resilient == *w.Resilient
 }
 
+// Kind is what a replace cannot change, as a kernel model needs it:
+// "gateway", "mpath" or "resilient/BUCKETS".
+func (o NexthopObj) Kind() string { return o.kind() }
+
 // kindOf is what a replace cannot change: a gateway cannot become a
 // group, nor a group change its type or a resilient group its bucket
 // count (the kernel refuses with EINVAL).

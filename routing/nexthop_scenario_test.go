@@ -1,4 +1,4 @@
-package routing
+package routing_test
 
 import (
 	"context"
@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/uplinkd/uplinkd/routing"
+	"github.com/uplinkd/uplinkd/routing/routingtest"
 )
 
 const fourGateways = `
@@ -26,9 +29,9 @@ buckets = 64
 idle_timer = "30s"
 `
 
-func nhReconciler(t *testing.T, k *MemKernel) *Reconciler {
+func nhReconciler(t *testing.T, k *routingtest.MemKernel) *routing.Reconciler {
 	t.Helper()
-	rec, err := NewReconciler(Config{Netlink: k, Nexthops: k, Watcher: silentWatcher{}, Protocol: 212, Logger: quietLogger(), ResyncEvery: time.Hour})
+	rec, err := routing.NewReconciler(routing.Config{Netlink: k, Nexthops: k, Watcher: silentWatcher{}, Protocol: 212, ResyncEvery: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,10 +39,10 @@ func nhReconciler(t *testing.T, k *MemKernel) *Reconciler {
 	return rec
 }
 
-func nexthopDump(k *MemKernel) string {
+func nexthopDump(k *routingtest.MemKernel) string {
 	var b strings.Builder
 	for _, o := range k.NexthopObjects() {
-		b.WriteString(NexthopString(o))
+		b.WriteString(routing.NexthopString(o))
 		b.WriteByte('\n')
 	}
 	return b.String()
@@ -52,15 +55,14 @@ func nexthopDump(k *MemKernel) string {
 // route with it) is rebuilt, and a foreign object in uplinkd's band is
 // skipped and left alone.
 func TestNexthopScenario(t *testing.T) {
-	k := NewMemKernel("eth1", "eth2", "eth3")
+	k := routingtest.NewMemKernel("eth1", "eth2", "eth3")
 	p := mustPolicy(t, fourGateways)
-	up, down := Desired(p, nil), Desired(p, Snapshot{"g1": Down})
+	up, down := routing.Desired(p, nil), routing.Desired(p, routing.Snapshot{"g1": routing.Down})
 	ctx := context.Background()
 
 	// A foreign object sits where the group's first slot would be.
-	ids := newNexthopIDs(212, nil)
-	slot := ids.group("group/wan", 4)[0]
-	if err := k.WriteNexthop(OpAdd, NexthopObj{ID: slot, Family: 4, Protocol: 4, Gateway: netip.MustParseAddr("198.18.2.1"), Dev: "eth2"}); err != nil {
+	slot := routing.GroupSlot("group/wan", 4)
+	if err := k.WriteNexthop(routing.OpAdd, routing.NexthopObj{ID: slot, Family: 4, Protocol: 4, Gateway: netip.MustParseAddr("198.18.2.1"), Dev: "eth2"}); err != nil {
 		t.Fatal(err)
 	}
 	rec := nhReconciler(t, k)
@@ -68,7 +70,7 @@ func TestNexthopScenario(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec.Form() != FormResilient {
+	if rec.Form() != routing.FormResilient {
 		t.Fatalf("form %s", rec.Form())
 	}
 	if w != 5 {
@@ -108,13 +110,13 @@ func TestNexthopScenario(t *testing.T) {
 	}
 
 	// Drift: someone deletes the group; the kernel deletes its route.
-	var group NexthopObj
+	var group routing.NexthopObj
 	for _, o := range k.NexthopObjects() {
 		if o.IsGroup() && o.Protocol == 212 {
 			group = o
 		}
 	}
-	if err := k.WriteNexthop(OpDelete, group); err != nil {
+	if err := k.WriteNexthop(routing.OpDelete, group); err != nil {
 		t.Fatal(err)
 	}
 	if strings.Contains(nhKernelDump(k), "default") {
@@ -145,17 +147,17 @@ func TestNexthopScenario(t *testing.T) {
 func TestNexthopFallback(t *testing.T) {
 	p := mustPolicy(t, fourGateways)
 	for _, tt := range []struct {
-		kernel Form
+		kernel routing.Form
 		route  string
 		objs   bool
 	}{
-		{FormGroup, "default nhid ", true},
-		{FormClassic, "default table main proto 212 nexthop via 198.18.1.1", false},
+		{routing.FormGroup, "default nhid ", true},
+		{routing.FormClassic, "default table main proto 212 nexthop via 198.18.1.1", false},
 	} {
-		k := NewMemKernel("eth1", "eth2", "eth3")
+		k := routingtest.NewMemKernel("eth1", "eth2", "eth3")
 		k.SetNexthopForm(tt.kernel)
 		rec := nhReconciler(t, k)
-		if _, err := rec.Apply(context.Background(), Desired(p, nil)); err != nil {
+		if _, err := rec.Apply(context.Background(), routing.Desired(p, nil)); err != nil {
 			t.Fatal(err)
 		}
 		if rec.Form() != tt.kernel {
@@ -178,9 +180,9 @@ func nhidOf(dump string) string {
 	return strings.Fields(dump[i:])[1]
 }
 
-// nhKernelDump is Format of the kernel's routes, with the nexthop group of
+// nhKernelDump is routing.Format of the kernel's routes, with the nexthop group of
 // each route through one (which State, read the library's way, lacks).
-func nhKernelDump(k *MemKernel) string {
+func nhKernelDump(k *routingtest.MemKernel) string {
 	st := k.State()
 	for _, fam := range []int{4, 6} {
 		ids, _ := k.RouteNHIDs(fam, 212)
@@ -190,21 +192,21 @@ func nhKernelDump(k *MemKernel) string {
 			}
 		}
 	}
-	return Format(st)
+	return routing.Format(st)
 }
 
 // TestNexthopFallbackOnRefusal: a kernel that offers resilient groups but
 // refuses them fails one reconcile, after which the reconciler builds
 // plain nexthop groups and says so.
 func TestNexthopFallbackOnRefusal(t *testing.T) {
-	k := NewMemKernel("eth1", "eth2", "eth3")
+	k := routingtest.NewMemKernel("eth1", "eth2", "eth3")
 	k.RefuseResilient()
 	rec := nhReconciler(t, k)
-	up := Desired(mustPolicy(t, fourGateways), nil)
+	up := routing.Desired(mustPolicy(t, fourGateways), nil)
 	if _, err := rec.Apply(context.Background(), up); err == nil {
 		t.Fatal("the refused resilient group was not an error")
 	}
-	if rec.Form() != FormGroup {
+	if rec.Form() != routing.FormGroup {
 		t.Fatalf("form after the refusal: %s, want mpath", rec.Form())
 	}
 	if _, err := rec.Apply(context.Background(), up); err != nil {

@@ -84,7 +84,8 @@ type daemon struct {
 	core  *Core
 
 	kernel   *routing.Kernel // the reconciler's netlink handle, closed by close
-	httpBusy *progress       // the HTTP server's requests
+	nexthops *routing.KernelNexthops
+	httpBusy *progress // the HTTP server's requests
 
 	httpLn net.Listener   // nil without [daemon] listen
 	ctl    *controlServer // nil without [daemon] control_socket
@@ -143,8 +144,16 @@ func (d *daemon) build() error {
 	d.kernel = kernel
 	recCalls := newProgress("reconciler kernel calls", time.Now)
 	d.httpBusy = newProgress("http server", time.Now)
+	// Nexthop objects are read even with multipath = "classic", so that a
+	// switch back from "auto" deletes the objects an earlier run left.
+	nk, err := routing.NewKernelNexthops(netns.None(), kernel.Handle)
+	if err != nil {
+		return fmt.Errorf("creating reconciler: %w", err)
+	}
+	d.nexthops = nk
 	d.rec, err = routing.NewReconciler(routing.Config{
 		Netlink:     watchedNetlink{Netlink: kernel, p: recCalls},
+		Nexthops:    watchedNexthops{NexthopKernel: nk, p: recCalls},
 		Protocol:    d.p.Daemon.RouteProtocol,
 		Logger:      d.log,
 		Metrics:     routing.NewMetrics(d.reg),
@@ -369,6 +378,9 @@ func (d *daemon) close() {
 	}
 	if d.rec != nil {
 		d.rec.Close()
+	}
+	if d.nexthops != nil {
+		d.nexthops.Close()
 	}
 	if d.kernel != nil {
 		d.kernel.Close()

@@ -55,7 +55,8 @@ type MemKernel struct {
 type memRoute struct {
 	netlink.Route
 	protos []netlink.RouteProtocol
-	nhid   uint32 // the nexthop group the route goes through; 0: none
+	nhid   uint32           // the nexthop group the route goes through; 0: none
+	nhKey  routing.RouteKey // the route's key as routing names it, for RouteNHIDs
 }
 
 // MemOp names an operation of MemKernel that Fail can make fail.
@@ -715,13 +716,13 @@ func (k *MemKernel) FlushLink(name string) {
 // RuleBatch implements RuleBatcher as the kernel would: each rule in
 // order, each with its own result, so the reconciler's batch path runs
 // against the fake too (error injection included).
-func (k *MemKernel) RuleBatch(del bool, rules []Rule) []error {
+func (k *MemKernel) RuleBatch(del bool, rules []routing.Rule) []error {
 	errs := make([]error, len(rules))
 	for i, r := range rules {
 		if del {
-			errs[i] = k.RuleDel(toNetlinkRule(r))
+			errs[i] = k.RuleDel(routing.ToNetlinkRule(r))
 		} else {
-			errs[i] = k.RuleAdd(toNetlinkRule(r))
+			errs[i] = k.RuleAdd(routing.ToNetlinkRule(r))
 		}
 	}
 	return errs

@@ -1,9 +1,10 @@
-package routing
+package routingtest
 
 import (
 	"net"
 	"slices"
 
+	"github.com/uplinkd/uplinkd/routing"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -19,8 +20,8 @@ import (
 
 // nexthopMem is MemKernel's nexthop state, guarded by MemKernel.mu.
 type nexthopMem struct {
-	objs map[uint32]NexthopObj
-	form Form // what BestForm reports; FormResilient unless set
+	objs map[uint32]routing.NexthopObj
+	form routing.Form // what BestForm reports; routing.FormResilient unless set
 	// refuse makes resilient groups fail with EINVAL while BestForm
 	// still offers them, as a kernel whose release misleads would.
 	refuse bool
@@ -34,72 +35,72 @@ func (k *MemKernel) RefuseResilient() {
 }
 
 // SetNexthopForm makes BestForm report f, as an older kernel would.
-func (k *MemKernel) SetNexthopForm(f Form) {
+func (k *MemKernel) SetNexthopForm(f routing.Form) {
 	k.mu.Lock()
 	k.nh.form = f
 	k.mu.Unlock()
 }
 
 // NexthopObjects returns the nexthop objects held, by id, for tests.
-func (k *MemKernel) NexthopObjects() []NexthopObj {
+func (k *MemKernel) NexthopObjects() []routing.NexthopObj {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.nexthopList()
 }
 
-func (k *MemKernel) nexthopList() []NexthopObj {
-	out := make([]NexthopObj, 0, len(k.nh.objs))
+func (k *MemKernel) nexthopList() []routing.NexthopObj {
+	out := make([]routing.NexthopObj, 0, len(k.nh.objs))
 	for _, o := range k.nh.objs {
 		out = append(out, o)
 	}
-	slices.SortFunc(out, func(a, b NexthopObj) int { return int(int64(a.ID) - int64(b.ID)) })
+	slices.SortFunc(out, func(a, b routing.NexthopObj) int { return int(int64(a.ID) - int64(b.ID)) })
 	return out
 }
 
 // BestForm implements NexthopKernel.
-func (k *MemKernel) BestForm() (Form, string) {
+func (k *MemKernel) BestForm() (routing.Form, string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.nh.form == FormAuto {
-		return FormResilient, ""
+	if k.nh.form == routing.FormAuto {
+		return routing.FormResilient, ""
 	}
 	return k.nh.form, "MemKernel.SetNexthopForm"
 }
 
 // Nexthops implements NexthopKernel.
-func (k *MemKernel) Nexthops() ([]NexthopObj, error) {
+func (k *MemKernel) Nexthops() ([]routing.NexthopObj, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.nh.form == FormClassic {
+	if k.nh.form == routing.FormClassic {
 		return nil, unix.EOPNOTSUPP
 	}
 	return k.nexthopList(), nil
 }
 
 // WriteNexthop implements NexthopKernel.
-func (k *MemKernel) WriteNexthop(kind OpKind, o NexthopObj) error {
+func (k *MemKernel) WriteNexthop(kind routing.OpKind, o routing.NexthopObj) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if err := k.failing(OpNexthopWrite); err != nil {
 		return err
 	}
 	if k.nh.objs == nil {
-		k.nh.objs = map[uint32]NexthopObj{}
+		k.nh.objs = map[uint32]routing.NexthopObj{}
 	}
 	cur, exists := k.nh.objs[o.ID]
 	switch kind {
-	case OpDelete:
+	case routing.OpDelete:
 		if !exists {
 			return unix.ENOENT
 		}
 		k.deleteNexthop(o.ID)
 		return nil
-	case OpAdd:
+	case routing.OpAdd:
 		if exists {
 			return unix.EEXIST
 		}
-	case OpReplace:
-		if exists && cur.kind() != o.kind() {
+	case routing.OpReplace:
+		if exists && cur.Kind() != o.Kind() {
 			return unix.EINVAL
 		}
 	}
@@ -109,7 +110,7 @@ func (k *MemKernel) WriteNexthop(kind OpKind, o NexthopObj) error {
 				return unix.EINVAL
 			}
 		}
-		if o.Resilient != nil && (k.nh.form == FormGroup || k.nh.refuse) {
+		if o.Resilient != nil && (k.nh.form == routing.FormGroup || k.nh.refuse) {
 			return unix.EINVAL
 		}
 	} else if k.linkIndex(o.Dev) == 0 {
@@ -132,7 +133,7 @@ func (k *MemKernel) deleteNexthop(id uint32) {
 		if !g.IsGroup() {
 			continue
 		}
-		g.Group = slices.DeleteFunc(slices.Clone(g.Group), func(m GroupMember) bool { return m.ID == id })
+		g.Group = slices.DeleteFunc(slices.Clone(g.Group), func(m routing.GroupMember) bool { return m.ID == id })
 		if len(g.Group) == 0 {
 			delete(k.nh.objs, gid)
 			k.dropRoutesVia(gid)
@@ -174,21 +175,24 @@ func (k *MemKernel) expandRoutes() {
 }
 
 // RouteNHIDs implements NexthopKernel.
-func (k *MemKernel) RouteNHIDs(family int, proto uint8) (map[RouteKey]uint32, error) {
+func (k *MemKernel) RouteNHIDs(family int, proto uint8) (map[routing.RouteKey]uint32, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	out := map[RouteKey]uint32{}
-	l := k.linksLocked()
+	af := unix.AF_INET
+	if family == 6 {
+		af = unix.AF_INET6
+	}
+	out := map[routing.RouteKey]uint32{}
 	for _, r := range k.routes {
-		if r.nhid != 0 && r.Family == afOf(family) && uint8(r.Protocol) == proto {
-			out[fromNetlinkRoute(r.Route, l).Key()] = r.nhid
+		if r.nhid != 0 && r.Family == af && uint8(r.Protocol) == proto {
+			out[r.nhKey] = r.nhid
 		}
 	}
 	return out, nil
 }
 
 // WriteRouteVia implements NexthopKernel.
-func (k *MemKernel) WriteRouteVia(kind OpKind, r Route) error {
+func (k *MemKernel) WriteRouteVia(kind routing.OpKind, r routing.Route) error {
 	k.mu.Lock()
 	g, ok := k.nh.objs[r.NHID]
 	mp := k.expand(r.NHID)
@@ -196,10 +200,13 @@ func (k *MemKernel) WriteRouteVia(kind OpKind, r Route) error {
 	if !ok || !g.IsGroup() {
 		return unix.EINVAL
 	}
-	nr := &netlink.Route{Family: afOf(r.Family), Dst: ipNet(r.Dst), Table: int(r.Table), Priority: int(r.Metric), Tos: int(r.Tos),
-		Type: int(r.Type), Protocol: netlink.RouteProtocol(r.Protocol), Src: netIP(r.Src), MultiPath: mp}
+	nr := &netlink.Route{Family: afOf(r.Family), Dst: &net.IPNet{IP: r.Dst.Addr().AsSlice(), Mask: net.CIDRMask(r.Dst.Bits(), r.Dst.Addr().BitLen())},
+		Table: int(r.Table), Priority: int(r.Metric), Tos: int(r.Tos), Type: int(r.Type), Protocol: netlink.RouteProtocol(r.Protocol), MultiPath: mp}
+	if r.Src.IsValid() {
+		nr.Src = r.Src.AsSlice()
+	}
 	var err error
-	if kind == OpAdd {
+	if kind == routing.OpAdd {
 		err = k.RouteAdd(nr)
 	} else {
 		err = k.RouteReplace(nr)
@@ -212,19 +219,15 @@ func (k *MemKernel) WriteRouteVia(kind OpKind, r Route) error {
 	key := routeKeyOf(nr)
 	for i := range k.routes {
 		if routeKeyOf(&k.routes[i].Route) == key && k.routes[i].Protocol == nr.Protocol {
-			k.routes[i].nhid = r.NHID
+			k.routes[i].nhid, k.routes[i].nhKey = r.NHID, r.Key()
 		}
 	}
 	return nil
 }
 
-// linksLocked is the link map, with k.mu held.
-func (k *MemKernel) linksLocked() links {
-	l := links{byName: map[string]int{}, byIndex: map[int]string{}}
-	for _, ln := range k.links {
-		a := ln.Attrs()
-		l.byName[a.Name] = a.Index
-		l.byIndex[a.Index] = a.Name
+func afOf(family int) int {
+	if family == 6 {
+		return unix.AF_INET6
 	}
-	return l
+	return unix.AF_INET
 }
