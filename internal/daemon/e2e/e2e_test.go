@@ -1215,3 +1215,45 @@ func TestPolicyThatManagesNothingIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestResilientGroupsEndToEnd runs the daemon with multipath = "auto": the
+// group's default goes through a resilient nexthop group, status says so,
+// and a dead gateway is taken out of the group without a route write.
+func TestResilientGroupsEndToEnd(t *testing.T) {
+	l := newLab(t)
+	l.start(strings.Replace(l.basePolicy(2, ""), "[daemon]\n", "[daemon]\nmultipath = \"auto\"\n", 1))
+	l.waitBothUp()
+	if st := l.status(); st.Multipath != "resilient" {
+		t.Fatalf("status multipath %q, want resilient", st.Multipath)
+	}
+	if v := l.metric("uplinkd_multipath_form", map[string]string{"form": "resilient"}); v != 1 {
+		t.Errorf("uplinkd_multipath_form{form=resilient} = %v, want 1", v)
+	}
+	nh := l.Host.MustRun(t, "ip", "nexthop", "show")
+	raw := l.Host.MustRun(t, "ip", "route", "show", "default", "proto", "212")
+	if !strings.Contains(nh, "type resilient buckets 128 idle_timer 120") || !strings.Contains(raw, "default nhid ") {
+		t.Fatalf("nexthop objects:\n%s\nroute:\n%s", nh, raw)
+	}
+	routeWrites := func() float64 {
+		var n float64
+		for _, op := range []string{"add", "replace", "delete"} {
+			n += l.metric("uplinkd_netlink_writes_total", map[string]string{"object": "route", "op": op, "result": "ok"})
+		}
+		return n
+	}
+	r0 := routeWrites()
+	l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+	l.waitFor("isp1 out of the group", func() bool {
+		r := l.routes()
+		return strings.Contains(r, "198.18.2.1") && !strings.Contains(r, "198.18.1.1")
+	})
+	if v := l.metric("uplinkd_netlink_writes_total", map[string]string{"object": "nexthop", "op": "replace", "result": "ok"}); v < 1 {
+		t.Errorf("no nexthop group replace counted (%v)", v)
+	}
+	if d := routeWrites() - r0; d != 0 {
+		t.Errorf("%v route writes for a member change, want 0 (the group object carries it)", d)
+	}
+	if got := l.Host.MustRun(t, "ip", "route", "show", "default", "proto", "212"); nhidText.FindString(got) != nhidText.FindString(raw) {
+		t.Errorf("the route moved to another group:\n%s\nwas:\n%s", got, raw)
+	}
+}
