@@ -226,8 +226,10 @@ func (s *Session) receive(p *Packet, raw []byte, now time.Time, out *Output) {
 		out.Discarded = err
 		return
 	}
-	if p.YourDiscr == 0 && s.state != Down && s.state != AdminDown {
-		out.Discarded = fmt.Errorf("discarding a packet with no discriminator for us: session is %s", s.state)
+	if p.YourDiscr == 0 && p.State != Down && p.State != AdminDown {
+		// Only a peer that is down may not know us (§6.8.6); a peer
+		// that restarted or timed us out says so with Down and zero.
+		out.Discarded = fmt.Errorf("discarding a %s packet with no discriminator for us", p.State)
 		return
 	}
 	if p.YourDiscr != 0 && p.YourDiscr != s.localDiscr {

@@ -73,7 +73,8 @@ func TestDiscards(t *testing.T) {
 		s    *Session
 		p    Packet
 	}{
-		{"no discriminator for us while up", up(), Packet{State: Down, MyDiscr: 0x2222}},
+		{"no discriminator for us in an Up packet", up(), Packet{State: Up, MyDiscr: 0x2222}},
+		{"no discriminator for us in an Init packet", up(), Packet{State: Init, MyDiscr: 0x2222}},
 		{"someone else's discriminator", up(), Packet{State: Up, MyDiscr: 0x2222, YourDiscr: 0x9999}},
 		{"auth section on an unauthenticated session", up(), Packet{State: Up, MyDiscr: 0x2222, YourDiscr: 0x1111, Auth: &Auth{Type: AuthKeyedSHA1}}},
 	}
@@ -139,17 +140,17 @@ func TestDetection(t *testing.T) {
 	if d := last.At - cut.Sub(t0); d <= ms(100) || d > ms(150) {
 		t.Errorf("down %v after the cut, want within (100, 150] ms", d)
 	}
-	// b still hears a, but a's Down carries no discriminator for b (a
-	// forgot b when it timed out, §6.8.1), so b, being Up, discards it and
-	// times out too.
+	// b still hears a: a's Down carries no discriminator for b (a forgot
+	// b when it timed out, §6.8.1), which a Down packet may (§6.8.6), so b
+	// goes down at once with diag 3, not a detection time later.
 	var bl *stamped
 	for i, s := range m.peers[1].log {
 		if s.T.From == Up {
 			bl = &m.peers[1].log[i]
 		}
 	}
-	if bl == nil || bl.T.To != Down || bl.T.Diag != DiagTimeExpired {
-		t.Errorf("b: %+v, want Up → Down with control-detection-time-expired", bl)
+	if bl == nil || bl.T.To != Down || bl.T.Diag != DiagNeighborDown || bl.At != last.At+m.delay {
+		t.Errorf("b: %+v, want Up → Down with neighbor-signaled-session-down when a's Down arrives (%v)", bl, last.At+m.delay)
 	}
 	m.dropBA = false
 	m.run(3 * time.Second)

@@ -1,0 +1,412 @@
+package bfd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/internal/nstest"
+)
+
+const frrDir = "/usr/lib/frr"
+
+// frr is one FRR instance (zebra and bfdd) in a lab namespace, with every
+// file it writes (config, pid files, vty, zserv and bfdd control sockets)
+// under a directory of the test's own, so that nothing is shared with the
+// host's FRR or another test. Not -N: FRR 8.4 creates /run/frr/<pathspace>
+// on the host even when every path is given, and nothing a test runs may
+// reach the host's /run.
+type frr struct {
+	t     *testing.T
+	h     *nstest.Host
+	dir   string
+	zebra *exec.Cmd
+	bfdd  *exec.Cmd
+}
+
+func startFRR(t *testing.T, h *nstest.Host, conf string) *frr {
+	t.Helper()
+	for _, d := range []string{"zebra", "bfdd"} {
+		if _, err := os.Stat(filepath.Join(frrDir, d)); err != nil {
+			t.Fatalf("FRR's %s is needed: install Debian's frr package (sh scripts/setup.sh): %v", d, err)
+		}
+	}
+	tmp := t.TempDir()
+	f := &frr{t: t, h: h, dir: filepath.Join(tmp, "frr-"+h.Name)}
+	if err := os.Mkdir(f.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// FRR drops to user frr: it must reach dir and write in it.
+	for p, mode := range map[string]os.FileMode{f.dir: 0o777, tmp: 0o755, filepath.Dir(tmp): 0o755} {
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(f.dir, "frr.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.zebra = h.Start(t, f.args("zebra")...)
+	f.waitFile("zserv.api")
+	f.startBFDD()
+	return f
+}
+
+func (f *frr) args(daemon string) []string {
+	return []string{filepath.Join(frrDir, daemon), "-i", filepath.Join(f.dir, daemon+".pid"),
+		"-f", filepath.Join(f.dir, "frr.conf"), "-z", filepath.Join(f.dir, "zserv.api"),
+		"--vty_socket", f.dir, "-P", "0", "--log", "stdout"}
+}
+
+func (f *frr) startBFDD() {
+	f.bfdd = f.h.Start(f.t, append(f.args("bfdd"), "--bfdctl", filepath.Join(f.dir, "bfdd.sock"))...)
+	f.waitFile("bfdd.vty")
+}
+
+// stopBFDD kills bfdd by its PID (the harness's process group), as a crash.
+func (f *frr) stopBFDD() {
+	f.h.Stop(f.bfdd)
+	os.Remove(filepath.Join(f.dir, "bfdd.vty"))
+}
+
+func (f *frr) waitFile(name string) {
+	f.t.Helper()
+	waitFor(f.t, 10*time.Second, name+" in "+f.dir, func() bool {
+		_, err := os.Stat(filepath.Join(f.dir, name))
+		return err == nil
+	})
+}
+
+// peers returns bfdd's own view of its sessions (show bfd peers json).
+func (f *frr) peers() []frrPeer {
+	f.t.Helper()
+	out, err := f.h.Run("vtysh", "--vty_socket", f.dir, "-c", "show bfd peers json")
+	if err != nil {
+		f.t.Logf("vtysh: %v\n%s", err, out)
+		return nil
+	}
+	if i := strings.Index(out, "["); i > 0 {
+		out = out[i:] // vtysh may warn about its own config first
+	}
+	var ps []frrPeer
+	if err := json.Unmarshal([]byte(out), &ps); err != nil {
+		f.t.Logf("vtysh json: %v\n%s", err, out)
+	}
+	return ps
+}
+
+type frrPeer struct {
+	Peer         string `json:"peer"`
+	Status       string `json:"status"`
+	ID           uint32 `json:"id"`
+	RemoteID     uint32 `json:"remote-id"`
+	Diagnostic   string `json:"diagnostic"`
+	RemoteDiag   string `json:"remote-diagnostic"`
+	TxInterval   int    `json:"transmit-interval"`
+	RxInterval   int    `json:"receive-interval"`
+	DetectMult   int    `json:"detect-multiplier"`
+	RemoteDemand bool   `json:"remote-demand-mode"`
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// lab is a host with one gateway and a far target behind it:
+//
+//	[h] eth0 198.18.1.2 ── 198.18.1.1 eth0 [gw] eth1 198.18.2.1 ── 198.18.2.2 eth0 [far]
+type lab struct {
+	h, gw, far *nstest.Host
+}
+
+func newLab(t *testing.T) *lab {
+	l := nstest.New(t)
+	b := &lab{h: l.Host("h"), gw: l.Host("gw"), far: l.Host("far")}
+	l.Link(b.h, "eth0", b.gw, "eth0")
+	l.Link(b.gw, "eth1", b.far, "eth0")
+	b.h.AddAddr(t, "eth0", "198.18.1.2/24")
+	b.gw.AddAddr(t, "eth0", "198.18.1.1/24")
+	b.gw.AddAddr(t, "eth1", "198.18.2.1/24")
+	b.far.AddAddr(t, "eth0", "198.18.2.2/24")
+	b.gw.Sysctl(t, "net.ipv4.ip_forward", "1")
+	b.h.MustRun(t, "ip", "route", "add", "198.18.2.0/24", "via", "198.18.1.1")
+	b.far.MustRun(t, "ip", "route", "add", "198.18.1.0/24", "via", "198.18.2.1")
+	return b
+}
+
+// server runs a Server inside h until the test ends, and collects its
+// changes.
+type server struct {
+	*Server
+	mu      sync.Mutex
+	changes []Change
+}
+
+func startServer(t *testing.T, h *nstest.Host, peers ...Peer) *server {
+	s := &server{Server: New(Options{Enter: h.Do})}
+	s.Set(peers)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.Updates():
+				cs := s.Drain()
+				s.mu.Lock()
+				s.changes = append(s.changes, cs...)
+				s.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		s.Close()
+	})
+	return s
+}
+
+// status returns the session's status; a session not (yet) published
+// reads as state AdminDown.
+func (s *server) status(name string) Status {
+	for _, st := range s.Status() {
+		if st.Name == name {
+			return st
+		}
+	}
+	return Status{Name: name}
+}
+
+func (s *server) waitState(t *testing.T, name string, want State, d time.Duration) Status {
+	t.Helper()
+	waitFor(t, d, name+" "+want.String(), func() bool { return s.status(name).State == want })
+	return s.status(name)
+}
+
+// downAfter returns the first change of name to Down at or after since.
+func (s *server) downAfter(name string, since time.Time) (Change, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.changes {
+		if c.Name == name && c.To == Down && !c.At.Before(since) {
+			return c, true
+		}
+	}
+	return Change{}, false
+}
+
+const frrSingle = `hostname gw
+!
+bfd
+ peer 198.18.1.2 local-address 198.18.1.1 interface eth0
+  receive-interval 50
+  transmit-interval 50
+  detect-multiplier 3
+ !
+!
+`
+
+var gwPeer = Peer{Name: "gw", Remote: netip.MustParseAddr("198.18.1.1"), Interface: "eth0",
+	Config: Config{MinTx: 50 * time.Millisecond, MinRx: 50 * time.Millisecond, Multiplier: 3}}
+
+// TestFRR runs a session against FRR's bfdd on the gateway through its
+// life: it comes up at 50 ms × 3, a silent blackhole takes it down in about
+// one detection time, it recovers, it survives bfdd restarting, and a key
+// FRR does not share keeps it down.
+func TestFRR(t *testing.T) {
+	b := newLab(t)
+	f := startFRR(t, b.gw, frrSingle)
+	s := startServer(t, b.h, gwPeer)
+
+	t.Run("up", func(t *testing.T) {
+		st := s.waitState(t, "gw", Up, 10*time.Second)
+		waitFor(t, 5*time.Second, "the poll to settle", func() bool {
+			st = s.status("gw")
+			return !st.Polling && st.TxInterval == 50*time.Millisecond
+		})
+		var fp frrPeer
+		waitFor(t, 5*time.Second, "FRR to see the session up", func() bool {
+			ps := f.peers()
+			if len(ps) == 1 {
+				fp = ps[0]
+			}
+			return fp.Status == "up"
+		})
+		if st.RemoteDiscr != fp.ID || fp.RemoteID != st.LocalDiscr {
+			t.Errorf("discriminators: ours %d/%d, FRR's %d/%d", st.LocalDiscr, st.RemoteDiscr, fp.ID, fp.RemoteID)
+		}
+		if st.DetectTime != 150*time.Millisecond || fp.TxInterval != 50 || fp.DetectMult != 3 {
+			t.Errorf("negotiated: ours %v detect, FRR tx %d ms × %d", st.DetectTime, fp.TxInterval, fp.DetectMult)
+		}
+	})
+
+	t.Run("blackhole", func(t *testing.T) {
+		at := time.Now()
+		b.gw.BlackholeIP(t, "eth0") // the gateway stops taking anything from h
+		st := s.waitState(t, "gw", Down, 5*time.Second)
+		c, _ := s.downAfter("gw", at)
+		t.Logf("silent blackhole: down after %v (diag %s)", c.At.Sub(at), st.Diag)
+		if st.Diag != DiagTimeExpired && st.Diag != DiagNeighborDown {
+			t.Errorf("diag %s, want a detection timeout or the peer's own timeout", st.Diag)
+		}
+	})
+
+	t.Run("recovery", func(t *testing.T) {
+		b.gw.Recover(t)
+		s.waitState(t, "gw", Up, 10*time.Second)
+	})
+
+	t.Run("frr-restart", func(t *testing.T) {
+		before := s.status("gw").RemoteDiscr
+		at := time.Now()
+		f.stopBFDD()
+		st := s.waitState(t, "gw", Down, 5*time.Second)
+		if st.Diag != DiagTimeExpired {
+			t.Errorf("bfdd killed: diag %s, want control-detection-time-expired", st.Diag)
+		}
+		c, _ := s.downAfter("gw", at)
+		t.Logf("bfdd killed: down after %v", c.At.Sub(at))
+		f.startBFDD()
+		st = s.waitState(t, "gw", Up, 15*time.Second)
+		if st.RemoteDiscr == before {
+			t.Errorf("the restarted bfdd kept discriminator %d", before)
+		}
+	})
+
+	t.Run("gtsm", func(t *testing.T) {
+		before := s.status("gw")
+		err := b.gw.Do(func() error { return sendTTL("198.18.1.1", "198.18.1.2:3784", 64, before) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 2*time.Second, "the TTL 64 packet to be discarded", func() bool {
+			st := s.status("gw")
+			return st.Counters.Discarded > before.Counters.Discarded && strings.Contains(st.LastDiscard, "TTL 64")
+		})
+	})
+
+	t.Run("auth-mismatch", func(t *testing.T) {
+		p := gwPeer
+		p.Key = &Key{Type: AuthKeyedSHA1, ID: 1, Secret: []byte("not-shared")}
+		at := time.Now()
+		s.Set([]Peer{p})
+		st := s.waitState(t, "gw", Down, 5*time.Second)
+		if st.Diag != DiagTimeExpired {
+			t.Errorf("diag %s, want control-detection-time-expired", st.Diag)
+		}
+		time.Sleep(3 * time.Second) // it must stay down
+		st = s.status("gw")
+		if st.State != Down || st.Counters.AuthFailures == 0 {
+			t.Errorf("after 3 s: %s with %d auth failures, want Down and failures counted", st.State, st.Counters.AuthFailures)
+		}
+		var fp frrPeer
+		if ps := f.peers(); len(ps) == 1 {
+			fp = ps[0]
+		}
+		t.Logf("auth mismatch: down %v after the key; ours %s/%s, FRR %s/%s", s.changesSince(at), st.State, st.Diag, fp.Status, fp.Diagnostic)
+		if fp.Status == "up" {
+			t.Errorf("FRR still has the session up: %+v", fp)
+		}
+		s.Set([]Peer{gwPeer})
+		s.waitState(t, "gw", Up, 10*time.Second)
+	})
+
+	t.Run("responder", func(t *testing.T) {
+		p := gwPeer
+		p.Passive = true
+		s.Set(nil)
+		waitFor(t, 5*time.Second, "the session to go", func() bool { return len(s.Status()) == 0 })
+		s.Set([]Peer{p})
+		st := s.waitState(t, "gw", Up, 15*time.Second)
+		if st.Counters.Received == 0 {
+			t.Errorf("up without hearing FRR: %+v", st.Counters)
+		}
+	})
+}
+
+func (s *server) changesSince(at time.Time) string {
+	if c, ok := s.downAfter("gw", at); ok {
+		return c.At.Sub(at).Round(time.Millisecond).String()
+	}
+	return "never"
+}
+
+// TestFRRMultihop: a session to a target behind the gateway, on UDP 4784,
+// arriving with TTL 254.
+func TestFRRMultihop(t *testing.T) {
+	b := newLab(t)
+	startFRR(t, b.far, `hostname far
+!
+bfd
+ peer 198.18.1.2 local-address 198.18.2.2 multihop
+  receive-interval 50
+  transmit-interval 50
+  detect-multiplier 3
+ !
+!
+`)
+	p := Peer{Name: "far", Remote: netip.MustParseAddr("198.18.2.2"), Local: netip.MustParseAddr("198.18.1.2"), Multihop: true, Config: gwPeer.Config}
+	s := startServer(t, b.h, p)
+	s.waitState(t, "far", Up, 15*time.Second)
+	at := time.Now()
+	b.gw.BlackholeIP(t, "eth1") // the path beyond the gateway dies
+	s.waitState(t, "far", Down, 5*time.Second)
+	t.Logf("multihop: down %v after the upstream cut", s.downSince("far", at))
+	b.gw.Recover(t)
+	s.waitState(t, "far", Up, 15*time.Second)
+}
+
+func (s *server) downSince(name string, at time.Time) time.Duration {
+	c, _ := s.downAfter(name, at)
+	return c.At.Sub(at)
+}
+
+// sendTTL sends, from inside the current namespace, a copy of the peer's
+// next packet with the given TTL.
+func sendTTL(src, dst string, ttl int, st Status) error {
+	p := &Packet{Version: 1, State: Up, DetectMult: 3, MyDiscr: st.RemoteDiscr, YourDiscr: st.LocalDiscr, MinTx: 50 * time.Millisecond, MinRx: 50 * time.Millisecond}
+	b, err := p.Marshal(nil)
+	if err != nil {
+		return err
+	}
+	tx, err := dial(Peer{Remote: netip.MustParseAddr(strings.Split(dst, ":")[0]), Local: netip.MustParseAddr(src)})
+	if err != nil {
+		return err
+	}
+	defer tx.close()
+	rc, err := tx.c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = setTTL(int(fd), ttl) }); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("setting TTL: %w", serr)
+	}
+	return tx.send(b)
+}
+
+func setTTL(fd, ttl int) error { return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TTL, ttl) }
