@@ -204,14 +204,19 @@ func (s *server) waitState(t *testing.T, name string, want State, d time.Duratio
 	return s.status(name)
 }
 
-// downAfter returns the first change of name to Down at or after since.
+// downAfter returns the first change of name to Down at or after since,
+// waiting a little for the collector to drain it.
 func (s *server) downAfter(name string, since time.Time) (Change, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, c := range s.changes {
-		if c.Name == name && c.To == Down && !c.At.Before(since) {
-			return c, true
+	for range 50 {
+		s.mu.Lock()
+		for _, c := range s.changes {
+			if c.Name == name && c.To == Down && !c.At.Before(since) {
+				s.mu.Unlock()
+				return c, true
+			}
 		}
+		s.mu.Unlock()
+		time.Sleep(10 * time.Millisecond)
 	}
 	return Change{}, false
 }
@@ -265,8 +270,7 @@ func TestFRR(t *testing.T) {
 		at := time.Now()
 		b.gw.BlackholeIP(t, "eth0") // the gateway stops taking anything from h
 		st := s.waitState(t, "gw", Down, 5*time.Second)
-		c, _ := s.downAfter("gw", at)
-		t.Logf("silent blackhole: down after %v (diag %s)", c.At.Sub(at), st.Diag)
+		t.Logf("silent blackhole: down after %v (diag %s)", s.downSince(t, "gw", at), st.Diag)
 		if st.Diag != DiagTimeExpired && st.Diag != DiagNeighborDown {
 			t.Errorf("diag %s, want a detection timeout or the peer's own timeout", st.Diag)
 		}
@@ -285,8 +289,7 @@ func TestFRR(t *testing.T) {
 		if st.Diag != DiagTimeExpired {
 			t.Errorf("bfdd killed: diag %s, want control-detection-time-expired", st.Diag)
 		}
-		c, _ := s.downAfter("gw", at)
-		t.Logf("bfdd killed: down after %v", c.At.Sub(at))
+		t.Logf("bfdd killed: down after %v", s.downSince(t, "gw", at))
 		f.startBFDD()
 		st = s.waitState(t, "gw", Up, 15*time.Second)
 		if st.RemoteDiscr == before {
@@ -324,7 +327,7 @@ func TestFRR(t *testing.T) {
 		if ps := f.peers(); len(ps) == 1 {
 			fp = ps[0]
 		}
-		t.Logf("auth mismatch: down %v after the key; ours %s/%s, FRR %s/%s", s.changesSince(at), st.State, st.Diag, fp.Status, fp.Diagnostic)
+		t.Logf("auth mismatch: down %v after the key; ours %s/%s, FRR %s/%s", s.downSince(t, "gw", at), st.State, st.Diag, fp.Status, fp.Diagnostic)
 		if fp.Status == "up" {
 			t.Errorf("FRR still has the session up: %+v", fp)
 		}
@@ -345,12 +348,6 @@ func TestFRR(t *testing.T) {
 	})
 }
 
-func (s *server) changesSince(at time.Time) string {
-	if c, ok := s.downAfter("gw", at); ok {
-		return c.At.Sub(at).Round(time.Millisecond).String()
-	}
-	return "never"
-}
 
 // TestFRRMultihop: a session to a target behind the gateway, on UDP 4784,
 // arriving with TTL 254.
@@ -372,13 +369,19 @@ bfd
 	at := time.Now()
 	b.gw.BlackholeIP(t, "eth1") // the path beyond the gateway dies
 	s.waitState(t, "far", Down, 5*time.Second)
-	t.Logf("multihop: down %v after the upstream cut", s.downSince("far", at))
+	t.Logf("multihop: down %v after the upstream cut", s.downSince(t, "far", at))
 	b.gw.Recover(t)
 	s.waitState(t, "far", Up, 15*time.Second)
 }
 
-func (s *server) downSince(name string, at time.Time) time.Duration {
-	c, _ := s.downAfter(name, at)
+// downSince is how long after at the session went down; the test fails
+// if it did not.
+func (s *server) downSince(t *testing.T, name string, at time.Time) time.Duration {
+	t.Helper()
+	c, ok := s.downAfter(name, at)
+	if !ok {
+		t.Errorf("%s: no change to down since %v", name, at)
+	}
 	return c.At.Sub(at)
 }
 
