@@ -1,0 +1,69 @@
+package bfd
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// TestServerLifecycle: Run returns when its context ends, Close is
+// idempotent, a closed server refuses to run, and liveness advances while
+// Run is active even with no session.
+func TestServerLifecycle(t *testing.T) {
+	s := New(Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	waitFor(t, 5*time.Second, "liveness", func() bool { return !s.Alive().IsZero() && s.Alive().Unix() > 0 })
+	first := s.Alive()
+	waitFor(t, 5*time.Second, "liveness to advance", func() bool { return s.Alive().After(first) })
+	s.Verify("nobody") // no session of that name: nothing to do, must not block
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	s.Close()
+	s.Close()
+	if err := s.Run(context.Background()); err == nil {
+		t.Error("Run after Close returned nil")
+	}
+}
+
+// TestMetrics: a session's series pass the Prometheus linter and go away
+// with the session.
+func TestMetrics(t *testing.T) {
+	b := newLab(t)
+	startFRR(t, b.gw, frrSingle)
+	s := startServer(t, b.h, gwPeer)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(NewCollector(s.Server))
+	s.waitState(t, "gw", Up, 10*time.Second)
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil || len(problems) != 0 {
+		t.Errorf("lint: %v %+v", err, problems)
+	}
+	want := `# HELP uplinkd_bfd_session_state 1 for the BFD session's current state (admin-down, down, init, up).
+# TYPE uplinkd_bfd_session_state gauge
+uplinkd_bfd_session_state{gateway="gw",state="admin-down"} 0
+uplinkd_bfd_session_state{gateway="gw",state="down"} 0
+uplinkd_bfd_session_state{gateway="gw",state="init"} 0
+uplinkd_bfd_session_state{gateway="gw",state="up"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "uplinkd_bfd_session_state"); err != nil {
+		t.Error(err)
+	}
+	s.Set(nil)
+	waitFor(t, 5*time.Second, "the session to go", func() bool { return len(s.Status()) == 0 })
+	if n, err := testutil.GatherAndCount(reg, "uplinkd_bfd_session_state", "uplinkd_bfd_packets_total"); err != nil || n != 0 {
+		t.Errorf("%d series left after the session went (%v)", n, err)
+	}
+}
