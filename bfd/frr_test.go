@@ -348,7 +348,6 @@ func TestFRR(t *testing.T) {
 	})
 }
 
-
 // TestFRRMultihop: a session to a target behind the gateway, on UDP 4784,
 // arriving with TTL 254.
 func TestFRRMultihop(t *testing.T) {
