@@ -120,6 +120,12 @@ func TestConfigurationDocDefaults(t *testing.T) {
 		"gateway.NAME.probe.pin": PinDevice,
 		"group.NAME.last_resort": LastResortKeep,
 		"announce.NAME.type":     AnnounceUnicast,
+
+		"gateway.NAME.bfd.min_tx":     DefaultBFDInterval,
+		"gateway.NAME.bfd.min_rx":     DefaultBFDInterval,
+		"gateway.NAME.bfd.multiplier": DefaultBFDMult,
+		"gateway.NAME.bfd.down":       BFDDownImmediate,
+		"gateway.NAME.bfd.auth":       BFDAuthNone,
 	}
 	// Every profile key against DefaultProfile, field by field.
 	def := reflect.ValueOf(DefaultProfile())

@@ -183,6 +183,7 @@ type rawGateway struct {
 	Profile        fWord      `toml:"profile"`
 	Probe          rawProbe   `toml:"probe"`
 	Detect         rawProfile `toml:"detect"`
+	BFD            rawBFD     `toml:"bfd"`
 }
 
 type rawGroup struct {
@@ -787,6 +788,7 @@ func (v *validator) gateway(name string, r *rawGateway, p *Policy, tables map[ui
 	if g.Probe.Pin == PinSource && len(g.Sources) == 0 {
 		v.addAt(at("probe", "pin"), obj, "pin = \"source\" needs at least one source address")
 	}
+	g.BFD = v.bfd(&r.BFD, g, at, obj)
 	return g
 }
 

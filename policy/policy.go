@@ -142,6 +142,7 @@ type Gateway struct {
 
 	Probe   Probe
 	Profile *Profile // resolved: named profile with the gateway's overrides applied
+	BFD     *BFD     // nil unless [gateway.NAME.bfd] enabled = true
 }
 
 // Is6 reports whether the gateway is an IPv6 gateway.
