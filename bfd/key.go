@@ -32,7 +32,7 @@ func LoadKey(path string, typ AuthType, id uint8) (*Key, error) {
 	b := make([]byte, MaxSecret+2)
 	n, _ := f.Read(b)
 	b = bytes.TrimSuffix(b[:n], []byte("\n"))
-	if len(b) == 0 || len(b) > MaxSecret || n == len(b)+2 {
+	if len(b) == 0 || len(b) > MaxSecret {
 		return nil, fmt.Errorf("loading bfd key %s: the secret must be 1..%d bytes", path, MaxSecret)
 	}
 	return &Key{Type: typ, ID: id, Secret: b}, nil
