@@ -13,7 +13,7 @@ import (
 )
 
 // echo answers every UDP datagram on addr inside h until the test ends.
-func echo(t *testing.T, h *nstest.Host, addr string) {
+func echo(t testing.TB, h *nstest.Host, addr string) {
 	var c net.PacketConn
 	if err := h.Do(func() (err error) { c, err = net.ListenPacket("udp4", addr); return err }); err != nil {
 		t.Fatal(err)
@@ -41,7 +41,15 @@ type flow struct {
 	lastReply atomic.Int64
 	verifies  atomic.Int64
 	stop      chan struct{}
+	once      sync.Once
+	c         *net.UDPConn
 	wg        sync.WaitGroup
+}
+
+// halt stops the flow and waits for it; idempotent.
+func (f *flow) halt() {
+	f.once.Do(func() { close(f.stop); f.c.Close() })
+	f.wg.Wait()
 }
 
 const (
@@ -50,7 +58,7 @@ const (
 	maxPackets  = 20000 // 100 s at 5 ms
 )
 
-func startFlow(t *testing.T, h *nstest.Host, to string, verify func()) *flow {
+func startFlow(t testing.TB, h *nstest.Host, to string, verify func()) *flow {
 	var c *net.UDPConn
 	if err := h.Do(func() error {
 		a, err := net.ResolveUDPAddr("udp4", to)
@@ -61,7 +69,7 @@ func startFlow(t *testing.T, h *nstest.Host, to string, verify func()) *flow {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	f := &flow{stop: make(chan struct{})}
+	f := &flow{stop: make(chan struct{}), c: c}
 	f.lastReply.Store(time.Now().UnixNano())
 	f.wg.Add(2)
 	go func() { // answers
@@ -97,7 +105,7 @@ func startFlow(t *testing.T, h *nstest.Host, to string, verify func()) *flow {
 			}
 		}
 	}()
-	t.Cleanup(func() { close(f.stop); c.Close(); f.wg.Wait() })
+	t.Cleanup(f.halt)
 	return f
 }
 
@@ -142,12 +150,12 @@ func TestDemandUplinkd(t *testing.T) {
 		t.Errorf("busy: %.1f and %.1f packets/s for %d verifications", busyH, busyG, spurious)
 	}
 
-	at := time.Now()
 	b.gw.BlackholeIP(t, "eth0")
-	st := sh.waitState(t, "gw", Down, 5*time.Second)
-	t.Logf("demand mode: down %v after the path died (diag %s)", sh.downSince(t, "gw", at), st.Diag)
-	if st.Diag != DiagTimeExpired {
-		t.Errorf("diag %s, want control-detection-time-expired (the poll went unanswered)", st.Diag)
+	at := time.Now()
+	c := sh.waitDown(t, "gw", at, 5*time.Second)
+	t.Logf("demand mode: down %v after the path died (diag %s)", c.At.Sub(at), c.Diag)
+	if c.Diag != DiagTimeExpired {
+		t.Errorf("diag %s, want control-detection-time-expired (the poll went unanswered)", c.Diag)
 	}
 	b.gw.Recover(t)
 	waitFor(t, 15*time.Second, "both up again", func() bool {

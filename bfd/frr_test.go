@@ -27,14 +27,14 @@ const frrDir = "/usr/lib/frr"
 // on the host even when every path is given, and nothing a test runs may
 // reach the host's /run.
 type frr struct {
-	t     *testing.T
+	t     testing.TB
 	h     *nstest.Host
 	dir   string
 	zebra *exec.Cmd
 	bfdd  *exec.Cmd
 }
 
-func startFRR(t *testing.T, h *nstest.Host, conf string) *frr {
+func startFRR(t testing.TB, h *nstest.Host, conf string) *frr {
 	t.Helper()
 	for _, d := range []string{"zebra", "bfdd"} {
 		if _, err := os.Stat(filepath.Join(frrDir, d)); err != nil {
@@ -117,7 +117,7 @@ type frrPeer struct {
 	RemoteDemand bool   `json:"remote-demand-mode"`
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !ok() {
@@ -135,7 +135,7 @@ type lab struct {
 	h, gw, far *nstest.Host
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	l := nstest.New(t)
 	b := &lab{h: l.Host("h"), gw: l.Host("gw"), far: l.Host("far")}
 	l.Link(b.h, "eth0", b.gw, "eth0")
@@ -158,7 +158,7 @@ type server struct {
 	changes []Change
 }
 
-func startServer(t *testing.T, h *nstest.Host, peers ...Peer) *server {
+func startServer(t testing.TB, h *nstest.Host, peers ...Peer) *server {
 	s := &server{Server: New(Options{Enter: h.Do})}
 	s.Set(peers)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -198,16 +198,24 @@ func (s *server) status(name string) Status {
 	return Status{Name: name}
 }
 
-func (s *server) waitState(t *testing.T, name string, want State, d time.Duration) Status {
+func (s *server) waitState(t testing.TB, name string, want State, d time.Duration) Status {
 	t.Helper()
-	waitFor(t, d, name+" "+want.String(), func() bool { return s.status(name).State == want })
+	deadline := time.Now().Add(d)
+	for st := s.status(name); st.State != want; st = s.status(name) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s %s; it is %+v", d, name, want, st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	return s.status(name)
 }
 
 // downAfter returns the first change of name to Down at or after since,
-// waiting a little for the collector to drain it.
-func (s *server) downAfter(name string, since time.Time) (Change, bool) {
-	for range 50 {
+// waiting up to d for it. The current state may already have moved on: a
+// peer still heard says Down, and a session hearing Down goes to Init.
+func (s *server) downAfter(name string, since time.Time, d time.Duration) (Change, bool) {
+	deadline := time.Now().Add(d)
+	for {
 		s.mu.Lock()
 		for _, c := range s.changes {
 			if c.Name == name && c.To == Down && !c.At.Before(since) {
@@ -216,9 +224,22 @@ func (s *server) downAfter(name string, since time.Time) (Change, bool) {
 			}
 		}
 		s.mu.Unlock()
-		time.Sleep(10 * time.Millisecond)
+		if time.Now().After(deadline) {
+			return Change{}, false
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	return Change{}, false
+}
+
+// waitDown waits up to d for name to go down after since and returns the
+// change; the test fails if it does not.
+func (s *server) waitDown(t testing.TB, name string, since time.Time, d time.Duration) Change {
+	t.Helper()
+	c, ok := s.downAfter(name, since, d)
+	if !ok {
+		t.Fatalf("%s did not go down within %v; it is %+v", name, d, s.status(name))
+	}
+	return c
 }
 
 const frrSingle = `hostname gw
@@ -267,12 +288,12 @@ func TestFRR(t *testing.T) {
 	})
 
 	t.Run("blackhole", func(t *testing.T) {
-		at := time.Now()
 		b.gw.BlackholeIP(t, "eth0") // the gateway stops taking anything from h
-		st := s.waitState(t, "gw", Down, 5*time.Second)
-		t.Logf("silent blackhole: down after %v (diag %s)", s.downSince(t, "gw", at), st.Diag)
-		if st.Diag != DiagTimeExpired && st.Diag != DiagNeighborDown {
-			t.Errorf("diag %s, want a detection timeout or the peer's own timeout", st.Diag)
+		at := time.Now()
+		c := s.waitDown(t, "gw", at, 5*time.Second)
+		t.Logf("silent blackhole: down after %v (diag %s)", c.At.Sub(at), c.Diag)
+		if c.Diag != DiagTimeExpired && c.Diag != DiagNeighborDown {
+			t.Errorf("diag %s, want a detection timeout or the peer's own timeout", c.Diag)
 		}
 	})
 
@@ -285,13 +306,13 @@ func TestFRR(t *testing.T) {
 		before := s.status("gw").RemoteDiscr
 		at := time.Now()
 		f.stopBFDD()
-		st := s.waitState(t, "gw", Down, 5*time.Second)
-		if st.Diag != DiagTimeExpired {
-			t.Errorf("bfdd killed: diag %s, want control-detection-time-expired", st.Diag)
+		c := s.waitDown(t, "gw", at, 5*time.Second)
+		if c.Diag != DiagTimeExpired {
+			t.Errorf("bfdd killed: diag %s, want control-detection-time-expired", c.Diag)
 		}
-		t.Logf("bfdd killed: down after %v", s.downSince(t, "gw", at))
+		t.Logf("bfdd killed: down after %v", c.At.Sub(at))
 		f.startBFDD()
-		st = s.waitState(t, "gw", Up, 15*time.Second)
+		st := s.waitState(t, "gw", Up, 15*time.Second)
 		if st.RemoteDiscr == before {
 			t.Errorf("the restarted bfdd kept discriminator %d", before)
 		}
@@ -314,12 +335,12 @@ func TestFRR(t *testing.T) {
 		p.Key = &Key{Type: AuthKeyedSHA1, ID: 1, Secret: []byte("not-shared")}
 		at := time.Now()
 		s.Set([]Peer{p})
-		st := s.waitState(t, "gw", Down, 5*time.Second)
-		if st.Diag != DiagTimeExpired {
-			t.Errorf("diag %s, want control-detection-time-expired", st.Diag)
+		c := s.waitDown(t, "gw", at, 5*time.Second)
+		if c.Diag != DiagTimeExpired {
+			t.Errorf("diag %s, want control-detection-time-expired", c.Diag)
 		}
 		time.Sleep(3 * time.Second) // it must stay down
-		st = s.status("gw")
+		st := s.status("gw")
 		if st.State != Down || st.Counters.AuthFailures == 0 {
 			t.Errorf("after 3 s: %s with %d auth failures, want Down and failures counted", st.State, st.Counters.AuthFailures)
 		}
@@ -327,7 +348,7 @@ func TestFRR(t *testing.T) {
 		if ps := f.peers(); len(ps) == 1 {
 			fp = ps[0]
 		}
-		t.Logf("auth mismatch: down %v after the key; ours %s/%s, FRR %s/%s", s.downSince(t, "gw", at), st.State, st.Diag, fp.Status, fp.Diagnostic)
+		t.Logf("auth mismatch: down %v after the key; ours %s/%s, FRR %s/%s", c.At.Sub(at), st.State, st.Diag, fp.Status, fp.Diagnostic)
 		if fp.Status == "up" {
 			t.Errorf("FRR still has the session up: %+v", fp)
 		}
@@ -365,23 +386,12 @@ bfd
 	p := Peer{Name: "far", Remote: netip.MustParseAddr("198.18.2.2"), Local: netip.MustParseAddr("198.18.1.2"), Multihop: true, Config: gwPeer.Config}
 	s := startServer(t, b.h, p)
 	s.waitState(t, "far", Up, 15*time.Second)
-	at := time.Now()
 	b.gw.BlackholeIP(t, "eth1") // the path beyond the gateway dies
-	s.waitState(t, "far", Down, 5*time.Second)
-	t.Logf("multihop: down %v after the upstream cut", s.downSince(t, "far", at))
+	at := time.Now()
+	c := s.waitDown(t, "far", at, 5*time.Second)
+	t.Logf("multihop: down %v after the upstream cut (diag %s)", c.At.Sub(at), c.Diag)
 	b.gw.Recover(t)
 	s.waitState(t, "far", Up, 15*time.Second)
-}
-
-// downSince is how long after at the session went down; the test fails
-// if it did not.
-func (s *server) downSince(t *testing.T, name string, at time.Time) time.Duration {
-	t.Helper()
-	c, ok := s.downAfter(name, at)
-	if !ok {
-		t.Errorf("%s: no change to down since %v", name, at)
-	}
-	return c.At.Sub(at)
 }
 
 // sendTTL sends, from inside the current namespace, a copy of the peer's
