@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/uplinkd/uplinkd/internal/frrtest"
 )
 
 // The benchmarks put numbers on the evidence BFD gives, in real namespaces,
@@ -37,7 +39,7 @@ func wire(s *server, name string, d time.Duration) float64 {
 // BenchmarkBFDAsync: uplinkd against FRR's bfdd at 50 ms × 3.
 func BenchmarkBFDAsync(b *testing.B) {
 	l := newLab(b)
-	startFRR(b, l.gw, frrSingle)
+	frrtest.StartBFDD(b, l.gw, frrSingle)
 	s := startServer(b, l.h, gwPeer)
 	settle := func() {
 		waitFor(b, 15*time.Second, "up at 50 ms", func() bool {

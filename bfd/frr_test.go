@@ -2,12 +2,8 @@ package bfd
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,107 +11,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/uplinkd/uplinkd/internal/frrtest"
 	"github.com/uplinkd/uplinkd/internal/nstest"
 )
-
-const frrDir = "/usr/lib/frr"
-
-// frr is one FRR instance (zebra and bfdd) in a lab namespace, with every
-// file it writes (config, pid files, vty, zserv and bfdd control sockets)
-// under a directory of the test's own, so that nothing is shared with the
-// host's FRR or another test. Not -N: FRR 8.4 creates /run/frr/<pathspace>
-// on the host even when every path is given, and nothing a test runs may
-// reach the host's /run.
-type frr struct {
-	t     testing.TB
-	h     *nstest.Host
-	dir   string
-	zebra *exec.Cmd
-	bfdd  *exec.Cmd
-}
-
-func startFRR(t testing.TB, h *nstest.Host, conf string) *frr {
-	t.Helper()
-	for _, d := range []string{"zebra", "bfdd"} {
-		if _, err := os.Stat(filepath.Join(frrDir, d)); err != nil {
-			t.Fatalf("FRR's %s is needed: install Debian's frr package (sh scripts/setup.sh): %v", d, err)
-		}
-	}
-	tmp := t.TempDir()
-	f := &frr{t: t, h: h, dir: filepath.Join(tmp, "frr-"+h.Name)}
-	if err := os.Mkdir(f.dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// FRR drops to user frr: it must reach dir and write in it.
-	for p, mode := range map[string]os.FileMode{f.dir: 0o777, tmp: 0o755, filepath.Dir(tmp): 0o755} {
-		if err := os.Chmod(p, mode); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(f.dir, "frr.conf"), []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f.zebra = h.Start(t, f.args("zebra")...)
-	f.waitFile("zserv.api")
-	f.startBFDD()
-	return f
-}
-
-func (f *frr) args(daemon string) []string {
-	return []string{filepath.Join(frrDir, daemon), "-i", filepath.Join(f.dir, daemon+".pid"),
-		"-f", filepath.Join(f.dir, "frr.conf"), "-z", filepath.Join(f.dir, "zserv.api"),
-		"--vty_socket", f.dir, "-P", "0", "--log", "stdout"}
-}
-
-func (f *frr) startBFDD() {
-	f.bfdd = f.h.Start(f.t, append(f.args("bfdd"), "--bfdctl", filepath.Join(f.dir, "bfdd.sock"))...)
-	f.waitFile("bfdd.vty")
-}
-
-// stopBFDD kills bfdd by its PID (the harness's process group), as a crash.
-func (f *frr) stopBFDD() {
-	f.h.Stop(f.bfdd)
-	os.Remove(filepath.Join(f.dir, "bfdd.vty"))
-}
-
-func (f *frr) waitFile(name string) {
-	f.t.Helper()
-	waitFor(f.t, 10*time.Second, name+" in "+f.dir, func() bool {
-		_, err := os.Stat(filepath.Join(f.dir, name))
-		return err == nil
-	})
-}
-
-// peers returns bfdd's own view of its sessions (show bfd peers json).
-func (f *frr) peers() []frrPeer {
-	f.t.Helper()
-	out, err := f.h.Run("vtysh", "--vty_socket", f.dir, "-c", "show bfd peers json")
-	if err != nil {
-		f.t.Logf("vtysh: %v\n%s", err, out)
-		return nil
-	}
-	if i := strings.Index(out, "["); i > 0 {
-		out = out[i:] // vtysh may warn about its own config first
-	}
-	var ps []frrPeer
-	if err := json.Unmarshal([]byte(out), &ps); err != nil {
-		f.t.Logf("vtysh json: %v\n%s", err, out)
-	}
-	return ps
-}
-
-type frrPeer struct {
-	Peer         string `json:"peer"`
-	Status       string `json:"status"`
-	ID           uint32 `json:"id"`
-	RemoteID     uint32 `json:"remote-id"`
-	Diagnostic   string `json:"diagnostic"`
-	RemoteDiag   string `json:"remote-diagnostic"`
-	TxInterval   int    `json:"transmit-interval"`
-	RxInterval   int    `json:"receive-interval"`
-	DetectMult   int    `json:"detect-multiplier"`
-	RemoteDemand bool   `json:"remote-demand-mode"`
-}
 
 func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {
 	t.Helper()
@@ -262,7 +160,7 @@ var gwPeer = Peer{Name: "gw", Remote: netip.MustParseAddr("198.18.1.1"), Interfa
 // FRR does not share keeps it down.
 func TestFRR(t *testing.T) {
 	b := newLab(t)
-	f := startFRR(t, b.gw, frrSingle)
+	f := frrtest.StartBFDD(t, b.gw, frrSingle)
 	s := startServer(t, b.h, gwPeer)
 
 	t.Run("up", func(t *testing.T) {
@@ -271,9 +169,9 @@ func TestFRR(t *testing.T) {
 			st = s.status("gw")
 			return !st.Polling && st.TxInterval == 50*time.Millisecond
 		})
-		var fp frrPeer
+		var fp frrtest.Peer
 		waitFor(t, 5*time.Second, "FRR to see the session up", func() bool {
-			ps := f.peers()
+			ps := f.Peers()
 			if len(ps) == 1 {
 				fp = ps[0]
 			}
@@ -305,13 +203,13 @@ func TestFRR(t *testing.T) {
 	t.Run("frr-restart", func(t *testing.T) {
 		before := s.status("gw").RemoteDiscr
 		at := time.Now()
-		f.stopBFDD()
+		f.StopBFDD()
 		c := s.waitDown(t, "gw", at, 5*time.Second)
 		if c.Diag != DiagTimeExpired {
 			t.Errorf("bfdd killed: diag %s, want control-detection-time-expired", c.Diag)
 		}
 		t.Logf("bfdd killed: down after %v", c.At.Sub(at))
-		f.startBFDD()
+		f.StartBFDD()
 		st := s.waitState(t, "gw", Up, 15*time.Second)
 		if st.RemoteDiscr == before {
 			t.Errorf("the restarted bfdd kept discriminator %d", before)
@@ -344,8 +242,8 @@ func TestFRR(t *testing.T) {
 		if st.State != Down || st.Counters.AuthFailures == 0 {
 			t.Errorf("after 3 s: %s with %d auth failures, want Down and failures counted", st.State, st.Counters.AuthFailures)
 		}
-		var fp frrPeer
-		if ps := f.peers(); len(ps) == 1 {
+		var fp frrtest.Peer
+		if ps := f.Peers(); len(ps) == 1 {
 			fp = ps[0]
 		}
 		t.Logf("auth mismatch: down %v after the key; ours %s/%s, FRR %s/%s", c.At.Sub(at), st.State, st.Diag, fp.Status, fp.Diagnostic)
@@ -373,7 +271,7 @@ func TestFRR(t *testing.T) {
 // arriving with TTL 254.
 func TestFRRMultihop(t *testing.T) {
 	b := newLab(t)
-	startFRR(t, b.far, `hostname far
+	frrtest.StartBFDD(t, b.far, `hostname far
 !
 bfd
  peer 198.18.1.2 local-address 198.18.2.2 multihop

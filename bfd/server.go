@@ -58,9 +58,11 @@ type Status struct {
 	Interface string     `json:"interface,omitempty"`
 	Multihop  bool       `json:"multihop"`
 	Info
-	Since       time.Time `json:"since"`
-	LastDiscard string    `json:"last_discard,omitempty"`
-	Counters    Counters  `json:"counters"`
+	TxIntervalSeconds float64   `json:"tx_interval_seconds"`
+	DetectTimeSeconds float64   `json:"detection_time_seconds"`
+	Since             time.Time `json:"since"`
+	LastDiscard       string    `json:"last_discard,omitempty"`
+	Counters          Counters  `json:"counters"`
 }
 
 // Options configures a Server; zero values are production defaults.
@@ -572,6 +574,7 @@ func (o *owner) publish() {
 	st := make([]Status, 0, len(o.byName))
 	for _, e := range o.byName {
 		e.st.Info = e.s.Info()
+		e.st.TxIntervalSeconds, e.st.DetectTimeSeconds = e.st.TxInterval.Seconds(), e.st.DetectTime.Seconds()
 		st = append(st, e.st)
 	}
 	slices.SortFunc(st, func(a, b Status) int {

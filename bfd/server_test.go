@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/uplinkd/uplinkd/internal/frrtest"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -42,7 +44,7 @@ func TestServerLifecycle(t *testing.T) {
 // with the session.
 func TestMetrics(t *testing.T) {
 	b := newLab(t)
-	startFRR(t, b.gw, frrSingle)
+	frrtest.StartBFDD(t, b.gw, frrSingle)
 	s := startServer(t, b.h, gwPeer)
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(NewCollector(s.Server))

@@ -361,10 +361,10 @@ type Info struct {
 	RemoteDiscr    uint32        `json:"remote_discriminator"`
 	RemoteState    State         `json:"remote_state"`
 	RemoteDiag     Diag          `json:"remote_diag"`
-	TxInterval     time.Duration `json:"tx_interval"`    // negotiated, before jitter
-	DetectTime     time.Duration `json:"detection_time"` // negotiated
-	DemandActive   bool          `json:"demand"`         // the peer sends nothing periodically
-	RemoteDemand   bool          `json:"remote_demand"`  // we send nothing periodically
+	TxInterval     time.Duration `json:"-"`             // negotiated, before jitter; Status carries it in seconds
+	DetectTime     time.Duration `json:"-"`             // negotiated
+	DemandActive   bool          `json:"demand"`        // the peer sends nothing periodically
+	RemoteDemand   bool          `json:"remote_demand"` // we send nothing periodically
 	Polling        bool          `json:"polling"`
 	RemoteMultiply uint8         `json:"remote_multiplier"`
 }

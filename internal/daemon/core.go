@@ -48,6 +48,7 @@ const DefaultReloadDebounce = 100 * time.Millisecond
 type Core struct {
 	log     *slog.Logger
 	det     HealthSource
+	bfd     BFDSessions // nil without BFD
 	rec     RouteSink
 	hooks   *hooks.Runner
 	metrics *Metrics
@@ -97,6 +98,7 @@ type CoreConfig struct {
 	Policy   *policy.Policy
 	Logger   *slog.Logger
 	Detector HealthSource
+	BFD      BFDSessions // may be nil: no BFD sessions
 	Routes   RouteSink
 	Hooks    *hooks.Runner // may be nil
 	Metrics  *Metrics      // may be nil
@@ -122,6 +124,7 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 	c := &Core{
 		log:         cfg.Logger,
 		det:         cfg.Detector,
+		bfd:         cfg.BFD,
 		rec:         cfg.Routes,
 		hooks:       cfg.Hooks,
 		metrics:     cfg.Metrics,

@@ -77,8 +77,15 @@ func (c *Core) loadForReload() (*policy.Policy, error) {
 		return nil, fmt.Errorf("route_protocol changed from %d to %d: restart uplinkd to change it, a reload would orphan every route it owns",
 			c.pol.Daemon.RouteProtocol, p.Daemon.RouteProtocol)
 	}
+	peers, err := bfdPeers(p)
+	if err != nil {
+		return nil, err
+	}
 	if err := c.det.Update(p); err != nil {
 		return nil, fmt.Errorf("updating detector: %w", err)
+	}
+	if c.bfd != nil {
+		c.bfd.Set(peers) // kept sessions renegotiate their timers by poll
 	}
 	return p, nil
 }

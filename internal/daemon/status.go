@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/uplinkd/uplinkd/bfd"
 	"github.com/uplinkd/uplinkd/detector"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/routing"
@@ -61,6 +62,10 @@ type GatewayStatus struct {
 	FlapPenalty     float64  `json:"flap_penalty"`
 	Damped          bool     `json:"damped"`
 	Routes          []string `json:"routes"` // installed routes with a nexthop through this gateway
+
+	// BFD is the gateway's BFD session: state, discriminators, negotiated
+	// intervals, diags, counters; absent without a bfd section.
+	BFD *bfd.Status `json:"bfd,omitempty"`
 }
 
 // GroupStatus is one group in Status.
@@ -144,9 +149,18 @@ func (c *Core) Status() *Status {
 	for _, d := range det {
 		byName[d.Name] = d
 	}
+	sessions := map[string]bfd.Status{}
+	if c.bfd != nil {
+		for _, st := range c.bfd.Status() {
+			sessions[st.Name] = st
+		}
+	}
 	for _, g := range p.Gateways {
 		gs := v.gateway(p, g, byName)
 		gs.Routes = held[hop{g.Address.String(), g.Interface}]
+		if st, ok := sessions[g.Name]; ok && g.BFD != nil {
+			gs.BFD = &st
+		}
 		s.Gateways = append(s.Gateways, gs)
 	}
 	for _, grp := range p.Groups {
