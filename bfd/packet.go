@@ -34,6 +34,17 @@ func (s State) String() string {
 // MarshalText makes states readable in status JSON.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText reads what MarshalText wrote (status clients).
+func (s *State) UnmarshalText(b []byte) error {
+	for _, v := range []State{AdminDown, Down, Init, Up} {
+		if v.String() == string(b) {
+			*s = v
+			return nil
+		}
+	}
+	return fmt.Errorf("decoding bfd state %q: unknown", b)
+}
+
 // Diag is the diagnostic code (§4.1): why the sender's session last left Up.
 type Diag uint8
 
@@ -64,6 +75,22 @@ func (d Diag) String() string {
 
 // MarshalText makes diags readable in status JSON.
 func (d Diag) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText reads what MarshalText wrote (status clients).
+func (d *Diag) UnmarshalText(b []byte) error {
+	for i, n := range diagNames {
+		if n == string(b) {
+			*d = Diag(i)
+			return nil
+		}
+	}
+	var v uint8
+	if _, err := fmt.Sscanf(string(b), "diag(%d)", &v); err != nil {
+		return fmt.Errorf("decoding bfd diag %q: unknown", b)
+	}
+	*d = Diag(v)
+	return nil
+}
 
 // AuthType is the Auth Type field of the authentication section (§4.1).
 type AuthType uint8

@@ -186,3 +186,20 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestTextRoundTrip(t *testing.T) {
+	for _, s := range []State{AdminDown, Down, Init, Up} {
+		b, _ := s.MarshalText()
+		var got State
+		if err := got.UnmarshalText(b); err != nil || got != s {
+			t.Errorf("state %s: got %s, %v", s, got, err)
+		}
+	}
+	for d := Diag(0); d < 12; d++ {
+		b, _ := d.MarshalText()
+		var got Diag
+		if err := got.UnmarshalText(b); err != nil || got != d {
+			t.Errorf("diag %d (%s): got %d, %v", d, b, got, err)
+		}
+	}
+}
