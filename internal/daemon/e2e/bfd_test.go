@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -62,6 +65,12 @@ bfd
 	}
 	if v := l.metric("uplinkd_bfd_session_state", map[string]string{"gateway": "isp1", "state": "up"}); v != 1 {
 		t.Errorf("uplinkd_bfd_session_state{isp1,up} = %v, want 1", v)
+	}
+	mf := l.metrics()
+	for _, n := range designMetrics(t) {
+		if _, ok := mf[n]; bfdSessionMetric(n) && !ok {
+			t.Errorf("metric %s (docs/design.md) is not served while a session runs", n)
+		}
 	}
 
 	l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
@@ -138,4 +147,22 @@ min_rx = "50ms"
 	})
 	l.GW1.Recover(t)
 	l.waitFor("isp1 back up", func() bool { return l.gatewayState("isp1") == "up" })
+}
+
+// bfdSessionMetric says whether name is one of the per-session BFD series,
+// which exist only while a session does.
+func bfdSessionMetric(name string) bool {
+	return strings.HasPrefix(name, "uplinkd_bfd_session_") || name == "uplinkd_bfd_packets_total"
+}
+
+func designMetrics(t *testing.T) []string {
+	design, err := os.ReadFile(filepath.Join(daemontest.Root(), "docs", "design.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range regexp.MustCompile("(?m)^\\| `(uplinkd_[a-z_]+)` \\|").FindAllStringSubmatch(string(design), -1) {
+		out = append(out, m[1])
+	}
+	return out
 }
