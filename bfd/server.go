@@ -166,8 +166,13 @@ func (s *Server) Drain() []Change {
 func (s *Server) Status() []Status { return slices.Clone(*s.snap.Load()) }
 
 // Alive returns when the owner goroutine last ran; it runs at least every
-// second while Run is active.
-func (s *Server) Alive() time.Time { return time.Unix(0, s.alive.Load()) }
+// second while Run is active. Zero before Run starts.
+func (s *Server) Alive() time.Time {
+	if n := s.alive.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
 
 // Unknown counts packets that matched no session.
 func (s *Server) Unknown() uint64 { return s.unknown.Load() }

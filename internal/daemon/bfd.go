@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/uplinkd/uplinkd/bfd"
 	"github.com/uplinkd/uplinkd/detector"
@@ -13,6 +14,7 @@ import (
 type BFDSessions interface {
 	Set(peers []bfd.Peer)
 	Status() []bfd.Status
+	Alive() time.Time // when its owner goroutine last ran (every second at least)
 }
 
 var bfdAuth = map[string]bfd.AuthType{
@@ -72,4 +74,13 @@ func adviceOf(c bfd.Change) detector.BFDChange {
 		dc.Reason = fmt.Sprintf("bfd session down (%s)", c.Diag)
 	}
 	return dc
+}
+
+// bfdAlive is when the BFD server last ran; zero without one or before it
+// started.
+func (c *Core) bfdAlive() time.Time {
+	if c.bfd == nil {
+		return time.Time{}
+	}
+	return c.bfd.Alive()
 }
