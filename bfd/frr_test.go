@@ -320,3 +320,32 @@ func sendTTL(src, dst string, ttl int, st Status) error {
 }
 
 func setTTL(fd, ttl int) error { return unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TTL, ttl) }
+
+// TestFRRIPv6: a single-hop IPv6 session with FRR, hop limit 255 both
+// ways, and a silent blackhole taking it down.
+func TestFRRIPv6(t *testing.T) {
+	b := newLab(t)
+	b.h.AddAddr(t, "eth0", "2001:db8:1::2/64")
+	b.gw.AddAddr(t, "eth0", "2001:db8:1::1/64")
+	frrtest.StartBFDD(t, b.gw, `hostname gw
+!
+bfd
+ peer 2001:db8:1::2 local-address 2001:db8:1::1 interface eth0
+  receive-interval 50
+  transmit-interval 50
+  detect-multiplier 3
+ !
+!
+`)
+	p := gwPeer
+	p.Name, p.Remote = "gw6", netip.MustParseAddr("2001:db8:1::1")
+	s := startServer(t, b.h, p)
+	st := s.waitState(t, "gw6", Up, 15*time.Second)
+	if st.RemoteDiscr == 0 {
+		t.Errorf("up with no remote discriminator: %+v", st)
+	}
+	b.gw.BlackholeIP(t, "eth0")
+	at := time.Now()
+	c := s.waitDown(t, "gw6", at, 5*time.Second)
+	t.Logf("IPv6 silent blackhole: down after %v (diag %s)", c.At.Sub(at), c.Diag)
+}

@@ -409,7 +409,7 @@ func (o *owner) reconcile(want []Peer, now time.Time) {
 		case e != nil && sameSession(e.peer, p):
 			old := e.peer
 			e.peer = p
-			if old.Config != p.Config || !sameKey(old.Key, p.Key) {
+			if !sameConfig(old.Config, p.Config) {
 				o.apply(e, Event{Kind: EvConfig, Config: p.Config}, now)
 			}
 			continue
@@ -425,6 +425,13 @@ func (o *owner) reconcile(want []Peer, now time.Time) {
 	}
 	o.listeners()
 	o.dirty = true
+}
+
+// sameConfig compares keys by content: a reload reads them afresh.
+func sameConfig(a, b Config) bool {
+	ka, kb := a.Key, b.Key
+	a.Key, b.Key = nil, nil
+	return a == b && sameKey(ka, kb)
 }
 
 func sameKey(a, b *Key) bool {

@@ -72,3 +72,29 @@ uplinkd_bfd_session_state{gateway="gw",state="up"} 1
 		t.Errorf("%d series left after the session went (%v)", n, err)
 	}
 }
+
+// TestSameConfig: a reload reads key files afresh, so keys compare by
+// content; only a real change renegotiates (a poll).
+func TestSameConfig(t *testing.T) {
+	k := func(s string) *Key { return &Key{Type: AuthKeyedSHA1, ID: 1, Secret: []byte(s)} }
+	base := Config{MinTx: time.Second, MinRx: time.Second, Multiplier: 3}
+	withKey := func(key *Key) Config { c := base; c.Key = key; return c }
+	slower := base
+	slower.MinTx = 2 * time.Second
+	tests := []struct {
+		name string
+		a, b Config
+		want bool
+	}{
+		{"identical", base, base, true},
+		{"same key read twice", withKey(k("a")), withKey(k("a")), true},
+		{"other secret", withKey(k("a")), withKey(k("b")), false},
+		{"key added", base, withKey(k("a")), false},
+		{"timer changed", base, slower, false},
+	}
+	for _, tt := range tests {
+		if got := sameConfig(tt.a, tt.b); got != tt.want {
+			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

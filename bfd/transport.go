@@ -99,7 +99,8 @@ func (l *listener) read(buf []byte, bad func(error)) (received, error) {
 		if !ok {
 			continue
 		}
-		r.src = ua.AddrPort().Addr().Unmap()
+		// Sessions name peers without a zone: the interface is the link.
+		r.src = ua.AddrPort().Addr().WithZone("").Unmap()
 		r.dst, _ = netip.AddrFromSlice(dst)
 		r.dst = r.dst.Unmap()
 		r.ttl, r.ifindex = ttl, idx
