@@ -2,6 +2,8 @@ package bfd
 
 import (
 	"context"
+	"net/netip"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -95,6 +97,33 @@ func TestSameConfig(t *testing.T) {
 	for _, tt := range tests {
 		if got := sameConfig(tt.a, tt.b); got != tt.want {
 			t.Errorf("%s: %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestServerStopsEverything: with sessions and their sockets open, Close
+// leaves no goroutine of the server behind (owner, readers).
+func TestServerStopsEverything(t *testing.T) {
+	b := newLab(t)
+	p6 := gwPeer
+	p6.Name, p6.Remote = "gw6", netip.MustParseAddr("2001:db8:1::1")
+	mh := Peer{Name: "far", Remote: netip.MustParseAddr("198.18.2.2"), Local: netip.MustParseAddr("198.18.1.2"), Multihop: true, Config: gwPeer.Config}
+	s := New(Options{Enter: b.h.Do})
+	s.Set([]Peer{gwPeer, p6, mh})
+	done := make(chan error, 1)
+	go func() { done <- s.Run(context.Background()) }()
+	waitFor(t, 5*time.Second, "three sessions", func() bool { return len(s.Status()) == 3 })
+	waitFor(t, 5*time.Second, "packets sent", func() bool { return s.Status()[0].Counters.Sent > 0 })
+	s.Close()
+	s.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	for _, fn := range []string{"bfd.(*owner).read", "bfd.(*Server).Run"} {
+		if strings.Contains(stacks, fn) {
+			t.Errorf("%s still running after Close", fn)
 		}
 	}
 }
