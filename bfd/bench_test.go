@@ -28,6 +28,24 @@ func report(b *testing.B, ds []time.Duration, idle, busy float64) {
 	b.ReportMetric(busy, "pkts/s-busy")
 }
 
+// outages black-holes the gateway's downlink benchReps times per
+// iteration, each time once settle says the session is ready again, and
+// returns how long after each fault s saw its session to "gw" go down.
+func outages(b *testing.B, l *lab, s *server, settle func()) []time.Duration {
+	var ds []time.Duration
+	for i := 0; i < b.N; i++ {
+		for range benchReps {
+			settle()
+			time.Sleep(300 * time.Millisecond)
+			l.gw.BlackholeIP(b, "eth0")
+			at := time.Now()
+			ds = append(ds, s.waitDown(b, "gw", at, 5*time.Second).At.Sub(at))
+			l.gw.Recover(b)
+		}
+	}
+	return ds
+}
+
 // wire is the packets per second of a session, both directions, over d.
 func wire(s *server, name string, d time.Duration) float64 {
 	c0 := s.status(name).Counters
@@ -54,18 +72,7 @@ func BenchmarkBFDAsync(b *testing.B) {
 	time.Sleep(200 * time.Millisecond)
 	busy := wire(s, "gw", 2*time.Second)
 	f.halt()
-	var ds []time.Duration
-	for i := 0; i < b.N; i++ {
-		for range benchReps {
-			settle()
-			time.Sleep(300 * time.Millisecond)
-			l.gw.BlackholeIP(b, "eth0")
-			at := time.Now()
-			ds = append(ds, s.waitDown(b, "gw", at, 5*time.Second).At.Sub(at))
-			l.gw.Recover(b)
-		}
-	}
-	report(b, ds, idle, busy)
+	report(b, outages(b, l, s, settle), idle, busy)
 }
 
 // BenchmarkBFDDemand: two uplinkd servers in demand mode, polls driven by
@@ -88,17 +95,7 @@ func BenchmarkBFDDemand(b *testing.B) {
 	f := startFlow(b, l.h, "198.18.1.1:9000", func() { sh.Verify("gw") })
 	time.Sleep(200 * time.Millisecond)
 	busy := wire(sh, "gw", 2*time.Second)
-	var ds []time.Duration
-	for i := 0; i < b.N; i++ {
-		for range benchReps {
-			settle()
-			time.Sleep(300 * time.Millisecond)
-			l.gw.BlackholeIP(b, "eth0")
-			at := time.Now()
-			ds = append(ds, sh.waitDown(b, "gw", at, 5*time.Second).At.Sub(at))
-			l.gw.Recover(b)
-		}
-	}
+	ds := outages(b, l, sh, settle)
 	f.halt()
 	report(b, ds, idle, busy)
 }
