@@ -5,7 +5,10 @@
 # builds two namespaces of its own (random "upl" prefix, veth only,
 # 198.18.0.0/15), never touches the root namespace, and removes everything
 # it made on exit. Every daemon's pid, vty and control socket lives in a
-# temporary directory, never under /run or /etc.
+# temporary directory, never under /run or /etc. Needs frr, tcpdump and
+# bird2 (`apt-get install bird2`, with services kept from starting as
+# scripts/setup.sh does): setup.sh does not install bird2 because no test
+# runs BIRD; the captures are committed and the tests read them.
 set -eu
 out=$(cd "$(dirname "$0")" && pwd)
 p=upl$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
