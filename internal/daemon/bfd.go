@@ -76,11 +76,13 @@ func adviceOf(c bfd.Change) detector.BFDChange {
 	return dc
 }
 
-// bfdAlive is when the BFD server last ran; zero without one or before it
-// started.
-func (c *Core) bfdAlive() time.Time {
-	if c.bfd == nil {
-		return time.Time{}
+// bfdLiveness reports the BFD server's owner goroutine. It goes round at
+// least every second, so it counts as busy from its last round on: a
+// stamp older than StallAfter means it is stuck. Before Run starts there
+// is nothing to judge.
+func bfdLiveness(s BFDSessions) LivenessSource {
+	return func() []Worker {
+		a := s.Alive()
+		return []Worker{{Name: "bfd server", LastProgress: a, Busy: !a.IsZero()}}
 	}
-	return c.bfd.Alive()
 }

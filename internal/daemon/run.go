@@ -176,7 +176,7 @@ func (d *daemon) build() error {
 		TrackDir: d.p.Daemon.TrackDir, Load: func() (*policy.Policy, error) { return loadChecked(path) },
 		Version: d.opts.Build.Version, StartDown: startDown, ConditionFacts: d.conds,
 		Liveness: []LivenessSource{detectorLiveness(d.det), recCalls.report, d.httpBusy.report, hookLiveness(d.hooks),
-			conditionLiveness(d.conds)},
+			conditionLiveness(d.conds), bfdLiveness(d.bfd)},
 	})
 	return err
 }

@@ -143,10 +143,6 @@ func newHTTPServer(c *Core, reg *prometheus.Registry, log *slog.Logger, allow ho
 			http.Error(w, reason, http.StatusServiceUnavailable)
 			return
 		}
-		if a := c.bfdAlive(); !a.IsZero() && time.Since(a) > 10*time.Second {
-			http.Error(w, "bfd server stalled", http.StatusServiceUnavailable)
-			return
-		}
 		if cs := c.rec.Conflicts(); len(cs) > 0 {
 			http.Error(w, fmt.Sprintf("degraded: %d route conflicts, not written: %s", len(cs), cs[0].String()), http.StatusServiceUnavailable)
 			return
