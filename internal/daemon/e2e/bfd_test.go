@@ -116,6 +116,12 @@ passive = true
 demand = true
 min_tx = "50ms"
 min_rx = "50ms"
+
+# Something to manage (uplinkd refuses a policy that manages nothing): a
+# table no rule looks up.
+[group.back]
+gateways = ["host"]
+table = 100
 `, listen, nstest.Host1Addr4, nstest.GWDownlinkIf))
 	l.start(l.basePolicy(1, bfdSection+"demand = true\n"))
 	l.waitBothUp()
