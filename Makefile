@@ -94,6 +94,7 @@ install: build
 	chmod 0644 $(DESTDIR)$(UNITDIR)/uplinkd.service
 	install -D -m 0644 contrib/iproute2/rt_protos.d/uplinkd.conf $(DESTDIR)$(SYSCONFDIR)/iproute2/rt_protos.d/uplinkd.conf
 	install -D -m 0755 contrib/examples/hooks/move-address $(DESTDIR)$(PREFIX)/lib/uplinkd/hooks/move-address
+	install -D -m 0755 contrib/examples/hooks/failover-ip-api $(DESTDIR)$(PREFIX)/lib/uplinkd/hooks/failover-ip-api
 	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/doc/uplinkd/examples
 	install -m 0644 contrib/examples/*.toml contrib/examples/keepalived.conf contrib/iproute2/rt_tables.d/uplinkd.conf \
 		$(DESTDIR)$(PREFIX)/share/doc/uplinkd/examples/

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"github.com/uplinkd/uplinkd/internal/nlsub"
 )
 
 // watchedIface is what the watchers need to know about a managed
@@ -55,46 +57,6 @@ func (w *watchSet) get() []watchedIface {
 
 func (w *watchSet) set(v []watchedIface) { w.p.Store(&v) }
 
-// resubscribeDelay bounds how fast a failing subscription is retried.
-const resubscribeDelay = 200 * time.Millisecond
-
-// keepSubscribed owns one netlink subscription's lifecycle until ctx ends:
-// subscribe, hand the channels to serve (err is the subscribe error, if
-// any), and when serve returns (the subscription failed, ENOBUFS included)
-// close it, drain it and try again after resubscribeDelay. The link and
-// neighbour watchers differ only in what serve does.
-func keepSubscribed[U any](ctx context.Context, buf int,
-	subscribe func(ch chan<- U, done <-chan struct{}, onErr func(error)) error,
-	serve func(ch <-chan U, errc <-chan error, err error)) {
-	for {
-		ch := make(chan U, buf)
-		done := make(chan struct{})
-		errc := make(chan error, 1)
-		err := subscribe(ch, done, func(err error) {
-			select {
-			case errc <- err:
-			default:
-			}
-		})
-		serve(ch, errc, err)
-		close(done)
-		if err == nil {
-			for range ch { // the subscription closes ch once done is seen
-			}
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		t := time.NewTimer(resubscribeDelay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
-}
-
 // resyncEvery re-reads links even when no event came: netlink events are
 // hints and can be lost.
 const resyncEvery = 10 * time.Second
@@ -117,7 +79,7 @@ func (w *linkWatcher) Run(ctx context.Context) error {
 		w.live.begin(w.now()) // a subscription that hangs is a stalled watcher
 		return w.links.SubscribeLinks(ch, done, onErr)
 	}
-	keepSubscribed(ctx, 256, subscribe, func(ch <-chan Link, errc <-chan error, err error) {
+	nlsub.Keep(ctx, 256, subscribe, func(ch <-chan Link, errc <-chan error, err error) {
 		if err != nil {
 			w.log.Warn("subscribing to link updates", "err", err)
 		}
@@ -210,7 +172,7 @@ func (w *neighWatcher) Run(ctx context.Context) error {
 		w.live.begin(w.now())
 		return w.neigh.SubscribeNeighbours(ch, done, onErr)
 	}
-	keepSubscribed(ctx, 1024, subscribe, func(ch <-chan Neighbour, errc <-chan error, err error) {
+	nlsub.Keep(ctx, 1024, subscribe, func(ch <-chan Neighbour, errc <-chan error, err error) {
 		if err != nil {
 			w.live.idle(w.now()) // waiting to retry
 			w.log.Warn("subscribing to neighbour updates", "err", err)

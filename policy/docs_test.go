@@ -125,6 +125,12 @@ func TestConfigurationDocDefaults(t *testing.T) {
 		"group.NAME.idle_timer":        DefaultIdleTimer,
 		"group.NAME.unbalanced_timer":  time.Duration(DefaultUnbalancedTimer),
 		"announce.NAME.type":           AnnounceUnicast,
+
+		"gateway.NAME.bfd.min_tx":     DefaultBFDInterval,
+		"gateway.NAME.bfd.min_rx":     DefaultBFDInterval,
+		"gateway.NAME.bfd.multiplier": DefaultBFDMult,
+		"gateway.NAME.bfd.down":       BFDDownImmediate,
+		"gateway.NAME.bfd.auth":       BFDAuthNone,
 	}
 	// Every profile key against DefaultProfile, field by field.
 	def := reflect.ValueOf(DefaultProfile())

@@ -96,14 +96,15 @@ type (
 )
 
 type rawFile struct {
-	Daemon   rawDaemon              `toml:"daemon"`
-	Kernel   rawKernel              `toml:"kernel"`
-	Profile  map[string]rawProfile  `toml:"profile"`
-	Gateway  map[string]rawGateway  `toml:"gateway"`
-	Group    map[string]rawGroup    `toml:"group"`
-	Rule     map[string]rawRule     `toml:"rule"`
-	Announce map[string]rawAnnounce `toml:"announce"`
-	Hook     map[string]rawHook     `toml:"hook"`
+	Daemon    rawDaemon               `toml:"daemon"`
+	Kernel    rawKernel               `toml:"kernel"`
+	Profile   map[string]rawProfile   `toml:"profile"`
+	Gateway   map[string]rawGateway   `toml:"gateway"`
+	Group     map[string]rawGroup     `toml:"group"`
+	Rule      map[string]rawRule      `toml:"rule"`
+	Announce  map[string]rawAnnounce  `toml:"announce"`
+	Hook      map[string]rawHook      `toml:"hook"`
+	Condition map[string]rawCondition `toml:"condition"`
 }
 
 type rawDaemon struct {
@@ -190,6 +191,7 @@ type rawGateway struct {
 	FlushConntrack fFlush  `toml:"flush_conntrack"`
 	SNATAddresses  []fAddr `toml:"snat_addresses"`
 	ConntrackMark  fMark   `toml:"conntrack_mark"`
+	BFD            rawBFD  `toml:"bfd"`
 }
 
 type rawGroup struct {
@@ -202,6 +204,7 @@ type rawGroup struct {
 	Buckets         fBuckets  `toml:"buckets"`
 	IdleTimer       fDuration `toml:"idle_timer"`
 	UnbalancedTimer fDuration `toml:"unbalanced_timer"`
+	Condition       fWord     `toml:"condition"`
 }
 
 type rawRule struct {
@@ -322,7 +325,7 @@ func decodeError(file string, err error) *Error {
 	return &Error{File: file, Msg: "decoding TOML: " + strings.TrimPrefix(err.Error(), "toml: ")}
 }
 
-var sections = []string{"daemon", "kernel", "profile", "gateway", "group", "rule", "announce", "hook"}
+var sections = []string{"daemon", "kernel", "profile", "gateway", "group", "rule", "announce", "hook", "condition"}
 
 func (v *validator) unknownKeys(md toml.MetaData) {
 	und := md.Undecoded()
@@ -464,6 +467,8 @@ func (v *validator) build(raw *rawFile) *Policy {
 		names[name] = "group"
 	}
 	v.groupTables(p, raw)
+	v.conditions(raw.Condition, p, names)
+	v.groupConditions(raw, p)
 	v.rules(raw, p, tables)
 	for _, name := range sortedKeys(raw.Announce) {
 		ra := raw.Announce[name]
@@ -798,6 +803,7 @@ func (v *validator) gateway(name string, r *rawGateway, p *Policy, tables map[ui
 		v.addAt(at("probe", "pin"), obj, "pin = \"source\" needs at least one source address")
 	}
 	g.Conntrack = v.conntrack(r, g, at, obj)
+	g.BFD = v.bfd(&r.BFD, g, at, obj)
 	return g
 }
 
@@ -1048,9 +1054,9 @@ func (v *validator) announce(name string, r *rawAnnounce, p *Policy, names map[s
 		v.addAt(at(), obj, "prefix is required")
 	}
 	if !r.Track.Set {
-		v.addAt(at(), obj, "track is required (a gateway or group whose health the route follows)")
+		v.addAt(at(), obj, "track is required (a gateway, group or condition whose health the route follows)")
 	} else if _, ok := names[string(r.Track.V)]; !ok {
-		v.addAt(at("track"), obj, "track %q is not a gateway or group", r.Track.V)
+		v.addAt(at("track"), obj, "track %q is not a gateway, group or condition", r.Track.V)
 	} else {
 		a.Track = string(r.Track.V)
 	}
@@ -1082,6 +1088,9 @@ func (v *validator) announce(name string, r *rawAnnounce, p *Policy, names map[s
 		}
 		if g := p.Group(a.Track); g != nil && g.Family != fam {
 			v.addAt(at("track"), obj, "tracked group %q is IPv%d but the prefix is IPv%d; set via or dev", g.Name, g.Family, fam)
+		}
+		if p.Condition(a.Track) != nil {
+			v.addAt(at("track"), obj, "tracked condition %q has no nexthop of its own; set via or dev", a.Track)
 		}
 	}
 	if len(v.errs) > nerr {
@@ -1122,7 +1131,7 @@ func (v *validator) hook(name string, r *rawHook, names map[string]string) *Hook
 	}
 	for _, o := range r.Only {
 		if _, ok := names[string(o.V)]; !ok {
-			v.addAt(at("only"), obj, "%q is not a gateway or group", o.V)
+			v.addAt(at("only"), obj, "%q is not a gateway, group or condition", o.V)
 			continue
 		}
 		h.Objects = append(h.Objects, string(o.V))

@@ -17,6 +17,8 @@ type Policy struct {
 	Rules     []*Rule // explicit rules and the ones generated from gateway sources, by priority
 	Announces []*Announce
 	Hooks     []*Hook
+	// Conditions, by name; ConditionOrder gives them dependencies first.
+	Conditions []*Condition
 
 	byName map[string]*Gateway
 }
@@ -143,6 +145,7 @@ type Gateway struct {
 	Profile *Profile // resolved: named profile with the gateway's overrides applied
 
 	Conntrack Conntrack
+	BFD       *BFD // nil unless [gateway.NAME.bfd] enabled = true
 }
 
 // Conntrack says when and which conntrack entries of a gateway uplinkd
@@ -207,6 +210,7 @@ type Group struct {
 	Buckets         int           // hash buckets the flows map to
 	IdleTimer       time.Duration // a bucket idle this long may move to a returning gateway
 	UnbalancedTimer time.Duration // after this long unbalanced, busy buckets move too; 0: never
+	Condition       string        // if set, the group routes only while this condition is up
 }
 
 // Defaults of the resilient group settings. 128 buckets keep each
@@ -240,8 +244,8 @@ const (
 	AnnounceUnreachable = "unreachable"
 )
 
-// Announce is a route present only while Track (a gateway or a group) is
-// healthy, for a routing daemon to redistribute.
+// Announce is a route present only while Track (a gateway, a group or a
+// condition) is healthy, for a routing daemon to redistribute.
 type Announce struct {
 	Name   string
 	Prefix netip.Prefix
@@ -261,10 +265,13 @@ const (
 	EventGroupUp         = "group_up"
 	EventGroupDown       = "group_down"
 	EventRouteChanged    = "route_changed"
+	EventConditionUp     = "condition_up"
+	EventConditionDown   = "condition_down"
 )
 
 // Events lists every hook event, for validation and docs.
-var Events = []string{EventGatewayUp, EventGatewayDown, EventGatewayDegraded, EventGroupUp, EventGroupDown, EventRouteChanged}
+var Events = []string{EventGatewayUp, EventGatewayDown, EventGatewayDegraded, EventGroupUp, EventGroupDown, EventRouteChanged,
+	EventConditionUp, EventConditionDown}
 
 // Hook is an external command run on events, as argv with no shell.
 type Hook struct {
@@ -272,7 +279,7 @@ type Hook struct {
 	Command []string
 	Timeout time.Duration
 	Events  []string
-	Objects []string // gateway/group names it fires for; empty means all
+	Objects []string // gateway/group/condition names it fires for; empty means all
 }
 
 // Gateway returns the named gateway or nil.

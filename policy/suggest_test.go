@@ -34,7 +34,7 @@ func TestUnknownKeySuggestsWithPosition(t *testing.T) {
 	_, err := Parse("p.toml", []byte("[gateway.isp1]\naddress = \"198.18.1.1\"\ninterface = \"eth1\"\n[gateway.isp1.probe]\npinn = \"mark\"\n[gatway.x]\n"), Options{})
 	want := []string{
 		`p.toml:5:1: gateway "isp1": unknown key "pinn" in probe; did you mean "pin"?`,
-		`p.toml:6:1: unknown section [gatway] (sections are daemon, kernel, profile, gateway, group, rule, announce, hook); did you mean [gateway]?`,
+		`p.toml:6:1: unknown section [gatway] (sections are daemon, kernel, profile, gateway, group, rule, announce, hook, condition); did you mean [gateway]?`,
 	}
 	if err == nil || err.Error() != strings.Join(want, "\n") {
 		t.Errorf("errors:\n%v\nwant:\n%s", err, strings.Join(want, "\n"))

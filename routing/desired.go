@@ -48,6 +48,10 @@ func Desired(p *policy.Policy, h Snapshot) State {
 			Resilience: &Resilience{Buckets: g.Buckets, IdleTimer: g.IdleTimer, UnbalancedTimer: g.UnbalancedTimer},
 		}
 		nhs := groupNexthops(gws, g, h)
+		if g.Condition != "" && !ConditionUp(h, g.Condition) {
+			// Gated: as if no member were healthy, so last_resort decides.
+			nhs = nil
+		}
 		groupNH[g.Name] = nhs
 		switch {
 		case len(nhs) > 0:
@@ -138,9 +142,13 @@ func dedupeKeys(routes []Route) []Route {
 	return out
 }
 
-// trackHealthy reports whether an announce's tracked gateway or group is
-// healthy: a gateway Up or Degraded, a group with any such member.
+// trackHealthy reports whether an announce's tracked gateway, group or
+// condition is healthy: a gateway Up or Degraded, a group with any such
+// member, a condition up.
 func trackHealthy(p *policy.Policy, track string, h Snapshot) bool {
+	if p.Condition(track) != nil {
+		return ConditionUp(h, track)
+	}
 	if gw := p.Gateway(track); gw != nil {
 		return h[gw.Name].Healthy()
 	}

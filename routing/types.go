@@ -34,7 +34,20 @@ func (h Health) String() string {
 func (h Health) Healthy() bool { return h == Up || h == Degraded }
 
 // Snapshot maps gateway names to their health. Missing names are Up.
+// Conditions are in it too, under ConditionKey: Up while the condition is
+// up, and, unlike gateways, down when missing (a condition is down until
+// its terms first hold).
 type Snapshot map[string]Health
+
+// ConditionKey is a condition's key in a Snapshot. Names never hold a '/',
+// so it cannot be a gateway's.
+func ConditionKey(name string) string { return "condition/" + name }
+
+// ConditionUp reports whether the snapshot has the condition up.
+func ConditionUp(h Snapshot, name string) bool {
+	v, ok := h[ConditionKey(name)]
+	return ok && v == Up
+}
 
 // RouteType is the kernel route type (rtm_type) uplinkd uses.
 type RouteType uint8

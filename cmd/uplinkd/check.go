@@ -78,8 +78,15 @@ func summarize(w io.Writer, p *policy.Policy) {
 			g.Name, g.Address, g.Interface, g.Weight, g.Tier, extra, g.Profile.Name, g.Profile.Gating, strings.Join(targets, ", "))
 	}
 	for _, g := range p.Groups {
-		fmt.Fprintf(tw, "  group\t%s\tIPv%d default in table %d over %s\tlast resort: %s\n",
-			g.Name, g.Family, g.Table, strings.Join(g.Gateways, ", "), g.LastResort)
+		gate := ""
+		if g.Condition != "" {
+			gate = fmt.Sprintf(", only while %q is up", g.Condition)
+		}
+		fmt.Fprintf(tw, "  group\t%s\tIPv%d default in table %d over %s%s\tlast resort: %s\n",
+			g.Name, g.Family, g.Table, strings.Join(g.Gateways, ", "), gate, g.LastResort)
+	}
+	for _, c := range p.Conditions {
+		fmt.Fprintf(tw, "  condition\t%s\t%s\t%s\n", c.Name, conditionText(c), holdText(c))
 	}
 	for _, r := range p.Rules {
 		fmt.Fprintf(tw, "  rule\t%d\t%s\t\n", r.Priority, ruleText(r))
@@ -117,4 +124,24 @@ func ruleText(r *policy.Rule) string {
 	}
 	fmt.Fprintf(&b, "lookup %d", r.Table)
 	return b.String()
+}
+
+// conditionText is a condition as one line: "all of: a; b".
+func conditionText(c *policy.Condition) string {
+	terms := make([]string, len(c.Terms))
+	for i, t := range c.Terms {
+		terms[i] = t.Text
+	}
+	head := string(c.Match) + " of"
+	if c.Match == policy.MatchAtLeast {
+		head = fmt.Sprintf("at least %d of", c.AtLeast)
+	}
+	return head + ": " + strings.Join(terms, "; ")
+}
+
+func holdText(c *policy.Condition) string {
+	if c.HoldUp == 0 && c.HoldDown == 0 {
+		return "no hold"
+	}
+	return fmt.Sprintf("hold up %s, down %s", c.HoldUp, c.HoldDown)
 }

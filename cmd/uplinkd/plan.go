@@ -20,10 +20,11 @@ route protocol and prints what uplinkd would change to reach the policy's
 desired state, as ip route / ip rule lines: "+" for what would be added or
 replaced, "-" for what would be deleted or replaced, "!" for a route of
 another protocol in the way (uplinkd never touches those). It changes
-nothing. Every gateway is assumed up unless --assume says otherwise.
+nothing. Every gateway is assumed up and every condition down unless
+--assume says otherwise.
 Exits 0 when nothing would change, 1 when something would, 2 on bad
 arguments, 3 on an invalid policy.`, stderr)
-	assume := fs.String("assume", "", "gateway health to assume, as GW=up|degraded|down,... (others are up)")
+	assume := fs.String("assume", "", "gateway health and condition states to assume, as GW=up|degraded|down or CONDITION=up|down,... (gateways not named are up, conditions down)")
 	full := fs.Bool("desired", false, "print the whole desired state instead of the changes")
 	files, c := parseArgs(fs, args)
 	if c >= 0 {
@@ -87,7 +88,7 @@ arguments, 3 on an invalid policy.`, stderr)
 	return exitFailure
 }
 
-// parseAssume reads "isp1=down,isp2=degraded".
+// parseAssume reads "isp1=down,isp2=degraded,claim=up".
 func parseAssume(p *policy.Policy, s string) (routing.Snapshot, error) {
 	h := routing.Snapshot{}
 	if strings.TrimSpace(s) == "" {
@@ -97,6 +98,17 @@ func parseAssume(p *policy.Policy, s string) (routing.Snapshot, error) {
 		name, state, ok := strings.Cut(strings.TrimSpace(item), "=")
 		if !ok {
 			return nil, fmt.Errorf("parsing --assume: %q is not GW=STATE", item)
+		}
+		if p.Condition(name) != nil {
+			switch strings.ToLower(state) {
+			case "up":
+				h[routing.ConditionKey(name)] = routing.Up
+			case "down":
+				h[routing.ConditionKey(name)] = routing.Down
+			default:
+				return nil, fmt.Errorf("parsing --assume: state %q of condition %s is not up or down", state, name)
+			}
+			continue
 		}
 		if p.Gateway(name) == nil {
 			return nil, fmt.Errorf("parsing --assume: gateway %q is not in the policy", name)

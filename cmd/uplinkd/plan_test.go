@@ -39,6 +39,36 @@ default via 198.18.2.1 dev eth2 table main proto 212
 	}
 }
 
+// A condition is down unless assumed up: the group it gates and the
+// announce that tracks it appear only then.
+func TestPlanAssumeCondition(t *testing.T) {
+	for _, tc := range []struct{ assume, want string }{
+		{"", ""},
+		{"claim=up", `default via 198.18.1.1 dev eth1 table main proto 212
+198.18.0.100/32 dev eth0 table main proto 212
+`},
+	} {
+		var out, errb bytes.Buffer
+		args := []string{"plan", "--desired"}
+		if tc.assume != "" {
+			args = append(args, "--assume", tc.assume+",isp2=down")
+		} else {
+			args = append(args, "--assume", "isp2=down")
+		}
+		if code := mainArgs(append(args, "../../testdata/conditions.toml"), &out, &errb); code != exitOK {
+			t.Fatalf("--assume %q: exit %d: %s", tc.assume, code, errb.String())
+		}
+		if diff := cmp.Diff(tc.want, out.String()); diff != "" {
+			t.Errorf("--assume %q (-want +got):\n%s", tc.assume, diff)
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := mainArgs([]string{"plan", "--assume", "claim=degraded", "../../testdata/conditions.toml"}, &out, &errb); code != exitUsage ||
+		!strings.Contains(errb.String(), `state "degraded" of condition claim is not up or down`) {
+		t.Errorf("--assume claim=degraded: exit %d, %q", code, errb.String())
+	}
+}
+
 // plan reads the namespace's kernel and changes nothing.
 func TestPlanAgainstKernel(t *testing.T) {
 	tu := nstest.NewTwoUplinks(t)

@@ -104,7 +104,8 @@ be reached (a track_script must treat every non-zero status as failure).`, stder
 	return exitOK
 }
 
-// only keeps the gateway or group name in st; false if there is none.
+// only keeps the gateway, group or condition name in st; false if there
+// is none.
 func only(st *daemon.Status, name string) bool {
 	var keep []daemon.GatewayStatus
 	for _, g := range st.Gateways {
@@ -118,8 +119,14 @@ func only(st *daemon.Status, name string) bool {
 			groups = append(groups, g)
 		}
 	}
-	st.Gateways, st.Groups, st.Rules = keep, groups, nil
-	return len(keep) > 0 || len(groups) > 0
+	var conds []daemon.ConditionStatus
+	for _, c := range st.Conditions {
+		if c.Name == name {
+			conds = append(conds, c)
+		}
+	}
+	st.Gateways, st.Groups, st.Conditions, st.Rules = keep, groups, conds, nil
+	return len(keep) > 0 || len(groups) > 0 || len(conds) > 0
 }
 
 // endpoint is where a daemon may answer: its HTTP listener, its control

@@ -25,7 +25,9 @@ const (
 )
 
 // startKeepalived runs keepalived's VRRP process in h in the foreground,
-// with its pid files in the test's directory.
+// with every pid file in the test's directory: even with -P, keepalived
+// reads and unlinks its BFD and checker pid files (/run/bfd.pid), so those
+// are moved too, and nothing it does reaches the host's /run.
 func startKeepalived(t *testing.T, h *nstest.Host, conf string) *exec.Cmd {
 	t.Helper()
 	kd, err := exec.LookPath("keepalived")
@@ -38,7 +40,8 @@ func startKeepalived(t *testing.T, h *nstest.Host, conf string) *exec.Cmd {
 		t.Fatal(err)
 	}
 	return h.Start(t, kd, "-n", "-l", "-D", "-G", "-P", "-f", cf,
-		"-p", filepath.Join(dir, "keepalived.pid"), "-r", filepath.Join(dir, "vrrp.pid"), "-i", h.Name)
+		"-p", filepath.Join(dir, "keepalived.pid"), "-r", filepath.Join(dir, "vrrp.pid"),
+		"-b", filepath.Join(dir, "bfd.pid"), "-c", filepath.Join(dir, "checkers.pid"), "-i", h.Name)
 }
 
 // kaLab is two VRRP routers on a LAN, a with an uplink watched by uplinkd

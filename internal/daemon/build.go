@@ -9,6 +9,6 @@ import (
 	"github.com/uplinkd/uplinkd/policy"
 )
 
-func newDetector(p *policy.Policy, log *slog.Logger, reg prometheus.Registerer, startDown map[string]string) (HealthSource, error) {
-	return detector.New(detector.Config{Policy: p, Logger: log, Metrics: detector.NewMetrics(reg), StartDown: startDown})
+func newDetector(p *policy.Policy, log *slog.Logger, reg prometheus.Registerer, startDown map[string]string, b detector.BFD) (HealthSource, error) {
+	return detector.New(detector.Config{Policy: p, Logger: log, Metrics: detector.NewMetrics(reg), StartDown: startDown, BFD: b})
 }

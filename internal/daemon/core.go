@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/uplinkd/uplinkd/detector"
+	"github.com/uplinkd/uplinkd/internal/condition"
 	"github.com/uplinkd/uplinkd/internal/hooks"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/routing"
@@ -48,6 +49,7 @@ const DefaultReloadDebounce = 100 * time.Millisecond
 type Core struct {
 	log     *slog.Logger
 	det     HealthSource
+	bfd     BFDSessions // nil without BFD
 	rec     RouteSink
 	hooks   *hooks.Runner
 	metrics *Metrics
@@ -66,6 +68,7 @@ type Core struct {
 	reloadc chan chan error
 	beat    chanHeartbeat
 	live    []LivenessSource // every other long-lived worker, for Healthy
+	conds   *conditions      // the loop's; status reads condStatus
 
 	// mu guards what status readers see. The loop holds it only to copy
 	// values in, never across a channel operation or a kernel call.
@@ -80,6 +83,7 @@ type Core struct {
 	reloadErr   error
 	reloads     int
 	version     string
+	condStatus  []condition.Status
 }
 
 // chanHeartbeat records when the loop last went round, for /healthz.
@@ -96,6 +100,7 @@ type CoreConfig struct {
 	Policy   *policy.Policy
 	Logger   *slog.Logger
 	Detector HealthSource
+	BFD      BFDSessions // may be nil: no BFD sessions
 	Routes   RouteSink
 	Hooks    *hooks.Runner // may be nil
 	Metrics  *Metrics      // may be nil
@@ -113,6 +118,9 @@ type CoreConfig struct {
 	// them Down too): those a previous instance had withdrawn, so the
 	// initial apply matches what it left.
 	StartDown map[string]string
+	// ConditionFacts watches the links, addresses and track files the
+	// policy's conditions name; nil in tests that have none.
+	ConditionFacts ConditionFacts
 }
 
 // NewCore builds the loop. It does not start anything.
@@ -120,6 +128,7 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 	c := &Core{
 		log:         cfg.Logger,
 		det:         cfg.Detector,
+		bfd:         cfg.BFD,
 		rec:         cfg.Routes,
 		hooks:       cfg.Hooks,
 		metrics:     cfg.Metrics,
@@ -158,6 +167,7 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 			c.health[g.Name] = routing.Down
 		}
 	}
+	c.conds = newConditions(c.pol, cfg.ConditionFacts)
 	c.started = c.now()
 	c.lastReload = c.started
 	c.hooks.SetHooks(c.pol.Hooks)
@@ -195,6 +205,12 @@ func (c *Core) snapshot() routing.Snapshot {
 	s := routing.Snapshot{}
 	for name, h := range c.health {
 		s[name] = h
+	}
+	for name, up := range c.conds.up {
+		s[routing.ConditionKey(name)] = routing.Down
+		if up {
+			s[routing.ConditionKey(name)] = routing.Up
+		}
 	}
 	return s
 }

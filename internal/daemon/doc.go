@@ -36,6 +36,9 @@
 //     detector (HealthSource) and the reconciler (RouteSink).
 //   - loop.go: Core.Loop and what a detector transition does: routes,
 //     track files, group bookkeeping, hooks.
+//   - conditions.go: [condition.NAME] in the loop: facts in (health, and
+//     condwatch's links, addresses and track files), the pure evaluator,
+//     then routes, metrics, track files and hooks out.
 //   - groups.go: policy lookups the loop and status share (groups of a
 //     gateway, their tables); which gateways are standby is routing's
 //     rule (routing.Standby).

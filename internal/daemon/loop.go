@@ -25,6 +25,7 @@ func (c *Core) Loop(ctx context.Context) error {
 			c.log.Error("writing track file", "gateway", g.Name, "err", err)
 		}
 	}
+	c.initConditions(c.pol)
 	c.update(true)
 	debounce := c.Debounce
 	if debounce <= 0 {
@@ -63,6 +64,10 @@ func (c *Core) Loop(ctx context.Context) error {
 				continue
 			}
 			c.transition(tr)
+		case <-c.conds.changed():
+			c.conditionsChanged()
+		case <-c.conds.timer.C:
+			c.conditionsChanged()
 		case ch := <-c.reloadc:
 			if len(pending) == 0 {
 				timer.Reset(debounce)
@@ -218,6 +223,9 @@ func (c *Core) transition(tr detector.Transition) {
 	// The detector logs the transition itself at Info.
 	c.log.Debug("gateway "+tr.To.String(), "gateway", tr.Gateway, "iface", g.Interface, "from", tr.From.String(),
 		"to", tr.To.String(), "cause", tr.Cause, "reason", tr.Reason)
+	// Conditions follow health before routes are pushed, so a route gated
+	// by a condition changes in the same push as the gateway's own.
+	changes := c.evalConditions()
 	// Routes first; hooks and bookkeeping only queue work. A conntrack
 	// flush waits for the reconciler to have applied the routes (see
 	// conntrackFlusher), so it is asked for before they are handed over.
@@ -241,6 +249,7 @@ func (c *Core) transition(tr detector.Transition) {
 		})
 	}
 	c.updateGroups(snap, false)
+	c.announceConditions(changes)
 }
 
 // OnApplied is the reconciler's callback: it fires route_changed hooks. It

@@ -12,6 +12,7 @@ import (
 type Metrics struct {
 	groupUp      *prometheus.GaugeVec
 	groupHealthy *prometheus.GaugeVec
+	conditionUp  *prometheus.GaugeVec
 	reloadOK     prometheus.Gauge
 	reloadTime   prometheus.Gauge
 	buildInfo    *prometheus.GaugeVec
@@ -39,6 +40,8 @@ func NewMetrics(reg prometheus.Registerer, bi BuildInfo) *Metrics {
 			Help: "1 while the group has at least one healthy (up or degraded) gateway."}, []string{"group"}),
 		groupHealthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "uplinkd_group_healthy_gateways",
 			Help: "Healthy (up or degraded) gateways in the group."}, []string{"group"}),
+		conditionUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "uplinkd_condition_up",
+			Help: "1 while the condition is up (its terms hold, after its hold times)."}, []string{"condition"}),
 		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{Name: "uplinkd_config_last_reload_successful",
 			Help: "1 if the last policy load or reload succeeded; 0 if it was refused and the previous policy still runs."}),
 		reloadTime: prometheus.NewGauge(prometheus.GaugeOpts{Name: "uplinkd_config_last_reload_success_timestamp_seconds",
@@ -58,7 +61,7 @@ func NewMetrics(reg prometheus.Registerer, bi BuildInfo) *Metrics {
 		gws:   map[string]bool{},
 		tiers: map[string]bool{},
 	}
-	reg.MustRegister(m.groupUp, m.groupHealthy, m.reloadOK, m.reloadTime, m.buildInfo, m.gatewayInfo, m.inRoute, m.activeTier, m.ctFlushed)
+	reg.MustRegister(m.groupUp, m.groupHealthy, m.conditionUp, m.reloadOK, m.reloadTime, m.buildInfo, m.gatewayInfo, m.inRoute, m.activeTier, m.ctFlushed)
 	m.buildInfo.WithLabelValues(bi.Version, bi.Commit, bi.GoVersion).Set(1)
 	return m
 }
@@ -81,6 +84,23 @@ func (m *Metrics) forgetGroup(name string) {
 	}
 	m.groupUp.DeleteLabelValues(name)
 	m.groupHealthy.DeleteLabelValues(name)
+}
+
+func (m *Metrics) setCondition(name string, up bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	m.conditionUp.WithLabelValues(name).Set(v)
+}
+
+func (m *Metrics) forgetCondition(name string) {
+	if m != nil {
+		m.conditionUp.DeleteLabelValues(name)
+	}
 }
 
 func (m *Metrics) reloaded(ok bool, unix float64) {

@@ -82,8 +82,15 @@ func (c *Core) loadForReload() (*policy.Policy, error) {
 		return nil, fmt.Errorf("route_protocol changed from %d to %d: restart uplinkd to change it, a reload would orphan every route it owns",
 			c.pol.Daemon.RouteProtocol, p.Daemon.RouteProtocol)
 	}
+	peers, err := bfdPeers(p)
+	if err != nil {
+		return nil, err
+	}
 	if err := c.det.Update(p); err != nil {
 		return nil, fmt.Errorf("updating detector: %w", err)
+	}
+	if c.bfd != nil {
+		c.bfd.Set(peers) // kept sessions renegotiate their timers by poll
 	}
 	return p, nil
 }
@@ -121,6 +128,9 @@ func (c *Core) adopt(p *policy.Policy) {
 	for _, grp := range p.Groups {
 		keep[grp.Name] = true
 	}
+	for _, cd := range p.Conditions {
+		keep[cd.Name] = true
+	}
 	for _, grp := range old.Groups {
 		if p.Group(grp.Name) == nil {
 			c.metrics.forgetGroup(grp.Name)
@@ -157,7 +167,10 @@ func (c *Core) adopt(p *policy.Policy) {
 			c.log.Error("writing track file", "gateway", g.Name, "err", err)
 		}
 	}
+	c.adoptConditions(p)
+	changes := c.evalConditions()
 	c.update(false)
+	c.announceConditions(changes)
 }
 
 // restartOnly lists the [daemon] settings a reload cannot change.

@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/vishvananda/netns"
 
+	"github.com/uplinkd/uplinkd/bfd"
+	"github.com/uplinkd/uplinkd/internal/condwatch"
 	"github.com/uplinkd/uplinkd/internal/hooks"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/routing"
@@ -81,6 +83,8 @@ type daemon struct {
 	rec   *routing.Reconciler
 	det   HealthSource
 	ct    *routing.KernelConntrack // nil without a conntrack socket
+	conds *condwatch.Watcher       // links, addresses and track files for conditions
+	bfd   *bfd.Server
 	core  *Core
 
 	kernel   *routing.Kernel // the reconciler's netlink handle, closed by close
@@ -165,19 +169,29 @@ func (d *daemon) build() error {
 	if err != nil {
 		return err
 	}
+	peers, err := bfdPeers(d.p)
+	if err != nil {
+		return err
+	}
+	d.bfd = bfd.New(bfd.Options{Logger: d.log})
+	d.bfd.Set(peers)
+	d.reg.MustRegister(bfd.NewCollector(d.bfd))
 	startDown := adoptWithdrawn(d.p, d.rec, d.log)
-	if d.det, err = newDetector(d.p, d.log, d.reg, startDown); err != nil {
+	if d.det, err = newDetector(d.p, d.log, d.reg, startDown, bfdEvidence{d.bfd}); err != nil {
 		return fmt.Errorf("creating detector: %w", err)
 	}
 	if d.ct, err = openConntrack(d.p, d.log); err != nil {
 		return err
 	}
+	d.conds = condwatch.New(condwatch.Config{Logger: d.log, Resync: d.p.Daemon.ResyncEvery})
 	path := d.opts.ConfigPath
 	d.core, err = NewCore(CoreConfig{
-		Policy: d.p, Logger: d.log, Detector: d.det, Routes: d.rec, Hooks: d.hooks, Metrics: dm, Conntrack: conntrackOrNil(d.ct),
-		TrackDir: d.p.Daemon.TrackDir, Load: func() (*policy.Policy, error) { return loadChecked(path) },
-		Version: d.opts.Build.Version, StartDown: startDown,
-		Liveness: []LivenessSource{detectorLiveness(d.det), recCalls.report, d.httpBusy.report, hookLiveness(d.hooks)},
+		Policy: d.p, Logger: d.log, Detector: d.det, Routes: d.rec, Hooks: d.hooks, Metrics: dm, BFD: d.bfd,
+		Conntrack: conntrackOrNil(d.ct),
+		TrackDir:  d.p.Daemon.TrackDir, Load: func() (*policy.Policy, error) { return loadChecked(path) },
+		Version: d.opts.Build.Version, StartDown: startDown, ConditionFacts: d.conds,
+		Liveness: []LivenessSource{detectorLiveness(d.det), recCalls.report, d.httpBusy.report, hookLiveness(d.hooks),
+			conditionLiveness(d.conds), bfdLiveness(d.bfd)},
 	})
 	return err
 }
@@ -286,7 +300,9 @@ func (d *daemon) serve(ctx context.Context) error {
 	d.core.notify = func(state string) { _, _ = sd.SdNotify(false, state) }
 
 	w.start("detector", d.det.Run)
+	w.start("bfd", d.bfd.Run)
 	w.start("reconciler", d.rec.Run)
+	w.start("condition watcher", d.conds.Run)
 	w.start("health loop", d.core.Loop)
 	var srv *http.Server
 	if d.httpLn != nil {
@@ -375,6 +391,9 @@ func (d *daemon) close() {
 	}
 	if d.det != nil {
 		d.det.Close()
+	}
+	if d.bfd != nil {
+		d.bfd.Close() // peers are told AdminDown, not left to time out
 	}
 	if d.rec != nil {
 		d.rec.Close()

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/uplinkd/uplinkd/bfd"
 	"github.com/uplinkd/uplinkd/detector"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/routing"
@@ -33,6 +34,8 @@ type Status struct {
 	// (resilient nexthop groups), mpath (nexthop groups) or classic
 	// (RTA_MULTIPATH routes), the last two a fallback.
 	Multipath string `json:"multipath"`
+	// Conditions are every [condition.NAME], by name.
+	Conditions []ConditionStatus `json:"conditions"`
 }
 
 // GatewayStatus is one gateway in Status.
@@ -63,6 +66,10 @@ type GatewayStatus struct {
 	FlapPenalty     float64  `json:"flap_penalty"`
 	Damped          bool     `json:"damped"`
 	Routes          []string `json:"routes"` // installed routes with a nexthop through this gateway
+
+	// BFD is the gateway's BFD session: state, discriminators, negotiated
+	// intervals, diags, counters; absent without a bfd section.
+	BFD *bfd.Status `json:"bfd,omitempty"`
 }
 
 // GroupStatus is one group in Status.
@@ -75,7 +82,25 @@ type GroupStatus struct {
 	Gateways []string `json:"gateways"`
 }
 
-// Check reports whether the gateway or group name is up (degraded counts as
+// ConditionStatus is one condition in Status.
+type ConditionStatus struct {
+	Name  string    `json:"name"`
+	Up    bool      `json:"up"`
+	Since time.Time `json:"since"` // last change; zero if it never came up
+	// Pending is set while the terms disagree with Up and a hold time
+	// runs out at Until.
+	Pending bool            `json:"pending"`
+	Until   time.Time       `json:"until,omitzero"`
+	Terms   []ConditionTerm `json:"terms"`
+}
+
+// ConditionTerm is one term of a condition and whether it holds now.
+type ConditionTerm struct {
+	Term  string `json:"term"`
+	Holds bool   `json:"holds"`
+}
+
+// Check reports whether the gateway, group or condition name is up (degraded counts as
 // up), and whether the name exists at all.
 func (s *Status) Check(name string) (up, found bool) {
 	for _, g := range s.Gateways {
@@ -86,6 +111,11 @@ func (s *Status) Check(name string) (up, found bool) {
 	for _, g := range s.Groups {
 		if g.Name == name {
 			return g.Up, true
+		}
+	}
+	for _, c := range s.Conditions {
+		if c.Name == name {
+			return c.Up, true
 		}
 	}
 	return false, false
@@ -105,6 +135,7 @@ func (c *Core) Status() *Status {
 		standby: maps.Clone(c.standby),
 	}
 	gh := maps.Clone(c.groupHealth)
+	conds := c.condStatus // replaced, never modified, by the loop
 	s := &Status{
 		Version: c.version, Policy: p.File, Now: c.now(), Started: c.started, LastReload: c.lastReload,
 		LastReloadOK: c.reloadErr == nil, RouteProtocol: p.Daemon.RouteProtocol,
@@ -123,15 +154,25 @@ func (c *Core) Status() *Status {
 	for _, d := range det {
 		byName[d.Name] = d
 	}
+	sessions := map[string]bfd.Status{}
+	if c.bfd != nil {
+		for _, st := range c.bfd.Status() {
+			sessions[st.Name] = st
+		}
+	}
 	for _, g := range p.Gateways {
 		gs := v.gateway(p, g, byName)
 		gs.Routes = held[hop{g.Address.String(), g.Interface}]
+		if st, ok := sessions[g.Name]; ok && g.BFD != nil {
+			gs.BFD = &st
+		}
 		s.Gateways = append(s.Gateways, gs)
 	}
 	for _, grp := range p.Groups {
 		s.Groups = append(s.Groups, GroupStatus{Name: grp.Name, Family: grp.Family, Table: grp.Table,
 			Up: gh[grp.Name] > 0, Healthy: gh[grp.Name], Gateways: slices.Clone(grp.Gateways)})
 	}
+	s.Conditions = conditionStatus(p, conds)
 	return s
 }
 

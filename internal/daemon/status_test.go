@@ -30,6 +30,11 @@ func TestWriteTable(t *testing.T) {
 		},
 		Groups: []GroupStatus{{Name: "wan", Family: 4, Table: 254, Up: true, Healthy: 1, Gateways: []string{"isp1", "isp2"}}},
 		Rules:  []string{"1000: from 198.18.1.2 lookup 201 proto 212"},
+		Conditions: []ConditionStatus{
+			{Name: "claim", Up: false, Since: now.Add(-5 * time.Second), Pending: true, Until: now.Add(1500 * time.Millisecond),
+				Terms: []ConditionTerm{{"address 198.18.0.100 on eth1", true}, {"gateway isp2 up", true}}},
+			{Name: "two-uplinks", Up: false, Terms: []ConditionTerm{{"gateway isp1 up", false}, {"gateway isp2 up", true}}},
+		},
 	}
 	var b strings.Builder
 	if err := WriteTable(&b, s); err != nil {

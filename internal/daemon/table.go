@@ -35,6 +35,14 @@ func shortDur(d time.Duration) string {
 	return d.Round(time.Minute).String()
 }
 
+// sinceText is how long ago t was; "-" for never.
+func sinceText(now, t time.Time) string {
+	if t.IsZero() || now.IsZero() {
+		return "-"
+	}
+	return shortDur(now.Sub(t)) + " ago"
+}
+
 func rttText(last, avg float64) string {
 	if last <= 0 && avg <= 0 {
 		return "-"
@@ -62,10 +70,7 @@ func WriteTable(w io.Writer, s *Status) error {
 		if g.Damped {
 			state += " (damped)"
 		}
-		since := "-"
-		if !g.Since.IsZero() && !s.Now.IsZero() {
-			since = shortDur(s.Now.Sub(g.Since)) + " ago"
-		}
+		since := sinceText(s.Now, g.Since)
 		reason := g.Reason
 		if reason == "" {
 			reason = "-"
@@ -86,6 +91,7 @@ func WriteTable(w io.Writer, s *Status) error {
 			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s\n", g.Name, state, g.Healthy, len(g.Gateways), g.Table, strings.Join(g.Gateways, ", "))
 		}
 	}
+	writeConditions(tw, s)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -131,4 +137,42 @@ func multipathText(form string) string {
 		return "classic multipath routes (fallback: no nexthop objects)"
 	}
 	return form
+}
+
+// writeConditions prints one line per condition: its state, a pending
+// change and when it ends, and the terms that do not hold.
+func writeConditions(tw io.Writer, s *Status) {
+	if len(s.Conditions) == 0 {
+		return
+	}
+	fmt.Fprintln(tw)
+	fmt.Fprintln(tw, "CONDITION\tSTATE\tSINCE\tHOLDING\tNOT HOLDING")
+	for _, c := range s.Conditions {
+		state := "down"
+		if c.Up {
+			state = "up"
+		}
+		if c.Pending {
+			next := "up"
+			if c.Up {
+				next = "down"
+			}
+			state += fmt.Sprintf(" (%s in %s)", next, shortDur(c.Until.Sub(s.Now)))
+		}
+		since := sinceText(s.Now, c.Since)
+		n := 0
+		var fail []string
+		for _, t := range c.Terms {
+			if t.Holds {
+				n++
+			} else {
+				fail = append(fail, t.Term)
+			}
+		}
+		not := "-"
+		if len(fail) > 0 {
+			not = strings.Join(fail, "; ")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\n", c.Name, state, since, n, len(c.Terms), not)
+	}
 }

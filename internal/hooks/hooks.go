@@ -52,6 +52,7 @@ type Event struct {
 	Reason    string
 	Table     string
 	Changes   string // route_changed: the operations applied, one per line
+	Condition string // condition_up, condition_down: the condition's name
 }
 
 // Env returns the hook's complete environment.
@@ -68,6 +69,7 @@ func (e Event) Env() []string {
 		"UPLINKD_REASON=" + sanitize(e.Reason),
 		"UPLINKD_TABLE=" + e.Table,
 		"UPLINKD_CHANGES=" + e.Changes,
+		"UPLINKD_CONDITION=" + e.Condition,
 	}
 }
 
@@ -92,7 +94,8 @@ func Matches(h *policy.Hook, e Event) bool {
 		return true
 	}
 	return e.Gateway != "" && slices.Contains(h.Objects, e.Gateway) ||
-		e.Group != "" && slices.Contains(h.Objects, e.Group)
+		e.Group != "" && slices.Contains(h.Objects, e.Group) ||
+		e.Condition != "" && slices.Contains(h.Objects, e.Condition)
 }
 
 // Metrics is uplinkd_hook_runs_total.

@@ -75,6 +75,7 @@ func newRunner(t *testing.T, cfg Config, hs ...*policy.Hook) (*Runner, *collecto
 func TestMatches(t *testing.T) {
 	h := &policy.Hook{Events: []string{policy.EventGatewayDown, policy.EventGroupDown}, Objects: []string{"isp1", "wan"}}
 	all := &policy.Hook{Events: []string{policy.EventGatewayDown}}
+	cond := &policy.Hook{Events: []string{policy.EventConditionUp}, Objects: []string{"claim"}}
 	for _, tc := range []struct {
 		name string
 		h    *policy.Hook
@@ -88,6 +89,8 @@ func TestMatches(t *testing.T) {
 		{"event not subscribed", h, Event{Name: policy.EventGatewayUp, Gateway: "isp1"}, false},
 		{"no filter", all, Event{Name: policy.EventGatewayDown, Gateway: "x"}, true},
 		{"filter, no object", h, Event{Name: policy.EventGatewayDown}, false},
+		{"condition listed", cond, Event{Name: policy.EventConditionUp, Condition: "claim"}, true},
+		{"other condition", cond, Event{Name: policy.EventConditionUp, Condition: "other"}, false},
 	} {
 		if got := Matches(tc.h, tc.e); got != tc.want {
 			t.Errorf("%s: Matches = %v, want %v", tc.name, got, tc.want)
@@ -132,6 +135,7 @@ func TestEnvIsCleanAndComplete(t *testing.T) {
 		"UPLINKD_REASON":     "3 probes lost after $(reboot)",
 		"UPLINKD_TABLE":      "254",
 		"UPLINKD_CHANGES":    "",
+		"UPLINKD_CONDITION":  "",
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("hook environment (-want +got):\n%s", d)

@@ -1,4 +1,4 @@
-package detector
+package nlsub
 
 import (
 	"context"
@@ -9,10 +9,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// TestKeepSubscribedRetriesAFailedSubscribe: a subscribe that fails never
+// TestKeepRetriesAFailedSubscribe: a subscribe that fails never
 // closes its channel, so the helper must not wait for it to drain; it
 // retries, and once subscribed hands the live channel to serve.
-func TestKeepSubscribedRetriesAFailedSubscribe(t *testing.T) {
+func TestKeepRetriesAFailedSubscribe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	attempts := 0
@@ -32,7 +32,7 @@ func TestKeepSubscribedRetriesAFailedSubscribe(t *testing.T) {
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
-		keepSubscribed(ctx, 1, subscribe, func(ch <-chan int, errc <-chan error, err error) {
+		Keep(ctx, 1, subscribe, func(ch <-chan int, errc <-chan error, err error) {
 			if err != nil {
 				got = append(got, "error")
 				return
@@ -47,7 +47,7 @@ func TestKeepSubscribedRetriesAFailedSubscribe(t *testing.T) {
 	select {
 	case <-finished:
 	case <-time.After(10 * time.Second):
-		t.Fatal("keepSubscribed did not return: it waited on a channel a failed subscribe never closes")
+		t.Fatal("Keep did not return: it waited on a channel a failed subscribe never closes")
 	}
 	if diff := cmp.Diff([]string{"error", "error", "serving"}, got); diff != "" {
 		t.Errorf("serve calls (-want +got):\n%s", diff)
