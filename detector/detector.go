@@ -31,6 +31,9 @@ type Config struct {
 	// Traffic is the source of traffic evidence; nil: Kernel's, the
 	// interface counters. A per-gateway source plugs in here.
 	Traffic TrafficCounters
+	// BFD is the BFD evidence source; nil: none (gateways' bfd sections
+	// are then ignored).
+	BFD BFD
 	// Prober may be nil: raw sockets in the namespace of Kernel when it
 	// is a *Netlink, else in the current namespace.
 	Prober Prober
@@ -61,6 +64,7 @@ type Detector struct {
 	traffic TrafficCounters
 	pr      Prober
 	ownPr   bool
+	bfd     BFD
 	now     func() time.Time
 
 	live       []*beat // health loop and watchers, in Liveness order
@@ -91,17 +95,18 @@ type Detector struct {
 }
 
 type gwState struct {
-	g         *policy.Gateway
-	m         *Machine
-	nextProbe time.Time
-	lastSent  time.Time
-	inflight  int
-	gen       int // bumped when the gateway is replaced, so stale results are dropped
-	rounds    []time.Time
-	hw        net.HardwareAddr
-	silent    bool      // last traffic sample was silent
-	lastTx    time.Time // when traffic last left for it (by its traffic counters)
-	lastRx    time.Time // when traffic last came from it
+	g           *policy.Gateway
+	m           *Machine
+	nextProbe   time.Time
+	lastSent    time.Time
+	inflight    int
+	gen         int // bumped when the gateway is replaced, so stale results are dropped
+	rounds      []time.Time
+	hw          net.HardwareAddr
+	silent      bool      // last traffic sample was silent
+	bfdVerified bool      // the BFD session was asked to verify this silence
+	lastTx      time.Time // when traffic last left for it (by its traffic counters)
+	lastRx      time.Time // when traffic last came from it
 }
 
 type ifaceState struct {
@@ -136,7 +141,7 @@ func New(cfg Config) (*Detector, error) {
 	if cfg.Policy == nil {
 		return nil, errors.New("creating detector: no policy")
 	}
-	d := &Detector{log: cfg.Logger, met: cfg.Metrics, pr: cfg.Prober, now: cfg.Now,
+	d := &Detector{log: cfg.Logger, met: cfg.Metrics, pr: cfg.Prober, bfd: cfg.BFD, now: cfg.Now,
 		kick: make(chan struct{}, 1), gws: map[string]*gwState{}, ifaces: map[string]*ifaceState{},
 		standby: map[string]bool{}, results: make(chan probeResult, 64), done: make(chan struct{})}
 	if d.log == nil {
@@ -350,6 +355,10 @@ func (d *Detector) Run(ctx context.Context) error {
 	in := d.startWatchers(ctx)
 	defer d.wg.Wait()
 
+	var bfdUpdates <-chan struct{} // nil without BFD: never ready
+	if d.bfd != nil {
+		bfdUpdates = d.bfd.Updates()
+	}
 	live := d.live[liveHealth]
 	now := d.now()
 	live.begin(now)
@@ -371,6 +380,8 @@ func (d *Detector) Run(ctx context.Context) error {
 			handle = func(now time.Time) { d.onTraffic(ctx, te, now) }
 		case me := <-in.modes:
 			handle = func(time.Time) { d.onMode(me) }
+		case <-bfdUpdates:
+			handle = func(now time.Time) { d.onBFD(ctx, now) }
 		case r := <-d.results:
 			handle = func(now time.Time) { d.onResult(ctx, r, now) }
 		case <-d.kick:

@@ -23,9 +23,11 @@ const (
 	EvRx
 	// EvProbe is the result of one probe round (all of a gateway's targets).
 	EvProbe
+	// EvBFD is a change of the gateway's BFD session (see BFDAdvice).
+	EvBFD
 )
 
-var kindNames = [...]string{"tick", "carrier", "neigh", "tx-without-rx", "rx", "probe"}
+var kindNames = [...]string{"tick", "carrier", "neigh", "tx-without-rx", "rx", "probe", "bfd"}
 
 func (k EventKind) String() string {
 	if k >= 0 && int(k) < len(kindNames) {
@@ -63,7 +65,8 @@ type Event struct {
 	Age    time.Duration // EvNeigh: age of the confirmation
 	RTT    time.Duration // EvProbe: round-trip time of a good round
 	For    time.Duration // EvTxWithoutRx: how long tx has run without rx
-	Detail string        // EvProbe: which targets failed, for reasons
+	Detail string        // EvProbe: which targets failed; EvBFD: the reason
+	BFD    BFDAdvice     // EvBFD
 }
 
 // adviceOf says what a neighbour entry tells about liveness.

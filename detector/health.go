@@ -28,6 +28,7 @@ func (d *Detector) apply(p *policy.Policy, now time.Time) []Transition {
 			if g.Profile != nil {
 				old.m.SetProfile(*g.Profile)
 			}
+			old.m.SetBFD(g.BFD)
 			old.g = g
 			continue
 		}
@@ -311,10 +312,11 @@ func (d *Detector) onGatewayTraffic(ctx context.Context, gs *gwState, gt gwTraff
 		if gs.silent {
 			d.met.evidenceEvent(gs.g.Name, SourceTraffic, true)
 		}
-		gs.silent = false
+		gs.silent, gs.bfdVerified = false, false
 		d.observe(ctx, gs, Event{Kind: EvRx, Iface: gs.g.Interface}, now)
 	}
 	if gt.SilentFor >= gs.m.prof.TxWithoutRx && gs.m.prof.TxWithoutRx > 0 {
+		d.verifyBFD(gs)
 		checking := gs.m.Checking()
 		d.observe(ctx, gs, Event{Kind: EvTxWithoutRx, Iface: gs.g.Interface, For: gt.SilentFor}, now)
 		if !checking && gs.m.Checking() {

@@ -23,6 +23,8 @@ type Machine struct {
 	addr    netip.Addr
 	prof    policy.Profile
 	standby bool
+	bfdDown string // policy.BFDDown*: what a BFD Down does; "" without BFD
+	bfdUp   bool
 
 	state  State
 	since  time.Time
@@ -68,6 +70,9 @@ func NewMachine(g *policy.Gateway, now time.Time) *Machine {
 		m.prof = *g.Profile
 	} else {
 		m.prof = policy.DefaultProfile()
+	}
+	if g.BFD != nil {
+		m.bfdDown = g.BFD.Down
 	}
 	return m
 }
@@ -241,6 +246,8 @@ func (m *Machine) Observe(ev Event, now time.Time) (Transition, bool) {
 		return Transition{}, false
 	case EvProbe:
 		return m.onProbe(ev, now)
+	case EvBFD:
+		return m.onBFD(ev, now)
 	}
 	return Transition{}, false
 }

@@ -123,7 +123,12 @@ func (l *lab) status(name string) detector.GatewayStatus {
 
 func (l *lab) waitState(t testing.TB, gw string, st detector.State, timeout time.Duration) {
 	t.Helper()
-	detectortest.WaitFor(t, fmt.Sprintf("%s %s (transitions %v)", gw, st, l.rec.List()), timeout, func() bool { return l.status(gw).State == st })
+	// Status is published before the transition reaches the recorder, so
+	// wait for both: callers read the recorder next.
+	detectortest.WaitFor(t, fmt.Sprintf("%s %s (transitions %v)", gw, st, l.rec.List()), timeout, func() bool {
+		last, ok := l.rec.Last(gw)
+		return l.status(gw).State == st && ok && last.To == st
+	})
 }
 
 // routeVia sends traffic for the Server's target through gateway 1 or 2

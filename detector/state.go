@@ -63,6 +63,7 @@ const (
 	CauseLoss     = "loss"
 	CauseDamping  = "damping"
 	CauseConfig   = "config"
+	CauseBFD      = "bfd"
 )
 
 // Transition is a change of a gateway's state.

@@ -90,6 +90,9 @@ type (
 	fPin        = textField[Pin, *Pin]
 	fOnDown     = textField[OnDown, *OnDown]
 	fLastResort = textField[LastResort, *LastResort]
+	fFlush      = textField[FlushConntrack, *FlushConntrack]
+	fBuckets    = textField[Buckets, *Buckets]
+	fMultipath  = textField[Multipath, *Multipath]
 )
 
 type rawFile struct {
@@ -105,17 +108,18 @@ type rawFile struct {
 }
 
 type rawDaemon struct {
-	Listen         fWord     `toml:"listen"`
-	RouteProtocol  fUint8    `toml:"route_protocol"`
-	RulePriorities fBand     `toml:"rule_priorities"`
-	LogFormat      fWord     `toml:"log_format"`
-	LogLevel       fWord     `toml:"log_level"`
-	OnExit         fWord     `toml:"on_exit"`
-	ControlSocket  fWord     `toml:"control_socket"`
-	TrackDir       fWord     `toml:"track_dir"`
-	ResyncInterval fDuration `toml:"resync_interval"`
-	HTTPHosts      []fWord   `toml:"http_hosts"`
-	WebConfigFile  fWord     `toml:"web_config_file"`
+	Listen         fWord      `toml:"listen"`
+	RouteProtocol  fUint8     `toml:"route_protocol"`
+	RulePriorities fBand      `toml:"rule_priorities"`
+	LogFormat      fWord      `toml:"log_format"`
+	LogLevel       fWord      `toml:"log_level"`
+	OnExit         fWord      `toml:"on_exit"`
+	ControlSocket  fWord      `toml:"control_socket"`
+	TrackDir       fWord      `toml:"track_dir"`
+	ResyncInterval fDuration  `toml:"resync_interval"`
+	HTTPHosts      []fWord    `toml:"http_hosts"`
+	WebConfigFile  fWord      `toml:"web_config_file"`
+	Multipath      fMultipath `toml:"multipath"`
 }
 
 type rawKernel struct {
@@ -183,6 +187,11 @@ type rawGateway struct {
 	Profile        fWord      `toml:"profile"`
 	Probe          rawProbe   `toml:"probe"`
 	Detect         rawProfile `toml:"detect"`
+
+	FlushConntrack fFlush  `toml:"flush_conntrack"`
+	SNATAddresses  []fAddr `toml:"snat_addresses"`
+	ConntrackMark  fMark   `toml:"conntrack_mark"`
+	BFD            rawBFD  `toml:"bfd"`
 }
 
 type rawGroup struct {
@@ -191,7 +200,11 @@ type rawGroup struct {
 	Family     fWord       `toml:"family"`
 	Metric     fUint32     `toml:"metric"`
 	LastResort fLastResort `toml:"last_resort"`
-	Condition  fWord       `toml:"condition"`
+
+	Buckets         fBuckets  `toml:"buckets"`
+	IdleTimer       fDuration `toml:"idle_timer"`
+	UnbalancedTimer fDuration `toml:"unbalanced_timer"`
+	Condition       fWord     `toml:"condition"`
 }
 
 type rawRule struct {
@@ -438,6 +451,7 @@ func (v *validator) build(raw *rawFile) *Policy {
 		p.Gateways = append(p.Gateways, v.gateway(name, &rg, p, tables, sources))
 		names[name] = "gateway"
 	}
+	v.checkConntrackInterfaces(p.Gateways)
 	p.byName = make(map[string]*Gateway, len(p.Gateways))
 	for _, g := range p.Gateways {
 		p.byName[g.Name] = g
@@ -525,6 +539,7 @@ func (v *validator) daemon(r *rawDaemon, d *Daemon) {
 			v.addAt(path("daemon", "web_config_file"), obj, "web_config_file %q must be an absolute path", d.WebConfigFile)
 		}
 	}
+	d.Multipath = enumOr(v, r.Multipath, path("daemon", "multipath"), obj, MultipathClassic)
 	d.ResyncEvery = DefaultResync
 	if check(v, r.ResyncInterval, path("daemon", "resync_interval"), obj) {
 		d.ResyncEvery = time.Duration(r.ResyncInterval.V)
@@ -787,6 +802,8 @@ func (v *validator) gateway(name string, r *rawGateway, p *Policy, tables map[ui
 	if g.Probe.Pin == PinSource && len(g.Sources) == 0 {
 		v.addAt(at("probe", "pin"), obj, "pin = \"source\" needs at least one source address")
 	}
+	g.Conntrack = v.conntrack(r, g, at, obj)
+	g.BFD = v.bfd(&r.BFD, g, at, obj)
 	return g
 }
 
@@ -796,7 +813,8 @@ func (v *validator) group(name string, r *rawGroup, p *Policy, tables map[uint32
 	if !nameOK(name) {
 		v.addAt(at(), obj, "name must be 1..64 letters, digits, '-', '_' or '.'")
 	}
-	g := &Group{Name: name, Table: TableMain, LastResort: LastResortKeep}
+	g := &Group{Name: name, Table: TableMain, LastResort: LastResortKeep,
+		Buckets: DefaultBuckets, IdleTimer: DefaultIdleTimer, UnbalancedTimer: DefaultUnbalancedTimer}
 	switch v.enum(r.Family, at("family"), obj, "", "ipv4", "ipv6") {
 	case "ipv4":
 		g.Family = 4
@@ -838,6 +856,30 @@ func (v *validator) group(name string, r *rawGroup, p *Policy, tables map[uint32
 		g.Metric = uint32(r.Metric.V)
 	}
 	g.LastResort = enumOr(v, r.LastResort, at("last_resort"), obj, LastResortKeep)
+	if check(v, r.Buckets, at("buckets"), obj) {
+		g.Buckets = int(r.Buckets.V)
+	}
+	for _, t := range []struct {
+		f   fDuration
+		key string
+		dst *time.Duration
+	}{{r.IdleTimer, "idle_timer", &g.IdleTimer}, {r.UnbalancedTimer, "unbalanced_timer", &g.UnbalancedTimer}} {
+		if !check(v, t.f, at(t.key), obj) {
+			continue
+		}
+		d := time.Duration(t.f.V)
+		switch {
+		case d%(10*time.Millisecond) != 0:
+			v.addAt(at(t.key), obj, "%s %v is not a whole number of 10ms steps (the kernel keeps 1/100 s)", t.key, d)
+		case d > MaxGroupTimer:
+			v.addAt(at(t.key), obj, "%s %v is longer than %v", t.key, d, MaxGroupTimer)
+		default:
+			*t.dst = d
+		}
+	}
+	if t := r.IdleTimer; t.Set && t.Err == nil && time.Duration(t.V) == 0 {
+		v.addAt(at("idle_timer"), obj, "idle_timer 0 would move busy flows back at once; it must be at least 10ms")
+	}
 	return g
 }
 
@@ -1098,4 +1140,63 @@ func (v *validator) hook(name string, r *rawHook, names map[string]string) *Hook
 		return nil
 	}
 	return h
+}
+
+// conntrack validates a gateway's conntrack flush settings. Entries are
+// matched by exactly one selector, and the interface selector only where
+// the interface is the gateway's alone (checked across gateways, see
+// checkConntrackInterfaces).
+func (v *validator) conntrack(r *rawGateway, g *Gateway, at func(...string) []string, obj string) Conntrack {
+	c := Conntrack{Flush: FlushNever}
+	if check(v, r.FlushConntrack, at("flush_conntrack"), obj) {
+		c.Flush = r.FlushConntrack.V
+	}
+	for _, a := range r.SNATAddresses {
+		if !check(v, a, at("snat_addresses"), obj) {
+			continue
+		}
+		addr := a.V.Addr.WithZone("")
+		if g.Address.IsValid() && addr.Is4() != g.Address.Is4() {
+			v.addAt(at("snat_addresses"), obj, "snat address %s is not of the gateway's address family", addr)
+			continue
+		}
+		if !slices.Contains(c.SNAT, addr) {
+			c.SNAT = append(c.SNAT, addr)
+		}
+	}
+	if check(v, r.ConntrackMark, at("conntrack_mark"), obj) {
+		c.Mark, c.Mask = r.ConntrackMark.V.Value, r.ConntrackMark.V.Mask
+		if c.Mask == 0 {
+			v.addAt(at("conntrack_mark"), obj, "conntrack_mark with mask 0 would match every entry")
+		}
+	}
+	switch {
+	case len(r.SNATAddresses) > 0 && r.ConntrackMark.Set:
+		v.addAt(at("conntrack_mark"), obj, "set snat_addresses or conntrack_mark, not both: an entry is the gateway's by one selector")
+	case c.Flush == FlushNever && (len(r.SNATAddresses) > 0 || r.ConntrackMark.Set):
+		key := "snat_addresses"
+		if r.ConntrackMark.Set {
+			key = "conntrack_mark"
+		}
+		v.addAt(at(key), obj, "%s selects conntrack entries to flush, but flush_conntrack is \"never\"", key)
+	}
+	return c
+}
+
+// checkConntrackInterfaces refuses the interface selector on an interface
+// that two gateways share: the addresses of the interface cannot tell
+// their entries apart, and a flush for one would delete the other's.
+func (v *validator) checkConntrackInterfaces(gws []*Gateway) {
+	byIface := map[string][]string{}
+	for _, g := range gws {
+		byIface[g.Interface] = append(byIface[g.Interface], g.Name)
+	}
+	for _, g := range gws {
+		if g.Conntrack.Flush == FlushNever || g.Conntrack.Match() != "interface" || len(byIface[g.Interface]) < 2 {
+			continue
+		}
+		others := slices.DeleteFunc(slices.Clone(byIface[g.Interface]), func(n string) bool { return n == g.Name })
+		v.addAt(path("gateway", g.Name, "flush_conntrack"), objName("gateway", g.Name),
+			"flush_conntrack matches by interface address, but interface %s is also %s's; set snat_addresses or conntrack_mark", g.Interface, strings.Join(others, ", "))
+	}
 }

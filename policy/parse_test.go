@@ -147,7 +147,8 @@ gateways = ["dir2", "dir1"]
 		t.Errorf("rules (-want +got):\n%s", diff)
 	}
 	g := p.Group("wan")
-	if diff := cmp.Diff(&Group{Name: "wan", Gateways: []string{"dir2", "dir1"}, Table: TableMain, Family: 4, LastResort: LastResortKeep}, g); diff != "" {
+	if diff := cmp.Diff(&Group{Name: "wan", Gateways: []string{"dir2", "dir1"}, Table: TableMain, Family: 4, LastResort: LastResortKeep,
+		Buckets: DefaultBuckets, IdleTimer: DefaultIdleTimer, UnbalancedTimer: DefaultUnbalancedTimer}, g); diff != "" {
 		t.Errorf("group (-want +got):\n%s", diff)
 	}
 	d2 := p.Gateway("dir2")
@@ -155,7 +156,7 @@ gateways = ["dir2", "dir1"]
 		t.Errorf("dir2 defaults wrong: %+v", d2)
 	}
 	if diff := cmp.Diff(Daemon{Listen: DefaultListen, RouteProtocol: DefaultRouteProtocol, RulePriority: PriorityBand{500, 599},
-		LogFormat: "text", LogLevel: "info", OnExit: OnExitLeave, ControlSocket: DefaultControlSocket, ResyncEvery: DefaultResync}, p.Daemon); diff != "" {
+		LogFormat: "text", LogLevel: "info", OnExit: OnExitLeave, ControlSocket: DefaultControlSocket, ResyncEvery: DefaultResync, Multipath: MultipathClassic}, p.Daemon); diff != "" {
 		t.Errorf("daemon (-want +got):\n%s", diff)
 	}
 }
@@ -312,4 +313,52 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestConntrackFlush(t *testing.T) {
+	src := `
+[gateway.snat]
+address = "198.18.1.1"
+interface = "eth1"
+flush_conntrack = "on_down"
+snat_addresses = ["198.18.1.2", "198.18.1.3", "198.18.1.2"]
+
+[gateway.marked]
+address = "198.18.2.1"
+interface = "eth2"
+flush_conntrack = "both"
+conntrack_mark = "0x200/0xff00"
+
+[gateway.masq]
+address = "198.18.3.1"
+interface = "eth3"
+flush_conntrack = "on_up"
+
+[gateway.plain]
+address = "198.18.4.1"
+interface = "eth4"
+`
+	p, err := Parse("t.toml", []byte(src), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]Conntrack{
+		"snat":   {Flush: FlushOnDown, SNAT: []netip.Addr{netip.MustParseAddr("198.18.1.2"), netip.MustParseAddr("198.18.1.3")}},
+		"marked": {Flush: FlushBoth, Mark: 0x200, Mask: 0xff00},
+		"masq":   {Flush: FlushOnUp},
+		"plain":  {Flush: FlushNever},
+	}
+	match := map[string]string{"snat": "snat", "marked": "mark", "masq": "interface", "plain": "interface"}
+	for name, w := range want {
+		c := p.Gateway(name).Conntrack
+		if diff := cmp.Diff(w, c, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", name, diff)
+		}
+		if c.Match() != match[name] {
+			t.Errorf("%s: Match() = %q, want %q", name, c.Match(), match[name])
+		}
+	}
+	if !FlushBoth.OnDown() || !FlushBoth.OnUp() || FlushOnUp.OnDown() || FlushOnDown.OnUp() || FlushNever.OnDown() || FlushNever.OnUp() {
+		t.Errorf("OnDown/OnUp disagree with the flush_conntrack values")
+	}
 }

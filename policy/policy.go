@@ -36,6 +36,7 @@ type Daemon struct {
 	ResyncEvery   time.Duration // periodic full resync of owned kernel state
 	HTTPHosts     []string      // Host header names the listener answers besides its address (lower case)
 	WebConfigFile string        // exporter-toolkit web configuration (TLS, basic auth); "" for plain HTTP
+	Multipath     Multipath     // how group defaults are installed; restart to change
 }
 
 const (
@@ -142,6 +143,33 @@ type Gateway struct {
 
 	Probe   Probe
 	Profile *Profile // resolved: named profile with the gateway's overrides applied
+
+	Conntrack Conntrack
+	BFD       *BFD // nil unless [gateway.NAME.bfd] enabled = true
+}
+
+// Conntrack says when and which conntrack entries of a gateway uplinkd
+// deletes. An entry is the gateway's when its reply direction targets the
+// uplink: its destination is one of SNAT (explicit `snat to` addresses),
+// or its mark matches Mark/Mask, or, with neither set, its destination is
+// an address of the gateway's interface at the time of the flush (what
+// masquerade picks).
+type Conntrack struct {
+	Flush FlushConntrack
+	SNAT  []netip.Addr
+	Mark  uint32
+	Mask  uint32 // 0: no mark selector
+}
+
+// Match names the selector: "snat", "mark" or "interface".
+func (c Conntrack) Match() string {
+	switch {
+	case len(c.SNAT) > 0:
+		return "snat"
+	case c.Mask != 0:
+		return "mark"
+	}
+	return "interface"
 }
 
 // Is6 reports whether the gateway is an IPv6 gateway.
@@ -176,8 +204,25 @@ type Group struct {
 	Family     int // 4 or 6
 	Metric     uint32
 	LastResort LastResort
-	Condition  string // if set, the group routes only while this condition is up
+
+	// Resilient nexthop group settings (Linux 5.13+), used where the
+	// kernel has them.
+	Buckets         int           // hash buckets the flows map to
+	IdleTimer       time.Duration // a bucket idle this long may move to a returning gateway
+	UnbalancedTimer time.Duration // after this long unbalanced, busy buckets move too; 0: never
+	Condition       string        // if set, the group routes only while this condition is up
 }
+
+// Defaults of the resilient group settings. 128 buckets keep each
+// gateway's share within 1/128 of its weight; 120 s is nf_conntrack's UDP
+// stream timeout, after which an idle UDP flow has lost its NAT mapping
+// anyway; 0 never breaks a busy flow to rebalance.
+const (
+	DefaultBuckets         = 128
+	DefaultIdleTimer       = 120 * time.Second
+	DefaultUnbalancedTimer = 0
+	MaxGroupTimer          = 24 * time.Hour
+)
 
 // Rule is one ip rule owned by uplinkd. Selectors left zero are absent.
 type Rule struct {

@@ -375,3 +375,63 @@ func (f *textField[T, PT]) UnmarshalTOML(data any) error {
 	f.V = v
 	return nil
 }
+
+// FlushConntrack says when uplinkd deletes a gateway's conntrack entries:
+// those whose reply direction targets the uplink (see Conntrack).
+type FlushConntrack string
+
+const (
+	// FlushNever leaves conntrack alone (the default): uplinkd deletes
+	// kernel state it does not own only where the policy asks for it.
+	FlushNever FlushConntrack = "never"
+	// FlushOnDown flushes right after the gateway's routes are withdrawn,
+	// so the next packet of each flow is NATed again through the uplink
+	// that now carries it. Needed with `snat to`: the kernel keeps that
+	// mapping for as long as the flow keeps sending.
+	FlushOnDown FlushConntrack = "on_down"
+	// FlushOnUp flushes right after the gateway's routes are back: for
+	// entries of the uplink that outlived its outage.
+	FlushOnUp FlushConntrack = "on_up"
+	// FlushBoth is on_down and on_up.
+	FlushBoth FlushConntrack = "both"
+)
+
+func (f *FlushConntrack) UnmarshalText(b []byte) (err error) {
+	*f, err = enumText("flush_conntrack", b, FlushNever, FlushOnDown, FlushOnUp, FlushBoth)
+	return err
+}
+
+// OnDown reports whether entries are flushed when the gateway goes down.
+func (f FlushConntrack) OnDown() bool { return f == FlushOnDown || f == FlushBoth }
+
+// OnUp reports whether entries are flushed when the gateway comes back.
+func (f FlushConntrack) OnUp() bool { return f == FlushOnUp || f == FlushBoth }
+
+// Buckets is the bucket count of a resilient nexthop group.
+type Buckets int
+
+func (n *Buckets) UnmarshalText(b []byte) error {
+	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 0, 64)
+	if err != nil || v < 2 || v > 4096 {
+		return fmt.Errorf("buckets %s is out of range 2..4096", strings.TrimSpace(string(b)))
+	}
+	*n = Buckets(v)
+	return nil
+}
+
+// Multipath is how group defaults are installed ([daemon] multipath).
+type Multipath string
+
+const (
+	// MultipathClassic is one RTA_MULTIPATH route per group (the default).
+	MultipathClassic Multipath = "classic"
+	// MultipathAuto uses kernel nexthop objects, resilient groups where
+	// the kernel has them (Linux 5.13+), falling back to plain nexthop
+	// groups and then to classic routes.
+	MultipathAuto Multipath = "auto"
+)
+
+func (m *Multipath) UnmarshalText(b []byte) (err error) {
+	*m, err = enumText("multipath", b, MultipathClassic, MultipathAuto)
+	return err
+}

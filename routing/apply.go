@@ -4,8 +4,10 @@ package routing
 // mean success, and the bookkeeping of what was written.
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 )
@@ -49,7 +51,8 @@ func ownedAfter(want State, ops []Op) State {
 // since the read: success for now, but the cache is stale.
 func (r *Reconciler) execute(ops []Op, l links, repair bool) (errs []error, applied []Op, retry bool) {
 	verbose := len(ops) <= 20 || repair
-	for _, op := range ops {
+	batched := map[int]error{} // results of rule ops already sent in a batch
+	for i, op := range ops {
 		var err error
 		kind := op.Kind.String()
 		switch {
@@ -62,7 +65,16 @@ func (r *Reconciler) execute(ops []Op, l links, repair bool) (errs []error, appl
 		case op.Object == ObjRoute:
 			err = r.writeRoute(op, l, &retry)
 		case op.Object == ObjRule:
-			err = r.writeRule(op)
+			if _, done := batched[i]; !done {
+				r.batchRules(ops, i, batched)
+			}
+			if raw, done := batched[i]; done {
+				err = r.ruleResult(op, raw)
+			} else {
+				err = r.writeRule(op)
+			}
+		case op.Object == ObjNexthop:
+			err = r.writeNexthop(op, &retry)
 		default:
 			err = fmt.Errorf("applying %s: no write path for %s", op.Kind, op.Object)
 		}
@@ -129,6 +141,9 @@ func (r *Reconciler) writeRoute(op Op, l links, retry *bool) error {
 		}
 		return nil
 	case OpAdd:
+		if rt.NHID != 0 {
+			return r.writeRouteVia(op, retry)
+		}
 		nr, err := toNetlinkRoute(rt, l)
 		if err != nil {
 			return fmt.Errorf("adding route %s: %w", RouteString(rt), err)
@@ -148,6 +163,9 @@ func (r *Reconciler) writeRoute(op Op, l links, retry *bool) error {
 		}
 		return nil
 	default:
+		if rt.NHID != 0 {
+			return r.writeRouteVia(op, retry)
+		}
 		nr, err := toNetlinkRoute(rt, l)
 		if err != nil {
 			return fmt.Errorf("replacing route %s: %w", RouteString(rt), err)
@@ -162,22 +180,79 @@ func (r *Reconciler) writeRoute(op Op, l links, retry *bool) error {
 }
 
 func (r *Reconciler) writeRule(op Op) error {
-	ru := *op.Rule
-	nr := toNetlinkRule(ru)
+	nr := toNetlinkRule(*op.Rule)
+	var err error
 	if op.Kind == OpDelete {
-		err := r.nl.RuleDel(nr)
+		err = r.nl.RuleDel(nr)
+	} else {
+		err = r.nl.RuleAdd(nr)
+	}
+	return r.ruleResult(op, err)
+}
+
+// ruleResult is what a rule write's kernel error means, whichever way the
+// write went (one at a time or in a batch): EEXIST on add and ENOENT on
+// delete are success.
+func (r *Reconciler) ruleResult(op Op, err error) error {
+	ru := *op.Rule
+	if op.Kind == OpDelete {
 		r.cfg.Metrics.write("rule", "delete", ignore(err, isGone))
 		if err != nil && !isGone(err) {
 			return fmt.Errorf("deleting rule %s: %w", RuleString(ru), err)
 		}
 		return nil
 	}
-	err := r.nl.RuleAdd(nr)
 	r.cfg.Metrics.write("rule", "add", ignore(err, isExist))
 	if err != nil && !isExist(err) {
 		return fmt.Errorf("adding rule %s: %w", RuleString(ru), err)
 	}
 	return nil
+}
+
+// RuleBatcher is a Netlink that can pipeline rule writes (Kernel does).
+// Each result is the error one RuleAdd or RuleDel would have returned.
+type RuleBatcher interface {
+	RuleBatch(del bool, rules []Rule) []error
+}
+
+// minBatch is the smallest run of rule writes worth a batch.
+const minBatch = 8
+
+// batchRules sends the run of rule ops of one kind that starts at ops[i]
+// in one pipelined batch, when the kernel boundary can and the run is
+// long enough, and records each raw result in done. Adds go in
+// descending priority: the kernel walks its rule list to the insertion
+// point, so ascending adds walk all of it every time. The run's order
+// among its own rules does not matter to the kernel's final state, and
+// the ops around it keep their place.
+func (r *Reconciler) batchRules(ops []Op, i int, done map[int]error) {
+	b, ok := r.nl.Netlink.(RuleBatcher)
+	if !ok {
+		return
+	}
+	j := i
+	for j < len(ops) && ops[j].Object == ObjRule && ops[j].Kind == ops[i].Kind {
+		j++
+	}
+	if j-i < minBatch {
+		return
+	}
+	idx := make([]int, 0, j-i)
+	for k := i; k < j; k++ {
+		idx = append(idx, k)
+	}
+	del := ops[i].Kind == OpDelete
+	if !del {
+		slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(ops[b].Rule.Priority, ops[a].Rule.Priority) })
+	}
+	rules := make([]Rule, len(idx))
+	for k, x := range idx {
+		rules[k] = *ops[x].Rule
+	}
+	r.nl.writes.Add(int64(len(rules)))
+	for k, err := range b.RuleBatch(del, rules) {
+		done[idx[k]] = err
+	}
 }
 
 func ignore(err error, benign func(error) bool) error {

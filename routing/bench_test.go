@@ -104,7 +104,14 @@ func BenchmarkReconcile(b *testing.B) {
 		b.Fatalf("%d rules, want %d", len(up.Rules), benchGateways*benchSources)
 	}
 	newRec := func() *Reconciler {
-		rec, err := NewReconciler(Config{Netlink: h.Handle, Watcher: silentWatcher{}, Protocol: 212, Logger: quietLogger(), ResyncEvery: time.Hour})
+		// The production boundary, Kernel: pipelined rule writes and
+		// strict dumps, as uplinkd runs.
+		k, err := NewKernel(h.NsHandle(), quietLogger())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(k.Close)
+		rec, err := NewReconciler(Config{Netlink: k, Watcher: silentWatcher{}, Protocol: 212, Logger: quietLogger(), ResyncEvery: time.Hour})
 		if err != nil {
 			b.Fatal(err)
 		}

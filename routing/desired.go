@@ -38,13 +38,14 @@ func Desired(p *policy.Policy, h Snapshot) State {
 	groupNH := map[string][]Nexthop{}
 	for _, g := range p.Groups {
 		r := Route{
-			Family:   g.Family,
-			Table:    g.Table,
-			Dst:      defaultDst(g.Family),
-			Metric:   metricFor(g.Family, g.Metric),
-			Type:     Unicast,
-			Protocol: proto,
-			Owner:    "group/" + g.Name,
+			Family:     g.Family,
+			Table:      g.Table,
+			Dst:        defaultDst(g.Family),
+			Metric:     metricFor(g.Family, g.Metric),
+			Type:       Unicast,
+			Protocol:   proto,
+			Owner:      "group/" + g.Name,
+			Resilience: &Resilience{Buckets: g.Buckets, IdleTimer: g.IdleTimer, UnbalancedTimer: g.UnbalancedTimer},
 		}
 		nhs := groupNexthops(gws, g, h)
 		if g.Condition != "" && !ConditionUp(h, g.Condition) {

@@ -30,3 +30,9 @@ var (
 const TwoISPs = twoISPs
 
 type SilentWatcher = silentWatcher
+
+// GroupSlot is the first id slot of a group's nexthop object, so that a
+// test can put a foreign object where the group would go.
+func GroupSlot(owner string, family int) uint32 {
+	return newNexthopIDs(212, nil).group(owner, family)[0]
+}

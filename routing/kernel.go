@@ -3,6 +3,7 @@ package routing
 import (
 	"errors"
 	"fmt"
+	"github.com/uplinkd/uplinkd/internal/rtnl"
 	"log/slog"
 
 	"github.com/vishvananda/netlink"
@@ -29,6 +30,7 @@ type Kernel struct {
 	*netlink.Handle
 	dump   *netlink.Handle
 	strict bool
+	batch  *rtnl.Conn // pipelined rule writes (RuleBatch)
 }
 
 // NewKernel opens the sockets of a Kernel in the network namespace ns
@@ -40,8 +42,13 @@ func NewKernel(ns netns.NsHandle, logger *slog.Logger) (*Kernel, error) {
 		return nil, fmt.Errorf("opening netlink handle: %w", err)
 	}
 	k := &Kernel{Handle: h, dump: h}
+	if k.batch, err = rtnl.Dial(ns); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("opening netlink batch socket: %w", err)
+	}
 	d, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
+		k.batch.Close()
 		h.Close()
 		return nil, fmt.Errorf("opening netlink dump handle: %w", err)
 	}
@@ -80,5 +87,40 @@ func (k *Kernel) Close() {
 	if k.dump != k.Handle {
 		k.dump.Close()
 	}
+	k.batch.Close()
 	k.Handle.Close()
+}
+
+// RuleBatch implements RuleBatcher: the rules go pipelined over one
+// socket (internal/rtnl), up to rtnl.Window in flight, and each result is
+// what one RuleAdd or RuleDel would have returned.
+func (k *Kernel) RuleBatch(del bool, rules []Rule) []error {
+	reqs := make([]rtnl.Request, len(rules))
+	errs := make([]error, len(rules))
+	for i, r := range rules {
+		rr := rtnl.Rule{Family: uint8(afOf(r.Family)), Priority: r.Priority, Src: r.From, Dst: r.To, Mark: r.Mark, Mask: r.Mask,
+			IIF: r.IIF, Table: r.Table, Protocol: r.Protocol}
+		var err error
+		if del {
+			reqs[i], err = rtnl.RuleDeleteRequest(rr)
+		} else {
+			reqs[i], err = rtnl.RuleRequest(rr)
+		}
+		if err != nil {
+			errs[i] = err
+		}
+	}
+	// Encoding errors stay in errs; only the rest are sent.
+	var send []rtnl.Request
+	var idx []int
+	for i := range reqs {
+		if errs[i] == nil {
+			send = append(send, reqs[i])
+			idx = append(idx, i)
+		}
+	}
+	for j, err := range k.batch.Batch(send) {
+		errs[idx[j]] = err
+	}
+	return errs
 }

@@ -14,6 +14,7 @@ type Metrics struct {
 	resyncs   *prometheus.CounterVec // reason
 	duration  prometheus.Histogram
 	conflicts prometheus.Gauge
+	form      *prometheus.GaugeVec // form
 }
 
 // Resync reasons, the values of uplinkd_resyncs_total's reason label.
@@ -32,7 +33,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "uplinkd_netlink_writes_total",
-			Help: "Netlink writes of routes and rules, by object, operation and result.",
+			Help: "Netlink writes of routes, rules and nexthop objects, by object, operation and result.",
 		}, []string{"object", "op", "result"}),
 		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "uplinkd_drift_repairs_total",
@@ -51,13 +52,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "uplinkd_route_conflicts",
 			Help: "Wanted routes whose key another program's route or nexthop holds; uplinkd writes none of them and retries on every resync.",
 		}),
+		form: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "uplinkd_multipath_form",
+			Help: "1 for the form group defaults are installed in: resilient (resilient nexthop groups), mpath (nexthop groups without resilience) or classic (RTA_MULTIPATH routes); anything but resilient is a fallback the kernel forced or the configuration asked for.",
+		}, []string{"form"}),
 	}
 	m.writes = register(reg, m.writes)
+	m.form = register(reg, m.form)
+	for _, f := range []Form{FormClassic, FormGroup, FormResilient} {
+		m.form.WithLabelValues(f.String())
+	}
 	m.conflicts = register(reg, m.conflicts)
 	m.repairs = register(reg, m.repairs)
 	m.resyncs = register(reg, m.resyncs)
 	m.duration = register(reg, m.duration)
-	for _, o := range []string{"route", "rule"} {
+	for _, o := range []string{"route", "rule", "nexthop"} {
 		m.repairs.WithLabelValues(o)
 		for _, op := range []string{"add", "replace", "delete"} {
 			m.writes.WithLabelValues(o, op, "ok")
@@ -123,4 +132,17 @@ func (m *Metrics) setConflicts(n int) {
 		return
 	}
 	m.conflicts.Set(float64(n))
+}
+
+func (m *Metrics) setForm(f Form) {
+	if m == nil {
+		return
+	}
+	for _, x := range []Form{FormClassic, FormGroup, FormResilient} {
+		v := 0.0
+		if x == f {
+			v = 1
+		}
+		m.form.WithLabelValues(x.String()).Set(v)
+	}
 }

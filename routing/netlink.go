@@ -279,3 +279,7 @@ func isExist(err error) bool { return errors.Is(err, unix.EEXIST) }
 func isGone(err error) bool {
 	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
 }
+
+// ToNetlinkRule is the library form of a rule as the reconciler writes it,
+// for kernel models (routingtest.MemKernel's RuleBatch).
+func ToNetlinkRule(r Rule) *netlink.Rule { return toNetlinkRule(r) }

@@ -40,8 +40,9 @@ func (k OpKind) String() string {
 type Object int
 
 const (
-	ObjRoute Object = iota + 1 // Op.Route is set
-	ObjRule                    // Op.Rule is set
+	ObjRoute   Object = iota + 1 // Op.Route is set
+	ObjRule                      // Op.Rule is set
+	ObjNexthop                   // Op.Nexthop is set
 )
 
 func (o Object) String() string {
@@ -50,6 +51,8 @@ func (o Object) String() string {
 		return "route"
 	case ObjRule:
 		return "rule"
+	case ObjNexthop:
+		return "nexthop"
 	}
 	return "object(" + strconv.Itoa(int(o)) + ")"
 }
@@ -61,6 +64,10 @@ type Op struct {
 	Object Object
 	Route  *Route
 	Rule   *Rule
+	// Nexthop is the object of an ObjNexthop op; OldNexthop the installed
+	// object a replace overwrites.
+	Nexthop    *NexthopObj
+	OldNexthop *NexthopObj
 	// Old is the installed route a replace overwrites, or the foreign
 	// route of a conflict.
 	Old *Route
@@ -81,6 +88,8 @@ func (op Op) String() string {
 		text = RuleString(*op.Rule)
 	case ObjRoute:
 		text = RouteString(*op.Route)
+	case ObjNexthop:
+		text = "nexthop " + NexthopString(*op.Nexthop)
 	}
 	switch op.Kind {
 	case OpDelete:
@@ -98,6 +107,9 @@ func (op Op) String() string {
 // Lines renders the op for people: a replace shows the installed route
 // being replaced ("- old") before the new one ("+ new").
 func (op Op) Lines() []string {
+	if op.Kind == OpReplace && op.OldNexthop != nil {
+		return []string{"- nexthop " + NexthopString(*op.OldNexthop), op.String()}
+	}
 	if op.Kind == OpReplace && op.Old != nil {
 		return []string{"- " + RouteString(*op.Old), op.String()}
 	}
@@ -109,7 +121,14 @@ func (op Op) Lines() []string {
 // with only "via") matches whatever device the kernel resolved.
 func routeEqual(want, have Route) bool {
 	if want.Key() != have.Key() || want.Type != have.Type || want.Protocol != have.Protocol ||
-		want.Src != have.Src || len(want.Nexthops) != len(have.Nexthops) {
+		want.Src != have.Src || want.NHID != have.NHID {
+		return false
+	}
+	if want.NHID != 0 {
+		// The group object holds the members; planNexthops compares them.
+		return true
+	}
+	if len(want.Nexthops) != len(have.Nexthops) {
 		return false
 	}
 	for i, w := range want.Nexthops {

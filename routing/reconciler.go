@@ -44,6 +44,14 @@ type Config struct {
 	Watcher Watcher
 	// Debounce coalesces bursts of hints into one resync; 0: DefaultDebounce.
 	Debounce time.Duration
+
+	// Nexthops is where group defaults become kernel nexthop objects. Nil:
+	// with Netlink nil, nexthop objects in the current namespace; with a
+	// Netlink given (a test), classic multipath routes only.
+	Nexthops NexthopKernel
+	// Form caps the form of group defaults; FormAuto takes the best the
+	// kernel offers (resilient groups on Linux 5.13+).
+	Form Form
 }
 
 // orDiscard is the tree's one logger default: a nil logger discards, as
@@ -63,6 +71,9 @@ type Reconciler struct {
 	log     *slog.Logger
 	watcher Watcher
 	kernel  *Kernel // created by NewReconciler, closed by Close
+	nh      NexthopKernel
+	nhOwn   *KernelNexthops // created by NewReconciler, closed by Close
+	formSet bool            // chooseForm ran; under applyMu
 	keep    atomic.Pointer[interest]
 	keepc   chan struct{} // keep changed: the watcher recompiles its socket filter
 	// suspect: a foreign route may share a key with an owned one (ip
@@ -73,16 +84,18 @@ type Reconciler struct {
 
 	applyMu sync.Mutex // serialises reconciles; never held while waiting on a channel
 
-	mu         sync.Mutex
-	want       *State
-	wantGen    uint64
-	appliedGen uint64
-	installed  State   // owned state as last read or written
-	foreign    []Route // routes of other protocols on keys uplinkd wants
-	conflicts  []Op    // OpConflict of the last reconcile that got as far as a plan
-	closing    bool    // set by Close; Run refuses to start after it
-	cacheOK    bool    // installed is known to match the kernel
-	hintGen    uint64  // bumped by every hint; a reconcile that saw one mid-way leaves the cache invalid
+	mu          sync.Mutex
+	want        *State
+	wantGen     uint64
+	appliedGen  uint64
+	installed   State // owned state as last read or written
+	installedNH nexthopState
+	form        Form
+	foreign     []Route // routes of other protocols on keys uplinkd wants
+	conflicts   []Op    // OpConflict of the last reconcile that got as far as a plan
+	closing     bool    // set by Close; Run refuses to start after it
+	cacheOK     bool    // installed is known to match the kernel
+	hintGen     uint64  // bumped by every hint; a reconcile that saw one mid-way leaves the cache invalid
 
 	setc      chan struct{}
 	retryc    chan struct{} // an add met EEXIST: the key's holder must be read
@@ -140,6 +153,17 @@ func NewReconciler(cfg Config) (*Reconciler, error) {
 			return nil, fmt.Errorf("creating reconciler: %w", err)
 		}
 		r.kernel, nl = k, k
+		if cfg.Nexthops == nil {
+			nk, err := NewKernelNexthops(netns.None(), k.Handle)
+			if err != nil {
+				k.Close()
+				return nil, fmt.Errorf("creating reconciler: %w", err)
+			}
+			r.nhOwn, r.nh = nk, nk
+		}
+	}
+	if cfg.Nexthops != nil {
+		r.nh = cfg.Nexthops
 	}
 	r.nl = &countingNetlink{Netlink: nl}
 	r.watcher = cfg.Watcher
@@ -227,6 +251,9 @@ func (r *Reconciler) Close() error {
 		if r.kernel != nil {
 			r.kernel.Close()
 		}
+		if r.nhOwn != nil {
+			r.nhOwn.Close()
+		}
 	})
 	return nil
 }
@@ -262,9 +289,20 @@ func (r *Reconciler) reconcileLocked(ctx context.Context, full bool, reason stri
 	if err != nil {
 		return 0, nil, err
 	}
+	if !r.formSet {
+		r.chooseForm()
+		r.formSet = true
+	}
+	r.mu.Lock()
+	haveNH := r.installedNH
+	r.mu.Unlock()
 	if !cached {
 		r.cfg.Metrics.resync(reason)
 		if have, foreign, err = r.readFresh(want, l); err != nil {
+			return 0, nil, err
+		}
+		if haveNH, err = r.readNexthops(&have); err != nil {
+			r.invalidate()
 			return 0, nil, err
 		}
 	}
@@ -274,7 +312,10 @@ func (r *Reconciler) reconcileLocked(ctx context.Context, full bool, reason stri
 	if len(foreign) > 0 {
 		planHave = State{Routes: append(slices.Clone(have.Routes), foreign...), Rules: have.Rules}
 	}
-	ops := Plan(*want, planHave)
+	lowered, lw := r.lower(*want, haveNH)
+	want = &lowered
+	nhBefore, nhAfter := planNexthops(lw.objs, haveNH.owned)
+	ops := append(append(nexthopOps(nhBefore), Plan(*want, planHave)...), nexthopOps(nhAfter)...)
 	before := r.nl.writes.Load()
 	errs, applied, retry := r.execute(ops, l, repair)
 	writes := int(r.nl.writes.Load() - before)
@@ -285,6 +326,7 @@ func (r *Reconciler) reconcileLocked(ctx context.Context, full bool, reason stri
 	r.conflicts = conflicts
 	if len(errs) == 0 && !retry {
 		r.installed = ownedAfter(*want, ops)
+		r.installedNH = nexthopState{owned: lw.objs, foreign: haveNH.foreign}
 		r.foreign = foreign
 		r.cacheOK = r.hintGen == hints
 		r.appliedGen = gen
@@ -343,17 +385,20 @@ func (r *Reconciler) noteConflicts(ops []Op, retry bool) []Op {
 
 // countRepairs counts applied drift repairs by object.
 func (r *Reconciler) countRepairs(applied []Op) {
-	var routes, rules int
+	var routes, rules, nexthops int
 	for _, op := range applied {
 		switch op.Object {
 		case ObjRule:
 			rules++
 		case ObjRoute:
 			routes++
+		case ObjNexthop:
+			nexthops++
 		}
 	}
 	r.cfg.Metrics.repair("route", routes)
 	r.cfg.Metrics.repair("rule", rules)
+	r.cfg.Metrics.repair("nexthop", nexthops)
 }
 
 func (r *Reconciler) invalidate() {

@@ -200,7 +200,10 @@ func RouteString(r Route) string {
 	} else {
 		b.WriteString(r.Dst.String())
 	}
-	if len(r.Nexthops) == 1 {
+	if r.NHID != 0 {
+		fmt.Fprintf(&b, " nhid %d", r.NHID)
+	}
+	if len(r.Nexthops) == 1 && r.NHID == 0 {
 		writeNexthop(&b, r.Nexthops[0], false)
 	}
 	fmt.Fprintf(&b, " table %s proto %d", policy.TableName(r.Table), r.Protocol)
@@ -213,7 +216,7 @@ func RouteString(r Route) string {
 	if r.Tos != 0 {
 		fmt.Fprintf(&b, " tos 0x%x", r.Tos)
 	}
-	if len(r.Nexthops) > 1 {
+	if len(r.Nexthops) > 1 || (r.NHID != 0 && len(r.Nexthops) > 0) {
 		for _, nh := range r.Nexthops {
 			b.WriteString(" nexthop")
 			writeNexthop(&b, nh, true)

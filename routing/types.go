@@ -89,6 +89,14 @@ type Route struct {
 	Protocol uint8
 	Src      netip.Addr // preferred source; zero when unset
 	Nexthops []Nexthop  // none for blackhole/unreachable; one plain; more multipath
+	// NHID, when set, is the nexthop object (a group) the route goes
+	// through in the kernel; Nexthops then are that group's members, for
+	// people and status, and the group object carries them.
+	NHID uint32
+
+	// Resilience is the policy's resilient-group settings for a group's
+	// default; informational like Owner, never compared.
+	Resilience *Resilience
 
 	// Owner names the policy object the route comes from ("group/wan",
 	// "gateway/dir1", "announce/svc"). Informational only: it is not part

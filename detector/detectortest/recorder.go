@@ -38,6 +38,17 @@ func (r *Recorder) First(gw string, to detector.State, since time.Time) (Recorde
 	return Recorded{}, false
 }
 
+// Last returns the latest transition of gw, if any.
+func (r *Recorder) Last(gw string) (Recorded, bool) {
+	all := r.List()
+	for i := len(all) - 1; i >= 0; i-- {
+		if all[i].Gateway == gw {
+			return all[i], true
+		}
+	}
+	return Recorded{}, false
+}
+
 // Count counts the transitions of gw to state in [from, until); a zero
 // until is open.
 func (r *Recorder) Count(gw string, to detector.State, from, until time.Time) int {

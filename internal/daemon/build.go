@@ -32,7 +32,7 @@ func (k *detectorKernel) Close() error {
 	return err
 }
 
-func newDetector(p *policy.Policy, log *slog.Logger, reg prometheus.Registerer, startDown map[string]string) (HealthSource, *detectorKernel, error) {
+func newDetector(p *policy.Policy, log *slog.Logger, reg prometheus.Registerer, startDown map[string]string, b detector.BFD) (HealthSource, *detectorKernel, error) {
 	nl, err := detector.NewNetlink(netns.None())
 	if err != nil {
 		return nil, nil, err
@@ -44,7 +44,7 @@ func newDetector(p *policy.Policy, log *slog.Logger, reg prometheus.Registerer, 
 	}
 	k := &detectorKernel{nl: nl, traffic: traffic}
 	det, err := detector.New(detector.Config{Policy: p, Logger: log, Metrics: detector.NewMetrics(reg), StartDown: startDown,
-		Kernel: nl, Traffic: traffic})
+		Kernel: nl, Traffic: traffic, BFD: b})
 	if err != nil {
 		k.Close()
 		return nil, nil, err

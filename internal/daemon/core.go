@@ -35,6 +35,7 @@ type RouteSink interface {
 	Run(ctx context.Context) error
 	Installed() routing.State
 	Conflicts() []routing.Op
+	Form() routing.Form
 	Withdraw(ctx context.Context) error
 	Close() error
 }
@@ -48,10 +49,12 @@ const DefaultReloadDebounce = 100 * time.Millisecond
 type Core struct {
 	log     *slog.Logger
 	det     HealthSource
+	bfd     BFDSessions // nil without BFD
 	rec     RouteSink
 	hooks   *hooks.Runner
 	metrics *Metrics
 	track   *trackFiles
+	flush   *conntrackFlusher // nil: no conntrack socket
 	load    func() (*policy.Policy, error)
 	now     func() time.Time
 
@@ -97,10 +100,13 @@ type CoreConfig struct {
 	Policy   *policy.Policy
 	Logger   *slog.Logger
 	Detector HealthSource
+	BFD      BFDSessions // may be nil: no BFD sessions
 	Routes   RouteSink
 	Hooks    *hooks.Runner // may be nil
 	Metrics  *Metrics      // may be nil
 	TrackDir string
+	// Conntrack is where flush_conntrack deletes entries; nil disables it.
+	Conntrack routing.Conntrack
 	// Load re-reads and validates the policy on reload.
 	Load    func() (*policy.Policy, error)
 	Now     func() time.Time // nil: time.Now
@@ -122,6 +128,7 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 	c := &Core{
 		log:         cfg.Logger,
 		det:         cfg.Detector,
+		bfd:         cfg.BFD,
 		rec:         cfg.Routes,
 		hooks:       cfg.Hooks,
 		metrics:     cfg.Metrics,
@@ -145,6 +152,9 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 	if c.hooks == nil {
 		c.hooks = hooks.New(hooks.Config{Logger: c.log})
 	}
+	if cfg.Conntrack != nil {
+		c.flush = newConntrackFlusher(cfg.Conntrack, c.log, c.metrics)
+	}
 	var err error
 	if c.track, err = newTrackFiles(cfg.TrackDir); err != nil {
 		return nil, err
@@ -163,6 +173,11 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 	c.hooks.SetHooks(c.pol.Hooks)
 	c.metrics.reloaded(true, float64(c.started.UnixNano())/1e9)
 	c.metrics.setPolicy(c.pol)
+	if c.flush != nil {
+		for _, g := range c.pol.Gateways {
+			c.metrics.initConntrack(g.Name)
+		}
+	}
 	c.beat.mark(c.started)
 	return c, nil
 }

@@ -103,6 +103,8 @@ type harness struct {
 
 	mu     sync.Mutex
 	events []hooks.Event
+
+	ct *recordingConntrack
 }
 
 func newHarness(t *testing.T, p *policy.Policy) *harness {
@@ -113,7 +115,8 @@ func newHarness(t *testing.T, p *policy.Policy) *harness {
 // newHarnessFacts is newHarness with a watcher of condition facts.
 func newHarnessFacts(t *testing.T, p *policy.Policy, facts ConditionFacts) *harness {
 	t.Helper()
-	h := &harness{t: t, kernel: routingtest.NewMemKernel("eth1", "eth2"), det: newFakeDetector(), reg: prometheus.NewRegistry()}
+	h := &harness{t: t, kernel: routingtest.NewMemKernel("eth1", "eth2"), det: newFakeDetector(), reg: prometheus.NewRegistry(),
+		ct: &recordingConntrack{n: 7, called: make(chan struct{}, 8)}}
 	hr := hooks.New(hooks.Config{Metrics: hooks.NewMetrics(h.reg)})
 	hr.OnResult(func(r hooks.Result) {
 		h.mu.Lock()
@@ -128,7 +131,7 @@ func newHarnessFacts(t *testing.T, p *policy.Policy, facts ConditionFacts) *harn
 	h.next.Store(p)
 	h.core, err = NewCore(CoreConfig{
 		Policy: p, Detector: h.det, Routes: h.rec, Hooks: hr, Metrics: NewMetrics(h.reg, BuildInfo{"v", "c", "go"}),
-		TrackDir: filepath.Join(t.TempDir(), "track"), ConditionFacts: facts,
+		TrackDir: filepath.Join(t.TempDir(), "track"), Conntrack: h.ct, ConditionFacts: facts,
 		Load: func() (*policy.Policy, error) {
 			h.loads.Add(1)
 			if e := h.loadErr.Load(); e != nil {

@@ -174,3 +174,57 @@ func (w watchedNetlink) LinkList() (links []netlink.Link, err error) {
 	err = w.call(func() error { links, err = w.Netlink.LinkList(); return err })
 	return links, err
 }
+
+// RuleBatch forwards pipelined rule writes when the kernel can do them
+// (routing.Kernel can), as one watched call; otherwise each rule goes on
+// its own, as the reconciler would have sent it.
+func (w watchedNetlink) RuleBatch(del bool, rules []routing.Rule) []error {
+	b, ok := w.Netlink.(routing.RuleBatcher)
+	errs := make([]error, len(rules))
+	_ = w.call(func() error {
+		if ok {
+			errs = b.RuleBatch(del, rules)
+			return nil
+		}
+		for i, r := range rules {
+			if del {
+				errs[i] = w.Netlink.RuleDel(routing.ToNetlinkRule(r))
+			} else {
+				errs[i] = w.Netlink.RuleAdd(routing.ToNetlinkRule(r))
+			}
+		}
+		return nil
+	})
+	return errs
+}
+
+// watchedNexthops reports progress on every nexthop call, like
+// watchedNetlink.
+type watchedNexthops struct {
+	routing.NexthopKernel
+	p *progress
+}
+
+func (w watchedNexthops) call(fn func() error) error {
+	w.p.begin()
+	defer w.p.end()
+	return fn()
+}
+
+func (w watchedNexthops) Nexthops() (out []routing.NexthopObj, err error) {
+	err = w.call(func() error { out, err = w.NexthopKernel.Nexthops(); return err })
+	return out, err
+}
+
+func (w watchedNexthops) WriteNexthop(kind routing.OpKind, o routing.NexthopObj) error {
+	return w.call(func() error { return w.NexthopKernel.WriteNexthop(kind, o) })
+}
+
+func (w watchedNexthops) RouteNHIDs(family int, proto uint8) (out map[routing.RouteKey]uint32, err error) {
+	err = w.call(func() error { out, err = w.NexthopKernel.RouteNHIDs(family, proto); return err })
+	return out, err
+}
+
+func (w watchedNexthops) WriteRouteVia(kind routing.OpKind, r routing.Route) error {
+	return w.call(func() error { return w.NexthopKernel.WriteRouteVia(kind, r) })
+}

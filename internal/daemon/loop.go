@@ -43,6 +43,12 @@ func (c *Core) Loop(ctx context.Context) error {
 		wd = t.C
 	}
 	var pending reloadWaiters
+	if c.flush != nil {
+		fctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = c.flush.Run(fctx) }()
+		defer func() { stop(); <-done }()
+	}
 	trc := c.det.Transitions()
 	for {
 		select {
@@ -220,7 +226,10 @@ func (c *Core) transition(tr detector.Transition) {
 	// Conditions follow health before routes are pushed, so a route gated
 	// by a condition changes in the same push as the gateway's own.
 	changes := c.evalConditions()
-	// Routes first; hooks and bookkeeping only queue work.
+	// Routes first; hooks and bookkeeping only queue work. A conntrack
+	// flush waits for the reconciler to have applied the routes (see
+	// conntrackFlusher), so it is asked for before they are handed over.
+	c.flush.want(g, prev.Healthy(), next.Healthy())
 	snap := c.pushRoutes()
 	if err := c.track.set(g.Name, next.Healthy()); err != nil {
 		c.log.Error("writing track file", "gateway", g.Name, "err", err)
@@ -249,6 +258,9 @@ func (c *Core) OnApplied(ops []routing.Op) {
 	if len(ops) == 0 {
 		return
 	}
+	if c.flush != nil {
+		c.flush.applied(c.rec.Installed())
+	}
 	var lines, tables, gws, grps []string
 	add := func(list *[]string, v string) {
 		if v != "" && !slices.Contains(*list, v) {
@@ -265,6 +277,17 @@ func (c *Core) OnApplied(ops []routing.Op) {
 		case op.Rule != nil:
 			add(&tables, tableText(op.Rule.Table))
 			owner = op.Rule.Owner
+		case op.Nexthop != nil:
+			// A group's members changed in its nexthop object: its
+			// route did not need a write.
+			owner = op.Nexthop.Owner
+			if name, ok := strings.CutPrefix(owner, "group/"); ok {
+				c.mu.RLock()
+				if g := c.pol.Group(name); g != nil {
+					add(&tables, tableText(g.Table))
+				}
+				c.mu.RUnlock()
+			}
 		}
 		kind, rest, _ := strings.Cut(owner, "/")
 		name, _, _ := strings.Cut(rest, "/")

@@ -19,6 +19,7 @@ type Metrics struct {
 	gatewayInfo  *prometheus.GaugeVec
 	inRoute      *prometheus.GaugeVec
 	activeTier   *prometheus.GaugeVec
+	ctFlushed    *prometheus.CounterVec
 
 	// The loop's goroutine alone calls the setters: these remember what
 	// was exported, to delete what left the policy.
@@ -54,11 +55,13 @@ func NewMetrics(reg prometheus.Registerer, bi BuildInfo) *Metrics {
 			Help: "1 while the gateway carries traffic (in its group's active tier, its own table, or a failed-over table), 0 while it does not (down, or standby in a worse tier)."}, []string{"gateway"}),
 		activeTier: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "uplinkd_group_active_tier",
 			Help: "The tier whose gateways carry the group's default route; -1 while none of its healthy gateways does."}, []string{"group"}),
+		ctFlushed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "uplinkd_conntrack_flushed_entries_total",
+			Help: "Conntrack entries of the gateway's uplink deleted by flush_conntrack, by the transition that caused it (down, up)."}, []string{"gateway", "event"}),
 		info:  map[string]prometheus.Labels{},
 		gws:   map[string]bool{},
 		tiers: map[string]bool{},
 	}
-	reg.MustRegister(m.groupUp, m.groupHealthy, m.conditionUp, m.reloadOK, m.reloadTime, m.buildInfo, m.gatewayInfo, m.inRoute, m.activeTier)
+	reg.MustRegister(m.groupUp, m.groupHealthy, m.conditionUp, m.reloadOK, m.reloadTime, m.buildInfo, m.gatewayInfo, m.inRoute, m.activeTier, m.ctFlushed)
 	m.buildInfo.WithLabelValues(bi.Version, bi.Commit, bi.GoVersion).Set(1)
 	return m
 }
@@ -186,4 +189,29 @@ func (m *Metrics) setCarriage(c carriage) {
 			delete(m.tiers, grp)
 		}
 	}
+}
+
+func (m *Metrics) conntrackFlushed(gateway, event string, n int) {
+	if m == nil {
+		return
+	}
+	m.ctFlushed.WithLabelValues(gateway, event).Add(float64(n))
+}
+
+// initConntrack creates a gateway's flush series at 0, so they exist
+// before the first flush.
+func (m *Metrics) initConntrack(gateway string) {
+	if m == nil {
+		return
+	}
+	m.ctFlushed.WithLabelValues(gateway, "down")
+	m.ctFlushed.WithLabelValues(gateway, "up")
+}
+
+func (m *Metrics) forgetConntrack(gateway string) {
+	if m == nil {
+		return
+	}
+	m.ctFlushed.DeleteLabelValues(gateway, "down")
+	m.ctFlushed.DeleteLabelValues(gateway, "up")
 }

@@ -62,6 +62,11 @@ func (c *Core) reload() error {
 	}
 	c.adopt(p)
 	c.metrics.reloaded(true, float64(c.now().UnixNano())/1e9)
+	if c.flush != nil {
+		for _, g := range p.Gateways {
+			c.metrics.initConntrack(g.Name)
+		}
+	}
 	c.log.Info("policy reloaded", "gateways", len(p.Gateways), "groups", len(p.Groups), "took", c.now().Sub(start))
 	return nil
 }
@@ -77,8 +82,15 @@ func (c *Core) loadForReload() (*policy.Policy, error) {
 		return nil, fmt.Errorf("route_protocol changed from %d to %d: restart uplinkd to change it, a reload would orphan every route it owns",
 			c.pol.Daemon.RouteProtocol, p.Daemon.RouteProtocol)
 	}
+	peers, err := bfdPeers(p)
+	if err != nil {
+		return nil, err
+	}
 	if err := c.det.Update(p); err != nil {
 		return nil, fmt.Errorf("updating detector: %w", err)
+	}
+	if c.bfd != nil {
+		c.bfd.Set(peers) // kept sessions renegotiate their timers by poll
 	}
 	return p, nil
 }
@@ -123,6 +135,18 @@ func (c *Core) adopt(p *policy.Policy) {
 		if p.Group(grp.Name) == nil {
 			c.metrics.forgetGroup(grp.Name)
 			delete(gh, grp.Name)
+		}
+	}
+	for _, g := range old.Gateways {
+		if p.Gateway(g.Name) == nil {
+			c.flush.forget(g.Name)
+		}
+	}
+	if c.flush == nil {
+		for _, g := range p.Gateways {
+			if g.Conntrack.Flush != policy.FlushNever {
+				c.log.Error("reload: flush_conntrack needs a conntrack socket, which this process has not got; the gateway's entries are not flushed", "gateway", g.Name)
+			}
 		}
 	}
 	if err := c.track.prune(keep); err != nil {
@@ -172,6 +196,9 @@ func restartOnly(a, b policy.Daemon) []string {
 	}
 	if a.TrackDir != b.TrackDir {
 		out = append(out, "track_dir")
+	}
+	if a.Multipath != b.Multipath {
+		out = append(out, "multipath")
 	}
 	if a.ResyncEvery != b.ResyncEvery {
 		out = append(out, "resync_interval")

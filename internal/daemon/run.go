@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/vishvananda/netns"
 
+	"github.com/uplinkd/uplinkd/bfd"
 	"github.com/uplinkd/uplinkd/internal/condwatch"
 	"github.com/uplinkd/uplinkd/internal/hooks"
 	"github.com/uplinkd/uplinkd/policy"
@@ -81,12 +82,15 @@ type daemon struct {
 	hooks *hooks.Runner
 	rec   *routing.Reconciler
 	det   HealthSource
-	conds *condwatch.Watcher // links, addresses and track files for conditions
-	dk    *detectorKernel    // the detector's netlink and traffic sources
+	ct    *routing.KernelConntrack // nil without a conntrack socket
+	conds *condwatch.Watcher       // links, addresses and track files for conditions
+	bfd   *bfd.Server
+	dk    *detectorKernel // the detector's netlink and traffic sources
 	core  *Core
 
 	kernel   *routing.Kernel // the reconciler's netlink handle, closed by close
-	httpBusy *progress       // the HTTP server's requests
+	nexthops *routing.KernelNexthops
+	httpBusy *progress // the HTTP server's requests
 
 	httpLn net.Listener   // nil without [daemon] listen
 	ctl    *controlServer // nil without [daemon] control_socket
@@ -145,30 +149,50 @@ func (d *daemon) build() error {
 	d.kernel = kernel
 	recCalls := newProgress("reconciler kernel calls", time.Now)
 	d.httpBusy = newProgress("http server", time.Now)
+	// Nexthop objects are read even with multipath = "classic", so that a
+	// switch back from "auto" deletes the objects an earlier run left.
+	nk, err := routing.NewKernelNexthops(netns.None(), kernel.Handle)
+	if err != nil {
+		return fmt.Errorf("creating reconciler: %w", err)
+	}
+	d.nexthops = nk
 	d.rec, err = routing.NewReconciler(routing.Config{
 		Netlink:     watchedNetlink{Netlink: kernel, p: recCalls},
+		Nexthops:    watchedNexthops{NexthopKernel: nk, p: recCalls},
 		Protocol:    d.p.Daemon.RouteProtocol,
 		Logger:      d.log,
 		Metrics:     routing.NewMetrics(d.reg),
 		ResyncEvery: d.p.Daemon.ResyncEvery,
+		Form:        formOf(d.p.Daemon.Multipath),
 		// d.core is set below, before anything can apply.
 		OnApplied: func(ops []routing.Op) { d.core.OnApplied(ops) },
 	})
 	if err != nil {
 		return err
 	}
+	peers, err := bfdPeers(d.p)
+	if err != nil {
+		return err
+	}
+	d.bfd = bfd.New(bfd.Options{Logger: d.log})
+	d.bfd.Set(peers)
+	d.reg.MustRegister(bfd.NewCollector(d.bfd))
 	startDown := adoptWithdrawn(d.p, d.rec, d.log)
-	if d.det, d.dk, err = newDetector(d.p, d.log, d.reg, startDown); err != nil {
+	if d.det, d.dk, err = newDetector(d.p, d.log, d.reg, startDown, bfdEvidence{d.bfd}); err != nil {
 		return fmt.Errorf("creating detector: %w", err)
+	}
+	if d.ct, err = openConntrack(d.p, d.log); err != nil {
+		return err
 	}
 	d.conds = condwatch.New(condwatch.Config{Logger: d.log, Resync: d.p.Daemon.ResyncEvery})
 	path := d.opts.ConfigPath
 	d.core, err = NewCore(CoreConfig{
-		Policy: d.p, Logger: d.log, Detector: d.det, Routes: d.rec, Hooks: d.hooks, Metrics: dm,
-		TrackDir: d.p.Daemon.TrackDir, Load: func() (*policy.Policy, error) { return loadChecked(path) },
+		Policy: d.p, Logger: d.log, Detector: d.det, Routes: d.rec, Hooks: d.hooks, Metrics: dm, BFD: d.bfd,
+		Conntrack: conntrackOrNil(d.ct),
+		TrackDir:  d.p.Daemon.TrackDir, Load: func() (*policy.Policy, error) { return loadChecked(path) },
 		Version: d.opts.Build.Version, StartDown: startDown, ConditionFacts: d.conds,
 		Liveness: []LivenessSource{detectorLiveness(d.det), recCalls.report, d.httpBusy.report, hookLiveness(d.hooks),
-			conditionLiveness(d.conds)},
+			conditionLiveness(d.conds), bfdLiveness(d.bfd)},
 	})
 	return err
 }
@@ -277,6 +301,7 @@ func (d *daemon) serve(ctx context.Context) error {
 	d.core.notify = func(state string) { _, _ = sd.SdNotify(false, state) }
 
 	w.start("detector", d.det.Run)
+	w.start("bfd", d.bfd.Run)
 	w.start("reconciler", d.rec.Run)
 	w.start("condition watcher", d.conds.Run)
 	w.start("health loop", d.core.Loop)
@@ -328,9 +353,10 @@ func (d *daemon) serve(ctx context.Context) error {
 		d.ctl.close()
 	}
 	d.det.Close()
-	d.rec.Close()
 	w.wg.Wait()
+	// Withdraw before the reconciler closes its sockets.
 	runErr = errors.Join(runErr, d.onExit())
+	d.rec.Close()
 	d.hooks.Close()
 	return runErr
 }
@@ -376,11 +402,20 @@ func (d *daemon) close() {
 		d.det.Close()
 	}
 	d.dk.Close() // after the detector, which reads through it
+	if d.bfd != nil {
+		d.bfd.Close() // peers are told AdminDown, not left to time out
+	}
 	if d.rec != nil {
 		d.rec.Close()
 	}
+	if d.nexthops != nil {
+		d.nexthops.Close()
+	}
 	if d.kernel != nil {
 		d.kernel.Close()
+	}
+	if d.ct != nil {
+		d.ct.Close()
 	}
 	if d.hooks != nil {
 		d.hooks.Close()
@@ -436,4 +471,12 @@ func (w *workers) wait() error {
 	case err := <-w.errc:
 		return err
 	}
+}
+
+// formOf maps [daemon] multipath to the reconciler's form cap.
+func formOf(m policy.Multipath) routing.Form {
+	if m == policy.MultipathAuto {
+		return routing.FormAuto
+	}
+	return routing.FormClassic
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/uplinkd/uplinkd/bfd"
 	"github.com/uplinkd/uplinkd/detector"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/routing"
@@ -29,6 +30,10 @@ type Status struct {
 	// program holds: uplinkd writes none of them (see routing.OpConflict)
 	// and /healthz reports degraded while there are any.
 	Conflicts []string `json:"conflicts,omitempty"`
+	// Multipath is the form group defaults are installed in: resilient
+	// (resilient nexthop groups), mpath (nexthop groups) or classic
+	// (RTA_MULTIPATH routes), the last two a fallback.
+	Multipath string `json:"multipath"`
 	// Conditions are every [condition.NAME], by name.
 	Conditions []ConditionStatus `json:"conditions"`
 }
@@ -64,6 +69,10 @@ type GatewayStatus struct {
 	// TrafficCounting is whose packets the traffic evidence counts:
 	// "neighbour" (the gateway's own) or "interface" (the fallback).
 	TrafficCounting string `json:"traffic_counting,omitempty"`
+
+	// BFD is the gateway's BFD session: state, discriminators, negotiated
+	// intervals, diags, counters; absent without a bfd section.
+	BFD *bfd.Status `json:"bfd,omitempty"`
 }
 
 // GroupStatus is one group in Status.
@@ -143,13 +152,23 @@ func (c *Core) Status() *Status {
 	for _, op := range c.rec.Conflicts() {
 		s.Conflicts = append(s.Conflicts, op.String())
 	}
+	s.Multipath = c.rec.Form().String()
 	byName := map[string]detector.GatewayStatus{}
 	for _, d := range det {
 		byName[d.Name] = d
 	}
+	sessions := map[string]bfd.Status{}
+	if c.bfd != nil {
+		for _, st := range c.bfd.Status() {
+			sessions[st.Name] = st
+		}
+	}
 	for _, g := range p.Gateways {
 		gs := v.gateway(p, g, byName)
 		gs.Routes = held[hop{g.Address.String(), g.Interface}]
+		if st, ok := sessions[g.Name]; ok && g.BFD != nil {
+			gs.BFD = &st
+		}
 		s.Gateways = append(s.Gateways, gs)
 	}
 	for _, grp := range p.Groups {

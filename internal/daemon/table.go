@@ -113,6 +113,9 @@ func WriteTable(w io.Writer, s *Status) error {
 			fmt.Fprintf(&b, "  %s\n", r)
 		}
 	}
+	if s.Multipath != "" && len(s.Groups) > 0 {
+		fmt.Fprintf(&b, "\ngroup defaults: %s\n", multipathText(s.Multipath))
+	}
 	if len(s.Conflicts) > 0 {
 		fmt.Fprintf(&b, "\nroute conflicts (not written; retried on every resync):\n")
 		for _, c := range s.Conflicts {
@@ -134,6 +137,18 @@ func WriteTable(w io.Writer, s *Status) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func multipathText(form string) string {
+	switch form {
+	case "resilient":
+		return "resilient nexthop groups"
+	case "mpath":
+		return "nexthop groups, not resilient (fallback: the kernel lacks resilient groups)"
+	case "classic":
+		return "classic multipath routes (fallback: no nexthop objects)"
+	}
+	return form
 }
 
 // writeConditions prints one line per condition: its state, a pending

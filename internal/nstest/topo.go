@@ -1,9 +1,11 @@
 package nstest
 
 import (
+	"context"
 	"testing"
 
 	"github.com/uplinkd/uplinkd/lab/netlab"
+	"github.com/vishvananda/netlink"
 )
 
 // Interface names of the TwoUplinks topology (see netlab).
@@ -112,3 +114,79 @@ func NewSharedLAN(t testing.TB, n int) *SharedLAN {
 	}
 	return out
 }
+
+// NATLab is netlab.NATLab bound to a test: a NAT router with four uplinks,
+// each to its own ISP, and a LAN client behind it.
+type NATLab struct {
+	Lab    *Lab
+	Mode   netlab.NATMode
+	Client *Host
+	Router *Host
+	ISPs   [netlab.NATUplinks]*Host
+	Server *Host
+
+	raw *netlab.NATLab
+}
+
+// NewNATLab builds the NAT lab with the given NAT mode in a fresh Lab
+// bound to t.
+func NewNATLab(t testing.TB, mode netlab.NATMode) *NATLab {
+	t.Helper()
+	lab := New(t)
+	n, err := netlab.NewNATLab(lab.Lab, mode)
+	if err != nil {
+		t.Fatalf("nstest: building the NAT lab: %v", err)
+	}
+	out := &NATLab{Lab: lab, Mode: mode, Client: lab.wrap(n.Client), Router: lab.wrap(n.Router), Server: lab.wrap(n.Server), raw: n}
+	for i, isp := range n.ISPs {
+		out.ISPs[i] = lab.wrap(isp)
+	}
+	return out
+}
+
+// ISP returns the ISP host of uplink u (1..netlab.NATUplinks).
+func (n *NATLab) ISP(u int) *Host { return n.ISPs[u-1] }
+
+// StartEcho runs the echo responder in the Server namespace until the test
+// ends.
+func (n *NATLab) StartEcho(t testing.TB) {
+	t.Helper()
+	stop, err := n.raw.StartEcho()
+	if err != nil {
+		t.Fatalf("nstest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("nstest: echo responder: %v", err)
+		}
+	})
+}
+
+// Conntrack lists the router's IPv4 conntrack entries.
+func (n *NATLab) Conntrack(t testing.TB) []*netlink.ConntrackFlow {
+	t.Helper()
+	flows, err := n.raw.Conntrack()
+	if err != nil {
+		t.Fatalf("nstest: %v", err)
+	}
+	return flows
+}
+
+// RunFailover runs a silent failure and return of uplink 1 under traffic
+// (netlab.NATLab.RunFailover).
+func (n *NATLab) RunFailover(ctx context.Context, cfg netlab.FailoverConfig) (*netlab.FailoverResult, error) {
+	return n.raw.RunFailover(ctx, cfg)
+}
+
+// ClassicDefault makes the router's default a classic multipath route over
+// the uplinks ups.
+func (n *NATLab) ClassicDefault(t testing.TB, ups ...int) {
+	t.Helper()
+	if err := n.raw.ClassicDefault(ups...); err != nil {
+		t.Fatalf("nstest: %v", err)
+	}
+}
+
+// Raw is the netlab.NATLab underneath, for helpers that return errors
+// instead of failing the test (from inside a running scenario).
+func (n *NATLab) Raw() *netlab.NATLab { return n.raw }

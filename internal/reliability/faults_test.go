@@ -150,6 +150,13 @@ func TestNetlinkOverflowResyncs(t *testing.T) {
 		def := r.mainDefault()
 		return !strings.Contains(def, "198.18.1.1") && strings.Contains(def, "198.18.2.1"), def
 	})
+	// With nexthop objects the kernel itself drops a gateway whose link
+	// lost carrier from the group, so the route may change before the
+	// detector has said so: wait for the detector too.
+	r.waitFor(30*time.Second, "the carrier loss seen by the detector", func() (bool, string) {
+		downs := logTransitions(d.Output(), "down")
+		return len(downs) > 0, strings.Join(downs, "\n")
+	})
 	enobufs, _ := r.metric("uplinkd_resyncs_total", map[string]string{"reason": "enobufs"})
 	downs := logTransitions(d.Output(), "down")
 	if len(downs) != 1 || !strings.Contains(downs[0], "cause=carrier") {

@@ -506,7 +506,7 @@ func ServeEcho(ctx context.Context, addr netip.Addr, ready func()) error {
 		return fmt.Errorf("listening on udp port %d: %w", EchoPort, err)
 	}
 	p := ipv4.NewPacketConn(pc)
-	if err := p.SetControlMessage(ipv4.FlagInterface, true); err != nil {
+	if err := p.SetControlMessage(ipv4.FlagInterface|ipv4.FlagDst, true); err != nil {
 		pc.Close()
 		return fmt.Errorf("asking for the arrival interface: %w", err)
 	}
@@ -598,7 +598,15 @@ func ServeEcho(ctx context.Context, addr netip.Addr, ready func()) error {
 			}
 			clear(buf[ifNameOff : ifNameOff+maxIfName])
 			copy(buf[ifNameOff:ifNameOff+maxIfName], name)
-			_, _ = p.WriteTo(buf[:n], nil, from)
+			// Reply from the address the request was sent to, as a real
+			// server's connected socket would: a reply from another of
+			// the Server's addresses matches no conntrack entry behind a
+			// NAT router, and is dropped there.
+			var reply *ipv4.ControlMessage
+			if cm != nil && cm.Dst != nil {
+				reply = &ipv4.ControlMessage{Src: cm.Dst}
+			}
+			_, _ = p.WriteTo(buf[:n], reply, from)
 		}
 	}()
 	if ready != nil {

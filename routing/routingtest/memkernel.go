@@ -46,6 +46,7 @@ type MemKernel struct {
 	watchers map[chan struct{}]func(routing.RouteEvent) bool
 	dumped   int
 	faults   map[MemOp]*fault
+	nh       nexthopMem
 }
 
 // memRoute is one kernel route. protos holds, for an IPv6 route with
@@ -54,6 +55,8 @@ type MemKernel struct {
 type memRoute struct {
 	netlink.Route
 	protos []netlink.RouteProtocol
+	nhid   uint32           // the nexthop group the route goes through; 0: none
+	nhKey  routing.RouteKey // the route's key as routing names it, for RouteNHIDs
 }
 
 // MemOp names an operation of MemKernel that Fail can make fail.
@@ -67,6 +70,7 @@ const (
 	OpRouteDump    MemOp = "route dump"
 	OpRuleAdd      MemOp = "rule add"
 	OpRuleDel      MemOp = "rule delete"
+	OpNexthopWrite MemOp = "nexthop write"
 	OpRuleDump     MemOp = "rule dump"
 	OpLinkList     MemOp = "link list"
 )
@@ -707,4 +711,19 @@ func (k *MemKernel) FlushLink(name string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.dropLink(k.linkIndex(name), false)
+}
+
+// RuleBatch implements RuleBatcher as the kernel would: each rule in
+// order, each with its own result, so the reconciler's batch path runs
+// against the fake too (error injection included).
+func (k *MemKernel) RuleBatch(del bool, rules []routing.Rule) []error {
+	errs := make([]error, len(rules))
+	for i, r := range rules {
+		if del {
+			errs[i] = k.RuleDel(routing.ToNetlinkRule(r))
+		} else {
+			errs[i] = k.RuleAdd(routing.ToNetlinkRule(r))
+		}
+	}
+	return errs
 }

@@ -251,7 +251,10 @@ func (l *lab) metric(name string, want map[string]string) float64 {
 // routes is uplinkd's part of the host's main table.
 func (l *lab) routes() string {
 	l.t.Helper()
-	return l.Host.MustRun(l.t, "ip", "route", "show", "table", "main", "proto", "212")
+	// A group's default through a nexthop group reads "default nhid N
+	// via ..." or "default nhid N" and its nexthops; the tests look at the
+	// gateways, whichever form the kernel gave the daemon.
+	return nhidText.ReplaceAllString(l.Host.MustRun(l.t, "ip", "route", "show", "table", "main", "proto", "212"), "")
 }
 
 func (l *lab) hookLines() []string {
@@ -295,6 +298,8 @@ func (l *lab) gatewayState(name string) string {
 	}
 	return ""
 }
+
+var nhidText = regexp.MustCompile(`nhid \d+ `)
 
 var bothNexthops = regexp.MustCompile(`(?s)default.*nexthop via 198\.18\.1\.1 dev eth1 weight (\d+).*nexthop via 198\.18\.2\.1 dev eth2 weight 1`)
 
@@ -441,7 +446,10 @@ func TestReload(t *testing.T) {
 	if d := writesTotal(l) - w0; d != 1 {
 		t.Errorf("weight change made %v netlink writes, want 1", d)
 	}
-	if v := l.metric("uplinkd_netlink_writes_total", map[string]string{"op": "replace", "result": "ok", "object": "route"}); v < 1 {
+	// A weight change is one replace: of the route (classic multipath) or
+	// of its nexthop group.
+	if v := l.metric("uplinkd_netlink_writes_total", map[string]string{"op": "replace", "result": "ok", "object": "route"}) +
+		l.metric("uplinkd_netlink_writes_total", map[string]string{"op": "replace", "result": "ok", "object": "nexthop"}); v < 1 {
 		t.Errorf("the write was not a replace (replace count %v)", v)
 	}
 	if st := l.status(); !sameTime(st.Gateways[0].Since, since0) || st.Gateways[0].State != "up" {
@@ -538,18 +546,17 @@ func TestMetricsAreAllPresent(t *testing.T) {
 	l.signal(syscall.SIGHUP)
 	l.waitFor("a hook run", func() bool { return len(l.hookLines()) > 0 })
 
-	design, err := os.ReadFile(filepath.Join(daemontest.Root(), "docs", "design.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	names := regexp.MustCompile("(?m)^\\| `(uplinkd_[a-z_]+)` \\|").FindAllStringSubmatch(string(design), -1)
+	names := designMetrics(t)
 	if len(names) < 20 {
 		t.Fatalf("found only %d metric names in docs/design.md", len(names))
 	}
 	mf := l.metrics()
 	for _, n := range names {
-		if _, ok := mf[n[1]]; !ok {
-			t.Errorf("metric %s (docs/design.md) is not served", n[1])
+		if bfdSessionMetric(n) {
+			continue // per-session series: TestBFDGateway checks them with a session
+		}
+		if _, ok := mf[n]; !ok {
+			t.Errorf("metric %s (docs/design.md) is not served", n)
 		}
 	}
 	if v := l.metric("uplinkd_build_info", nil); v != 1 {
@@ -562,7 +569,7 @@ func TestMetricsAreAllPresent(t *testing.T) {
 		t.Errorf("uplinkd_group_healthy_gateways{group=wan} = %v, want 2", v)
 	}
 	// Read-only: nothing changes on POST.
-	err = l.Host.Do(func() error {
+	err := l.Host.Do(func() error {
 		c, err := net.DialTimeout("tcp", listen, 2*time.Second)
 		if err != nil {
 			return err
@@ -1098,13 +1105,17 @@ icmp = ["%s"]
 gateways = ["isp1-v6", "isp2-v6"]
 `, nstest.GW1Addr6, nstest.TargetAddr6, nstest.GW2Addr6, nstest.TargetAddr6))
 	l.start(pol)
-	routes6 := func() string { return l.Host.MustRun(t, "ip", "-6", "route", "show", "table", "main", "proto", "212") }
+	routes6 := func() string {
+		return nhidText.ReplaceAllString(l.Host.MustRun(t, "ip", "-6", "route", "show", "table", "main", "proto", "212"), "")
+	}
 	both6 := regexp.MustCompile(`(?s)default.*nexthop via 2001:db8:1::1 dev eth1 weight 1.*nexthop via 2001:db8:2::1 dev eth2 weight 1`)
 	l.waitFor("the IPv6 multipath default", func() bool { return both6.MatchString(routes6()) })
 	l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
 	l.waitFor("isp1-v6 out of the IPv6 default", func() bool {
 		r := routes6()
-		return strings.Contains(r, "default via 2001:db8:2::1 dev eth2") && !strings.Contains(r, "2001:db8:1::1")
+		// Through a one-member nexthop group IPv6 shows the member as
+		// "nexthop via"; either way only isp2-v6 is left.
+		return strings.Contains(r, "via 2001:db8:2::1 dev eth2") && !strings.Contains(r, "2001:db8:1::1")
 	})
 	l.waitFor("the v6 gateway_down hook", func() bool {
 		for _, line := range l.hookEvents("gateway_down") {
@@ -1215,5 +1226,47 @@ func TestPolicyThatManagesNothingIsRefused(t *testing.T) {
 		if after := l.routes(); after != before {
 			t.Fatalf("run with %q changed the routes left by the previous instance:\nbefore %q\nafter  %q", empty, before, after)
 		}
+	}
+}
+
+// TestResilientGroupsEndToEnd runs the daemon with multipath = "auto": the
+// group's default goes through a resilient nexthop group, status says so,
+// and a dead gateway is taken out of the group without a route write.
+func TestResilientGroupsEndToEnd(t *testing.T) {
+	l := newLab(t)
+	l.start(strings.Replace(l.basePolicy(2, ""), "[daemon]\n", "[daemon]\nmultipath = \"auto\"\n", 1))
+	l.waitBothUp()
+	if st := l.status(); st.Multipath != "resilient" {
+		t.Fatalf("status multipath %q, want resilient", st.Multipath)
+	}
+	if v := l.metric("uplinkd_multipath_form", map[string]string{"form": "resilient"}); v != 1 {
+		t.Errorf("uplinkd_multipath_form{form=resilient} = %v, want 1", v)
+	}
+	nh := l.Host.MustRun(t, "ip", "nexthop", "show")
+	raw := l.Host.MustRun(t, "ip", "route", "show", "default", "proto", "212")
+	if !strings.Contains(nh, "type resilient buckets 128 idle_timer 120") || !strings.Contains(raw, "default nhid ") {
+		t.Fatalf("nexthop objects:\n%s\nroute:\n%s", nh, raw)
+	}
+	routeWrites := func() float64 {
+		var n float64
+		for _, op := range []string{"add", "replace", "delete"} {
+			n += l.metric("uplinkd_netlink_writes_total", map[string]string{"object": "route", "op": op, "result": "ok"})
+		}
+		return n
+	}
+	r0 := routeWrites()
+	l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+	l.waitFor("isp1 out of the group", func() bool {
+		r := l.routes()
+		return strings.Contains(r, "198.18.2.1") && !strings.Contains(r, "198.18.1.1")
+	})
+	if v := l.metric("uplinkd_netlink_writes_total", map[string]string{"object": "nexthop", "op": "replace", "result": "ok"}); v < 1 {
+		t.Errorf("no nexthop group replace counted (%v)", v)
+	}
+	if d := routeWrites() - r0; d != 0 {
+		t.Errorf("%v route writes for a member change, want 0 (the group object carries it)", d)
+	}
+	if got := l.Host.MustRun(t, "ip", "route", "show", "default", "proto", "212"); nhidText.FindString(got) != nhidText.FindString(raw) {
+		t.Errorf("the route moved to another group:\n%s\nwas:\n%s", got, raw)
 	}
 }
