@@ -54,9 +54,16 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}))
 }
 
+// managesARule makes a detector test's policy one that installs something:
+// policy.Parse refuses a policy under which uplinkd would own no route or
+// rule, and the detector reads only gateways and profiles, so one rule that
+// names no gateway keeps the tests' gateway-only policies valid without
+// changing what the detector sees.
+const managesARule = "\n[rule.detector-test]\nfwmark = \"0x7\"\ntable = 100\n"
+
 func mustPolicy(t testing.TB, text string) *policy.Policy {
 	t.Helper()
-	p, err := policy.Parse("test.toml", []byte(text), policy.Options{})
+	p, err := policy.Parse("test.toml", []byte(text+managesARule), policy.Options{})
 	if err != nil {
 		t.Fatalf("parsing policy: %v\n%s", err, text)
 	}

@@ -145,8 +145,8 @@ func TestConfigurationDocDefaults(t *testing.T) {
 		want["profile.NAME."+tag] = v.Interface()
 	}
 	// The same defaults must come out of the parser for a policy that sets
-	// nothing but one gateway.
-	p, err := Parse("minimal.toml", []byte("[gateway.a]\naddress = \"198.18.1.1\"\ninterface = \"eth1\"\n"), Options{})
+	// nothing but one gateway in a group.
+	p, err := Parse("minimal.toml", []byte(minimalPolicy), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,9 @@ import (
 	"testing"
 )
 
-const minimalPolicy = "[gateway.a]\naddress = \"198.18.1.1\"\ninterface = \"eth1\"\n"
+// minimalPolicy is the smallest policy Parse accepts: one gateway in a
+// group, so it installs a default route.
+const minimalPolicy = "[gateway.a]\naddress = \"198.18.1.1\"\ninterface = \"eth1\"\n[group.wan]\ngateways = [\"a\"]\n"
 
 // TestLoadTrustedChecksThePathAsWritten: the daemon's policy is read
 // through securefile, so a symlink in a directory owned by nobody is

@@ -289,7 +289,7 @@ func Parse(file string, data []byte, opts Options) (*Policy, error) {
 	}
 	v.unknownKeys(md)
 	p := v.build(&raw)
-	v.managesSomething(&raw)
+	v.managesSomething(p)
 	if len(v.errs) > 0 {
 		v.errs.sort()
 		return nil, v.errs
@@ -298,19 +298,36 @@ func Parse(file string, data []byte, opts Options) (*Policy, error) {
 	return p, nil
 }
 
-// ErrManagesNothing is the message for a policy that defines no gateway,
-// rule or announce. Such a policy would make run and reload withdraw every
-// route uplinkd owns, which is how an empty file, a comment-only file or a
-// wrong path (/dev/null) would take a host's default route away. Withdrawing
-// everything on purpose is done with on_exit = "withdraw" and a stop.
-const ErrManagesNothing = "policy manages nothing: it defines no gateway, rule or announce, and applying it would withdraw every route uplinkd owns (to withdraw them on purpose, set on_exit = \"withdraw\" in [daemon] and stop uplinkd)"
+// ErrManagesNothing is the message for a policy under which uplinkd would
+// install nothing: no group (a default route), no gateway table, no rule and
+// no announce. Such a policy would make run and reload withdraw every route
+// uplinkd owns, which is how an empty file, a comment-only file, a wrong
+// path (/dev/null) or gateways left out of every group would take a host's
+// default route away. Withdrawing everything on purpose is done with
+// on_exit = "withdraw" and a stop. [kernel] settings do not count: they are
+// sysctls, not routes or rules uplinkd owns.
+const ErrManagesNothing = "policy manages nothing: it defines no group, gateway table, rule or announce, so uplinkd would install no route or rule, and applying it would withdraw every route uplinkd owns (to withdraw them on purpose, set on_exit = \"withdraw\" in [daemon] and stop uplinkd)"
 
+// managesSomething refuses a policy that would install nothing. It is the
+// one owner of this rule: check, run and reload all refuse through Parse.
 // It is reported only when nothing else is wrong: a misspelt section
-// ([gateways]) already says why nothing is managed.
-func (v *validator) managesSomething(raw *rawFile) {
-	if len(v.errs) == 0 && len(raw.Gateway) == 0 && len(raw.Rule) == 0 && len(raw.Announce) == 0 {
-		v.errs = append(v.errs, &Error{File: v.file, Msg: ErrManagesNothing})
+// ([gateways]) or an invalid group already says why nothing is managed.
+func (v *validator) managesSomething(p *Policy) {
+	if len(v.errs) > 0 || len(p.Groups) > 0 || len(p.Rules) > 0 || len(p.Announces) > 0 {
+		return
 	}
+	var loose []string // gateways that lead to nothing: in no group, no table
+	for _, g := range p.Gateways {
+		if g.Table != 0 {
+			return
+		}
+		loose = append(loose, strconv.Quote(g.Name))
+	}
+	msg := ErrManagesNothing
+	if len(loose) > 0 {
+		msg += fmt.Sprintf("; gateways in no group and without a table install nothing: %s", strings.Join(loose, ", "))
+	}
+	v.errs = append(v.errs, &Error{File: v.file, Msg: msg})
 }
 
 func decodeError(file string, err error) *Error {

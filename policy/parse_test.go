@@ -175,6 +175,9 @@ profile = "slow"
 [gateway.a.detect]
 down_count = 2
 loss_threshold = "5%"
+
+[group.wan]
+gateways = ["a"]
 `
 	p, err := Parse("t.toml", []byte(src), Options{})
 	if err != nil {

@@ -80,15 +80,20 @@ func TestHelpExplainsEveryCommand(t *testing.T) {
 	}
 }
 
-// TestCheckRefusesPolicyThatManagesNothing: an empty or comment-only file
-// would withdraw every owned route if run or reloaded, so check refuses it
-// with the same message the daemon gives.
+// TestCheckRefusesPolicyThatManagesNothing: a policy under which uplinkd
+// would install nothing (an empty or comment-only file, settings only,
+// gateways in no group and without a table) would withdraw every owned
+// route if run or reloaded, so check refuses it with the message run and
+// reload give: all three refuse through policy.Parse.
 func TestCheckRefusesPolicyThatManagesNothing(t *testing.T) {
 	dir := t.TempDir()
 	for name, text := range map[string]string{
 		"empty.toml":    "",
 		"comments.toml": "# nothing here yet\n\n# [gateway.isp1]\n",
 		"daemon.toml":   "[daemon]\non_exit = \"withdraw\"\n",
+		"kernel.toml":   "[kernel]\nfib_multipath_hash_policy = \"l4\"\n",
+		// Gateways in no group and without a table lead to no route.
+		"gateways.toml": "[gateway.a]\naddress = \"198.18.1.1\"\ninterface = \"eth1\"\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			f := filepath.Join(dir, name)

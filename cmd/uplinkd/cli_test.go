@@ -88,7 +88,7 @@ func TestStatusFindsDaemonFromPolicy(t *testing.T) {
 
 	write := func(name, daemonSection string) string {
 		f := filepath.Join(dir, name)
-		text := "[daemon]\n" + daemonSection + "\n[gateway.a]\naddress = \"198.18.1.1\"\ninterface = \"eth1\"\n"
+		text := "[daemon]\n" + daemonSection + "\n[gateway.a]\naddress = \"198.18.1.1\"\ninterface = \"eth1\"\n[group.wan]\ngateways = [\"a\"]\n"
 		if err := os.WriteFile(f, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}

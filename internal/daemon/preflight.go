@@ -10,7 +10,6 @@ import (
 
 	"github.com/uplinkd/uplinkd/internal/securefile"
 	"github.com/uplinkd/uplinkd/policy"
-	"github.com/uplinkd/uplinkd/routing"
 )
 
 // checkRootOnly refuses a file that anyone but root could change: hooks run
@@ -91,23 +90,5 @@ func loadChecked(path string) (*policy.Policy, error) {
 	if err := errors.Join(checkPolicyFiles(p), checkInterfaces(p), checkWebConfig(p)); err != nil {
 		return nil, err
 	}
-	if err := checkManages(p); err != nil {
-		return nil, err
-	}
 	return p, nil
-}
-
-// checkManages refuses a policy under which uplinkd would own no route or
-// rule. Run or reloaded over the routes a previous policy installed, it
-// would have every owned route and rule deleted: the host's default route
-// among them. policy.Parse refuses a policy with no gateway, rule or
-// announce (ErrManagesNothing); this also holds the daemon to a policy
-// whose gateways lead to no route (no group, no table), in terms of what
-// it would write. Withdrawing everything on purpose stays possible,
-// explicitly: on_exit = "withdraw", then stop.
-func checkManages(p *policy.Policy) error {
-	if want := routing.Desired(p, nil); len(want.Routes) > 0 || len(want.Rules) > 0 {
-		return nil
-	}
-	return fmt.Errorf("policy %s manages nothing: no group, gateway table, announce or rule leads to a route or rule uplinkd would own, and applying it would withdraw every one it owns (to withdraw them on purpose, set on_exit = \"withdraw\" in [daemon] and stop uplinkd)", p.File)
 }

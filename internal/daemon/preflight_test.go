@@ -8,14 +8,16 @@ import (
 )
 
 // A policy under which uplinkd would own nothing is refused before it can
-// delete what a previous policy installed (issue 11.2).
+// delete what a previous policy installed (issue 11.2). policy.Parse owns
+// the rule (ErrManagesNothing); this holds run and reload, which load
+// through loadChecked, to it.
 func TestLoadCheckedRefusesPolicyThatManagesNothing(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct{ name, text string }{
 		{"empty", ""},
 		{"comments only", "# uplinkd policy\n# (to be written)\n"},
 		{"daemon settings only", "[daemon]\non_exit = \"leave\"\n"},
-		// policy.Parse accepts it; the daemon would still own nothing.
+		// Gateways that lead to no route: no group, no table.
 		{"gateways in no group and without a table", "[gateway.a]\naddress = \"198.18.1.1\"\ninterface = \"lo\"\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1192,8 +1192,8 @@ func TestPolicyThatManagesNothingIsRefused(t *testing.T) {
 	l.waitBothUp()
 	before := l.routes()
 	sock := filepath.Join(l.dir, "run", "control.sock")
-	// The last one parses, but its gateway leads to no route: the daemon
-	// still owns nothing under it.
+	// The last one has a gateway, but in no group and without a table: it
+	// leads to no route, and policy refuses it too.
 	gatewayOnly := fmt.Sprintf("[daemon]\nlisten = %q\ncontrol_socket = %q\n\n[gateway.isp1]\naddress = %q\ninterface = %q\n",
 		listen, sock, nstest.GW1Addr4, nstest.HostUplink1If)
 	for _, empty := range []string{"", "# nothing here yet\n", gatewayOnly} {
@@ -1216,7 +1216,7 @@ func TestPolicyThatManagesNothingIsRefused(t *testing.T) {
 	if err := l.Host.Wait(l.cmd, 15*time.Second); err != nil {
 		t.Fatalf("daemon did not exit cleanly on SIGTERM: %v", err)
 	}
-	for _, empty := range []string{"", "# nothing here yet\n"} {
+	for _, empty := range []string{"", "# nothing here yet\n", gatewayOnly} {
 		l.writeFile("uplinkd.toml", empty, 0o600)
 		out, err := l.Host.Run(binary, "run", "--config", l.policy)
 		var ee *exec.ExitError
