@@ -24,7 +24,20 @@ import (
 // figures, which the race detector would inflate.
 var uplinkdBin, prodBin, spooferBin string
 
-func TestMain(m *testing.M) { os.Exit(runMain(m)) }
+// faults counts the suite's fault runs: every rig is one (newRig), and the
+// tests without one record themselves (faultRun). TestMain prints the
+// totals whatever the outcome; the ledger asserts nothing the tests do not.
+var faults daemontest.FaultLedger
+
+func TestMain(m *testing.M) {
+	code := runMain(m)
+	faults.Summary(os.Stdout)
+	os.Exit(code)
+}
+
+// faultRun records a test that injects a fault without a rig (nothing of
+// a daemon's to measure routes against).
+func faultRun(t testing.TB) { faults.Track(t, nil) }
 
 func runMain(m *testing.M) int {
 	dir, err := os.MkdirTemp("", "uplinkd-reliability-")
@@ -66,7 +79,8 @@ type rig struct {
 	dir   string
 	hooks string // the recording hook's log
 	d     *daemontest.Daemon
-	bin   string // the uplinkd launch runs: uplinkdBin unless set
+	pol   *policy.Policy // the policy launch last started d with
+	bin   string         // the uplinkd launch runs: uplinkdBin unless set
 }
 
 // recordHook appends one line per event.
@@ -79,7 +93,34 @@ func newRig(t testing.TB) *rig {
 	r := &rig{TwoUplinks: nstest.NewTwoUplinks(t), t: t, dir: t.TempDir()}
 	r.hooks = filepath.Join(r.dir, "hooks.log")
 	r.writeFile("record-hook", recordHook, 0o755)
+	faults.Track(t, r.missingRoutes)
 	return r
+}
+
+// missingRoutes measures the owned routes missing from the kernel at the
+// end of the test, against the last policy launched (none: nothing to
+// miss). A daemon that withdrew on purpose (on_exit = "withdraw", then
+// stopped) is expected to own nothing.
+func (r *rig) missingRoutes() []string {
+	if r.pol == nil || r.d == nil {
+		return nil
+	}
+	st, err := r.d.Status()
+	if err != nil && r.pol.Daemon.OnExit == policy.OnExitWithdraw {
+		return nil
+	}
+	var up func(string) bool
+	if err == nil {
+		up = func(name string) bool {
+			for _, g := range st.Gateways {
+				if g.Name == name {
+					return g.Up
+				}
+			}
+			return false
+		}
+	}
+	return daemontest.MissingOwnedRoutes(r.Host, r.pol, up)
 }
 
 func (r *rig) writeFile(name, content string, mode os.FileMode) string {
@@ -196,7 +237,7 @@ func (r *rig) launch(text string) *daemontest.Daemon {
 	}
 	d.Listen = p.Daemon.Listen
 	d.Cmd = r.Host.Start(r.t, bin, "run", "--config", d.Config)
-	r.d = d
+	r.d, r.pol = d, p
 	cmd := d.Cmd
 	r.t.Cleanup(func() {
 		if r.t.Failed() {
