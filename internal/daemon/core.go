@@ -67,6 +67,7 @@ type Core struct {
 
 	reloadc chan chan error
 	beat    chanHeartbeat
+	hold    startHold        // loop-owned: routes wait for a restart's first verdicts
 	live    []LivenessSource // every other long-lived worker, for Healthy
 	conds   *conditions      // the loop's; status reads condStatus
 
@@ -121,6 +122,10 @@ type CoreConfig struct {
 	// ConditionFacts watches the links, addresses and track files the
 	// policy's conditions name; nil in tests that have none.
 	ConditionFacts ConditionFacts
+	// Adopted says the start found an owned kernel state a previous
+	// instance left: route changes then wait for every gateway's first
+	// verdict (startHold).
+	Adopted bool
 }
 
 // NewCore builds the loop. It does not start anything.
@@ -169,6 +174,7 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 	}
 	c.conds = newConditions(c.pol, cfg.ConditionFacts)
 	c.started = c.now()
+	c.hold = newStartHold(c.pol, cfg.Adopted, cfg.StartDown, c.started)
 	c.lastReload = c.started
 	c.hooks.SetHooks(c.pol.Hooks)
 	c.metrics.reloaded(true, float64(c.started.UnixNano())/1e9)

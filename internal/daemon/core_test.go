@@ -432,13 +432,16 @@ func TestRestartAdoptsWithdrawnGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rec.Close()
-	startDown := adoptWithdrawn(p, rec, discard())
+	startDown, adopted := adoptWithdrawn(p, rec, discard())
+	if !adopted {
+		t.Fatal("adoptWithdrawn found nothing of ours over the first instance's kernel")
+	}
 	if diff := cmp.Diff(map[string]string{"isp1": reasonAbsent}, startDown); diff != "" {
 		t.Fatalf("adopted (-want +got):\n%s", diff)
 	}
 	det := newFakeDetector()
 	trackDir := filepath.Join(t.TempDir(), "track")
-	core, err := NewCore(CoreConfig{Policy: p, Detector: det, Routes: rec, TrackDir: trackDir, StartDown: startDown,
+	core, err := NewCore(CoreConfig{Policy: p, Detector: det, Routes: rec, TrackDir: trackDir, StartDown: startDown, Adopted: adopted,
 		Load: func() (*policy.Policy, error) { return p, nil }})
 	if err != nil {
 		t.Fatal(err)
@@ -484,4 +487,74 @@ func waitTrue(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestRestartKeepAllDownWritesNothing: with last_resort = "keep" and
+// every gateway dead, the route a previous instance left is every member,
+// as if all were up, so nothing is adopted as down. The restart's first
+// verdict (isp1 down, isp2 still unknown) must not move the route onto
+// isp2 only to move it back at the next: route changes wait for every
+// gateway's first verdict, and the restart writes nothing.
+func TestRestartKeepAllDownWritesNothing(t *testing.T) {
+	p := mustParse(t, twoISPs(2, `"gateway_up"`))
+	first := newHarness(t, p)
+	first.det.send("isp1", detector.Up, detector.Down, "3 probes lost")
+	first.det.send("isp2", detector.Up, detector.Down, "3 probes lost")
+	first.waitFor("both down, both kept", func() bool {
+		s := first.core.Status()
+		return s.Gateways[0].State == "down" && s.Gateways[1].State == "down"
+	})
+	left := first.kernelDump()
+	if !strings.Contains(left, "198.18.1.1") || !strings.Contains(left, "198.18.2.1") {
+		t.Fatalf("keep did not keep both members:\n%s", left)
+	}
+
+	rec, err := routing.NewReconciler(routing.Config{Netlink: first.kernel, Protocol: 212, Logger: discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Close()
+	startDown, adopted := adoptWithdrawn(p, rec, discard())
+	if len(startDown) != 0 || !adopted {
+		t.Fatalf("adoptWithdrawn = %v, %v; want nothing down (the kept route shows every member), adopted", startDown, adopted)
+	}
+	det := newFakeDetector()
+	core, err := NewCore(CoreConfig{Policy: p, Detector: det, Routes: rec, TrackDir: t.TempDir(), StartDown: startDown, Adopted: adopted,
+		Load: func() (*policy.Policy, error) { return p, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := rec.Apply(context.Background(), core.Desired()); err != nil || n != 0 {
+		t.Fatalf("initial apply after the restart: %d writes, %v; want 0, nil", n, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- rec.Run(ctx) }()
+	go func() { done <- core.Loop(ctx) }()
+	defer func() { cancel(); <-done; <-done }()
+
+	stayed := func(what string) {
+		t.Helper()
+		for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+			if w := rec.Writes(); w != 0 {
+				t.Fatalf("%s: %d writes; kernel now:\n%s", what, w, first.kernelDump())
+			}
+		}
+	}
+	det.send("isp1", detector.Unknown, detector.Down, "3 probes lost at start")
+	waitTrue(t, "isp1 judged down", func() bool { return core.Status().Gateways[0].State == "down" })
+	stayed("isp1 judged down while isp2 is still unknown")
+	det.send("isp2", detector.Unknown, detector.Down, "3 probes lost at start")
+	waitTrue(t, "isp2 judged down", func() bool { return core.Status().Gateways[1].State == "down" })
+	stayed("both judged down")
+	if now := first.kernelDump(); now != left {
+		t.Errorf("kernel changed across the restart:\nleft\n%s\nnow\n%s", left, now)
+	}
+
+	// The hold ends with the last verdict: a gateway back is routed at once.
+	det.send("isp2", detector.Down, detector.Up, "3 probes answered")
+	waitTrue(t, "isp2 alone in the route", func() bool {
+		d := first.kernelDump()
+		return strings.Contains(d, "198.18.2.1") && !strings.Contains(d, "198.18.1.1")
+	})
 }

@@ -42,6 +42,12 @@ func (c *Core) Loop(ctx context.Context) error {
 		defer t.Stop()
 		wd = t.C
 	}
+	var holdEnd <-chan time.Time
+	if d := c.hold.remaining(c.now()); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		holdEnd = t.C
+	}
 	var pending reloadWaiters
 	if c.flush != nil {
 		fctx, stop := context.WithCancel(ctx)
@@ -77,6 +83,11 @@ func (c *Core) Loop(ctx context.Context) error {
 			pending = c.drainReloads(pending)
 			pending.answer(c.reload())
 			pending = pending[:0]
+		case <-holdEnd:
+			// A gateway still unjudged: apply what the verdicts so far say.
+			holdEnd = nil
+			c.hold.release()
+			c.updateGroups(c.pushRoutes(), false)
 		case <-wd:
 			c.watchdog()
 		case now := <-beat.C:
@@ -141,8 +152,9 @@ func (c *Core) update(initial bool) {
 // detector which gateways idle as backups.
 func (c *Core) pushRoutes() routing.Snapshot {
 	snap := c.snapshot()
-	want := routing.Desired(c.pol, snap)
-	c.rec.Set(want)
+	if !c.hold.holding(c.now()) {
+		c.rec.Set(routing.Desired(c.pol, snap))
+	}
 	c.metrics.setCarriage(carrying(c.pol, snap))
 	sb := routing.Standby(c.pol, snap)
 	if !maps.Equal(sb, c.standby) {
@@ -214,6 +226,7 @@ func (c *Core) transition(tr detector.Transition) {
 		// A transition queued before a reload removed the gateway.
 		return
 	}
+	c.hold.judged(tr.Gateway)
 	prev := c.health[tr.Gateway]
 	next := healthOf(tr.To, prev)
 	c.mu.Lock()

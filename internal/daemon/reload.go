@@ -99,6 +99,7 @@ func (c *Core) loadForReload() (*policy.Policy, error) {
 // new ones start unknown (optimistic), and the groups and gateways it
 // dropped lose their series and track files. Then routes follow.
 func (c *Core) adopt(p *policy.Policy) {
+	c.hold.release() // a reload is an operator's word: apply it now
 	old := c.pol
 	for _, w := range restartOnly(old.Daemon, p.Daemon) {
 		c.log.Warn("reload: this setting only changes on restart", "setting", w)

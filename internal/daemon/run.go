@@ -177,7 +177,7 @@ func (d *daemon) build() error {
 	d.bfd = bfd.New(bfd.Options{Logger: d.log})
 	d.bfd.Set(peers)
 	d.reg.MustRegister(bfd.NewCollector(d.bfd))
-	startDown := adoptWithdrawn(d.p, d.rec, d.log)
+	startDown, adopted := adoptWithdrawn(d.p, d.rec, d.log)
 	if d.det, d.dk, err = newDetector(d.p, d.log, d.reg, startDown, bfdEvidence{d.bfd}); err != nil {
 		return fmt.Errorf("creating detector: %w", err)
 	}
@@ -190,7 +190,7 @@ func (d *daemon) build() error {
 		Policy: d.p, Logger: d.log, Detector: d.det, Routes: d.rec, Hooks: d.hooks, Metrics: dm, BFD: d.bfd,
 		Conntrack: conntrackOrNil(d.ct),
 		TrackDir:  d.p.Daemon.TrackDir, Load: func() (*policy.Policy, error) { return loadChecked(path) },
-		Version: d.opts.Build.Version, StartDown: startDown, ConditionFacts: d.conds,
+		Version: d.opts.Build.Version, StartDown: startDown, Adopted: adopted, ConditionFacts: d.conds,
 		Liveness: []LivenessSource{detectorLiveness(d.det), recCalls.report, d.httpBusy.report, hookLiveness(d.hooks),
 			conditionLiveness(d.conds), bfdLiveness(d.bfd)},
 	})
@@ -213,19 +213,35 @@ type ownedReader interface {
 // puts a dead gateway back for the few hundred milliseconds it takes to
 // find it dead again nor writes anything over a kernel that already
 // matches. A failed read adopts nothing: every gateway starts unknown, as
-// on a first start, and the reconciler repairs what it must.
-func adoptWithdrawn(p *policy.Policy, rec ownedReader, log *slog.Logger) map[string]string {
+// on a first start, and the reconciler repairs what it must. adopted says
+// whether a previous instance left anything of ours (startHold).
+func adoptWithdrawn(p *policy.Policy, rec ownedReader, log *slog.Logger) (down map[string]string, adopted bool) {
 	installed, err := rec.ReadOwned(routing.Desired(p, nil))
 	if err != nil {
 		log.Error("reading the routes a previous instance left; starting every gateway unknown", "err", err)
-		return nil
+		return nil, false
 	}
-	down := map[string]string{}
+	down = map[string]string{}
 	for _, name := range routing.Withdrawn(p, installed) {
 		down[name] = reasonAbsent
 		log.Info("gateway starts down", "gateway", name, "reason", reasonAbsent)
 	}
-	return down
+	return down, ownsAny(installed, p.Daemon.RouteProtocol)
+}
+
+// ownsAny reports whether s holds a route or rule of protocol proto.
+func ownsAny(s routing.State, proto uint8) bool {
+	for _, r := range s.Routes {
+		if r.Protocol == proto {
+			return true
+		}
+	}
+	for _, r := range s.Rules {
+		if r.Protocol == proto {
+			return true
+		}
+	}
+	return false
 }
 
 // listen opens the status listener and the control socket.

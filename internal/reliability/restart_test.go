@@ -194,6 +194,58 @@ func restartOverDeadGateway(t *testing.T, sig syscall.Signal) {
 	r.waitBothUp()
 }
 
+// TestRestartKeepAllDown: with last_resort = "keep" and both gateways
+// dead (IP black-holed, ARP still answered), the kept default names both,
+// as the all-up one does, so nothing is adopted as down. A SIGKILL and a
+// restart over it must write nothing in the 10 s after start: the first
+// verdict (one gateway down, the other still unknown) must not move the
+// route onto the other only for the next to move it back.
+func TestRestartKeepAllDown(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	pol := r.policy(polOpts{})
+	r.start(pol)
+	r.waitBothUp()
+	r.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+	r.GW2.BlackholeIP(t, nstest.GWDownlinkIf)
+	r.waitState("isp1", "down")
+	r.waitState("isp2", "down")
+	r.waitFor(10*time.Second, "both gateways kept in the default", func() (bool, string) {
+		def := r.mainDefault()
+		return twoNexthops.MatchString(def), def
+	})
+	before := r.owned()
+
+	r.signal(syscall.SIGKILL)
+	if err := r.Host.Wait(r.d.Cmd, 10*time.Second); err == nil {
+		t.Fatal("uplinkd exited cleanly after SIGKILL?")
+	}
+	mon := r.monitor()
+	mark := len(r.Host.Output(mon))
+	restart := time.Now()
+	d := r.launch(pol)
+	r.waitJudged(d)
+	r.waitState("isp1", "down")
+	r.waitState("isp2", "down")
+	if rest := 10*time.Second - time.Since(restart); rest > 0 {
+		time.Sleep(rest) // any late write would show in the window
+	}
+	if ch := ownedChanges(r.Host.Output(mon), mark); len(ch) > 0 {
+		t.Errorf("the restart changed %d owned routes/rules:\n%s\nuplinkd:\n%s", len(ch), strings.Join(ch, "\n"), tail(d.Output(), 4000))
+	}
+	if w, present := r.metric("uplinkd_netlink_writes_total", map[string]string{"result": "ok"}); present && w != 0 {
+		t.Errorf("uplinkd_netlink_writes_total{result=ok} = %v in the 10 s after start, want 0", w)
+	}
+	if after := r.owned(); after != before {
+		t.Errorf("owned state changed across the restart:\nbefore\n%s\nafter\n%s", before, after)
+	}
+	r.GW2.Recover(t)
+	r.waitFor(30*time.Second, "isp2 alone in the default once it is back", func() (bool, string) {
+		def := r.mainDefault()
+		return strings.Contains(def, "via 198.18.2.1") && !strings.Contains(def, "198.18.1.1"), def
+	})
+}
+
 // echo runs the lab's UDP echo responder on the Server's target address
 // until the test ends.
 func (r *rig) echo() {
