@@ -5,6 +5,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // A policy under which uplinkd would own nothing is refused before it can
@@ -30,5 +33,28 @@ func TestLoadCheckedRefusesPolicyThatManagesNothing(t *testing.T) {
 				t.Fatalf("loadChecked(%q) = %v, want an error saying it manages nothing", tc.text, err)
 			}
 		})
+	}
+}
+
+// Issue 11.3: run and reload read the policy through loadChecked, which
+// refuses anything but a regular file before reading it: a FIFO with no
+// writer would hang a reload inside the daemon, and /dev/zero would read
+// until memory ran out.
+func TestLoadCheckedRefusesWhatIsNotARegularFile(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "uplinkd.toml")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{fifo, "/dev/zero", "/dev/null"} {
+		done := make(chan error, 1)
+		go func() { _, err := loadChecked(path); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Errorf("loadChecked(%s) accepted it", path)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("loadChecked(%s) still reading after 10 s", path)
+		}
 	}
 }
