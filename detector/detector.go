@@ -50,6 +50,14 @@ type Config struct {
 	// any down gateway does, and not on a neighbour confirmation. It is
 	// their starting state, so no transition is reported for it.
 	StartDown map[string]string
+	// StartProbed names gateways whose first verdict must come from the
+	// probes, not from a neighbour confirmation: after a restart over
+	// routes a previous instance left, a gateway that black-holes IP but
+	// answers ARP would otherwise start up and be taken down again a few
+	// hundred milliseconds later, moving routes twice for nothing.
+	// Passive-only gateways (gating = "never") have no probes and keep
+	// the neighbour.
+	StartProbed []string
 }
 
 // Detector watches every gateway of the policy and reports transitions.
@@ -172,6 +180,11 @@ func New(cfg Config) (*Detector, error) {
 		if gs := d.gws[name]; gs != nil {
 			gs.m.StartDown(reason)
 			d.met.setState(name, Down)
+		}
+	}
+	for _, name := range cfg.StartProbed {
+		if gs := d.gws[name]; gs != nil {
+			gs.m.StartProbed()
 		}
 	}
 	d.publish(d.now()) // Status is meaningful before Run

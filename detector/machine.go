@@ -26,6 +26,8 @@ type Machine struct {
 	bfdDown string // policy.BFDDown*: what a BFD Down does; "" without BFD
 	bfdUp   bool
 
+	probedStart bool // an Unknown gateway needs a probe answer to be up
+
 	state  State
 	since  time.Time
 	cause  string
@@ -86,6 +88,11 @@ func (m *Machine) StartDown(reason string) {
 	m.state, m.cause, m.reason = Down, CauseStart, reason
 	m.good, m.bad = 0, 0
 }
+
+// StartProbed makes the first verdict the probes': a neighbour
+// confirmation no longer brings the Unknown machine up (it does for a
+// passive-only gateway, which has nothing else).
+func (m *Machine) StartProbed() { m.probedStart = true }
 
 // State returns the current state.
 func (m *Machine) State() State { return m.state }
@@ -351,7 +358,7 @@ func (m *Machine) onNeigh(ev Event, now time.Time) (Transition, bool) {
 			return Transition{}, false
 		}
 		switch {
-		case m.state == Unknown:
+		case m.state == Unknown && (!m.probedStart || m.prof.Gating == policy.GatingNever):
 			return m.move(Up, CauseStart, fmt.Sprintf("neighbour %s %s on %s", m.addr, stateOr(ev.State, "reachable"), m.iface), now)
 		case m.state == Down && m.prof.Gating == policy.GatingNever && !m.damped:
 			// Passive-only gateways have no probes to recover with.

@@ -59,15 +59,35 @@ func silent(d time.Duration) Event { return Event{Kind: EvTxWithoutRx, For: d} }
 
 func TestMachine(t *testing.T) {
 	tests := []struct {
-		name  string
-		prof  func(*policy.Profile)
-		steps []step
-		want  []tr
+		name   string
+		prof   func(*policy.Profile)
+		probed bool // StartProbed: after a restart over owned routes
+		steps  []step
+		want   []tr
 	}{
 		{
 			name:  "start: a reachable neighbour is enough",
 			steps: []step{{0, confirm}},
 			want:  []tr{{0, Unknown, Up, CauseStart, "neighbour 198.18.1.1 REACHABLE on eth1"}},
+		},
+		{
+			name:   "probed start: a reachable neighbour is not enough, the probes decide",
+			probed: true,
+			steps:  []step{{0, confirm}, {100 * ms, lost}, {125 * ms, lost}, {150 * ms, lost}},
+			want:   []tr{{150 * ms, Unknown, Down, CauseStart, "3 probes lost at start"}},
+		},
+		{
+			name:   "probed start: one answered probe",
+			probed: true,
+			steps:  []step{{0, confirm}, {100 * ms, good}},
+			want:   []tr{{100 * ms, Unknown, Up, CauseStart, "probe answered in 2ms"}},
+		},
+		{
+			name:   "probed start, passive only: the neighbour is all there is",
+			probed: true,
+			prof:   func(p *policy.Profile) { p.Gating = policy.GatingNever },
+			steps:  []step{{0, confirm}},
+			want:   []tr{{0, Unknown, Up, CauseStart, "neighbour 198.18.1.1 REACHABLE on eth1"}},
 		},
 		{
 			name:  "start: one answered probe",
@@ -322,6 +342,9 @@ func TestMachine(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			m := NewMachine(testGateway(tc.prof), t0)
+			if tc.probed {
+				m.StartProbed()
+			}
 			got := run(m, tc.steps)
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("transitions (-want +got):\n%s", diff)

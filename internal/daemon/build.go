@@ -32,7 +32,24 @@ func (k *detectorKernel) Close() error {
 	return err
 }
 
-func newDetector(p *policy.Policy, log *slog.Logger, reg prometheus.Registerer, startDown map[string]string, b detector.BFD) (HealthSource, *detectorKernel, error) {
+// startProbed names the gateways whose first verdict must come from the
+// probes: after a restart over owned routes (adopted), every one not
+// adopted down (detector.Config.StartProbed), so that a dead gateway still
+// answering ARP does not start up, and startHold has true verdicts to wait
+// for.
+func startProbed(p *policy.Policy, startDown map[string]string, adopted bool) []string {
+	var probed []string
+	if adopted {
+		for _, g := range p.Gateways {
+			if _, down := startDown[g.Name]; !down {
+				probed = append(probed, g.Name)
+			}
+		}
+	}
+	return probed
+}
+
+func newDetector(p *policy.Policy, log *slog.Logger, reg prometheus.Registerer, startDown map[string]string, adopted bool, b detector.BFD) (HealthSource, *detectorKernel, error) {
 	nl, err := detector.NewNetlink(netns.None())
 	if err != nil {
 		return nil, nil, err
@@ -44,7 +61,7 @@ func newDetector(p *policy.Policy, log *slog.Logger, reg prometheus.Registerer, 
 	}
 	k := &detectorKernel{nl: nl, traffic: traffic}
 	det, err := detector.New(detector.Config{Policy: p, Logger: log, Metrics: detector.NewMetrics(reg), StartDown: startDown,
-		Kernel: nl, Traffic: traffic, BFD: b})
+		StartProbed: startProbed(p, startDown, adopted), Kernel: nl, Traffic: traffic, BFD: b})
 	if err != nil {
 		k.Close()
 		return nil, nil, err

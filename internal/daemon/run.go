@@ -178,7 +178,7 @@ func (d *daemon) build() error {
 	d.bfd.Set(peers)
 	d.reg.MustRegister(bfd.NewCollector(d.bfd))
 	startDown, adopted := adoptWithdrawn(d.p, d.rec, d.log)
-	if d.det, d.dk, err = newDetector(d.p, d.log, d.reg, startDown, bfdEvidence{d.bfd}); err != nil {
+	if d.det, d.dk, err = newDetector(d.p, d.log, d.reg, startDown, adopted, bfdEvidence{d.bfd}); err != nil {
 		return fmt.Errorf("creating detector: %w", err)
 	}
 	if d.ct, err = openConntrack(d.p, d.log); err != nil {
