@@ -19,7 +19,10 @@
 // A restart adopts what uplinkd owns: before the detector starts, the
 // daemon reads its routes and rules, and the gateways they show withdrawn
 // start down (routing.Withdrawn), so a restart over a kernel that already
-// matches writes nothing and never puts a dead gateway back.
+// matches writes nothing and never puts a dead gateway back. The others'
+// first verdicts come from the probes (detector.Config.StartProbed), and
+// route changes wait for all of them (startHold): a kept route with every
+// gateway dead looks like the all-up one, and must not move per verdict.
 //
 // Start-up refuses, with the exact reason and before the kernel is touched,
 // a policy that is invalid, a policy file or hook executable that anyone but
