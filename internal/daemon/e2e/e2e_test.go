@@ -22,6 +22,7 @@ import (
 	"github.com/uplinkd/uplinkd/internal/daemon"
 	"github.com/uplinkd/uplinkd/internal/daemontest"
 	"github.com/uplinkd/uplinkd/internal/nstest"
+	"github.com/uplinkd/uplinkd/policy"
 )
 
 // binary is uplinkd built once for the whole test binary with the race
@@ -31,8 +32,31 @@ import (
 // cannot do, and for the timing benchmark.
 var binary, prodBinary string
 
+// faults counts the e2e tests that belong to the fault suite (restarts,
+// a policy that manages nothing over live routes); TestMain prints their
+// totals beside internal/reliability's, on success and on failure.
+var faults daemontest.FaultLedger
+
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
+	code := runMain(m)
+	faults.Summary(os.Stdout)
+	os.Exit(code)
+}
+
+// fault records t as one fault run: at its end, the owned defaults pol
+// says should be in the kernel and are not (none when pol withdraws on
+// exit, as the on_exit = "withdraw" test wants).
+func (l *lab) fault(t testing.TB, pol string) {
+	p, err := policy.Parse("uplinkd.toml", []byte(pol), policy.Options{})
+	if err != nil {
+		t.Fatalf("the test's policy is invalid: %v", err)
+	}
+	faults.Track(t, func() []string {
+		if p.Daemon.OnExit == policy.OnExitWithdraw {
+			return nil
+		}
+		return daemontest.MissingOwnedRoutes(l.Host, p, nil)
+	})
 }
 
 func runMain(m *testing.M) int {
@@ -658,6 +682,7 @@ func TestSIGTERMOnExit(t *testing.T) {
 			if tc.onExit != "" {
 				pol = strings.Replace(pol, "[daemon]\n", "[daemon]\n"+tc.onExit+"\n", 1)
 			}
+			l.fault(t, pol)
 			l.start(pol)
 			l.waitBothUp()
 			before := l.routes()
@@ -683,6 +708,7 @@ func TestSIGTERMOnExit(t *testing.T) {
 func TestRestartMakesNoWrites(t *testing.T) {
 	l := newLab(t)
 	pol := l.basePolicy(2, "")
+	l.fault(t, pol)
 	l.start(pol)
 	l.waitBothUp()
 	l.signal(syscall.SIGTERM)
@@ -1188,6 +1214,7 @@ func BenchmarkFailoverInNamespace(b *testing.B) {
 func TestPolicyThatManagesNothingIsRefused(t *testing.T) {
 	l := newLab(t)
 	good := l.basePolicy(2, "")
+	l.fault(t, good)
 	l.start(good)
 	l.waitBothUp()
 	before := l.routes()
