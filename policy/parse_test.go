@@ -340,6 +340,9 @@ flush_conntrack = "on_up"
 [gateway.plain]
 address = "198.18.4.1"
 interface = "eth4"
+
+[group.wan]
+gateways = ["snat", "marked", "masq", "plain"]
 `
 	p, err := Parse("t.toml", []byte(src), Options{})
 	if err != nil {

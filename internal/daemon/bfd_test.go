@@ -85,6 +85,9 @@ key_file = "` + key + `"
 [gateway.isp2]
 address = "198.18.2.1"
 interface = "eth2"
+
+[group.wan]
+gateways = ["isp1", "isp2"]
 `
 	p, err := policy.Parse("bfd.toml", []byte(text), policy.Options{})
 	if err != nil {

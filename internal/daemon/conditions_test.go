@@ -154,6 +154,8 @@ func TestCoreConditionGatesRoutesAndFiresHooks(t *testing.T) {
 [gateway.isp1]
 address = "198.18.1.1"
 interface = "eth1"
+[group.wan]
+gateways = ["isp1"]
 `))
 	if err := h.core.Reload(context.Background()); err != nil {
 		t.Fatal(err)
@@ -175,6 +177,9 @@ func TestCoreConditionHoldUp(t *testing.T) {
 [gateway.isp1]
 address = "198.18.1.1"
 interface = "eth1"
+
+[group.wan]
+gateways = ["isp1"]
 
 [condition.link]
 all = ["link eth1 up"]
