@@ -27,8 +27,12 @@ setup:
 # that fails instead of skipping on a machine meant to run them). Then each fuzz target for a bounded time.
 test: build lint test-unit test-fuzz test-contrib
 
+# The fault suites (internal/reliability, the e2e restarts) append their
+# totals to out/faults.txt, printed after the run whatever its outcome.
 test-unit:
-	UPLINKD_NSTEST_REQUIRE=1 $(GO) test -count=1 -timeout 30m ./...
+	@mkdir -p out && rm -f out/faults.txt
+	UPLINKD_NSTEST_REQUIRE=1 UPLINKD_FAULT_SUMMARY=$(CURDIR)/out/faults.txt $(GO) test -count=1 -timeout 30m ./...; \
+	status=$$?; cat out/faults.txt 2>/dev/null; exit $$status
 
 test-fuzz:
 	@set -e; targets=$$(git grep -n '^func Fuzz' -- '*_test.go' | sed -E 's#^(.*)/[^/]*_test\.go:[0-9]+:func (Fuzz[A-Za-z0-9_]*).*#./\1:\2#'); \

@@ -3,6 +3,7 @@ package daemontest
 import (
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -54,6 +55,23 @@ func (l *FaultLedger) Track(t testing.TB, measure func() []string) {
 		}
 		l.Record(r)
 	})
+}
+
+// Print writes the summary of suite to stdout and, when the environment
+// names a file in UPLINKD_FAULT_SUMMARY, appends it there too: go test
+// shows a passing package's output only with -v, and make test prints
+// that file after the run.
+func (l *FaultLedger) Print(suite string) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nfault suite %s:", suite)
+	l.Summary(&b)
+	fmt.Print(b.String())
+	if path := os.Getenv("UPLINKD_FAULT_SUMMARY"); path != "" {
+		if f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+			_, _ = f.WriteString(b.String())
+			_ = f.Close()
+		}
+	}
 }
 
 // Summary writes one line per run and the totals line

@@ -31,7 +31,7 @@ var faults daemontest.FaultLedger
 
 func TestMain(m *testing.M) {
 	code := runMain(m)
-	faults.Summary(os.Stdout)
+	faults.Print("internal/reliability")
 	os.Exit(code)
 }
 

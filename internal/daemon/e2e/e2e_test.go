@@ -39,7 +39,7 @@ var faults daemontest.FaultLedger
 
 func TestMain(m *testing.M) {
 	code := runMain(m)
-	faults.Summary(os.Stdout)
+	faults.Print("internal/daemon/e2e")
 	os.Exit(code)
 }
 
