@@ -431,7 +431,7 @@ func TestRestartAdoptsWithdrawnGateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rec.Close()
+	t.Cleanup(func() { rec.Close() }) // after runRestarted's loop stops
 	startDown, adopted := adoptWithdrawn(p, rec, discard())
 	if !adopted {
 		t.Fatal("adoptWithdrawn found nothing of ours over the first instance's kernel")
@@ -441,20 +441,8 @@ func TestRestartAdoptsWithdrawnGateway(t *testing.T) {
 	}
 	det := newFakeDetector()
 	trackDir := filepath.Join(t.TempDir(), "track")
-	core, err := NewCore(CoreConfig{Policy: p, Detector: det, Routes: rec, TrackDir: trackDir, StartDown: startDown, Adopted: adopted,
-		Load: func() (*policy.Policy, error) { return p, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
 	before := rec.Writes()
-	if n, err := rec.Apply(context.Background(), core.Desired()); err != nil || n != 0 {
-		t.Fatalf("initial apply after the restart: %d writes, %v; want 0, nil", n, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 2)
-	go func() { done <- rec.Run(ctx) }()
-	go func() { done <- core.Loop(ctx) }()
-	defer func() { cancel(); <-done; <-done }()
+	core := runRestarted(t, p, det, rec, trackDir, startDown, adopted)
 
 	det.send("isp2", detector.Unknown, detector.Up, "probe answered")
 	waitTrue(t, "track files written", func() bool {
@@ -476,6 +464,28 @@ func TestRestartAdoptsWithdrawnGateway(t *testing.T) {
 
 	det.send("isp1", detector.Down, detector.Up, "3 probes answered")
 	waitTrue(t, "isp1 back in the route", func() bool { return strings.Contains(first.kernelDump(), "198.18.1.1") })
+}
+
+// runRestarted is the second instance of a restart test: a Core over rec
+// (reading the kernel the first one left) with what adoptWithdrawn found;
+// its initial apply must write nothing, and its loop and reconciler run
+// until the test ends.
+func runRestarted(t *testing.T, p *policy.Policy, det *fakeDetector, rec *routing.Reconciler, trackDir string, startDown map[string]string, adopted bool) *Core {
+	t.Helper()
+	core, err := NewCore(CoreConfig{Policy: p, Detector: det, Routes: rec, TrackDir: trackDir, StartDown: startDown, Adopted: adopted,
+		Load: func() (*policy.Policy, error) { return p, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := rec.Apply(context.Background(), core.Desired()); err != nil || n != 0 {
+		t.Fatalf("initial apply after the restart: %d writes, %v; want 0, nil", n, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- rec.Run(ctx) }()
+	go func() { done <- core.Loop(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; <-done })
+	return core
 }
 
 func waitTrue(t *testing.T, what string, cond func() bool) {
@@ -513,25 +523,13 @@ func TestRestartKeepAllDownWritesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rec.Close()
+	t.Cleanup(func() { rec.Close() }) // after runRestarted's loop stops
 	startDown, adopted := adoptWithdrawn(p, rec, discard())
 	if len(startDown) != 0 || !adopted {
 		t.Fatalf("adoptWithdrawn = %v, %v; want nothing down (the kept route shows every member), adopted", startDown, adopted)
 	}
 	det := newFakeDetector()
-	core, err := NewCore(CoreConfig{Policy: p, Detector: det, Routes: rec, TrackDir: t.TempDir(), StartDown: startDown, Adopted: adopted,
-		Load: func() (*policy.Policy, error) { return p, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, err := rec.Apply(context.Background(), core.Desired()); err != nil || n != 0 {
-		t.Fatalf("initial apply after the restart: %d writes, %v; want 0, nil", n, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 2)
-	go func() { done <- rec.Run(ctx) }()
-	go func() { done <- core.Loop(ctx) }()
-	defer func() { cancel(); <-done; <-done }()
+	core := runRestarted(t, p, det, rec, t.TempDir(), startDown, adopted)
 
 	stayed := func(what string) {
 		t.Helper()
