@@ -223,10 +223,10 @@ func (d *Detector) onLink(ctx context.Context, li Link, now time.Time) {
 	}
 	detail := ""
 	switch {
-	case li.Deleted && !known:
-		detail = "interface " + li.Name + " not present"
 	case li.Deleted:
-		detail = "interface " + li.Name + " deleted"
+		// At start or later alike: the gateway rejoins when an interface
+		// of that name appears, whatever its index.
+		detail = "interface " + li.Name + " absent"
 	case !li.AdminUp:
 		detail = "interface " + li.Name + " is administratively down"
 	case !li.Carrier:

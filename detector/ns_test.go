@@ -336,7 +336,7 @@ func TestNSInterfaceRecreated(t *testing.T) {
 	}
 	l.Host.MustRun(t, "ip", "link", "del", nstest.HostUplink1If)
 	l.waitState(t, "gw1", detector.Down, 5*time.Second)
-	if s := l.status("gw1"); s.Reason != "interface eth1 deleted" {
+	if s := l.status("gw1"); s.Reason != "interface eth1 absent" {
 		t.Errorf("reason %q", s.Reason)
 	}
 	l.Lab.Link(l.Host, nstest.HostUplink1If, l.GW1, nstest.GWDownlinkIf)

@@ -163,7 +163,7 @@ func TestScenarioInterfaceRecreated(t *testing.T) {
 	f.wait(t, "gw1", detector.Up)
 	f.k.DelLink("eth1")
 	f.wait(t, "gw1", detector.Down)
-	if tr, _ := f.rec.First("gw1", detector.Down, time.Time{}); tr.Reason != "interface eth1 deleted" {
+	if tr, _ := f.rec.First("gw1", detector.Down, time.Time{}); tr.Reason != "interface eth1 absent" {
 		t.Errorf("reason %q", tr.Reason)
 	}
 	f.k.AddLink("eth1", 99, "198.18.1.2/24")
@@ -315,7 +315,7 @@ func TestDetectorLifecycle(t *testing.T) {
 	detectortest.WaitFor(t, "status published", 5*time.Second, func() bool { return len(d.Status()) == 2 })
 	// eth2 does not exist: its gateway is down at once, not unknown.
 	detectortest.WaitFor(t, "gw2 down", 5*time.Second, func() bool { return d.Status()[1].State == detector.Down })
-	if r := d.Status()[1].Reason; r != "interface eth2 not present" {
+	if r := d.Status()[1].Reason; r != "interface eth2 absent" {
 		t.Errorf("reason %q", r)
 	}
 	if err := d.Run(ctx); err == nil {

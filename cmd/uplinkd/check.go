@@ -7,6 +7,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/uplinkd/uplinkd/internal/daemon"
 	"github.com/uplinkd/uplinkd/policy"
 )
 
@@ -17,8 +18,15 @@ func init() {
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("check", "[flags] FILE...", `Validates each policy file and prints a short summary of what uplinkd would
 manage. It never touches the kernel. Exits 0 when every file is valid, and 3
-with every error (file:line:col: object: problem) otherwise.`, stderr)
+with every error (file:line:col: object: problem) otherwise.
+
+It warns (on stderr, still exiting 0) about each interface that does not
+exist on this host: the daemon would start with that gateway down until the
+interface appears. With --require-interfaces such an interface of a gateway
+that is not optional is an error (exit 2), as 'run --require-interfaces'
+would refuse it.`, stderr)
 	quiet := fs.Bool("q", false, "print nothing for valid files")
+	requireIfaces := fs.Bool("require-interfaces", false, "treat an absent interface of a non-optional gateway as an error")
 	files, c := parseArgs(fs, args)
 	if c >= 0 {
 		return c
@@ -45,6 +53,14 @@ with every error (file:line:col: object: problem) otherwise.`, stderr)
 		}
 		if !*quiet {
 			summarize(stdout, p)
+		}
+		for _, g := range daemon.AbsentInterfaces(p) {
+			if *requireIfaces && !g.Optional {
+				fmt.Fprintf(stderr, "%s: gateway %q: interface %s does not exist on this host\n", file, g.Name, g.Interface)
+				code = max(code, exitUsage)
+				continue
+			}
+			fmt.Fprintf(stderr, "%s: warning: gateway %q: interface %s does not exist on this host; the gateway will be down until it appears\n", file, g.Name, g.Interface)
 		}
 	}
 	return code

@@ -155,3 +155,46 @@ func TestCheckRefusesWhatIsNotARegularFile(t *testing.T) {
 		})
 	}
 }
+
+// An interface that does not exist on this host is a warning, not an
+// error: the daemon would start with that gateway down. With
+// --require-interfaces it is an error (exit 2) unless the gateway is
+// optional.
+func TestCheckAbsentInterface(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "late.toml")
+	if err := os.WriteFile(f, []byte(`
+[gateway.late]
+address = "198.18.3.1"
+interface = "uplnoiface0"
+[gateway.modem]
+address = "198.18.4.1"
+interface = "uplnoiface1"
+optional = true
+[group.wan]
+gateways = ["late", "modem"]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want []string
+	}{
+		{[]string{"check", "-q", f}, exitOK, []string{
+			f + `: warning: gateway "late": interface uplnoiface0 does not exist on this host; the gateway will be down until it appears`,
+			f + `: warning: gateway "modem": interface uplnoiface1 does not exist on this host; the gateway will be down until it appears`,
+		}},
+		{[]string{"check", "-q", "--require-interfaces", f}, exitUsage, []string{
+			f + `: gateway "late": interface uplnoiface0 does not exist on this host`,
+			f + `: warning: gateway "modem": interface uplnoiface1 does not exist on this host; the gateway will be down until it appears`,
+		}},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := mainArgs(tc.args, &stdout, &stderr); code != tc.code {
+			t.Errorf("%v: exit %d, want %d\n%s", tc.args, code, tc.code, stderr.String())
+		}
+		if d := cmp.Diff(tc.want, strings.Split(strings.TrimRight(stderr.String(), "\n"), "\n")); d != "" {
+			t.Errorf("%v: stderr (-want +got):\n%s", tc.args, d)
+		}
+	}
+}

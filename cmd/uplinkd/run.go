@@ -25,8 +25,11 @@ routes and rules in the kernel pointed at live ones.
 It refuses to start, saying why and exiting before touching the kernel: with
 3 when the policy is invalid, manages nothing, or its file is not a regular
 file owned by root and writable only by root; with 2 when a hook executable
-is writable by anyone but root, a non-optional interface does not exist, or
-without CAP_NET_ADMIN. Once its sockets are open it keeps only CAP_NET_ADMIN and
+is writable by anyone but root, or without CAP_NET_ADMIN. An interface that
+does not exist is not a refusal: it is logged, its gateway is down ("interface
+eth3 absent") and rejoins when the interface appears; --require-interfaces
+refuses instead (exit 2, and a reload is refused) for every gateway that is
+not optional. Once its sockets are open it keeps only CAP_NET_ADMIN and
 CAP_NET_RAW (hooks inherit that).
 
 Signals: SIGHUP reloads the policy (as does 'uplinkd reload'); an invalid
@@ -41,6 +44,7 @@ Exit status: 0 after a clean stop, 1 on a runtime failure, 2 or 3 on refusal.`, 
 	config := fs.String("config", defaultConfig, "policy `FILE`")
 	logFormat := fs.String("log-format", "", "override [daemon] log_format: text or json")
 	logLevel := fs.String("log-level", "", "override [daemon] log_level: debug, info, warn or error")
+	requireIfaces := fs.Bool("require-interfaces", false, "refuse to start or reload while an interface of a non-optional gateway does not exist")
 	rest, c := parseArgs(fs, args)
 	if c >= 0 {
 		return c
@@ -54,11 +58,12 @@ Exit status: 0 after a clean stop, 1 on a runtime failure, 2 or 3 on refusal.`, 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	err := daemon.Run(ctx, daemon.Options{
-		ConfigPath: *config,
-		LogFormat:  *logFormat,
-		LogLevel:   *logLevel,
-		Stderr:     errw,
-		Build:      daemon.BuildInfo{Version: ver, Commit: commit, GoVersion: runtime.Version()},
+		ConfigPath:        *config,
+		LogFormat:         *logFormat,
+		LogLevel:          *logLevel,
+		RequireInterfaces: *requireIfaces,
+		Stderr:            errw,
+		Build:             daemon.BuildInfo{Version: ver, Commit: commit, GoVersion: runtime.Version()},
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "uplinkd: %v\n", err)

@@ -26,8 +26,9 @@
 //
 // Start-up refuses, with the exact reason and before the kernel is touched,
 // a policy that is invalid, a policy file or hook executable that anyone but
-// root can write, a missing non-optional interface, and a process without
-// CAP_NET_ADMIN. Once its sockets are open the daemon keeps only
+// root can write, and a process without CAP_NET_ADMIN (and, with
+// Options.RequireInterfaces, a missing non-optional interface; by default
+// an absent interface is a down gateway that rejoins when it appears). Once its sockets are open the daemon keeps only
 // CAP_NET_ADMIN and CAP_NET_RAW in every capability set of every thread
 // (hooks inherit that bounding set).
 //

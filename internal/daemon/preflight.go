@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 
@@ -39,8 +40,32 @@ func checkPolicyFiles(p *policy.Policy) error {
 	return errors.Join(errs...)
 }
 
-// checkInterfaces refuses a policy whose non-optional interfaces are
-// missing: a typo must not start a daemon that silently manages nothing.
+// AbsentInterfaces lists the gateways of p whose interface does not exist in this network namespace. An absent
+// interface is not an error: its gateway is down ("interface eth3
+// absent") until the interface appears, by name, with whatever index.
+// Uplinks come late (PPP, VLANs, bonds, WireGuard, USB modems), and a
+// daemon that refused to start would leave every other uplink unmanaged.
+func AbsentInterfaces(p *policy.Policy) []*policy.Gateway {
+	var out []*policy.Gateway
+	absent := map[string]bool{}
+	for _, g := range p.Gateways {
+		seen, ok := absent[g.Interface]
+		if !ok {
+			_, err := net.InterfaceByName(g.Interface)
+			seen = err != nil
+			absent[g.Interface] = seen
+		}
+		if seen {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// checkInterfaces is the strict form operators ask for with
+// --require-interfaces: a missing interface of a gateway that is not
+// optional refuses the policy, at start and on reload, so that a typo is
+// caught where a fixed set of interfaces is known to exist.
 func checkInterfaces(p *policy.Policy) error {
 	var errs []error
 	seen := map[string]bool{}
@@ -51,7 +76,7 @@ func checkInterfaces(p *policy.Policy) error {
 		seen[g.Interface] = true
 		if _, err := net.InterfaceByName(g.Interface); err != nil {
 			if strings.Contains(err.Error(), "no such network interface") {
-				errs = append(errs, fmt.Errorf("gateway %q: interface %s does not exist (set optional = true if it may appear later)", g.Name, g.Interface))
+				errs = append(errs, fmt.Errorf("gateway %q: interface %s does not exist (--require-interfaces is set; set optional = true if it may appear later)", g.Name, g.Interface))
 			} else {
 				errs = append(errs, fmt.Errorf("gateway %q: looking up interface %s: %w", g.Name, g.Interface, err))
 			}
@@ -73,8 +98,9 @@ func checkPrivileges() error {
 	return nil
 }
 
-// loadChecked reads and validates a policy and everything it names.
-func loadChecked(path string) (*policy.Policy, error) {
+// loadChecked reads and validates a policy and everything it names;
+// requireIfaces refuses a missing interface (checkInterfaces).
+func loadChecked(path string, requireIfaces bool) (*policy.Policy, error) {
 	p, err := policy.LoadTrusted(path)
 	if err != nil {
 		var perrs policy.Errors
@@ -87,8 +113,19 @@ func loadChecked(path string) (*policy.Policy, error) {
 		}
 		return nil, err
 	}
-	if err := errors.Join(checkPolicyFiles(p), checkInterfaces(p), checkWebConfig(p)); err != nil {
+	errs := []error{checkPolicyFiles(p), checkWebConfig(p)}
+	if requireIfaces {
+		errs = append(errs, checkInterfaces(p))
+	}
+	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// warnAbsent logs each absent interface once per load (start, reload).
+func warnAbsent(log *slog.Logger, p *policy.Policy) {
+	for _, g := range AbsentInterfaces(p) {
+		log.Warn("interface absent; the gateway is down until it appears", "gateway", g.Name, "iface", g.Interface)
+	}
 }

@@ -28,7 +28,7 @@ func TestLoadCheckedRefusesPolicyThatManagesNothing(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tc.text), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, err := loadChecked(path)
+			_, err := loadChecked(path, false)
 			if err == nil || !strings.Contains(err.Error(), "manages nothing") {
 				t.Fatalf("loadChecked(%q) = %v, want an error saying it manages nothing", tc.text, err)
 			}
@@ -47,7 +47,7 @@ func TestLoadCheckedRefusesWhatIsNotARegularFile(t *testing.T) {
 	}
 	for _, path := range []string{fifo, "/dev/zero", "/dev/null"} {
 		done := make(chan error, 1)
-		go func() { _, err := loadChecked(path); done <- err }()
+		go func() { _, err := loadChecked(path, false); done <- err }()
 		select {
 		case err := <-done:
 			if err == nil {

@@ -33,6 +33,10 @@ type Options struct {
 	LogFormat, LogLevel string
 	Stderr              *os.File
 	Build               BuildInfo
+	// RequireInterfaces refuses, at start and on reload, a policy whose
+	// non-optional interfaces do not exist (the strictness of old). By
+	// default an absent interface is a down gateway, logged as a warning.
+	RequireInterfaces bool
 }
 
 // StartError is a refusal to start: nothing was touched.
@@ -99,7 +103,7 @@ type daemon struct {
 // preflight reads and checks the policy, makes the logger and refuses a
 // process or binary that could not run safely.
 func (d *daemon) preflight() error {
-	p, err := loadChecked(d.opts.ConfigPath)
+	p, err := loadChecked(d.opts.ConfigPath, d.opts.RequireInterfaces)
 	if err != nil {
 		return err
 	}
@@ -118,6 +122,7 @@ func (d *daemon) preflight() error {
 		return err
 	}
 	d.p = p
+	warnAbsent(d.log, p)
 	if err := checkPrivileges(); err != nil {
 		return err
 	}
@@ -185,11 +190,17 @@ func (d *daemon) build() error {
 		return err
 	}
 	d.conds = condwatch.New(condwatch.Config{Logger: d.log, Resync: d.p.Daemon.ResyncEvery})
-	path := d.opts.ConfigPath
+	path, strict, log := d.opts.ConfigPath, d.opts.RequireInterfaces, d.log
 	d.core, err = NewCore(CoreConfig{
 		Policy: d.p, Logger: d.log, Detector: d.det, Routes: d.rec, Hooks: d.hooks, Metrics: dm, BFD: d.bfd,
 		Conntrack: conntrackOrNil(d.ct),
-		TrackDir:  d.p.Daemon.TrackDir, Load: func() (*policy.Policy, error) { return loadChecked(path) },
+		TrackDir:  d.p.Daemon.TrackDir, Load: func() (*policy.Policy, error) {
+			p, err := loadChecked(path, strict)
+			if err == nil {
+				warnAbsent(log, p)
+			}
+			return p, err
+		},
 		Version: d.opts.Build.Version, StartDown: startDown, Adopted: adopted, ConditionFacts: d.conds,
 		Liveness: []LivenessSource{detectorLiveness(d.det), recCalls.report, d.httpBusy.report, hookLiveness(d.hooks),
 			conditionLiveness(d.conds), bfdLiveness(d.bfd)},

@@ -1,0 +1,59 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uplinkd/uplinkd/internal/nstest"
+)
+
+func (l *lab) gatewayReason(name string) string {
+	for _, g := range l.status().Gateways {
+		if g.Name == name {
+			return g.Reason
+		}
+	}
+	return ""
+}
+
+// Issue 19, scenario 7: eth2 does not exist when uplinkd starts (a PPP
+// link, a VLAN, a USB modem that comes later). The daemon starts anyway,
+// isp2 is down with reason "interface eth2 absent", a reload is accepted,
+// and 10 s after the start the interface is created, with a new index,
+// and isp2 rejoins the multipath default by name.
+func TestInterfaceCreatedAfterStart(t *testing.T) {
+	l := newLab(t)
+	l.Host.MustRun(t, "ip", "link", "del", nstest.HostUplink2If) // takes GW2's eth0 with it
+	started := time.Now()
+	l.start(l.basePolicy(1, ""))
+	l.waitFor("isp1 up, isp2 down as absent, a default via isp1 only", func() bool {
+		return l.gatewayState("isp1") == "up" && l.gatewayState("isp2") == "down" &&
+			strings.Contains(l.routes(), "default via 198.18.1.1 dev eth1")
+	})
+	if r := l.gatewayReason("isp2"); r != "interface eth2 absent" {
+		t.Errorf("isp2 reason %q, want %q", r, "interface eth2 absent")
+	}
+	if out := l.Host.Output(l.cmd); !strings.Contains(out, "interface absent; the gateway is down until it appears") {
+		t.Errorf("no warning about the absent interface in the log:\n%s", tail(out, 3000))
+	}
+	l.signal(1) // SIGHUP: a reload with the interface still absent is accepted
+	l.waitFor("the reload", func() bool {
+		st := l.status()
+		return !st.LastReload.IsZero() && st.LastReload.After(started)
+	})
+	if st := l.status(); !st.LastReloadOK {
+		t.Fatalf("reload with an absent interface refused: %s", st.LastReloadError)
+	}
+
+	time.Sleep(time.Until(started.Add(10 * time.Second)))
+	l.Lab.Link(l.Host, nstest.HostUplink2If, l.GW2, nstest.GWDownlinkIf)
+	l.Host.AddAddr(t, nstest.HostUplink2If, nstest.Host2Addr4.String()+"/24")
+	l.GW2.AddAddr(t, nstest.GWDownlinkIf, nstest.GW2Addr4.String()+"/24")
+	created := time.Now()
+	l.waitBothUp()
+	t.Logf("isp2 in the default route %v after eth2 was created (profile: 100ms interval, up_count 3)", time.Since(created).Round(10*time.Millisecond))
+	if err := l.Host.ProcOf(l.cmd).Signal(0); err != nil {
+		t.Fatalf("daemon gone: %v", err)
+	}
+}
