@@ -3,6 +3,7 @@ package routing_test
 import (
 	"context"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -245,5 +246,38 @@ func TestScenarioKeepWithVanishedInterface(t *testing.T) {
 	}
 	if got := linesWith(routing.Format(k.State()), "table main"); !strings.Contains(got, "dev eth2") {
 		t.Errorf("eth2 back, but main is %q", got)
+	}
+}
+
+// Issue 19: a released lease takes eth2's address and subnet. A nexthop
+// via 198.18.2.1 on eth2 cannot be written (ENETUNREACH), and a multipath
+// route naming it would be refused whole: uplinkd writes the members that
+// are still on-link, and the host keeps a default. The subnet returns
+// with the lease, and so does the member.
+func TestScenarioKeepWithReleasedLease(t *testing.T) {
+	p := mustPolicy(t, strings.Replace(twoISPs, `last_resort = "unreachable"`, `last_resort = "keep"`, 1))
+	k := routingtest.NewMemKernel("eth1", "eth2", "eth3")
+	rec, _ := newConflictReconciler(t, k)
+	ctx := context.Background()
+	allDown := routing.Snapshot{"isp1": routing.Down, "isp2": routing.Down, "backup": routing.Down}
+	if _, err := rec.Apply(ctx, routing.Desired(p, allDown)); err != nil {
+		t.Fatal(err)
+	}
+	k.SetAddrs("eth2", netip.MustParsePrefix("198.18.200.2/24")) // a new lease elsewhere
+	if _, err := rec.Apply(ctx, routing.Desired(p, allDown)); err != nil {
+		t.Errorf("Apply with 198.18.2.1 off-link: %v", err)
+	}
+	want := dump(`
+		default via 198.18.1.1 dev eth1 table 201 proto 212 src 198.18.1.2
+		default table main proto 212 nexthop via 198.18.1.1 dev eth1 weight 3 nexthop via 198.18.3.1 dev eth3 weight 1`)
+	if d := cmp.Diff(want, linesWith(routing.Format(k.State()), "default")); d != "" {
+		t.Errorf("defaults with 198.18.2.1 off-link (-want +got):\n%s", d)
+	}
+	k.SetAddrs("eth2", netip.MustParsePrefix("198.18.2.2/24"))
+	if _, err := rec.Apply(ctx, routing.Desired(p, allDown)); err != nil {
+		t.Fatal(err)
+	}
+	if got := linesWith(routing.Format(k.State()), "table main"); !strings.Contains(got, "via 198.18.2.1 dev eth2") {
+		t.Errorf("lease back, but main is %q", got)
 	}
 }

@@ -23,6 +23,9 @@ type Netlink interface {
 	RuleAdd(rule *netlink.Rule) error
 	RuleDel(rule *netlink.Rule) error
 	LinkList() ([]netlink.Link, error)
+	// AddrList with a nil link lists the addresses of every interface:
+	// which gateways are on-link where (see onLink).
+	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
 }
 
 func afOf(family int) int {
@@ -76,10 +79,12 @@ func fromIPNet(n *net.IPNet, family int) netip.Prefix {
 	return netip.PrefixFrom(a, bits)
 }
 
-// links maps interface names and indexes, read once per reconcile.
+// links maps interface names and indexes, read once per reconcile, with
+// the prefixes each interface's addresses make on-link.
 type links struct {
 	byName  map[string]int
 	byIndex map[int]string
+	onlink  map[string][]netip.Prefix
 }
 
 func readLinks(nl Netlink) (links, error) {
@@ -87,13 +92,50 @@ func readLinks(nl Netlink) (links, error) {
 	if err != nil {
 		return links{}, fmt.Errorf("listing links: %w", err)
 	}
-	l := links{byName: make(map[string]int, len(ls)), byIndex: make(map[int]string, len(ls))}
+	l := links{byName: make(map[string]int, len(ls)), byIndex: make(map[int]string, len(ls)), onlink: map[string][]netip.Prefix{}}
 	for _, k := range ls {
 		a := k.Attrs()
 		l.byName[a.Name] = a.Index
 		l.byIndex[a.Index] = a.Name
 	}
+	as, err := nl.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return links{}, fmt.Errorf("listing addresses: %w", err)
+	}
+	for _, a := range as {
+		name, ok := l.byIndex[a.LinkIndex]
+		if !ok {
+			continue
+		}
+		fam := 4
+		if a.IP.To4() == nil {
+			fam = 6
+		}
+		for _, n := range []*net.IPNet{a.IPNet, a.Peer} {
+			if p := fromIPNet(n, fam); p.IsValid() {
+				l.onlink[name] = append(l.onlink[name], p.Masked())
+			}
+		}
+	}
 	return l, nil
+}
+
+// reachable reports whether the kernel accepts gw as a nexthop on dev: a
+// link-local IPv6 router always is; any other gateway must lie in the
+// prefix of an address of dev, or of its point-to-point peer. Otherwise
+// the kernel refuses the route ("network is unreachable"), and refuses a
+// whole multipath route for one such member: a released DHCP lease must
+// not take the other uplinks' default with it.
+func (l links) reachable(gw netip.Addr, dev string) bool {
+	if !gw.IsValid() || gw.Is6() && gw.IsLinkLocalUnicast() {
+		return true
+	}
+	for _, p := range l.onlink[dev] {
+		if p.Contains(gw) {
+			return true
+		}
+	}
+	return false
 }
 
 func (l links) index(name string) (int, error) {

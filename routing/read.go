@@ -204,9 +204,11 @@ func splitMerged(have State, ownNH map[RouteKey][]Nexthop) (State, []Route) {
 	return out, merged
 }
 
-// writable is want without the nexthops whose interface does not exist.
-// The kernel refuses a route naming a missing device, and drops a whole
-// multipath route when one of its devices goes away; asking for the
+// writable is want without the nexthops whose interface does not exist,
+// or whose gateway is not on-link there (links.reachable: the address or
+// subnet that made it so is gone, a released lease). The kernel refuses a
+// route naming a missing device or an unreachable gateway, and drops a
+// whole multipath route when one of its devices goes away; asking for the
 // missing member anyway would leave the host with no route at all where
 // the other members could still carry one (last_resort "keep" with every
 // gateway down and one interface unplugged). A route left with no nexthop
@@ -219,6 +221,10 @@ func (r *Reconciler) writable(want State, l links) State {
 		for _, nh := range rt.Nexthops {
 			if _, ok := l.byName[nh.Dev]; nh.Dev != "" && !ok {
 				gone = append(gone, nh.Dev+" ("+RouteString(rt)+")")
+				continue
+			}
+			if nh.Dev != "" && !l.reachable(nh.Gateway, nh.Dev) {
+				gone = append(gone, nh.Gateway.String()+" not on-link on "+nh.Dev+" ("+RouteString(rt)+")")
 				continue
 			}
 			keep = append(keep, nh)
@@ -238,7 +244,7 @@ func (r *Reconciler) writable(want State, l links) State {
 	}
 	if msg := strings.Join(gone, "; "); msg != r.vanished {
 		r.vanished = msg
-		r.log.Warn("leaving out nexthops whose interface is gone", "nexthops", msg)
+		r.log.Warn("leaving out nexthops whose interface is gone or whose gateway is not on-link", "nexthops", msg)
 	}
 	return out
 }

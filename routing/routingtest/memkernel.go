@@ -3,6 +3,7 @@ package routingtest
 import (
 	"context"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 
@@ -41,6 +42,9 @@ type MemKernel struct {
 	mu       sync.Mutex
 	links    []netlink.Link
 	nextLink int
+	// addrs holds the addresses of the links SetAddrs was called for; a
+	// link without an entry is on-link for every gateway (see SetAddrs).
+	addrs    map[int][]netip.Prefix
 	routes   []memRoute
 	rules    []netlink.Rule
 	watchers map[chan struct{}]func(routing.RouteEvent) bool
@@ -110,7 +114,7 @@ func (k *MemKernel) failing(op MemOp) error {
 // NewMemKernel returns a fake kernel with the named links (index 1 is lo,
 // the names get 2, 3, ...).
 func NewMemKernel(linkNames ...string) *MemKernel {
-	k := &MemKernel{watchers: map[chan struct{}]func(routing.RouteEvent) bool{}, faults: map[MemOp]*fault{}}
+	k := &MemKernel{watchers: map[chan struct{}]func(routing.RouteEvent) bool{}, faults: map[MemOp]*fault{}, addrs: map[int][]netip.Prefix{}}
 	k.AddLink("lo")
 	for _, n := range linkNames {
 		k.AddLink(n)
@@ -139,6 +143,95 @@ func (k *MemKernel) DelLink(name string) {
 	}
 	k.links = slices.DeleteFunc(k.links, func(l netlink.Link) bool { return l.Attrs().Index == idx })
 	k.dropLink(idx, true)
+}
+
+// SetAddrs gives the named link exactly these addresses (address/prefix
+// length), as `ip addr flush dev X` then `ip addr add` would; none leaves
+// it with no address at all. From then on the kernel refuses a route
+// whose gateway on that link lies in none of their prefixes, as the real
+// one does (ENETUNREACH, "network is unreachable"; an IPv6 link-local
+// gateway is always accepted). A link SetAddrs was never called for
+// reports the addresses 0.0.0.0/0 and ::/0: every gateway is on-link, so
+// that tests about something else need not configure subnets.
+func (k *MemKernel) SetAddrs(name string, addrs ...netip.Prefix) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	idx := k.linkIndex(name)
+	if idx == 0 {
+		return
+	}
+	k.addrs[idx] = slices.Clone(addrs)
+	if k.addrs[idx] == nil {
+		k.addrs[idx] = []netip.Prefix{}
+	}
+	// The kernel takes a route whose gateway left with the subnet out of
+	// service (fib_disable_ip: deleted, or its nexthop marked dead); the
+	// model deletes it.
+	out := k.routes[:0]
+	for _, r := range k.routes {
+		if k.reachableAll(&r.Route) {
+			out = append(out, r)
+		}
+	}
+	k.routes = out
+	k.notify(nil, true)
+}
+
+// linkAddrs is the address list of link idx; mu held.
+func (k *MemKernel) linkAddrs(idx int) []netip.Prefix {
+	if a, ok := k.addrs[idx]; ok {
+		return a
+	}
+	return []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+}
+
+// reachable is the kernel's check of a gateway nexthop (fib_check_nh):
+// the gateway must lie on a subnet of the link; mu held.
+func (k *MemKernel) reachable(gw net.IP, idx int) bool {
+	a, ok := netip.AddrFromSlice(gw)
+	if gw == nil || !ok {
+		return true
+	}
+	a = a.Unmap()
+	if a.Is6() && a.IsLinkLocalUnicast() {
+		return true
+	}
+	return slices.ContainsFunc(k.linkAddrs(idx), func(p netip.Prefix) bool { return p.Contains(a) })
+}
+
+// reachableAll reports whether every gateway nexthop of r is reachable.
+func (k *MemKernel) reachableAll(r *netlink.Route) bool {
+	if len(r.MultiPath) == 0 {
+		return k.reachable(r.Gw, r.LinkIndex)
+	}
+	for _, nh := range r.MultiPath {
+		if !k.reachable(nh.Gw, nh.LinkIndex) {
+			return false
+		}
+	}
+	return true
+}
+
+// AddrList implements Netlink: the addresses of one link, or of every
+// link when link is nil, of one family or both (FAMILY_ALL).
+func (k *MemKernel) AddrList(link netlink.Link, family int) ([]netlink.Addr, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []netlink.Addr
+	for _, l := range k.links {
+		idx := l.Attrs().Index
+		if link != nil && link.Attrs().Index != idx {
+			continue
+		}
+		for _, p := range k.linkAddrs(idx) {
+			if family == unix.AF_INET && !p.Addr().Is4() || family == unix.AF_INET6 && !p.Addr().Is6() {
+				continue
+			}
+			out = append(out, netlink.Addr{LinkIndex: idx,
+				IPNet: &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}})
+		}
+	}
+	return out, nil
 }
 
 // LinkIndex returns the index of the named link, 0 if there is none.
@@ -339,6 +432,9 @@ func (k *MemKernel) canonical(r *netlink.Route) (netlink.Route, error) {
 	}
 	if len(c.MultiPath) == 0 && c.LinkIndex != 0 && !k.linkOK(c.LinkIndex) {
 		return c, unix.ENODEV
+	}
+	if !k.reachableAll(&c) {
+		return c, unix.ENETUNREACH
 	}
 	mp := make([]*netlink.NexthopInfo, 0, len(c.MultiPath))
 	for _, nh := range c.MultiPath {
