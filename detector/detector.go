@@ -85,6 +85,7 @@ type Detector struct {
 	mu             sync.Mutex
 	pendingPolicy  *policy.Policy
 	pendingStandby map[string]bool
+	pendingHeld    map[string]string
 	status         []statusEntry
 	started        bool
 	cancel         context.CancelFunc
@@ -98,6 +99,7 @@ type Detector struct {
 	gws     map[string]*gwState
 	ifaces  map[string]*ifaceState
 	standby map[string]bool
+	held    map[string]string // gateway: reason it is held down (see SetHeld)
 	results chan probeResult
 	wg      sync.WaitGroup
 }
@@ -375,6 +377,11 @@ func (d *Detector) Run(ctx context.Context) error {
 	live := d.live[liveHealth]
 	now := d.now()
 	live.begin(now)
+	d.mu.Lock()
+	if d.pendingHeld != nil { // held before the first evidence: no Up, then Down
+		d.held, d.pendingHeld = d.pendingHeld, nil
+	}
+	d.mu.Unlock()
 	d.initialRead(ctx, now)
 	d.publish(now)
 	timer := time.NewTimer(0)

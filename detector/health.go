@@ -126,14 +126,22 @@ const startGrace = 100 * time.Millisecond
 
 func (d *Detector) takePending(ctx context.Context, now time.Time) {
 	d.mu.Lock()
-	p, sb := d.pendingPolicy, d.pendingStandby
-	d.pendingPolicy, d.pendingStandby = nil, nil
+	p, sb, held := d.pendingPolicy, d.pendingStandby, d.pendingHeld
+	d.pendingPolicy, d.pendingStandby, d.pendingHeld = nil, nil, nil
 	d.mu.Unlock()
 	if p != nil {
 		for _, t := range d.apply(p, now) {
 			d.emit(ctx, t)
 		}
 		d.initialRead(ctx, now)
+		// A new machine on a known interface learns its link (and its
+		// hold) now; for the others this changes nothing.
+		for _, gs := range d.sorted() {
+			d.observeLink(ctx, gs, "", now)
+		}
+	}
+	if held != nil {
+		d.applyHeld(ctx, held, now)
 	}
 	if sb != nil {
 		d.standby = sb
@@ -240,7 +248,7 @@ func (d *Detector) onLink(ctx context.Context, li Link, now time.Time) {
 			continue
 		}
 		d.met.evidenceEvent(gs.g.Name, SourceLink, is.carrier)
-		d.observe(ctx, gs, Event{Kind: EvCarrier, Iface: li.Name, OK: is.carrier, Detail: detail}, now)
+		d.observeLink(ctx, gs, detail, now)
 	}
 }
 

@@ -47,7 +47,7 @@ type roundSpec struct {
 // launch starts one probe round for gs, if it has anything to probe.
 func (d *Detector) launch(ctx context.Context, gs *gwState, now time.Time) bool {
 	is := d.ifaces[gs.g.Interface]
-	if is == nil || is.index == 0 {
+	if is == nil || is.index == 0 || d.held[gs.g.Name] != "" {
 		return false
 	}
 	p := gs.g.Probe

@@ -126,11 +126,18 @@ func readLinks(nl Netlink) (links, error) {
 // the kernel refuses the route ("network is unreachable"), and refuses a
 // whole multipath route for one such member: a released DHCP lease must
 // not take the other uplinks' default with it.
-func (l links) reachable(gw netip.Addr, dev string) bool {
+func (l links) reachable(gw netip.Addr, dev string) bool { return OnLink(gw, l.onlink[dev]) }
+
+// OnLink is the kernel's test of a gateway nexthop, for an interface
+// whose addresses (and point-to-point peers) make prefixes on-link: a
+// device route (no gateway) and an IPv6 link-local router always pass;
+// any other gateway must lie in one of the prefixes. The daemon holds a
+// gateway that fails it down; the reconciler never writes its nexthop.
+func OnLink(gw netip.Addr, prefixes []netip.Prefix) bool {
 	if !gw.IsValid() || gw.Is6() && gw.IsLinkLocalUnicast() {
 		return true
 	}
-	for _, p := range l.onlink[dev] {
+	for _, p := range prefixes {
 		if p.Contains(gw) {
 			return true
 		}

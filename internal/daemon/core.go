@@ -20,6 +20,7 @@ type HealthSource interface {
 	Transitions() <-chan detector.Transition
 	Update(p *policy.Policy) error
 	SetStandby(names map[string]bool)
+	Holder
 	Status() []detector.GatewayStatus
 	// Liveness is the progress of the detector's own workers (health
 	// loop, watchers, pollers, probe rounds, prober readers).
@@ -64,6 +65,7 @@ type Core struct {
 	Watchdog time.Duration
 	notify   func(state string) // sd_notify; nil outside systemd
 	tune     func(p *policy.Policy) ([]routing.SysctlChange, error)
+	adopted  func(p *policy.Policy) // told of every reloaded policy (the on-link watcher); may be nil
 
 	reloadc chan chan error
 	beat    chanHeartbeat

@@ -47,6 +47,7 @@ func (f *fakeDetector) SetStandby(m map[string]bool) {
 	f.standby = append(f.standby, m)
 	f.mu.Unlock()
 }
+func (f *fakeDetector) SetHeld(map[string]string) {}
 func (f *fakeDetector) send(gw string, from, to detector.State, r string) {
 	f.trans <- detector.Transition{Gateway: gw, From: from, To: to, Cause: "probe", Reason: r, At: time.Now()}
 }

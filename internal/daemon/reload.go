@@ -105,6 +105,9 @@ func (c *Core) adopt(p *policy.Policy) {
 		c.log.Warn("reload: this setting only changes on restart", "setting", w)
 	}
 	c.hooks.SetHooks(p.Hooks)
+	if c.adopted != nil {
+		c.adopted(p)
+	}
 	if c.tune != nil {
 		// Opt-in sysctls follow the policy; values already right are not
 		// rewritten, so an unchanged [kernel] section writes nothing.

@@ -82,15 +82,16 @@ type daemon struct {
 	p    *policy.Policy
 	log  *slog.Logger
 
-	reg   *prometheus.Registry
-	hooks *hooks.Runner
-	rec   *routing.Reconciler
-	det   HealthSource
-	ct    *routing.KernelConntrack // nil without a conntrack socket
-	conds *condwatch.Watcher       // links, addresses and track files for conditions
-	bfd   *bfd.Server
-	dk    *detectorKernel // the detector's netlink and traffic sources
-	core  *Core
+	reg    *prometheus.Registry
+	hooks  *hooks.Runner
+	rec    *routing.Reconciler
+	det    HealthSource
+	ct     *routing.KernelConntrack // nil without a conntrack socket
+	conds  *condwatch.Watcher       // links, addresses and track files for conditions
+	bfd    *bfd.Server
+	dk     *detectorKernel // the detector's netlink and traffic sources
+	onlink *onLinkWatcher  // holds down gateways that are not on-link
+	core   *Core
 
 	kernel   *routing.Kernel // the reconciler's netlink handle, closed by close
 	nexthops *routing.KernelNexthops
@@ -190,6 +191,7 @@ func (d *daemon) build() error {
 		return err
 	}
 	d.conds = condwatch.New(condwatch.Config{Logger: d.log, Resync: d.p.Daemon.ResyncEvery})
+	d.onlink = newOnLinkWatcher(netlinkAddresses{}, d.det, d.log, d.p)
 	path, strict, log := d.opts.ConfigPath, d.opts.RequireInterfaces, d.log
 	d.core, err = NewCore(CoreConfig{
 		Policy: d.p, Logger: d.log, Detector: d.det, Routes: d.rec, Hooks: d.hooks, Metrics: dm, BFD: d.bfd,
@@ -205,6 +207,9 @@ func (d *daemon) build() error {
 		Liveness: []LivenessSource{detectorLiveness(d.det), recCalls.report, d.httpBusy.report, hookLiveness(d.hooks),
 			conditionLiveness(d.conds), bfdLiveness(d.bfd)},
 	})
+	if err == nil {
+		d.core.adopted = d.onlink.Update
+	}
 	return err
 }
 
@@ -327,6 +332,8 @@ func (d *daemon) serve(ctx context.Context) error {
 	}
 	d.core.notify = func(state string) { _, _ = sd.SdNotify(false, state) }
 
+	d.onlink.Prime() // before the detector's first evidence
+	w.start("on-link watcher", d.onlink.Run)
 	w.start("detector", d.det.Run)
 	w.start("bfd", d.bfd.Run)
 	w.start("reconciler", d.rec.Run)

@@ -57,3 +57,29 @@ func TestInterfaceCreatedAfterStart(t *testing.T) {
 		t.Fatalf("daemon gone: %v", err)
 	}
 }
+
+// Issue 19, "released lease": eth1 loses its address and subnet (what a
+// DHCP client does on release) while both gateways are up. isp1 goes
+// down at once with the reason, the host keeps a default through isp2
+// (never none: the kernel would refuse a multipath route naming
+// 198.18.1.1 on eth1), and isp1 comes back with the address.
+func TestReleasedLeaseGatewayDown(t *testing.T) {
+	l := newLab(t)
+	l.start(l.basePolicy(1, ""))
+	l.waitBothUp()
+	released := time.Now()
+	l.Host.MustRun(t, "ip", "-4", "addr", "flush", "dev", nstest.HostUplink1If)
+	l.waitFor("isp1 down and a default via isp2 alone", func() bool {
+		return l.gatewayState("isp1") == "down" && strings.Contains(l.routes(), "default via 198.18.2.1 dev eth2")
+	})
+	t.Logf("isp1 out of the default route %v after the release", time.Since(released).Round(10*time.Millisecond))
+	want := "198.18.1.1 is not on-link on eth1 (no address in its subnet)"
+	if r := l.gatewayReason("isp1"); r != want {
+		t.Errorf("isp1 reason %q, want %q", r, want)
+	}
+	if err := l.Host.Ping(t, "-c", "3", "-i", "0.2", "-W", "2", nstest.TargetAddr4.String()); err != nil {
+		t.Errorf("ping through isp2 after eth1's lease went: %v", err)
+	}
+	l.Host.AddAddr(t, nstest.HostUplink1If, nstest.Host1Addr4.String()+"/24")
+	l.waitBothUp()
+}
