@@ -207,6 +207,7 @@ func TestAlertsCoverTheIssue(t *testing.T) {
 		"UplinkdGroupDown", "UplinkdGatewayDown", "UplinkdGatewayDegraded", "UplinkdGatewayDamped",
 		"UplinkdGatewayFlapping", "UplinkdReloadFailing", "UplinkdHookFailing", "UplinkdDriftRepairs",
 		"UplinkdNetlinkWriteErrors", "UplinkdScrapeFailing", "UplinkdAbsent",
+		"UplinkdRouteConflict", // issue 19
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("alerts (-want +got):\n%s", diff)

@@ -12,6 +12,9 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/detector"
+	"github.com/uplinkd/uplinkd/routing/routingtest"
 )
 
 // A foreign route prepended on the key of the group's default (issue
@@ -47,4 +50,39 @@ func TestCoreReportsRouteConflicts(t *testing.T) {
 	if code, body := get(); code != http.StatusOK {
 		t.Errorf("/healthz after the conflict: %d %q", code, body)
 	}
+}
+
+// Issue 19: a DHCP client's own metric-0 default in main, beside uplinkd's
+// (proto dhcp, the key of the group's default), must not leave systemd
+// reading "all fine": STATUS says degraded within the loop's beat, and
+// says so no more once the client's route is gone.
+func TestCoreStatusNotifiesConflicts(t *testing.T) {
+	k := routingtest.NewMemKernel("eth1", "eth2")
+	r := newLivenessRig(t, mustParse(t, twoISPs(2, `"gateway_down"`)), nil, nil, k)
+	notes := func(want string) bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.notes) > 0 && strings.Contains(r.notes[len(r.notes)-1], want)
+	}
+	wait := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				r.mu.Lock()
+				t.Fatalf("timed out waiting for %s; notes %q", what, r.notes)
+			}
+		}
+	}
+	dhcp := &netlink.Route{Family: unix.AF_INET, Table: unix.RT_TABLE_MAIN, Protocol: unix.RTPROT_DHCP, Gw: net.ParseIP("198.18.1.1"), LinkIndex: 2}
+	if err := k.RoutePrepend(dhcp); err != nil {
+		t.Fatal(err)
+	}
+	wait("STATUS saying degraded", func() bool { return notes("; degraded: 1 route conflicts, not written (uplinkd status)") })
+	if err := k.RouteDel(&netlink.Route{Family: unix.AF_INET, Table: unix.RT_TABLE_MAIN, Protocol: unix.RTPROT_DHCP}); err != nil {
+		t.Fatal(err)
+	}
+	// The rig's kernel wrapper forwards no route events: a transition
+	// makes the reconciler read the kernel again.
+	r.det.send("isp1", detector.Up, detector.Down, "3 probes lost")
+	wait("STATUS without the conflict", func() bool { return notes("gateways healthy") && !notes("degraded") })
 }

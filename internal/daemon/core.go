@@ -62,10 +62,11 @@ type Core struct {
 	// Debounce for reloads; DefaultReloadDebounce if 0.
 	Debounce time.Duration
 	// Watchdog, if positive, is how often the loop tells systemd it is alive.
-	Watchdog time.Duration
-	notify   func(state string) // sd_notify; nil outside systemd
-	tune     func(p *policy.Policy) ([]routing.SysctlChange, error)
-	adopted  func(p *policy.Policy) // told of every reloaded policy (the on-link watcher); may be nil
+	Watchdog  time.Duration
+	notify    func(state string) // sd_notify; nil outside systemd
+	tune      func(p *policy.Policy) ([]routing.SysctlChange, error)
+	adopted   func(p *policy.Policy) // told of every reloaded policy (the on-link watcher); may be nil
+	conflicts int                    // route conflicts as STATUS last said; loop only
 
 	reloadc chan chan error
 	beat    chanHeartbeat

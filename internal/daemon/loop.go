@@ -95,6 +95,7 @@ func (c *Core) Loop(ctx context.Context) error {
 			if err := c.track.refresh(now); err != nil {
 				c.log.Error("refreshing track files", "err", err)
 			}
+			c.noteConflicts()
 		}
 		c.beat.mark(c.now())
 	}
@@ -216,7 +217,23 @@ func (c *Core) notifyStatus() {
 	if len(down) > 0 {
 		text += "; groups without a healthy gateway: " + strings.Join(down, ", ")
 	}
+	if c.conflicts > 0 {
+		text += fmt.Sprintf("; degraded: %d route conflicts, not written (uplinkd status)", c.conflicts)
+	}
 	c.notify(text)
+}
+
+// noteConflicts follows the reconciler's conflicts (a DHCP client's or
+// networkd's own default on uplinkd's key, say) into systemd's STATUS,
+// once a second: READY=1 must not read as if all were fine. The log line
+// and the metric are the reconciler's; /healthz asks it directly.
+func (c *Core) noteConflicts() {
+	n := len(c.rec.Conflicts())
+	if n == c.conflicts {
+		return
+	}
+	c.conflicts = n
+	c.notifyStatus()
 }
 
 // transition handles one detector transition: routes first, then hooks.

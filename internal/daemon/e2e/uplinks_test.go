@@ -83,3 +83,30 @@ func TestReleasedLeaseGatewayDown(t *testing.T) {
 	l.Host.AddAddr(t, nstest.HostUplink1If, nstest.Host1Addr4.String()+"/24")
 	l.waitBothUp()
 }
+
+// Issue 19, "a client at metric 0": a DHCP client installs its own
+// metric-0 default in main beside uplinkd's (the same key). The running
+// daemon shows it in status, the metric and a degraded /healthz, and
+// recovers when the client's route goes.
+func TestDHCPClientDefaultIsAVisibleConflict(t *testing.T) {
+	l := newLab(t)
+	l.start(l.basePolicy(1, ""))
+	l.waitBothUp()
+	l.Host.MustRun(t, "ip", "route", "prepend", "default", "via", nstest.GW1Addr4.String(), "dev", nstest.HostUplink1If, "proto", "dhcp")
+	l.waitFor("the conflict in status", func() bool { return len(l.status().Conflicts) == 1 })
+	if c := l.status().Conflicts[0]; !strings.Contains(c, "proto 16") && !strings.Contains(c, "proto dhcp") {
+		t.Errorf("conflict line %q does not name the DHCP client's route", c)
+	}
+	if v := l.metric("uplinkd_route_conflicts", nil); v != 1 {
+		t.Errorf("uplinkd_route_conflicts = %v, want 1", v)
+	}
+	if _, err := l.get("/healthz"); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Errorf("/healthz with a conflict: err %v, want 503", err)
+	}
+	l.Host.MustRun(t, "ip", "route", "del", "default", "proto", "dhcp")
+	l.waitFor("the conflict to clear and /healthz ok", func() bool {
+		_, err := l.get("/healthz")
+		return err == nil && len(l.status().Conflicts) == 0
+	})
+	l.waitBothUp()
+}
