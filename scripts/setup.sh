@@ -8,7 +8,7 @@ need=""
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/lib/frr/$1" ]; }
 for pair in make:make ip:iproute2 ping:ping:iputils-ping arping:iputils-arping nft:nftables iptables:iptables \
             ethtool:ethtool zebra:frr keepalived:keepalived promtool:prometheus \
-            systemd-analyze:systemd setpriv:util-linux lintian:lintian dpkg-deb:dpkg dnsmasq:dnsmasq-base ps:procps tcpdump:tcpdump git:git gcc:gcc curl:curl; do
+            systemd-analyze:systemd setpriv:util-linux lintian:lintian dpkg-deb:dpkg dnsmasq:dnsmasq-base busybox:busybox ps:procps tcpdump:tcpdump git:git gcc:gcc curl:curl; do
 	cmd=${pair%%:*}
 	pkg=${pair##*:}
 	have "$cmd" || need="$need $pkg"
