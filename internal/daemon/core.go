@@ -65,7 +65,7 @@ type Core struct {
 	Watchdog  time.Duration
 	notify    func(state string) // sd_notify; nil outside systemd
 	tune      func(p *policy.Policy) ([]routing.SysctlChange, error)
-	adopted   func(p *policy.Policy) // told of every reloaded policy (the on-link watcher); may be nil
+	onReload  func(p *policy.Policy) // told of every reloaded policy (the on-link watcher); may be nil
 	conflicts int                    // route conflicts as STATUS last said; loop only
 
 	reloadc chan chan error

@@ -105,8 +105,8 @@ func (c *Core) adopt(p *policy.Policy) {
 		c.log.Warn("reload: this setting only changes on restart", "setting", w)
 	}
 	c.hooks.SetHooks(p.Hooks)
-	if c.adopted != nil {
-		c.adopted(p)
+	if c.onReload != nil {
+		c.onReload(p)
 	}
 	if c.tune != nil {
 		// Opt-in sysctls follow the policy; values already right are not

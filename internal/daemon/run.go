@@ -208,7 +208,7 @@ func (d *daemon) build() error {
 			conditionLiveness(d.conds), bfdLiveness(d.bfd)},
 	})
 	if err == nil {
-		d.core.adopted = d.onlink.Update
+		d.core.onReload = d.onlink.Update
 	}
 	return err
 }
