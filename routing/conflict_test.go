@@ -215,69 +215,48 @@ func TestScenarioIPv6AppendMerge(t *testing.T) {
 	}
 }
 
-// Issue 11.6: every gateway down with last_resort "keep", and one
-// interface removed. The kernel dropped the multipath default with it;
-// uplinkd must write the members that can still exist, not retry the
-// whole route (which fails with ENODEV) and leave the host with none.
-func TestScenarioKeepWithVanishedInterface(t *testing.T) {
+// Issue 11.6 and issue 19: every gateway down with last_resort "keep",
+// then eth2's member becomes impossible: the interface is removed (the
+// kernel drops the multipath default with it), or its lease is released
+// and 198.18.2.1 is no longer on-link (the kernel would refuse the route,
+// ENETUNREACH). uplinkd must write the members that can still exist, not
+// retry the whole route and leave the host with none; when eth2's member
+// is possible again the whole group is written again.
+func TestScenarioKeepWithImpossibleMember(t *testing.T) {
 	p := mustPolicy(t, strings.Replace(twoISPs, `last_resort = "unreachable"`, `last_resort = "keep"`, 1))
-	k := routingtest.NewMemKernel("eth1", "eth2", "eth3")
-	rec, _ := newConflictReconciler(t, k)
-	ctx := context.Background()
-	allDown := routing.Snapshot{"isp1": routing.Down, "isp2": routing.Down, "backup": routing.Down}
-	if _, err := rec.Apply(ctx, routing.Desired(p, allDown)); err != nil {
-		t.Fatal(err)
-	}
-	k.DelLink("eth2")
-	if _, err := rec.Apply(ctx, routing.Desired(p, allDown)); err != nil {
-		t.Errorf("Apply with eth2 gone: %v", err)
-	}
-	want := dump(`
-		default via 198.18.1.1 dev eth1 table 201 proto 212 src 198.18.1.2
-		default table main proto 212 nexthop via 198.18.1.1 dev eth1 weight 3 nexthop via 198.18.3.1 dev eth3 weight 1`)
-	got := linesWith(routing.Format(k.State()), "default")
-	if d := cmp.Diff(want, got); d != "" {
-		t.Errorf("defaults with eth2 gone (-want +got):\n%s", d)
-	}
-	// The interface comes back: the whole group is written again.
-	k.AddLink("eth2")
-	if _, err := rec.Apply(ctx, routing.Desired(p, allDown)); err != nil {
-		t.Fatal(err)
-	}
-	if got := linesWith(routing.Format(k.State()), "table main"); !strings.Contains(got, "dev eth2") {
-		t.Errorf("eth2 back, but main is %q", got)
-	}
-}
-
-// Issue 19: a released lease takes eth2's address and subnet. A nexthop
-// via 198.18.2.1 on eth2 cannot be written (ENETUNREACH), and a multipath
-// route naming it would be refused whole: uplinkd writes the members that
-// are still on-link, and the host keeps a default. The subnet returns
-// with the lease, and so does the member.
-func TestScenarioKeepWithReleasedLease(t *testing.T) {
-	p := mustPolicy(t, strings.Replace(twoISPs, `last_resort = "unreachable"`, `last_resort = "keep"`, 1))
-	k := routingtest.NewMemKernel("eth1", "eth2", "eth3")
-	rec, _ := newConflictReconciler(t, k)
-	ctx := context.Background()
-	allDown := routing.Snapshot{"isp1": routing.Down, "isp2": routing.Down, "backup": routing.Down}
-	if _, err := rec.Apply(ctx, routing.Desired(p, allDown)); err != nil {
-		t.Fatal(err)
-	}
-	k.SetAddrs("eth2", netip.MustParsePrefix("198.18.200.2/24")) // a new lease elsewhere
-	if _, err := rec.Apply(ctx, routing.Desired(p, allDown)); err != nil {
-		t.Errorf("Apply with 198.18.2.1 off-link: %v", err)
-	}
-	want := dump(`
-		default via 198.18.1.1 dev eth1 table 201 proto 212 src 198.18.1.2
-		default table main proto 212 nexthop via 198.18.1.1 dev eth1 weight 3 nexthop via 198.18.3.1 dev eth3 weight 1`)
-	if d := cmp.Diff(want, linesWith(routing.Format(k.State()), "default")); d != "" {
-		t.Errorf("defaults with 198.18.2.1 off-link (-want +got):\n%s", d)
-	}
-	k.SetAddrs("eth2", netip.MustParsePrefix("198.18.2.2/24"))
-	if _, err := rec.Apply(ctx, routing.Desired(p, allDown)); err != nil {
-		t.Fatal(err)
-	}
-	if got := linesWith(routing.Format(k.State()), "table main"); !strings.Contains(got, "via 198.18.2.1 dev eth2") {
-		t.Errorf("lease back, but main is %q", got)
+	for _, tc := range []struct {
+		name         string
+		cut, restore func(k *routingtest.MemKernel)
+	}{
+		{"interface removed", func(k *routingtest.MemKernel) { k.DelLink("eth2") }, func(k *routingtest.MemKernel) { k.AddLink("eth2") }},
+		{"lease released, a new one elsewhere", func(k *routingtest.MemKernel) { k.SetAddrs("eth2", netip.MustParsePrefix("198.18.200.2/24")) },
+			func(k *routingtest.MemKernel) { k.SetAddrs("eth2", netip.MustParsePrefix("198.18.2.2/24")) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := routingtest.NewMemKernel("eth1", "eth2", "eth3")
+			rec, _ := newConflictReconciler(t, k)
+			ctx := context.Background()
+			allDown := routing.Snapshot{"isp1": routing.Down, "isp2": routing.Down, "backup": routing.Down}
+			if _, err := rec.Apply(ctx, routing.Desired(p, allDown)); err != nil {
+				t.Fatal(err)
+			}
+			tc.cut(k)
+			if _, err := rec.Apply(ctx, routing.Desired(p, allDown)); err != nil {
+				t.Errorf("Apply with eth2's member impossible: %v", err)
+			}
+			want := dump(`
+				default via 198.18.1.1 dev eth1 table 201 proto 212 src 198.18.1.2
+				default table main proto 212 nexthop via 198.18.1.1 dev eth1 weight 3 nexthop via 198.18.3.1 dev eth3 weight 1`)
+			if d := cmp.Diff(want, linesWith(routing.Format(k.State()), "default")); d != "" {
+				t.Errorf("defaults with eth2's member impossible (-want +got):\n%s", d)
+			}
+			tc.restore(k)
+			if _, err := rec.Apply(ctx, routing.Desired(p, allDown)); err != nil {
+				t.Fatal(err)
+			}
+			if got := linesWith(routing.Format(k.State()), "table main"); !strings.Contains(got, "via 198.18.2.1 dev eth2") {
+				t.Errorf("eth2's member possible again, but main is %q", got)
+			}
+		})
 	}
 }
