@@ -70,7 +70,7 @@ func (l *lab) dnsmasq(t *testing.T) {
 		t.Fatalf("dnsmasq is needed for the DNS probe test: install Debian's dnsmasq-base (sh scripts/setup.sh): %v", err)
 	}
 	dir := t.TempDir()
-	l.Server.Start(t, bin, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--no-poll",
+	l.Server.StartPeer(t, bin, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--no-poll",
 		"--bind-interfaces", "--listen-address="+nstest.TargetAddr4.String(), "--except-interface=lo", "--port=53",
 		"--address=/probe.example.net/198.18.100.80", "--pid-file="+filepath.Join(dir, "dnsmasq.pid"),
 		"--user=root", "--group=root", "--log-facility=-", "--dhcp-leasefile="+filepath.Join(dir, "leases"))

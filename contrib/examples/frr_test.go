@@ -66,12 +66,12 @@ func startFRR(t *testing.T, h *nstest.Host, conf string) {
 	}
 	zsock := filepath.Join(dir, "zserv.api")
 	common := []string{"-f", cf, "-z", zsock, "--vty_socket", dir, "-P", "0", "--log", "stdout"}
-	h.Start(t, append([]string{filepath.Join(frrDir, "zebra"), "-i", filepath.Join(dir, "zebra.pid")}, common...)...)
+	h.StartPeer(t, append([]string{filepath.Join(frrDir, "zebra"), "-i", filepath.Join(dir, "zebra.pid")}, common...)...)
 	daemontest.WaitFor(t, 10*time.Second, "zebra's zserv socket in "+h.NS, func() (bool, string) {
 		_, err := os.Stat(zsock)
 		return err == nil, "not yet"
 	})
-	h.Start(t, append([]string{filepath.Join(frrDir, "ospfd"), "-i", filepath.Join(dir, "ospfd.pid")}, common...)...)
+	h.StartPeer(t, append([]string{filepath.Join(frrDir, "ospfd"), "-i", filepath.Join(dir, "ospfd.pid")}, common...)...)
 }
 
 // ospfIface makes adjacencies form in seconds instead of the default

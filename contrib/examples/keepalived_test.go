@@ -27,7 +27,8 @@ const (
 // startKeepalived runs keepalived's VRRP process in h in the foreground,
 // with every pid file in the test's directory: even with -P, keepalived
 // reads and unlinks its BFD and checker pid files (/run/bfd.pid), so those
-// are moved too, and nothing it does reaches the host's /run.
+// are moved too. StartPeer makes /run private anyway, for whatever path a
+// flag does not move.
 func startKeepalived(t *testing.T, h *nstest.Host, conf string) *exec.Cmd {
 	t.Helper()
 	kd, err := exec.LookPath("keepalived")
@@ -39,7 +40,7 @@ func startKeepalived(t *testing.T, h *nstest.Host, conf string) *exec.Cmd {
 	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return h.Start(t, kd, "-n", "-l", "-D", "-G", "-P", "-f", cf,
+	return h.StartPeer(t, kd, "-n", "-l", "-D", "-G", "-P", "-f", cf,
 		"-p", filepath.Join(dir, "keepalived.pid"), "-r", filepath.Join(dir, "vrrp.pid"),
 		"-b", filepath.Join(dir, "bfd.pid"), "-c", filepath.Join(dir, "checkers.pid"), "-i", h.Name)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/uplinkd/uplinkd/bfd"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -27,7 +30,10 @@ func TestWriteTable(t *testing.T) {
 			{Name: "isp2", Interface: "eth2", State: "up", Up: true, Standby: true, Since: now.Add(-2 * time.Hour),
 				Reason: "neighbour 198.18.2.1 REACHABLE on eth2", RTTLast: 0.000250, RTTAvg: 0.000300, Samples: 0,
 				LastConfirmedAge: -1, LastRxAge: -1, LastTxAge: -1, LastGoodProbeAge: 4, ProbesPerSecond: 0.1,
-				Routes: []string{"default via 198.18.2.1 dev eth2 table main proto 212"}, TrafficCounting: "neighbour"},
+				Routes: []string{"default via 198.18.2.1 dev eth2 table main proto 212"}, TrafficCounting: "neighbour",
+				BFD: &bfd.Status{Name: "isp2", Remote: netip.MustParseAddr("198.18.2.1"), Interface: "eth2",
+					Info: bfd.Info{State: bfd.Up, Diag: bfd.DiagNone, LocalDiscr: 7, RemoteDiscr: 4242, RemoteState: bfd.Up,
+						RemoteDiag: bfd.DiagTimeExpired}, TxIntervalSeconds: 0.05, DetectTimeSeconds: 0.15}},
 		},
 		Groups: []GroupStatus{{Name: "wan", Family: 4, Table: 254, Up: true, Healthy: 1, Gateways: []string{"isp1", "isp2"}}},
 		Rules:  []string{"1000: from 198.18.1.2 lookup 201 proto 212"},

@@ -94,6 +94,7 @@ func WriteTable(w io.Writer, s *Status) error {
 		}
 	}
 	writeConditions(tw, s)
+	writeBFD(tw, s)
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -186,5 +187,33 @@ func writeConditions(tw io.Writer, s *Status) {
 			not = strings.Join(fail, "; ")
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\n", c.Name, state, since, n, len(c.Terms), not)
+	}
+}
+
+// writeBFD prints one line per BFD session: its state and the peer's, the
+// discriminators, the negotiated intervals and both diags.
+func writeBFD(tw io.Writer, s *Status) {
+	header := false
+	for _, g := range s.Gateways {
+		b := g.BFD
+		if b == nil {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(tw)
+			fmt.Fprintln(tw, "BFD	STATE	REMOTE	DISCR LOCAL/REMOTE	TX	DETECT	DIAG LOCAL/REMOTE")
+			header = true
+		}
+		state := b.State.String()
+		if b.DemandActive {
+			state += " (demand)"
+		}
+		remote := b.Remote.String()
+		if b.Multihop {
+			remote += " (multihop)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t%s\t%s/%s\n", g.Name, state, remote, b.LocalDiscr, b.RemoteDiscr,
+			shortDur(time.Duration(b.TxIntervalSeconds*float64(time.Second))),
+			shortDur(time.Duration(b.DetectTimeSeconds*float64(time.Second))), b.Diag, b.RemoteDiag)
 	}
 }

@@ -55,7 +55,7 @@ func StartBFDD(t testing.TB, h *nstest.Host, conf string) *FRR {
 	if err := os.WriteFile(filepath.Join(f.dir, "frr.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	f.zebra = h.Start(t, f.args("zebra")...)
+	f.zebra = h.StartPeer(t, f.args("zebra")...)
 	f.waitFile("zserv.api")
 	f.StartBFDD()
 	return f
@@ -69,7 +69,7 @@ func (f *FRR) args(daemon string) []string {
 
 // StartBFDD starts bfdd (again, after StopBFDD).
 func (f *FRR) StartBFDD() {
-	f.bfdd = f.h.Start(f.t, append(f.args("bfdd"), "--bfdctl", filepath.Join(f.dir, "bfdd.sock"))...)
+	f.bfdd = f.h.StartPeer(f.t, append(f.args("bfdd"), "--bfdctl", filepath.Join(f.dir, "bfdd.sock"))...)
 	f.waitFile("bfdd.vty")
 }
 

@@ -44,6 +44,28 @@
 //   - Everything is bounded in time: Run has a 30 s timeout, Ping sends one
 //     packet with a 1 s wait, process reaping has a deadline.
 //
+// Peer daemons (FRR, keepalived, dnsmasq, radvd, pppoe-server/pppd, DHCP
+// clients, anything with compiled-in paths) are started with StartPeer, never
+// Start. Flags do not move every file they write: FRR's ospfd writes
+// /run/frr/ospfd-gr.json and -N still creates /run/frr/<ns>; keepalived
+// unlinks /run/bfd.pid unless told -b. StartPeer runs the daemon inside
+// `ip netns exec` under `unshare --mount --propagation private`, where /etc,
+// /run, /var/lib and /var/log (netlab.PrivateTrees) are overlays whose
+// upper layer is a tmpfs mounted on a t.TempDir(): the daemon reads the
+// host's files, and whatever it creates, changes or unlinks there dies with
+// it. No mount reaches the host's mount table and no directory is created
+// on the host (a tree's missing subdirectory, such as /var/lib/frr, is made
+// in the overlay). Adopting it is a one-word change:
+//
+//	h.StartPeer(t, "/usr/sbin/radvd", "-n", "-C", conf, "-p", filepath.Join(dir, "radvd.pid"))
+//
+// Still pass the test's own paths for what the test reads (config, pid
+// files, sockets, leases): they stay on the host's filesystem, under the
+// test's temp dir, and are visible to it; each StartPeer gets its own
+// overlay, so two peers meet only through such paths. While the peer runs,
+// /proc/PID/root shows its private view. TestStartPeerKeepsHostPathsPrivate
+// proves the isolation for each kind of peer.
+//
 // Faults (BlackholeIP, BlackholeARP, Loss, LinkDown, Flap) are implemented inside
 // the lab namespaces with nftables netdev ingress chains and link state,
 // because this kernel has no netem qdisc. They live in a single table named

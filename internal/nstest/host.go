@@ -45,6 +45,27 @@ func (h *Host) Start(t testing.TB, args ...string) *exec.Cmd {
 	if err != nil {
 		t.Fatalf("nstest: %v", err)
 	}
+	return h.track(t, p, args)
+}
+
+// StartPeer is Start for a peer daemon: FRR, keepalived, dnsmasq, radvd,
+// pppoe-server/pppd, a DHCP client, anything with compiled-in paths under
+// /etc, /run, /var/lib or /var/log. It runs in a private mount namespace
+// where those trees are throw-away overlays (netlab.PrivateTrees), so
+// nothing it writes there reaches the host, whatever flags it ignores. Give
+// it paths in t.TempDir() for what the test must see (config, pid files,
+// sockets, leases). Stop, Wait and Output work as for Start.
+func (h *Host) StartPeer(t testing.TB, args ...string) *exec.Cmd {
+	t.Helper()
+	p, err := h.Host.StartPeer(t.TempDir(), args...)
+	if err != nil {
+		t.Fatalf("nstest: %v", err)
+	}
+	return h.track(t, p, args)
+}
+
+// track ties a started process to t when t is not the lab's own test.
+func (h *Host) track(t testing.TB, p *netlab.Proc, args []string) *exec.Cmd {
 	if t != h.lab.t {
 		// t may be a subtest of the lab's test: do not let the process
 		// outlive it.

@@ -29,9 +29,12 @@ func TestGatewayMACChangeNoFalseDown(t *testing.T) {
 		// The new master takes the address and announces it: its ARP
 		// request for the host carries the new MAC, which the host's
 		// kernel takes into its neighbour entry for the gateway.
-		r.GW1.MustRun(t, "ip", "link", "set", "dev", nstest.GWDownlinkIf, "address", mac)
-		r.GW1.MustRun(t, "ip", "neigh", "flush", "dev", nstest.GWDownlinkIf)
-		if err := r.GW1.Ping(t, "-c", "1", "-W", "1", nstest.Host1Addr4.String()); err != nil {
+		// One command, as a VRRP master takes over: the address moves
+		// and is announced at once (three separate execs left a window
+		// of 100+ ms under load in which the host sent to the old MAC,
+		// a real outage that a fast detector rightly calls down).
+		if _, err := r.GW1.Run("sh", "-c", fmt.Sprintf("ip link set dev %[1]s address %[2]s && ip neigh flush dev %[1]s && ping -n -q -c 1 -W 1 %[3]s",
+			nstest.GWDownlinkIf, mac, nstest.Host1Addr4)); err != nil {
 			t.Fatalf("failover %d: the new master cannot reach the host: %v", i, err)
 		}
 		r.waitFor(10*time.Second, "the host to learn the new MAC", func() (bool, string) {

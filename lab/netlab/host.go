@@ -207,12 +207,18 @@ func (h *Host) Start(args ...string) (*Proc, error) {
 
 // StartInput is Start with stdin.
 func (h *Host) StartInput(stdin io.Reader, args ...string) (*Proc, error) {
+	return h.startArgv(stdin, h.ExecArgs(args), args)
+}
+
+// startArgv starts argv (which enters the namespace itself) and records it
+// for cleanup; args is what the caller asked for, for errors.
+func (h *Host) startArgv(stdin io.Reader, argv, args []string) (*Proc, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.created {
 		return nil, fmt.Errorf("starting %q on host %q which does not exist (lab closed?)", strings.Join(args, " "), h.Name)
 	}
-	p, err := startProc(stdin, h.ExecArgs(args))
+	p, err := startProc(stdin, argv)
 	if err != nil {
 		return nil, fmt.Errorf("[%s] starting %s: %w", h.Name, strings.Join(args, " "), err)
 	}
