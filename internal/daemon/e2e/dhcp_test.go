@@ -52,7 +52,7 @@ func newDHCPLab(t *testing.T) *dhcpLab {
 	}
 	d := &dhcpLab{lab: newLab(t), dir: t.TempDir()}
 	d.Host.MustRun(t, "ip", "-4", "addr", "flush", "dev", nstest.HostUplink1If)
-	d.GW1.Start(t, dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--no-poll",
+	d.GW1.StartPeer(t, dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--no-poll",
 		"--port=0", "--bind-interfaces", "--interface="+nstest.GWDownlinkIf, "--except-interface=lo",
 		"--dhcp-range=198.18.1.50,198.18.1.59,255.255.255.0,2m", "--dhcp-option=option:router,"+nstest.GW1Addr4.String(),
 		"--dhcp-authoritative", "--dhcp-leasefile="+filepath.Join(d.dir, "leases"), "--pid-file="+filepath.Join(d.dir, "dnsmasq.pid"),
@@ -61,7 +61,7 @@ func newDHCPLab(t *testing.T) *dhcpLab {
 	if err := os.WriteFile(script, []byte(udhcpcScript), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	d.client = d.Host.Start(t, busybox, "udhcpc", "-f", "-i", nstest.HostUplink1If, "-s", script,
+	d.client = d.Host.StartPeer(t, busybox, "udhcpc", "-f", "-i", nstest.HostUplink1If, "-s", script,
 		"-p", filepath.Join(d.dir, "udhcpc.pid"), "-t", "20", "-T", "1", "-A", "1")
 	return d
 }

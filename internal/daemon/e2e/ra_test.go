@@ -50,7 +50,7 @@ func TestRARouteAtTheSameMetric(t *testing.T) {
 	prefix %s { AdvOnLink on; AdvAutonomous off; };
 };
 `, nstest.GWDownlinkIf, nstest.Uplink1Net6), 0o600)
-	l.GW1.Start(t, radvd, "--nodaemon", "--config="+conf, "--pidfile="+filepath.Join(l.dir, "radvd.pid"),
+	l.GW1.StartPeer(t, radvd, "--nodaemon", "--config="+conf, "--pidfile="+filepath.Join(l.dir, "radvd.pid"),
 		"--logmethod=stderr", "--username=root")
 	l.waitFor("the kernel's RA default on eth1", func() bool {
 		return strings.Contains(l.Host.MustRun(t, "ip", "-6", "route", "show", "default", "proto", "ra"), "dev eth1")
