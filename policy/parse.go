@@ -52,6 +52,10 @@ func DefaultProfile() Profile {
 		UpCount:          3,
 		TxWithoutRx:      50 * time.Millisecond,
 		ProbeHoldoff:     time.Second,
+		ProbeHoldoffMax:  time.Minute,
+		SilenceFloor:     20 * time.Millisecond,
+		TimeoutFloor:     20 * time.Millisecond,
+		QualityInterval:  10 * time.Second,
 		StandbyInterval:  10 * time.Second,
 		RecoveryInterval: time.Second,
 		LinkHold:         time.Second,
@@ -137,6 +141,10 @@ type rawProfile struct {
 	UpCount          fCount    `toml:"up_count"`
 	TxWithoutRx      fDuration `toml:"tx_without_rx"`
 	ProbeHoldoff     fDuration `toml:"probe_holdoff"`
+	ProbeHoldoffMax  fDuration `toml:"probe_holdoff_max"`
+	SilenceFloor     fDuration `toml:"silence_floor"`
+	TimeoutFloor     fDuration `toml:"timeout_floor"`
+	QualityInterval  fDuration `toml:"quality_interval"`
 	StandbyInterval  fDuration `toml:"standby_interval"`
 	RecoveryInterval fDuration `toml:"recovery_interval"`
 	LinkHold         fDuration `toml:"link_hold"`
@@ -614,6 +622,10 @@ func (v *validator) profile(r *rawProfile, base Profile, prefix []string, obj st
 	pr.Timeout = dur(v, r.Timeout, k("timeout"), obj, base.Timeout)
 	pr.TxWithoutRx = dur(v, r.TxWithoutRx, k("tx_without_rx"), obj, base.TxWithoutRx)
 	pr.ProbeHoldoff = dur(v, r.ProbeHoldoff, k("probe_holdoff"), obj, base.ProbeHoldoff)
+	pr.ProbeHoldoffMax = dur(v, r.ProbeHoldoffMax, k("probe_holdoff_max"), obj, base.ProbeHoldoffMax)
+	pr.SilenceFloor = dur(v, r.SilenceFloor, k("silence_floor"), obj, base.SilenceFloor)
+	pr.TimeoutFloor = dur(v, r.TimeoutFloor, k("timeout_floor"), obj, base.TimeoutFloor)
+	pr.QualityInterval = dur(v, r.QualityInterval, k("quality_interval"), obj, base.QualityInterval)
 	pr.StandbyInterval = dur(v, r.StandbyInterval, k("standby_interval"), obj, base.StandbyInterval)
 	pr.RecoveryInterval = dur(v, r.RecoveryInterval, k("recovery_interval"), obj, base.RecoveryInterval)
 	pr.LinkHold = dur(v, r.LinkHold, k("link_hold"), obj, base.LinkHold)
@@ -655,11 +667,12 @@ func (v *validator) profile(r *rawProfile, base Profile, prefix []string, obj st
 		key string
 		val time.Duration
 		set bool
-	}{{"interval", pr.Interval, r.Interval.Set}, {"fast_interval", pr.FastInterval, r.FastInterval.Set}, {"timeout", pr.Timeout, r.Timeout.Set}, {"recovery_interval", pr.RecoveryInterval, r.RecoveryInterval.Set}, {"tx_without_rx", pr.TxWithoutRx, r.TxWithoutRx.Set}} {
+	}{{"interval", pr.Interval, r.Interval.Set}, {"fast_interval", pr.FastInterval, r.FastInterval.Set}, {"timeout", pr.Timeout, r.Timeout.Set}, {"recovery_interval", pr.RecoveryInterval, r.RecoveryInterval.Set}, {"tx_without_rx", pr.TxWithoutRx, r.TxWithoutRx.Set}, {"silence_floor", pr.SilenceFloor, r.SilenceFloor.Set}, {"timeout_floor", pr.TimeoutFloor, r.TimeoutFloor.Set}} {
 		if d.set && d.val < time.Millisecond {
 			v.addAt(k(d.key), obj, "%s %s is below the minimum of 1ms", d.key, d.val)
 		}
 	}
+	v.ceilings(r, &pr, k, obj)
 	if pr.Damping && (r.Damping.Set || r.ReuseBelow.Set || r.SuppressAbove.Set || r.HalfLife.Set) {
 		if pr.ReuseBelow >= pr.SuppressAbove {
 			v.addAt(k("reuse_below"), obj, "reuse_below %g must be below suppress_above %g", pr.ReuseBelow, pr.SuppressAbove)
@@ -1215,5 +1228,35 @@ func (v *validator) checkConntrackInterfaces(gws []*Gateway) {
 		others := slices.DeleteFunc(slices.Clone(byIface[g.Interface]), func(n string) bool { return n == g.Name })
 		v.addAt(path("gateway", g.Name, "flush_conntrack"), objName("gateway", g.Name),
 			"flush_conntrack matches by interface address, but interface %s is also %s's; set snat_addresses or conntrack_mark", g.Interface, strings.Join(others, ", "))
+	}
+}
+
+// ceilings checks the adaptive settings against their ceilings. A
+// floor left at its default follows a lower ceiling (a profile that sets
+// timeout = "10ms" means it); one set above its ceiling is an error.
+func (v *validator) ceilings(r *rawProfile, pr *Profile, k func(string) []string, obj string) {
+	for _, c := range []struct {
+		lo, hi     string
+		floor      *time.Duration
+		ceil       time.Duration
+		set, below bool
+	}{
+		{"silence_floor", "tx_without_rx", &pr.SilenceFloor, pr.TxWithoutRx, r.SilenceFloor.Set, false},
+		{"timeout_floor", "timeout", &pr.TimeoutFloor, pr.Timeout, r.TimeoutFloor.Set, false},
+		{"probe_holdoff_max", "probe_holdoff", &pr.ProbeHoldoffMax, pr.ProbeHoldoff, r.ProbeHoldoffMax.Set, true},
+	} {
+		wrong := *c.floor > c.ceil
+		if c.below {
+			wrong = *c.floor < c.ceil
+		}
+		switch {
+		case !wrong:
+		case !c.set:
+			*c.floor = c.ceil
+		case c.below:
+			v.addAt(k(c.lo), obj, "%s %s is below %s %s", c.lo, *c.floor, c.hi, c.ceil)
+		default:
+			v.addAt(k(c.lo), obj, "%s %s is above %s %s", c.lo, *c.floor, c.hi, c.ceil)
+		}
 	}
 }

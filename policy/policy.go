@@ -75,6 +75,10 @@ type Profile struct {
 	UpCount          int           // consecutive good probes that make a down gateway up
 	TxWithoutRx      time.Duration // traffic sent with nothing received for this long makes a gateway suspect
 	ProbeHoldoff     time.Duration // after a probe is answered, tx-without-rx alone does not trigger another probe for this long
+	ProbeHoldoffMax  time.Duration // the hold-off doubles while checks keep being answered, up to this
+	SilenceFloor     time.Duration // the adaptive silence threshold never goes below this; TxWithoutRx is its ceiling
+	TimeoutFloor     time.Duration // the adaptive probe timeout never goes below this; Timeout is its ceiling
+	QualityInterval  time.Duration // sparse quality probes while a gated gateway carries traffic; 0 disables
 	StandbyInterval  time.Duration // slow check of idle standby/backup gateways; 0 disables
 	RecoveryInterval time.Duration // probe interval for down gateways
 	LinkHold         time.Duration // carrier must stay up this long before the link is trusted again
