@@ -78,11 +78,16 @@ func (s *trafficState) sample(tx, rx uint64, now time.Time) (rxAdvanced bool, si
 // after a quiet spell is caught at most quietPollEvery later than under
 // steady traffic.
 const (
-	pollEvery      = 10 * time.Millisecond // a silent death under heavy traffic must start probes within ~100 ms
-	activeFor      = time.Second
-	idlePollEvery  = 100 * time.Millisecond
-	quietAfter     = 5 * time.Second
-	quietPollEvery = 200 * time.Millisecond
+	pollEvery = 10 * time.Millisecond // a silent death under heavy traffic must start probes within ~100 ms
+	// suspectPollEvery is the pace while packets leave an interface
+	// unanswered: the silence is seen at most this long after it
+	// crosses the threshold. One-way traffic polls at this pace for
+	// as long as it lasts (about 1 % of a core, see docs/detection.md).
+	suspectPollEvery = 5 * time.Millisecond
+	activeFor        = time.Second
+	idlePollEvery    = 100 * time.Millisecond
+	quietAfter       = 5 * time.Second
+	quietPollEvery   = 200 * time.Millisecond
 )
 
 // rxReportEvery limits "rx advanced" events: weak evidence, cheap to lose.
@@ -144,6 +149,7 @@ type gwTraffic struct {
 	SilentFor  time.Duration // tx without rx for this long; 0: not silent
 	LastTx     time.Time     // when its tx counter last moved
 	LastRx     time.Time     // when its rx counter last moved
+	RxGap      time.Duration // with RxAdvanced: the longest gap between polls that saw rx since the last report
 }
 
 // trafficPoller reads the traffic counters of the managed interfaces that
@@ -173,8 +179,10 @@ type ifPoll struct {
 // gwPoll is the poller's state of one gateway.
 type gwPoll struct {
 	st       trafficState
-	rxReport time.Time // last rx event sent
-	silent   bool      // the last event said silent
+	rxReport time.Time     // last rx event sent
+	silent   bool          // the last event said silent
+	rxGap    time.Duration // longest gap between rx polls since the last rx event
+	pending  bool          // packets are leaving unanswered, below the threshold or not
 }
 
 func (w *trafficPoller) Run(ctx context.Context) error {
@@ -241,7 +249,7 @@ func (w *trafficPoller) poll(wi watchedIface, ip *ifPoll, pass time.Time) (traff
 	}
 	ev := trafficEvent{Iface: wi.Name, Index: ip.index, At: now}
 	var sent uint64
-	silent := false
+	silent, pending := false, false
 	for i, g := range wi.Gateways {
 		gp := ip.gws[g.Name]
 		if gp == nil {
@@ -253,6 +261,7 @@ func (w *trafficPoller) poll(wi watchedIface, ip *ifPoll, pass time.Time) (traff
 		}
 		gt, report := gp.sample(g, cs[i], now)
 		silent = silent || gt.SilentFor > 0
+		pending = pending || gp.pending
 		if report {
 			ev.Gateways = append(ev.Gateways, gt)
 		}
@@ -262,7 +271,13 @@ func (w *trafficPoller) poll(wi watchedIface, ip *ifPoll, pass time.Time) (traff
 			delete(ip.gws, name)
 		}
 	}
-	ip.next = pass.Add(ip.pace.next(now, sent))
+	every := ip.pace.next(now, sent)
+	if pending {
+		// A gateway is suspect: how soon its silence reaches the
+		// threshold is bounded by the poll period.
+		every = min(every, suspectPollEvery)
+	}
+	ip.next = pass.Add(every)
 	if !silent {
 		ip.neighRead = time.Time{}
 	} else if now.Sub(ip.neighRead) >= neighReadEvery {
@@ -299,14 +314,20 @@ func (w *trafficPoller) resolve(name string, ip *ifPoll, now time.Time) bool {
 // rx (rate-limited, but always at the end of a silence) or a silence
 // past the gateway's threshold.
 func (gp *gwPoll) sample(g watchedGateway, c Counters, now time.Time) (gwTraffic, bool) {
+	prevRx := gp.st.lastRx
 	rx, silent := gp.st.sample(c.Tx, c.Rx, now)
 	gt := gwTraffic{Gateway: g.Name, LastTx: gp.st.lastTx, LastRx: gp.st.lastRx}
+	if rx && !prevRx.IsZero() {
+		gp.rxGap = max(gp.rxGap, now.Sub(prevRx))
+	}
 	report := false
 	if rx && (gp.silent || now.Sub(gp.rxReport) >= rxReportEvery) {
 		gt.RxAdvanced, report = true, true
+		gt.RxGap, gp.rxGap = gp.rxGap, 0
 		gp.rxReport = now
 	}
 	gp.silent = silent >= g.TxWithoutRx
+	gp.pending = silent > 0
 	if gp.silent {
 		gt.SilentFor, report = silent, true
 	}
