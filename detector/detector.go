@@ -113,10 +113,11 @@ type gwState struct {
 	gen         int // bumped when the gateway is replaced, so stale results are dropped
 	rounds      []time.Time
 	hw          net.HardwareAddr
-	silent      bool      // last traffic sample was silent
-	bfdVerified bool      // the BFD session was asked to verify this silence
-	lastTx      time.Time // when traffic last left for it (by its traffic counters)
-	lastRx      time.Time // when traffic last came from it
+	silent      bool                  // last traffic sample was silent
+	bfdVerified bool                  // the BFD session was asked to verify this silence
+	lastTx      time.Time             // when traffic last left for it (by its traffic counters)
+	lastRx      time.Time             // when traffic last came from it
+	rtts        map[string]*estimator // by rttKey: each target's RTTs, for its probe timeout
 }
 
 type ifaceState struct {

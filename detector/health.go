@@ -97,7 +97,9 @@ func (d *Detector) watch(p *policy.Policy) {
 		members[g.Interface]++
 		gws := byIface[g.Interface]
 		if g.Profile != nil && g.Profile.Gating != policy.GatingNever && g.Profile.TxWithoutRx > 0 {
-			gws = append(gws, watchedGateway{Name: g.Name, Addr: g.Address, TxWithoutRx: g.Profile.TxWithoutRx})
+			// Silence is reported from the floor on: the machine judges
+			// it against the flow's rhythm (Machine.SilenceThreshold).
+			gws = append(gws, watchedGateway{Name: g.Name, Addr: g.Address, TxWithoutRx: min(g.Profile.SilenceFloor, g.Profile.TxWithoutRx)})
 		}
 		byIface[g.Interface] = gws
 	}
@@ -193,7 +195,11 @@ func (d *Detector) emit(ctx context.Context, t Transition) {
 }
 
 func (d *Detector) observe(ctx context.Context, gs *gwState, ev Event, now time.Time) {
+	check := gs.m.CheckCause()
 	t, ok := gs.m.Observe(ev, now)
+	if check != "" && gs.m.CheckCause() == "" {
+		d.met.check(gs.g.Name, check, gs.m.State() != Down)
+	}
 	if !ok {
 		return
 	}
@@ -321,10 +327,13 @@ func (d *Detector) onGatewayTraffic(ctx context.Context, gs *gwState, gt gwTraff
 			d.met.evidenceEvent(gs.g.Name, SourceTraffic, true)
 		}
 		gs.silent, gs.bfdVerified = false, false
-		d.observe(ctx, gs, Event{Kind: EvRx, Iface: gs.g.Interface}, now)
+		busy := !gt.LastTx.IsZero() && now.Sub(gt.LastTx) < time.Second
+		d.observe(ctx, gs, Event{Kind: EvRx, Iface: gs.g.Interface, Gap: gt.RxGap, Busy: busy}, now)
 	}
-	if gt.SilentFor >= gs.m.prof.TxWithoutRx && gs.m.prof.TxWithoutRx > 0 {
-		d.verifyBFD(gs)
+	if gt.SilentFor > 0 && gs.m.prof.TxWithoutRx > 0 {
+		if gt.SilentFor >= gs.m.SilenceThreshold() {
+			d.verifyBFD(gs)
+		}
 		checking := gs.m.Checking()
 		d.observe(ctx, gs, Event{Kind: EvTxWithoutRx, Iface: gs.g.Interface, For: gt.SilentFor}, now)
 		if !checking && gs.m.Checking() {
@@ -372,7 +381,7 @@ func (d *Detector) schedule(ctx context.Context, now time.Time) time.Time {
 		if hu := gs.m.HoldUntil(); hu.After(now) && (next.IsZero() || hu.Before(next)) {
 			next = hu
 		}
-		iv := gs.m.ProbeInterval(now)
+		iv := gs.interval(now)
 		if iv <= 0 {
 			gs.nextProbe = time.Time{}
 			continue
@@ -386,7 +395,12 @@ func (d *Detector) schedule(ctx context.Context, now time.Time) time.Time {
 		}
 		gs.nextProbe = due
 		if !now.Before(due) && gs.inflight < maxInflight {
-			if d.launch(ctx, gs, now) {
+			if gs.m.Sampling(now) && d.progressing(gs) {
+				// Upper-layer advice first (RFC 1122): TCP making
+				// progress through the gateway is a better sample
+				// than a ping.
+				gs.lastSent, gs.nextProbe = now, now.Add(iv)
+			} else if d.launch(ctx, gs, now) {
 				gs.lastSent = now
 				gs.nextProbe = now.Add(iv)
 			} else {
@@ -398,6 +412,30 @@ func (d *Detector) schedule(ctx context.Context, now time.Time) time.Time {
 		}
 	}
 	return next
+}
+
+// progressFresh is how recent a neighbour confirmation must be to stand
+// for a quality sample: ARP or ND confirm every half minute or so, TCP
+// ACKs all the time.
+const progressFresh = time.Second
+
+// progressing says whether the kernel's neighbour entry of the gateway
+// shows upper-layer progress: a confirmation under progressFresh old.
+func (d *Detector) progressing(gs *gwState) bool {
+	is := d.ifaces[gs.g.Interface]
+	if is == nil || is.index == 0 {
+		return false
+	}
+	ns, err := d.neigh.Neighbours(is.index, Family(policy.FamilyOf(gs.g.Address)))
+	if err != nil {
+		return false
+	}
+	for _, n := range ns {
+		if n.Addr == gs.g.Address && !n.Deleted && n.State&(NUDReachable|NUDStale|NUDDelay|NUDProbe) != 0 && n.ConfirmedAge < progressFresh {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *Detector) publish(now time.Time) {

@@ -43,8 +43,18 @@ type Machine struct {
 	// A check is a burst of fast probes started by tx without rx.
 	checking   bool
 	checkFor   time.Duration // tx-without-rx duration that started it
+	checkCause string        // what started it: CheckTraffic, CheckNeigh, CheckLoss
 	lastGood   time.Time
-	holdoffAt  time.Time // a check triggered by silence was answered
+	holdoffAt  time.Time     // a check triggered by silence was answered
+	holdoff    time.Duration // the hold-off it armed: doubles while such checks keep being answered
+	// gaps learns the rhythm of the packets received through the
+	// gateway, so that silence is judged against it (adapt.go).
+	gaps estimator
+	// rxRunSince is when rx started being reported without a silence in
+	// between; rx flowing for rxResumed means replies are back, which
+	// resets the hold-off.
+	rxRunSince time.Time
+	busyAt     time.Time // last traffic report with packets leaving through the gateway
 	lastConf   time.Time
 	lastRx     time.Time
 	lastTxNoRx time.Time
@@ -107,7 +117,7 @@ func (m *Machine) Damped() bool { return m.damped }
 func (m *Machine) Carrier() bool { return m.carrier }
 
 // SetProfile replaces the profile on a policy reload, keeping the state.
-func (m *Machine) SetProfile(p policy.Profile) { m.prof = p }
+func (m *Machine) SetProfile(p policy.Profile) { m.prof, m.holdoff = p, 0 }
 
 // SetStandby marks the gateway as carrying no traffic by policy.
 func (m *Machine) SetStandby(v bool) { m.standby = v }
@@ -228,8 +238,80 @@ func (m *Machine) ProbeInterval(now time.Time) time.Duration {
 		return p.Interval
 	case m.standby:
 		return p.StandbyInterval
+	case m.Sampling(now):
+		return p.QualityInterval
 	}
 	return 0
+}
+
+// busyFor is how recently packets must have left through a gateway for it
+// to count as carrying traffic (quality sampling).
+const busyFor = 2 * time.Second
+
+// Sampling says whether the gateway is due sparse quality probes: gated,
+// up, carrying traffic and nothing suspicious. Loss and latency are
+// otherwise never measured on a gated gateway that works; an idle one is
+// not probed.
+func (m *Machine) Sampling(now time.Time) bool {
+	p := &m.prof
+	return p.QualityInterval > 0 && p.Gating == policy.GatingGated && m.state == Up && !m.checking && !m.standby &&
+		!m.busyAt.IsZero() && now.Sub(m.busyAt) < busyFor && m.linkTrusted(now)
+}
+
+// SilenceThreshold is how long tx without rx must last to start a check
+// now: the learned gap between received packets (smoothed + 4 × its
+// variation), within [silence_floor, tx_without_rx].
+func (m *Machine) SilenceThreshold() time.Duration {
+	return m.gaps.bound(gapK, gapMinSamples, min(m.prof.SilenceFloor, m.prof.TxWithoutRx), m.prof.TxWithoutRx)
+}
+
+// Holdoff is the current probe hold-off.
+func (m *Machine) Holdoff() time.Duration {
+	if m.holdoff > 0 {
+		return m.holdoff
+	}
+	return m.prof.ProbeHoldoff
+}
+
+// rxResumed is how long rx must keep being reported, with no silence in
+// between, for replies to count as back (the hold-off resets). A probe's
+// own reply is one report, followed by silence again.
+const rxResumed = time.Second
+
+func (m *Machine) onRx(ev Event, now time.Time) {
+	m.lastRx, m.silentSince = now, time.Time{}
+	if ev.Busy {
+		m.busyAt = now
+	}
+	if ev.Gap > 0 {
+		m.gaps.add(min(ev.Gap, m.prof.TxWithoutRx))
+	}
+	if m.rxRunSince.IsZero() {
+		m.rxRunSince = now
+	} else if now.Sub(m.rxRunSince) >= rxResumed {
+		m.holdoff = 0
+	}
+}
+
+// startCheck starts a burst of fast probes.
+func (m *Machine) startCheck(cause string, silentFor time.Duration) {
+	m.checking, m.checkFor, m.checkCause = true, silentFor, cause
+	m.bad = 0
+}
+
+// What starts a check: the reason label of uplinkd_checks_total.
+const (
+	CheckTraffic = "traffic" // tx without rx past the silence threshold
+	CheckNeigh   = "neigh"   // the kernel started resolving the gateway again
+	CheckLoss    = "loss"    // a lost probe outside a check
+)
+
+// CheckCause says what started the running check ("" if none).
+func (m *Machine) CheckCause() string {
+	if !m.checking {
+		return ""
+	}
+	return m.checkCause
 }
 
 // HoldUntil returns when the link becomes trusted again after carrier came
@@ -249,7 +331,7 @@ func (m *Machine) Observe(ev Event, now time.Time) (Transition, bool) {
 	case EvTxWithoutRx:
 		return m.onTxWithoutRx(ev, now)
 	case EvRx:
-		m.lastRx, m.silentSince = now, time.Time{}
+		m.onRx(ev, now)
 		return Transition{}, false
 	case EvProbe:
 		return m.onProbe(ev, now)
@@ -321,6 +403,7 @@ func (m *Machine) onCarrier(ev Event, now time.Time) (Transition, bool) {
 		was := m.carrier
 		m.carrier = false
 		m.good, m.bad, m.checking = 0, 0, false
+		m.holdoff = 0
 		if was {
 			m.addPenalty(now)
 		}
@@ -345,9 +428,9 @@ func (m *Machine) onCarrier(ev Event, now time.Time) (Transition, bool) {
 func (m *Machine) onNeigh(ev Event, now time.Time) (Transition, bool) {
 	switch ev.Advice {
 	case NeighIncomplete:
+		m.holdoff = 0
 		if (m.state == Up || m.state == Degraded) && !m.checking && m.prof.Gating != policy.GatingNever && m.linkTrusted(now) {
-			m.checking, m.checkFor = true, 0
-			m.bad = 0
+			m.startCheck(CheckNeigh, 0)
 		}
 		return Transition{}, false
 	case NeighConfirmed:
@@ -368,6 +451,7 @@ func (m *Machine) onNeigh(ev Event, now time.Time) (Transition, bool) {
 		// IP may still answer ARP.
 		return Transition{}, false
 	case NeighFailed:
+		m.holdoff = 0
 		if m.state == Down || !m.carrier {
 			m.good = 0
 			return Transition{}, false
@@ -410,6 +494,10 @@ func (m *Machine) onTxWithoutRx(ev Event, now time.Time) (Transition, bool) {
 	if m.prof.Gating == policy.GatingNever {
 		return Transition{}, false // passive only: no traffic evidence
 	}
+	m.busyAt, m.rxRunSince = now, time.Time{}
+	if ev.For < m.SilenceThreshold() {
+		return Transition{}, false // within the flow's own rhythm
+	}
 	if m.silentSince.IsZero() || now.Sub(m.lastTxNoRx) > silenceLapse {
 		m.silentSince = now.Add(-ev.For)
 	}
@@ -421,11 +509,10 @@ func (m *Machine) onTxWithoutRx(ev Event, now time.Time) (Transition, bool) {
 	// UDP traffic would otherwise probe constantly). A neighbour
 	// confirmation newer than the silence does not: it contradicts the
 	// traffic, so the check verifies it (see adviceConsistent).
-	if !m.holdoffAt.IsZero() && now.Sub(m.holdoffAt) < m.prof.ProbeHoldoff {
+	if !m.holdoffAt.IsZero() && now.Sub(m.holdoffAt) < m.Holdoff() {
 		return Transition{}, false
 	}
-	m.checking, m.checkFor = true, ev.For
-	m.bad = 0
+	m.startCheck(CheckTraffic, ev.For)
 	return Transition{}, false
 }
 
@@ -452,8 +539,11 @@ func (m *Machine) onProbe(ev Event, now time.Time) (Transition, bool) {
 		// Silence that a probe answers is one-way traffic: do not check
 		// again for it before the hold-off. Other answers (start-up,
 		// standby, always) arm nothing, so a death right after them is
-		// caught at full speed.
+		// caught at full speed. Each answered one doubles the hold-off
+		// (up to probe_holdoff_max): one-way traffic that keeps being
+		// answered costs ever fewer probes.
 		m.holdoffAt = now
+		m.holdoff = holdoffNext(m.holdoff, m.prof.ProbeHoldoff, m.prof.ProbeHoldoffMax)
 	}
 	m.checking, m.checkFor = false, 0
 	switch m.state {
@@ -484,6 +574,7 @@ func (m *Machine) onProbe(ev Event, now time.Time) (Transition, bool) {
 func (m *Machine) lost(now time.Time, cause, what string) (Transition, bool) {
 	m.good = 0
 	m.bad++
+	m.holdoff = 0 // whatever the hold-off learned, a loss is news
 	n := m.downCount()
 	after := ""
 	if m.checkFor > 0 && (m.checking || m.state == Suspect) {
@@ -514,7 +605,8 @@ func (m *Machine) lost(now time.Time, cause, what string) (Transition, bool) {
 	if !m.checking && m.state != Unknown {
 		// One lost probe without other evidence is ordinary loss: probe
 		// fast, and only a second loss in a row makes it suspect.
-		m.checking, m.checkFor = true, 0
+		m.startCheck(CheckLoss, 0)
+		m.bad = 1
 		return Transition{}, false
 	}
 	return m.move(Suspect, cause, fmt.Sprintf("%d probes lost in a row, last: %s", m.bad, what), now)

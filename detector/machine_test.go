@@ -55,6 +55,8 @@ var (
 	tick     = Event{Kind: EvTick}
 )
 
+func noQuality(p *policy.Profile) { p.QualityInterval = 0 }
+
 func silent(d time.Duration) Event { return Event{Kind: EvTxWithoutRx, For: d} }
 
 func TestMachine(t *testing.T) {
@@ -372,7 +374,14 @@ func TestMachineProbeInterval(t *testing.T) {
 		// Issue 11 item 8: a confirmation newer than the silence contradicts
 		// it, so it no longer closes the gate; a probe verifies it.
 		{name: "a confirmation during the silence is verified by a fast check", steps: []step{{0, good}, {4990 * ms, confirm}, {5 * time.Second, silent(70 * ms)}}, at: 5 * time.Second, want: p.FastInterval},
-		{name: "holdoff after an answered check keeps the gate closed", steps: []step{{0, good}, {100 * ms, silent(70 * ms)}, {110 * ms, good}, {900 * ms, silent(70 * ms)}}, at: 900 * ms, want: 0},
+		{name: "holdoff after an answered check keeps the gate closed", prof: noQuality, steps: []step{{0, good}, {100 * ms, silent(70 * ms)}, {110 * ms, good}, {900 * ms, silent(70 * ms)}}, at: 900 * ms, want: 0},
+		// Issue 14: a gateway carrying traffic gets sparse quality probes,
+		// hold-off or not; an idle one none.
+		{name: "carrying traffic: quality samples", steps: []step{{0, good}, {100 * ms, silent(70 * ms)}, {110 * ms, good}, {900 * ms, silent(70 * ms)}}, at: 900 * ms, want: p.QualityInterval},
+		{name: "carrying two-way traffic: quality samples", steps: []step{{0, good}, {100 * ms, Event{Kind: EvRx, Busy: true}}}, at: time.Second, want: p.QualityInterval},
+		{name: "traffic stopped: no quality samples", steps: []step{{0, good}, {100 * ms, Event{Kind: EvRx, Busy: true}}}, at: 3 * time.Second, want: 0},
+		{name: "rx only: no quality samples", steps: []step{{0, good}, {100 * ms, Event{Kind: EvRx}}}, at: time.Second, want: 0},
+		{name: "standby carrying traffic: the standby interval", standby: true, steps: []step{{0, good}, {100 * ms, Event{Kind: EvRx, Busy: true}}}, at: time.Second, want: p.StandbyInterval},
 		{name: "the holdoff ends", steps: []step{{0, good}, {100 * ms, silent(70 * ms)}, {110 * ms, good}, {1200 * ms, silent(70 * ms)}}, at: 1200 * ms, want: p.FastInterval},
 		{name: "down: recovery interval", steps: []step{{0, good}, {ms, failed}}, at: time.Minute, want: p.RecoveryInterval},
 		{name: "no carrier: nothing to probe", steps: []step{{0, carrierN}}, at: time.Minute, want: 0},

@@ -28,6 +28,7 @@ type Metrics struct {
 	speed          *prometheus.GaugeVec
 	duplex         *prometheus.GaugeVec
 	reneg          *prometheus.CounterVec
+	checks         *prometheus.CounterVec
 	targetOK       *prometheus.GaugeVec
 	targetRTT      *prometheus.GaugeVec
 
@@ -94,10 +95,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 if the last probe of this target through this gateway was answered, 0 if not; targets are the policy's."}, []string{"gateway", "kind", "target"}),
 		targetRTT: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "uplinkd_probe_target_rtt_seconds",
 			Help: "Round-trip time of the last answered probe of this target through this gateway."}, []string{"gateway", "kind", "target"}),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "uplinkd_checks_total",
+			Help: "Checks (bursts of fast probes) ended, by what started them (traffic, neigh, loss) and result (answered: the gateway was fine; down)."},
+			[]string{"gateway", "reason", "result"}),
 	}
 	reg.MustRegister(m.up, m.state, m.rtt, m.loss, m.probesSent, m.probesFailed, m.evidence,
 		m.transitions, m.lastTransition, m.penalty, m.damped, m.lladdr, m.carrier, m.speed, m.duplex, m.reneg,
-		m.targetOK, m.targetRTT)
+		m.targetOK, m.targetRTT, m.checks)
 	return m
 }
 
@@ -125,7 +129,7 @@ func (m *Metrics) forgetGateway(name string) {
 	l := prometheus.Labels{"gateway": name}
 	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{
 		m.up, m.state, m.rtt, m.loss, m.probesSent, m.probesFailed, m.evidence,
-		m.transitions, m.lastTransition, m.penalty, m.damped, m.lladdr, m.targetOK, m.targetRTT,
+		m.transitions, m.lastTransition, m.penalty, m.damped, m.lladdr, m.targetOK, m.targetRTT, m.checks,
 	} {
 		v.DeletePartialMatch(l)
 	}
@@ -230,4 +234,16 @@ func (m *Metrics) probe(gw string, kind ProbeKind, target string, ok bool, rtt t
 		m.targetOK.WithLabelValues(gw, string(kind), target).Set(v)
 	}
 	m.mu.Unlock()
+}
+
+// check counts one ended check.
+func (m *Metrics) check(gw, reason string, answered bool) {
+	if m == nil {
+		return
+	}
+	res := "down"
+	if answered {
+		res = "answered"
+	}
+	m.checks.WithLabelValues(gw, reason, res).Inc()
 }

@@ -22,7 +22,14 @@ type probeResult struct {
 	OK      bool
 	RTT     time.Duration
 	Detail  string
-	Skipped bool // no probe could be made: no evidence either way
+	Skipped bool        // no probe could be made: no evidence either way
+	RTTs    []targetRTT // each target that answered before the verdict, for its timeout
+}
+
+// targetRTT is one target's answer in a round.
+type targetRTT struct {
+	key string // rttKey
+	rtt time.Duration
 }
 
 // roundSpec is everything a round needs, copied out of the health
@@ -37,7 +44,9 @@ type roundSpec struct {
 	probe   policy.Probe // MinUp, Pin and Mark
 	sources []netip.Addr
 	hw      net.HardwareAddr
-	timeout time.Duration
+	timeout time.Duration // the longest of timeouts: the round's own bound
+	// timeouts[i] is probes[i]'s, learned from that target's RTTs.
+	timeouts []time.Duration
 	// shared says other gateways sit on the same interface: the probe to
 	// the gateway itself then goes as a frame to its MAC too, or it could
 	// follow a per-source table to another gateway on the link.
@@ -56,7 +65,8 @@ func (d *Detector) launch(ctx context.Context, gs *gwState, now time.Time) bool 
 		return false
 	}
 	spec := roundSpec{gateway: gs.g.Name, gen: gs.gen, gw: gs.g.Address, iface: gs.g.Interface, index: is.index, shared: is.shared,
-		probes: probes, probe: p, sources: gs.g.Sources, hw: gs.hw, timeout: gs.m.prof.Timeout}
+		probes: probes, probe: p, sources: gs.g.Sources, hw: gs.hw}
+	spec.timeouts, spec.timeout = gs.timeouts(probes)
 	gs.inflight++
 	gs.rounds = append(gs.rounds, now)
 	id := d.roundsLive.start(now)
@@ -86,6 +96,9 @@ func (d *Detector) onResult(ctx context.Context, r probeResult, now time.Time) {
 	if r.OK && d.met != nil {
 		d.met.rtt.WithLabelValues(r.Gateway).Observe(r.RTT.Seconds())
 	}
+	for _, tr := range r.RTTs {
+		gs.learnRTT(tr.key, tr.rtt)
+	}
 	d.log.Debug("probe round", "gateway", r.Gateway, "ok", r.OK, "rtt", r.RTT, "detail", r.Detail)
 	d.observe(ctx, gs, Event{Kind: EvProbe, Iface: gs.g.Interface, OK: r.OK, RTT: r.RTT, Detail: r.Detail}, now)
 }
@@ -112,11 +125,15 @@ func (d *Detector) round(ctx context.Context, spec roundSpec) probeResult {
 		return hw
 	}
 	outs := make(chan outcome, len(spec.probes))
-	for _, ps := range spec.probes {
+	for i, ps := range spec.probes {
+		r := spec
+		if i < len(spec.timeouts) && spec.timeouts[i] > 0 {
+			r.timeout = spec.timeouts[i]
+		}
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
-			outs <- d.runProbe(ctx, spec, ps, resolveHW)
+			outs <- d.runProbe(ctx, r, ps, resolveHW)
 		}()
 	}
 	t := newTally(spec)
@@ -176,6 +193,7 @@ type tally struct {
 	made                int
 	gwRTT, remoteRTT    time.Duration
 	failures            []string
+	rtts                []targetRTT
 }
 
 func newTally(spec roundSpec) *tally {
@@ -203,6 +221,8 @@ func (t *tally) add(o outcome) (decided, ok bool) {
 	}
 	if o.err != nil {
 		t.failures = append(t.failures, fmt.Sprintf("%s: %s", o.spec.what, shortErr(o.err)))
+	} else if !o.skipped {
+		t.rtts = append(t.rtts, targetRTT{rttKey(o.spec), o.rtt})
 	}
 	switch {
 	case o.skipped:
@@ -242,6 +262,7 @@ func (t *tally) result(res probeResult, ok bool) probeResult {
 		t.failures = append(t.failures, fmt.Sprintf("%d of %d remote targets answered, %d needed", t.remoteOK, t.remoteN, t.minUp))
 	}
 	res.Detail = reasonList(t.failures)
+	res.RTTs = t.rtts
 	return res
 }
 

@@ -1,0 +1,68 @@
+package detector
+
+import "time"
+
+// Probe timeouts per target, learned from its answers (adapt.go): the
+// first probe of a check already uses what earlier checks, quality
+// samples, start-up and recovery probes learned about the target.
+
+// rttKey names a probe target among a gateway's.
+func rttKey(ps probeSpec) string { return string(ps.kind) + " " + ps.target }
+
+// learnRTT feeds one answer of a target.
+func (gs *gwState) learnRTT(key string, rtt time.Duration) {
+	if gs.rtts == nil {
+		gs.rtts = map[string]*estimator{}
+	}
+	e := gs.rtts[key]
+	if e == nil {
+		e = &estimator{}
+		gs.rtts[key] = e
+	}
+	e.add(rtt)
+}
+
+// timeoutOf is the probe timeout of one target: rttK × (srtt + 4·rttvar)
+// within [timeout_floor, timeout]; timeout while nothing is learned. The
+// gateway's own echo may borrow what its neighbour probe learned (the
+// same hop: the neighbour's reachability); a remote target never borrows,
+// its path is longer.
+func (gs *gwState) timeoutOf(ps probeSpec) time.Duration {
+	p := &gs.m.prof
+	floor := min(p.TimeoutFloor, p.Timeout)
+	e := gs.rtts[rttKey(ps)]
+	if (e == nil || e.n == 0) && ps.role == roleGateway {
+		e = gs.rtts[rttKey(probeSpec{kind: KindNeigh, target: ps.target})]
+	}
+	if e == nil {
+		return p.Timeout
+	}
+	return e.bound(rttK, rttMinSamples, floor, p.Timeout)
+}
+
+// timeouts lists the timeout of each probe and the longest of them.
+func (gs *gwState) timeouts(probes []probeSpec) ([]time.Duration, time.Duration) {
+	out := make([]time.Duration, len(probes))
+	var longest time.Duration
+	for i, ps := range probes {
+		out[i] = gs.timeoutOf(ps)
+		longest = max(longest, out[i])
+	}
+	if longest == 0 {
+		longest = gs.m.prof.Timeout
+	}
+	return out, longest
+}
+
+// interval is how soon gs is probed again: the machine's interval, with
+// the probes of a check (or of a suspect gateway) spaced by half their
+// timeout, so that a verdict needs (down_count − 1) × timeout/2 + timeout.
+func (gs *gwState) interval(now time.Time) time.Duration {
+	iv := gs.m.ProbeInterval(now)
+	if iv <= 0 || !(gs.m.Checking() || gs.m.State() == Suspect) {
+		return iv
+	}
+	p := gs.g.Probe
+	_, t := gs.timeouts(roundProbes(&p, gs.g.Address))
+	return min(iv, checkSpacing(t, gs.m.prof.FastInterval))
+}
