@@ -42,21 +42,25 @@ func (e *estimator) bound(k float64, minSamples int, floor, ceil time.Duration) 
 	return min(max(v, floor), ceil)
 }
 
-// Gap samples are the longest gap between polls that saw packets arrive
-// through the gateway, over one report (rxReportEvery): a conservative
-// sample, at the poller's granularity, which is what silence is measured
-// in. gapMinSamples of them must be in before the threshold leaves
-// tx_without_rx: one burst says nothing about a flow's rhythm.
+// Gap samples are the longest silence (tx without rx, as the poller
+// measures it) that rx ended, over one report (rxReportEvery): the
+// silences a working flow shows, in the very unit a silence is judged
+// in. A dense flow shows none (every poll sees rx), so its threshold is
+// the floor; a bursty one shows its bursts' gaps. gapMinSamples of them
+// must be in before the threshold leaves tx_without_rx: one report says
+// nothing about a flow's rhythm.
 const (
 	gapK          = 1
 	gapMinSamples = 4
 )
 
-// Probe timeouts: 3 × TCP's RTO formula per target. At LAN RTTs the
+// Probe timeouts: 2 × TCP's RTO formula per target. At LAN RTTs the
 // profile's timeout_floor decides; the factor matters on long paths,
-// where a delay spike of a few rttvar must not count as a loss.
+// where a delay spike of a few rttvar must not count as a loss, and
+// after a first answer slowed by a cold path (5 ms instead of 0.2 ms in
+// the lab: 2 × 15 ms, not the floor).
 const (
-	rttK          = 3
+	rttK          = 2
 	rttMinSamples = 1
 )
 

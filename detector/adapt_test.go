@@ -18,7 +18,7 @@ func TestEstimatorBound(t *testing.T) {
 		{"no samples: the ceiling", nil, 3, 1, 100 * ms},
 		{"too few samples: the ceiling", []time.Duration{10 * ms}, 1, 4, 100 * ms},
 		{"lan rtt: the floor", []time.Duration{200 * time.Microsecond, 250 * time.Microsecond}, 3, 1, 5 * ms},
-		// 10ms: srtt 10ms, rttvar 5ms: 3 × 30ms = 90ms.
+		// 10ms: srtt 10ms, rttvar 5ms: 3 × 30ms = 90ms (k = 3).
 		{"one 10ms sample", []time.Duration{10 * ms}, 3, 1, 90 * ms},
 		{"slow path: the ceiling", []time.Duration{80 * ms, 90 * ms}, 3, 1, 100 * ms},
 		// steady 10ms gaps: rttvar decays from 5ms to 5×(3/4)^4 ≈ 1.58ms: 10 + 4 × 1.58.

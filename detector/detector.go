@@ -118,6 +118,7 @@ type gwState struct {
 	lastTx      time.Time             // when traffic last left for it (by its traffic counters)
 	lastRx      time.Time             // when traffic last came from it
 	rtts        map[string]*estimator // by rttKey: each target's RTTs, for its probe timeout
+	calibrated  bool                  // a calibration round was sent (timeouts.go)
 }
 
 type ifaceState struct {

@@ -65,7 +65,7 @@ type Event struct {
 	Age    time.Duration // EvNeigh: age of the confirmation
 	RTT    time.Duration // EvProbe: round-trip time of a good round
 	For    time.Duration // EvTxWithoutRx: how long tx has run without rx
-	Gap    time.Duration // EvRx: the longest gap between polls that saw rx, since the last report
+	Gap    time.Duration // EvRx: the longest silence that rx ended since the last report (0: none)
 	Busy   bool          // EvRx: packets left through the gateway recently (EvTxWithoutRx always is)
 	Detail string        // EvProbe: which targets failed; EvBFD: the reason
 	BFD    BFDAdvice     // EvBFD

@@ -382,6 +382,14 @@ func (d *Detector) schedule(ctx context.Context, now time.Time) time.Time {
 			next = hu
 		}
 		iv := gs.interval(now)
+		if iv <= 0 && gs.uncalibrated(now) && gs.inflight == 0 && !now.Before(gs.nextProbe) {
+			// One round to learn the targets' RTTs, so that the first
+			// check already runs with learned timeouts.
+			if d.launch(ctx, gs, now) {
+				gs.lastSent = now
+			}
+			gs.calibrated = true
+		}
 		if iv <= 0 {
 			gs.nextProbe = time.Time{}
 			continue

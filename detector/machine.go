@@ -47,8 +47,9 @@ type Machine struct {
 	lastGood   time.Time
 	holdoffAt  time.Time     // a check triggered by silence was answered
 	holdoff    time.Duration // the hold-off it armed: doubles while such checks keep being answered
-	// gaps learns the rhythm of the packets received through the
-	// gateway, so that silence is judged against it (adapt.go).
+	// gaps learns the silences a working flow through the gateway
+	// shows (those that rx ended), so that silence is judged against
+	// them (adapt.go).
 	gaps estimator
 	// rxRunSince is when rx started being reported without a silence in
 	// between; rx flowing for rxResumed means replies are back, which
@@ -259,7 +260,7 @@ func (m *Machine) Sampling(now time.Time) bool {
 }
 
 // SilenceThreshold is how long tx without rx must last to start a check
-// now: the learned gap between received packets (smoothed + 4 × its
+// now: the silences the flow showed while it worked (smoothed + 4 × their
 // variation), within [silence_floor, tx_without_rx].
 func (m *Machine) SilenceThreshold() time.Duration {
 	return m.gaps.bound(gapK, gapMinSamples, min(m.prof.SilenceFloor, m.prof.TxWithoutRx), m.prof.TxWithoutRx)
@@ -274,22 +275,32 @@ func (m *Machine) Holdoff() time.Duration {
 }
 
 // rxResumed is how long rx must keep being reported, with no silence in
-// between, for replies to count as back (the hold-off resets). A probe's
-// own reply is one report, followed by silence again.
-const rxResumed = time.Second
+// between, for replies to count as back (the hold-off ends). A probe's
+// own reply is one report, followed by silence again within
+// silence_floor; rx reports come every 100 ms while packets arrive.
+const rxResumed = 200 * time.Millisecond
 
 func (m *Machine) onRx(ev Event, now time.Time) {
 	m.lastRx, m.silentSince = now, time.Time{}
 	if ev.Busy {
 		m.busyAt = now
 	}
-	if ev.Gap > 0 {
-		m.gaps.add(min(ev.Gap, m.prof.TxWithoutRx))
+	switch {
+	case ev.Gap >= m.prof.TxWithoutRx:
+		// A pause, not a rhythm: the flow started, stopped or went
+		// sparse. Learn it afresh (tx_without_rx meanwhile), so that a
+		// sparse flow is never judged by a dense one's gaps, nor a dense
+		// one by the idle spell before it.
+		m.gaps = estimator{}
+	default:
+		m.gaps.add(ev.Gap)
 	}
 	if m.rxRunSince.IsZero() {
 		m.rxRunSince = now
 	} else if now.Sub(m.rxRunSince) >= rxResumed {
-		m.holdoff = 0
+		// Replies are back: the traffic is two-way, and the hold-off
+		// (meant for one-way traffic) no longer holds a death back.
+		m.holdoff, m.holdoffAt = 0, time.Time{}
 	}
 }
 

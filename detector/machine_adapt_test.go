@@ -36,6 +36,8 @@ func TestMachineAdaptiveSilence(t *testing.T) {
 		{name: "a busy flow: below the floor nothing", steps: append(busy(10*ms, 10), step{2 * time.Second, silent(15 * ms)}), threshold: 20 * ms},
 		// One gap at a low packet rate (5 pkt/s) is within its rhythm.
 		{name: "a sparse flow: tx_without_rx", steps: append(busy(200*ms, 10), step{2 * time.Second, silent(45 * ms)}), threshold: 50 * ms},
+		{name: "a dense flow gone sparse: tx_without_rx", steps: append(busy(10*ms, 10), step{time.Second, rxGap(200 * ms)}, step{1100 * ms, silent(45 * ms)}), threshold: 50 * ms},
+		{name: "the idle spell before a dense flow is forgotten", steps: append([]step{{0, rxGap(3 * time.Second)}}, append(busy(10*ms, 5), step{time.Second, silent(20 * ms)})...), threshold: 20 * ms, checking: true},
 		{name: "a jittery flow: between the bounds", steps: append(busy(10*ms, 10), step{time.Second, rxGap(30 * ms)}, step{1100 * ms, silent(30 * ms)}), threshold: 33626268},
 		{name: "a fixed threshold (the old profile)", prof: func(p *policy.Profile) { p.SilenceFloor = p.TxWithoutRx },
 			steps: append(busy(10*ms, 10), step{2 * time.Second, silent(40 * ms)}), threshold: 50 * ms},

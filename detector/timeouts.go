@@ -1,6 +1,10 @@
 package detector
 
-import "time"
+import (
+	"time"
+
+	"github.com/uplinkd/uplinkd/policy"
+)
 
 // Probe timeouts per target, learned from its answers (adapt.go): the
 // first probe of a check already uses what earlier checks, quality
@@ -65,4 +69,14 @@ func (gs *gwState) interval(now time.Time) time.Duration {
 	p := gs.g.Probe
 	_, t := gs.timeouts(roundProbes(&p, gs.g.Address))
 	return min(iv, checkSpacing(t, gs.m.prof.FastInterval))
+}
+
+// uncalibrated says gs came up (from a confirmed neighbour, at start)
+// without a probe answering, so nothing is known of its targets' RTTs
+// yet: it is due one calibration round. A gated gateway that works may
+// otherwise go unprobed until its first check, which would then run
+// with the profile's full timeout.
+func (gs *gwState) uncalibrated(now time.Time) bool {
+	return !gs.calibrated && len(gs.rtts) == 0 && gs.m.State() == Up && gs.m.linkTrusted(now) &&
+		gs.m.prof.Gating != policy.GatingNever && gs.m.prof.TimeoutFloor < gs.m.prof.Timeout
 }

@@ -25,10 +25,10 @@ func TestTimeoutOf(t *testing.T) {
 		{name: "the gateway borrows its neighbour's, a remote target does not", learn: map[string][]time.Duration{
 			"neigh 198.18.1.1": {300 * time.Microsecond}},
 			want: []time.Duration{20 * ms, 100 * ms, 20 * ms}},
-		// 8ms: srtt 8, rttvar 4: 3 × 24 = 72ms.
+		// 8ms: srtt 8, rttvar 4: 2 × 24 = 48ms.
 		{name: "a remote target farther away", learn: map[string][]time.Duration{
 			"icmp 198.18.1.1": {200 * time.Microsecond}, "icmp 198.18.100.2": {8 * ms}},
-			want: []time.Duration{20 * ms, 72 * ms, 100 * ms}},
+			want: []time.Duration{20 * ms, 48 * ms, 100 * ms}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

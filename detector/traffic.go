@@ -149,7 +149,7 @@ type gwTraffic struct {
 	SilentFor  time.Duration // tx without rx for this long; 0: not silent
 	LastTx     time.Time     // when its tx counter last moved
 	LastRx     time.Time     // when its rx counter last moved
-	RxGap      time.Duration // with RxAdvanced: the longest gap between polls that saw rx since the last report
+	RxGap      time.Duration // with RxAdvanced: the longest silence (as SilentFor measures it) that rx ended since the last report
 }
 
 // trafficPoller reads the traffic counters of the managed interfaces that
@@ -181,7 +181,8 @@ type gwPoll struct {
 	st       trafficState
 	rxReport time.Time     // last rx event sent
 	silent   bool          // the last event said silent
-	rxGap    time.Duration // longest gap between rx polls since the last rx event
+	rxGap    time.Duration // longest silence that ended with rx since the last rx event
+	lastFor  time.Duration // the silence at the last poll, below the threshold or not
 	pending  bool          // packets are leaving unanswered, below the threshold or not
 }
 
@@ -314,12 +315,12 @@ func (w *trafficPoller) resolve(name string, ip *ifPoll, now time.Time) bool {
 // rx (rate-limited, but always at the end of a silence) or a silence
 // past the gateway's threshold.
 func (gp *gwPoll) sample(g watchedGateway, c Counters, now time.Time) (gwTraffic, bool) {
-	prevRx := gp.st.lastRx
 	rx, silent := gp.st.sample(c.Tx, c.Rx, now)
 	gt := gwTraffic{Gateway: g.Name, LastTx: gp.st.lastTx, LastRx: gp.st.lastRx}
-	if rx && !prevRx.IsZero() {
-		gp.rxGap = max(gp.rxGap, now.Sub(prevRx))
+	if rx {
+		gp.rxGap = max(gp.rxGap, gp.lastFor)
 	}
+	gp.lastFor = silent
 	report := false
 	if rx && (gp.silent || now.Sub(gp.rxReport) >= rxReportEvery) {
 		gt.RxAdvanced, report = true, true

@@ -25,6 +25,7 @@ type benchOpts struct {
 	steady       time.Duration // each steady-state measurement (idle, TCP, UDP)
 	outDir       string
 	skipKernel   bool
+	logDir       string // each run's daemon output, when set
 }
 
 // runResult is one fault run.
@@ -76,6 +77,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.steady, "steady", 10*time.Second, "length of each probe-rate measurement")
 	fs.StringVar(&o.outDir, "out", "out", "directory for bench.csv and bench.json")
 	fs.BoolVar(&o.skipKernel, "no-kernel", false, "skip the kernel baseline")
+	fs.StringVar(&o.logDir, "logs", "", "keep each run's daemon output in this directory")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -258,6 +260,12 @@ func benchRun(ctx context.Context, e *env, o benchOpts, mode string, f netlab.Fa
 			return r, err
 		}
 		defer d.stop()
+		if o.logDir != "" {
+			defer func() {
+				_ = os.MkdirAll(o.logDir, 0o755)
+				_ = os.WriteFile(filepath.Join(o.logDir, fmt.Sprintf("%s-%s-%d.log", mode, f, rep)), []byte(d.p.Output()), 0o644)
+			}()
+		}
 	}
 	if !poll(ctx, 15*time.Second, e.routeUsesBoth) {
 		return r, fmt.Errorf("no default route over both gateways within 15s:\n%s", e.defaultRoute())
