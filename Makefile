@@ -54,7 +54,7 @@ test-contrib::
 # package benchmarks.
 bench: build
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/uplinkd-lab ./lab/cmd/uplinkd-lab
-	bin/uplinkd-lab bench --uplinkd $(BIN) --config contrib/examples/demo.toml --out out
+	bin/uplinkd-lab bench --uplinkd $(BIN) --out out
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 -timeout 60m ./...
 
 # A gateway dies silently in the namespace lab; uplinkd moves the traffic

@@ -16,7 +16,8 @@ import (
 )
 
 type benchOpts struct {
-	bin, cfg     string
+	bin          string
+	profiles     []benchProfile // uplinkd's policies, each a mode of its own
 	reps         int
 	kernelReps   int
 	faults       []netlab.Fault
@@ -28,9 +29,49 @@ type benchOpts struct {
 	logDir       string // each run's daemon output, when set
 }
 
+// benchProfile is one policy the matrix runs uplinkd with.
+type benchProfile struct {
+	name, cfg string
+}
+
+// mode is the run mode of a profile: "uplinkd" for the only one, else
+// "uplinkd:<name>".
+func (p benchProfile) mode(n int) string {
+	if n == 1 {
+		return "uplinkd"
+	}
+	return "uplinkd:" + p.name
+}
+
+// parseProfiles reads "name=path,name=path" (or a lone path).
+func parseProfiles(v string) ([]benchProfile, error) {
+	var out []benchProfile
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, path, ok := strings.Cut(part, "=")
+		if !ok {
+			name, path = strings.TrimSuffix(filepath.Base(part), ".toml"), part
+		}
+		out = append(out, benchProfile{name: name, cfg: path})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no policy to run")
+	}
+	return out, nil
+}
+
+// modeBFD is the mode of the FRR bfdd row.
+const modeBFD = "bfd"
+
+// isUplinkd says the mode runs uplinkd (not the kernel alone or BFD).
+func isUplinkd(mode string) bool { return mode == "uplinkd" || strings.HasPrefix(mode, "uplinkd:") }
+
 // runResult is one fault run.
 type runResult struct {
-	Mode  string `json:"mode"` // "uplinkd" or "kernel"
+	Mode  string `json:"mode"` // "uplinkd", "uplinkd:<profile>", "kernel"
 	Fault string `json:"fault"`
 	Rep   int    `json:"rep"`
 
@@ -48,6 +89,9 @@ type runResult struct {
 
 	Transitions []string `json:"transitions,omitempty"` // uplinkd's gateway transitions, relative to the fault
 
+	SpuriousChecks int `json:"spurious_checks"` // checks answered: the gateways were fine
+	FalseDowns     int `json:"false_downs"`     // gw2 down at all, or gw1 down after the fault was removed
+
 	DaemonCPUms  float64 `json:"daemon_cpu_ms,omitempty"`
 	DaemonPeakMB float64 `json:"daemon_peak_rss_mb,omitempty"`
 	Note         string  `json:"note,omitempty"`
@@ -55,6 +99,7 @@ type runResult struct {
 
 // steadyResult is uplinkd without faults.
 type steadyResult struct {
+	Mode          string     `json:"mode"`
 	ProbesIdle    [2]float64 `json:"probes_per_s_idle"` // gw1, gw2
 	ProbesTCP     [2]float64 `json:"probes_per_s_tcp"`
 	ProbesUDP     [2]float64 `json:"probes_per_s_udp_one_way"`
@@ -62,13 +107,16 @@ type steadyResult struct {
 	PeakRSSMB     float64    `json:"peak_rss_mb"`
 	WindowSeconds float64    `json:"window_s"`
 	TCPBytes      int64      `json:"tcp_bytes"`
+	// SpuriousChecks are the checks answered over the three phases.
+	SpuriousChecks int `json:"spurious_checks"`
 }
 
 func runBench(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("bench", "The fault matrix at 1,000 packets/s over 4 UDP flows, uplinkd against the kernel alone.", stderr)
 	var o benchOpts
 	fs.StringVar(&o.bin, "uplinkd", defaultUplinkd(), "the uplinkd binary")
-	fs.StringVar(&o.cfg, "config", "contrib/examples/demo.toml", "the policy uplinkd runs with")
+	cfg := fs.String("config", "new=contrib/examples/demo.toml,old=contrib/examples/demo-v1.toml",
+		"the policies uplinkd runs with, name=path separated by commas: every fault runs with each")
 	fs.IntVar(&o.reps, "reps", 5, "runs of each fault with uplinkd")
 	fs.IntVar(&o.kernelReps, "kernel-reps", 2, "runs of each fault with the kernel alone")
 	faults := fs.String("faults", "blackhole,blackhole-arp,linkdown,upstream,flap,loss", "faults to run")
@@ -93,18 +141,27 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "uplinkd-lab bench: --reps must be >= 1 and --kernel-reps >= 0\n")
 		return 2
 	}
-	for _, f := range []string{o.bin, o.cfg} {
+	var err error
+	if o.profiles, err = parseProfiles(*cfg); err != nil {
+		fmt.Fprintf(stderr, "uplinkd-lab bench: --config: %v\n", err)
+		return 2
+	}
+	for i, f := range append([]string{o.bin}, profilePaths(o.profiles)...) {
 		if _, err := os.Stat(f); err != nil {
 			fmt.Fprintf(stderr, "uplinkd-lab bench: %v (run `make build` first?)\n", err)
 			return 1
 		}
+		abs, _ := filepath.Abs(f)
+		if i == 0 {
+			o.bin = abs
+		} else {
+			o.profiles[i-1].cfg = abs
+		}
 	}
-	o.bin, _ = filepath.Abs(o.bin)
-	o.cfg, _ = filepath.Abs(o.cfg)
 
 	began := time.Now()
 	var runs []runResult
-	var steady *steadyResult
+	var steady []*steadyResult
 	code := 0
 	st := newStyle(stdout)
 	fmt.Fprintf(stdout, "%s: %d faults × %d runs with uplinkd", st.bold("uplinkd bench"), len(o.faults), o.reps)
@@ -113,21 +170,27 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "; %d pkt/s over %d UDP flows\n", demoRate, demoFlows)
 
-	// uplinkd: one lab for the matrix and the steady-state figures.
-	err := withLab(stdout, stderr, func(ctx context.Context, e *env) error {
-		var err error
-		steady, err = benchSteady(ctx, e, o, stdout)
-		if err != nil {
-			return fmt.Errorf("measuring steady state: %w", err)
+	// uplinkd: one lab for the matrix and the steady-state figures; the
+	// profiles take turns run by run, so that other load on the machine
+	// hits them alike.
+	err = withLab(stdout, stderr, func(ctx context.Context, e *env) error {
+		for _, p := range o.profiles {
+			s, err := benchSteady(ctx, e, o, p, stdout)
+			if err != nil {
+				return fmt.Errorf("measuring steady state with %s: %w", p.name, err)
+			}
+			steady = append(steady, s)
 		}
 		for _, f := range o.faults {
 			for rep := 1; rep <= repsOf(f, o.reps); rep++ {
-				r, err := benchRun(ctx, e, o, "uplinkd", f, rep)
-				if err != nil {
-					return fmt.Errorf("running %s #%d with uplinkd: %w", f, rep, err)
+				for _, p := range o.profiles {
+					r, err := benchRun(ctx, e, o, p.mode(len(o.profiles)), p.cfg, f, rep)
+					if err != nil {
+						return fmt.Errorf("running %s #%d with uplinkd (%s): %w", f, rep, p.name, err)
+					}
+					printRun(stdout, r)
+					runs = append(runs, r)
 				}
-				printRun(stdout, r)
-				runs = append(runs, r)
 			}
 		}
 		return nil
@@ -147,7 +210,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 			}
 			for _, f := range o.faults {
 				for rep := 1; rep <= o.kernelReps; rep++ {
-					r, err := benchRun(ctx, e, o, "kernel", f, rep)
+					r, err := benchRun(ctx, e, o, "kernel", "", f, rep)
 					if err != nil {
 						return fmt.Errorf("running %s #%d with the kernel alone: %w", f, rep, err)
 					}
@@ -243,7 +306,7 @@ func resetHost(e *env) error {
 // benchRun is one fault on gw1 while traffic flows: inject, wait until
 // every flow is answered again (or the window ends), recover, wait for the
 // switch-back, and measure.
-func benchRun(ctx context.Context, e *env, o benchOpts, mode string, f netlab.Fault, rep int) (runResult, error) {
+func benchRun(ctx context.Context, e *env, o benchOpts, mode, cfg string, f netlab.Fault, rep int) (runResult, error) {
 	r := runResult{Mode: mode, Fault: string(f), Rep: rep}
 	if err := resetHost(e); err != nil {
 		return r, err
@@ -251,19 +314,19 @@ func benchRun(ctx context.Context, e *env, o benchOpts, mode string, f netlab.Fa
 	h := e.tu.Host
 	window := o.kernelWindow
 	var d *daemon
-	if mode == "uplinkd" {
+	if isUplinkd(mode) {
 		window = o.window
 		var err error
 		// A fresh daemon per run: no flap penalty carried over from the
 		// previous run of the same fault.
-		if d, err = startDaemon(ctx, h, o.bin, o.cfg, listen); err != nil {
+		if d, err = startDaemon(ctx, h, o.bin, cfg, listen); err != nil {
 			return r, err
 		}
 		defer d.stop()
 		if o.logDir != "" {
 			defer func() {
 				_ = os.MkdirAll(o.logDir, 0o755)
-				_ = os.WriteFile(filepath.Join(o.logDir, fmt.Sprintf("%s-%s-%d.log", mode, f, rep)), []byte(d.p.Output()), 0o644)
+				_ = os.WriteFile(filepath.Join(o.logDir, fmt.Sprintf("%s-%s-%d.log", strings.ReplaceAll(mode, ":", "-"), f, rep)), []byte(d.p.Output()), 0o644)
 			}()
 		}
 	}
@@ -377,10 +440,19 @@ func benchRun(ctx context.Context, e *env, o benchOpts, mode string, f netlab.Fa
 			r.DaemonPeakMB = float64(u1.PeakRSS) / (1 << 20)
 		}
 		for _, l := range d.logs() {
-			if strings.HasPrefix(l.Msg, "gateway ") && l.attr("to") != "" && l.attr("iface") != "" && !l.Time.Before(tf) {
+			if !strings.HasPrefix(l.Msg, "gateway ") || l.attr("to") == "" || l.attr("iface") == "" {
+				continue
+			}
+			if !l.Time.Before(tf) {
 				r.Transitions = append(r.Transitions, fmt.Sprintf("%s %s %s→%s (%s) %s",
 					offset(l.Time, tf), l.attr("gateway"), l.attr("from"), l.attr("to"), l.attr("cause"), l.attr("reason")))
 			}
+			if falseDown(l, trec) {
+				r.FalseDowns++
+			}
+		}
+		if ms, err := d.metrics(); err == nil {
+			r.SpuriousChecks = int(ms.sum("uplinkd_checks_total", "result", "answered"))
 		}
 		if s, err := d.status(); err == nil && !r.SwitchedBack {
 			for _, g := range s.Gateways {
@@ -400,6 +472,15 @@ func benchRun(ctx context.Context, e *env, o benchOpts, mode string, f netlab.Fa
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// falseDown says a transition is a down the faults do not explain: gw2
+// is never faulted, and gw1's fault is gone from trec on.
+func falseDown(l logLine, trec time.Time) bool {
+	if l.attr("to") != "down" {
+		return false
+	}
+	return l.attr("gateway") == "gw2" || (l.attr("gateway") == "gw1" && !l.Time.Before(trec))
+}
 
 // startUDPProgress is startUDP with a live view.
 func startUDPProgress(ctx context.Context, h *netlab.Host, ports []int, max time.Duration, p *netlab.Progress) *udpRun {
@@ -427,9 +508,9 @@ func startUDPProgress(ctx context.Context, h *netlab.Host, ports []int, max time
 // benchSteady measures uplinkd with no fault: probes toward each gateway
 // while idle, under TCP traffic and under one-way UDP traffic, and its CPU
 // use while idle.
-func benchSteady(ctx context.Context, e *env, o benchOpts, w io.Writer) (*steadyResult, error) {
+func benchSteady(ctx context.Context, e *env, o benchOpts, p benchProfile, w io.Writer) (*steadyResult, error) {
 	h := e.tu.Host
-	d, err := startDaemon(ctx, h, o.bin, o.cfg, listen)
+	d, err := startDaemon(ctx, h, o.bin, p.cfg, listen)
 	if err != nil {
 		return nil, err
 	}
@@ -439,7 +520,7 @@ func benchSteady(ctx context.Context, e *env, o benchOpts, w io.Writer) (*steady
 	}
 	// Start-up probes and neighbour resolution are not steady state.
 	sleepCtx(ctx, 3*time.Second)
-	s := &steadyResult{WindowSeconds: o.steady.Seconds()}
+	s := &steadyResult{Mode: p.mode(len(o.profiles)), WindowSeconds: o.steady.Seconds()}
 	measure := func(load func() error) ([2]float64, time.Duration, error) {
 		c0, err := e.counts()
 		if err != nil {
@@ -518,7 +599,18 @@ func benchSteady(ctx context.Context, e *env, o benchOpts, w io.Writer) (*steady
 	if u, err := netlab.ReadUsage(d.p.Pid); err == nil {
 		s.PeakRSSMB = float64(u.PeakRSS) / (1 << 20)
 	}
-	fmt.Fprintf(w, "  steady   probes/s gw1,gw2: idle %.2f,%.2f  TCP %.2f,%.2f  UDP one-way %.2f,%.2f; idle CPU %.2f %%, peak RSS %.1f MB\n",
-		s.ProbesIdle[0], s.ProbesIdle[1], s.ProbesTCP[0], s.ProbesTCP[1], s.ProbesUDP[0], s.ProbesUDP[1], s.IdleCPUPct, s.PeakRSSMB)
+	if ms, err := d.metrics(); err == nil {
+		s.SpuriousChecks = int(ms.sum("uplinkd_checks_total", "result", "answered"))
+	}
+	fmt.Fprintf(w, "  steady   %s: %d spurious checks; probes/s gw1,gw2: idle %.2f,%.2f  TCP %.2f,%.2f  UDP one-way %.2f,%.2f; idle CPU %.2f %%, peak RSS %.1f MB\n",
+		s.Mode, s.SpuriousChecks, s.ProbesIdle[0], s.ProbesIdle[1], s.ProbesTCP[0], s.ProbesTCP[1], s.ProbesUDP[0], s.ProbesUDP[1], s.IdleCPUPct, s.PeakRSSMB)
 	return s, nil
+}
+
+func profilePaths(ps []benchProfile) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.cfg
+	}
+	return out
 }

@@ -129,6 +129,17 @@ type sample struct {
 
 type samples []sample
 
+// sum adds up the series of name whose label k is v ("" k: all).
+func (ss samples) sum(name, k, v string) float64 {
+	t := 0.0
+	for _, s := range ss {
+		if s.name == name && (k == "" || s.labels[k] == v) {
+			t += s.value
+		}
+	}
+	return t
+}
+
 func (d *daemon) metrics() (samples, error) {
 	b, err := d.get("/metrics")
 	if err != nil {

@@ -32,6 +32,8 @@ type summary struct {
 	MedianSwitchbackS float64  `json:"median_switchback_after_s"`
 	DaemonCPUmsPerRun float64  `json:"daemon_cpu_ms_per_run,omitempty"`
 	DaemonPeakRSSMB   float64  `json:"daemon_peak_rss_mb,omitempty"`
+	SpuriousChecks    int      `json:"spurious_checks"` // over all runs
+	FalseDowns        int      `json:"false_downs"`     // over all runs
 	Notes             []string `json:"notes,omitempty"`
 }
 
@@ -41,7 +43,7 @@ type report struct {
 	Rate      int           `json:"packets_per_second"`
 	Flows     int           `json:"flows"`
 	Summary   []summary     `json:"summary"`
-	Steady    *steadyResult `json:"steady,omitempty"`
+	Steady    []*steadyResult `json:"steady,omitempty"` // one per uplinkd profile
 	Runs      []runResult   `json:"runs"`
 }
 
@@ -57,7 +59,7 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func newReport(runs []runResult, steady *steadyResult, o benchOpts, took time.Duration) *report {
+func newReport(runs []runResult, steady []*steadyResult, o benchOpts, took time.Duration) *report {
 	rep := &report{Generated: time.Now().UTC(), Duration: took.Seconds(), Rate: demoRate, Flows: demoFlows, Steady: steady, Runs: runs}
 	type key struct{ mode, fault string }
 	var order []key
@@ -95,6 +97,8 @@ func newReport(runs []runResult, steady *steadyResult, o benchOpts, took time.Du
 			s.SwitchbackLost += r.SwitchbackLost
 			s.RouteChanges = append(s.RouteChanges, r.RouteChanges)
 			cpu += r.DaemonCPUms
+			s.SpuriousChecks += r.SpuriousChecks
+			s.FalseDowns += r.FalseDowns
 			s.DaemonPeakRSSMB = max(s.DaemonPeakRSSMB, r.DaemonPeakMB)
 			if r.Note != "" {
 				s.Notes = append(s.Notes, fmt.Sprintf("#%d %s", r.Rep, r.Note))
@@ -150,11 +154,12 @@ func intsText(v []int) string {
 
 // markdown renders the table as in the README.
 func (r *report) markdown(w io.Writer) {
-	fmt.Fprintf(w, "| fault | with | runs | median outage | worst outage | switch-back gap (worst) | switch-back after | route changes per recovery | daemon CPU per run | daemon peak RSS |\n")
-	fmt.Fprintf(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	fmt.Fprintf(w, "| fault | with | runs | median outage | worst outage | switch-back gap (worst) | switch-back after | route changes per recovery | spurious checks | false downs | daemon CPU per run | daemon peak RSS |\n")
+	fmt.Fprintf(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, s := range r.Summary {
-		cpu, rss := "", ""
-		if s.Mode == "uplinkd" {
+		cpu, rss, checks := "", "", ""
+		if isUplinkd(s.Mode) {
+			checks = fmt.Sprintf("%d | %d", s.SpuriousChecks, s.FalseDowns)
 			cpu = fmt.Sprintf("%.0f ms", s.DaemonCPUmsPerRun)
 			rss = fmt.Sprintf("%.1f MB", s.DaemonPeakRSSMB)
 		}
@@ -162,24 +167,29 @@ func (r *report) markdown(w io.Writer) {
 		if s.SwitchedBack > 0 {
 			after = fmt.Sprintf("%.2f s", s.MedianSwitchbackS)
 		}
-		fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", s.Fault, s.Mode, s.Runs,
+		if checks == "" {
+			checks = " | "
+		}
+		fmt.Fprintf(w, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", s.Fault, s.Mode, s.Runs,
 			outageText(s.MedianOutageMs, s.MedianNever, s.WindowS), outageText(s.WorstOutageMs, s.WorstNever, s.WindowS),
-			s.switchbackText(), after, intsText(s.RouteChanges), cpu, rss)
+			s.switchbackText(), after, intsText(s.RouteChanges), checks, cpu, rss)
 	}
-	if st := r.Steady; st != nil {
-		fmt.Fprintf(w, "\n| uplinkd, no fault | probes/s to gw1 | probes/s to gw2 |\n| --- | --- | --- |\n")
-		fmt.Fprintf(w, "| idle | %.2f | %.2f |\n", st.ProbesIdle[0], st.ProbesIdle[1])
-		fmt.Fprintf(w, "| TCP streams through both | %.2f | %.2f |\n", st.ProbesTCP[0], st.ProbesTCP[1])
-		fmt.Fprintf(w, "| one-way UDP through both | %.2f | %.2f |\n", st.ProbesUDP[0], st.ProbesUDP[1])
-		fmt.Fprintf(w, "\nDaemon while idle: %.2f %% of a core, peak RSS %.1f MB (whole bench).\n", st.IdleCPUPct, st.PeakRSSMB)
+	if len(r.Steady) > 0 {
+		fmt.Fprintf(w, "\n| no fault | probes/s idle (gw1, gw2) | under TCP | under one-way UDP | spurious checks | idle CPU | peak RSS |\n| --- | --- | --- | --- | --- | --- | --- |\n")
+		for _, st := range r.Steady {
+			fmt.Fprintf(w, "| %s | %.2f, %.2f | %.2f, %.2f | %.2f, %.2f | %d | %.2f %% of a core | %.1f MB |\n", st.Mode,
+				st.ProbesIdle[0], st.ProbesIdle[1], st.ProbesTCP[0], st.ProbesTCP[1], st.ProbesUDP[0], st.ProbesUDP[1],
+				st.SpuriousChecks, st.IdleCPUPct, st.PeakRSSMB)
+		}
 	}
 }
 
 func (r *report) printTable(w io.Writer, st style) {
-	fmt.Fprintf(w, "%-13s %-8s %4s  %-16s %-16s %-22s %-10s %-14s %-9s %s\n", "fault", "with", "runs", "median outage", "worst outage", "switch-back gap", "back after", "route changes", "CPU/run", "peak RSS")
+	fmt.Fprintf(w, "%-13s %-12s %4s  %-16s %-16s %-22s %-10s %-14s %-9s %-6s %-9s %s\n", "fault", "with", "runs", "median outage", "worst outage", "switch-back gap", "back after", "route changes", "spurious", "false", "CPU/run", "peak RSS")
 	for _, s := range r.Summary {
-		cpu, rss := "-", "-"
-		if s.Mode == "uplinkd" {
+		cpu, rss, sp, fd := "-", "-", "-", "-"
+		if isUplinkd(s.Mode) {
+			sp, fd = strconv.Itoa(s.SpuriousChecks), strconv.Itoa(s.FalseDowns)
 			cpu = fmt.Sprintf("%.0f ms", s.DaemonCPUmsPerRun)
 			rss = fmt.Sprintf("%.1f MB", s.DaemonPeakRSSMB)
 		}
@@ -188,21 +198,44 @@ func (r *report) printTable(w io.Writer, st style) {
 			after = fmt.Sprintf("%.2f s", s.MedianSwitchbackS)
 		}
 		med := fmt.Sprintf("%-16s", outageText(s.MedianOutageMs, s.MedianNever, s.WindowS))
-		if s.Mode == "uplinkd" {
+		if isUplinkd(s.Mode) {
 			med = st.bold(med)
 		}
-		fmt.Fprintf(w, "%-13s %-8s %4d  %s %-16s %-22s %-10s %-14s %-9s %s\n", s.Fault, s.Mode, s.Runs, med,
-			outageText(s.WorstOutageMs, s.WorstNever, s.WindowS), s.switchbackText(), after, intsText(s.RouteChanges), cpu, rss)
+		fmt.Fprintf(w, "%-13s %-12s %4d  %s %-16s %-22s %-10s %-14s %-9s %-6s %-9s %s\n", s.Fault, s.Mode, s.Runs, med,
+			outageText(s.WorstOutageMs, s.WorstNever, s.WindowS), s.switchbackText(), after, intsText(s.RouteChanges), sp, fd, cpu, rss)
 		for _, n := range s.Notes {
-			fmt.Fprintf(w, "%-13s %-8s       note: %s\n", "", "", n)
+			fmt.Fprintf(w, "%-13s %-12s       note: %s\n", "", "", n)
 		}
 	}
-	if s := r.Steady; s != nil {
-		fmt.Fprintf(w, "\nprobes/s (uplinkd, no fault)   %-12s %-12s %s\n", "idle", "TCP", "one-way UDP")
+	r.printRatios(w)
+	for _, s := range r.Steady {
+		fmt.Fprintf(w, "\nprobes/s (%s, no fault)   %-12s %-12s %s\n", s.Mode, "idle", "TCP", "one-way UDP")
 		for i, gw := range []string{"gw1", "gw2"} {
 			fmt.Fprintf(w, "  toward %-22s %-12.2f %-12.2f %.2f\n", gw, s.ProbesIdle[i], s.ProbesTCP[i], s.ProbesUDP[i])
 		}
-		fmt.Fprintf(w, "daemon idle CPU %.2f %% of a core, peak RSS %.1f MB\n", s.IdleCPUPct, s.PeakRSSMB)
+		fmt.Fprintf(w, "daemon idle CPU %.2f %% of a core, peak RSS %.1f MB, %d spurious checks over the three phases\n", s.IdleCPUPct, s.PeakRSSMB, s.SpuriousChecks)
+	}
+}
+
+// printRatios prints, per fault, each uplinkd mode's median outage over
+// BFD's, where the bench ran a BFD row.
+func (r *report) printRatios(w io.Writer) {
+	bfd := map[string]summary{}
+	for _, s := range r.Summary {
+		if s.Mode == modeBFD && !s.MedianNever {
+			bfd[s.Fault] = s
+		}
+	}
+	if len(bfd) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nmedian outage / BFD's (FRR bfdd 50 ms × 3)\n")
+	for _, s := range r.Summary {
+		b, ok := bfd[s.Fault]
+		if !ok || !isUplinkd(s.Mode) || s.MedianNever || b.MedianOutageMs <= 0 {
+			continue
+		}
+		fmt.Fprintf(w, "  %-13s %-12s %.2f (%.0f ms / %.0f ms)\n", s.Fault, s.Mode, s.MedianOutageMs/b.MedianOutageMs, s.MedianOutageMs, b.MedianOutageMs)
 	}
 }
 
@@ -227,14 +260,16 @@ func (r *report) write(dir string) error {
 	_ = cw.Write([]string{"fault", "with", "runs", "recovered", "median_outage_ms", "worst_outage_ms", "window_s",
 		"switched_back", "worst_switchback_gap_ms", "switchback_lost_packets", "median_switchback_after_s",
 		"recovery_route_changes", "daemon_cpu_ms_per_run", "daemon_peak_rss_mb",
+		"spurious_checks", "false_downs",
 		"probes_s_idle_gw1", "probes_s_idle_gw2", "probes_s_tcp_gw1", "probes_s_tcp_gw2", "probes_s_udp_gw1", "probes_s_udp_gw2", "idle_cpu_percent"})
 	ff := func(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
 	for _, s := range r.Summary {
 		row := []string{s.Fault, s.Mode, strconv.Itoa(s.Runs), strconv.Itoa(s.Recovered),
 			ff(s.MedianOutageMs), ff(s.WorstOutageMs), ff(s.WindowS),
 			strconv.Itoa(s.SwitchedBack), ff(s.WorstSwitchbackMs), strconv.Itoa(s.SwitchbackLost), ff(s.MedianSwitchbackS),
-			intsText(s.RouteChanges), ff(s.DaemonCPUmsPerRun), ff(s.DaemonPeakRSSMB)}
-		if st := r.Steady; st != nil && s.Mode == "uplinkd" {
+			intsText(s.RouteChanges), ff(s.DaemonCPUmsPerRun), ff(s.DaemonPeakRSSMB),
+			strconv.Itoa(s.SpuriousChecks), strconv.Itoa(s.FalseDowns)}
+		if st := r.steadyOf(s.Mode); st != nil {
 			row = append(row, ff(st.ProbesIdle[0]), ff(st.ProbesIdle[1]), ff(st.ProbesTCP[0]), ff(st.ProbesTCP[1]), ff(st.ProbesUDP[0]), ff(st.ProbesUDP[1]), ff(st.IdleCPUPct))
 		} else {
 			row = append(row, "", "", "", "", "", "", "")
@@ -253,6 +288,16 @@ func (r *report) write(dir string) error {
 	r.markdown(&md)
 	if err := os.WriteFile(filepath.Join(dir, "bench.md"), []byte(md.String()), 0o644); err != nil {
 		return fmt.Errorf("writing bench.md: %w", err)
+	}
+	return nil
+}
+
+// steadyOf returns the steady-state figures of mode, if measured.
+func (r *report) steadyOf(mode string) *steadyResult {
+	for _, s := range r.Steady {
+		if s.Mode == mode {
+			return s
+		}
 	}
 	return nil
 }
