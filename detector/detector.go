@@ -119,6 +119,7 @@ type gwState struct {
 	lastRx      time.Time             // when traffic last came from it
 	rtts        map[string]*estimator // by rttKey: each target's RTTs, for its probe timeout
 	calibrated  bool                  // a calibration round was sent (timeouts.go)
+	qualityNext int                   // the remote target of the next quality sample
 }
 
 type ifaceState struct {

@@ -64,6 +64,9 @@ func (d *Detector) launch(ctx context.Context, gs *gwState, now time.Time) bool 
 	if len(probes) == 0 {
 		return false
 	}
+	if gs.m.Sampling(now) {
+		probes = gs.qualityPick(probes)
+	}
 	spec := roundSpec{gateway: gs.g.Name, gen: gs.gen, gw: gs.g.Address, iface: gs.g.Interface, index: is.index, shared: is.shared,
 		probes: probes, probe: p, sources: gs.g.Sources, hw: gs.hw}
 	spec.timeouts, spec.timeout = gs.timeouts(probes)

@@ -80,3 +80,23 @@ func (gs *gwState) uncalibrated(now time.Time) bool {
 	return !gs.calibrated && len(gs.rtts) == 0 && gs.m.State() == Up && gs.m.linkTrusted(now) &&
 		gs.m.prof.Gating != policy.GatingNever && gs.m.prof.TimeoutFloor < gs.m.prof.Timeout
 }
+
+// qualityPick is the one probe of a quality sample: the remote targets in
+// turn (they see the upstream as well as the gateway), else the first
+// probe. One probe per quality_interval keeps sampling at its rate
+// whatever the number of targets; a lost one starts a check, which
+// probes them all.
+func (gs *gwState) qualityPick(probes []probeSpec) []probeSpec {
+	var remote []probeSpec
+	for _, ps := range probes {
+		if ps.role == roleRemote {
+			remote = append(remote, ps)
+		}
+	}
+	if len(remote) == 0 {
+		return probes[:1]
+	}
+	ps := remote[gs.qualityNext%len(remote)]
+	gs.qualityNext++
+	return []probeSpec{ps}
+}

@@ -38,13 +38,14 @@ type summary struct {
 }
 
 type report struct {
-	Generated time.Time     `json:"generated"`
-	Duration  float64       `json:"duration_s"`
-	Rate      int           `json:"packets_per_second"`
-	Flows     int           `json:"flows"`
-	Summary   []summary     `json:"summary"`
+	Generated time.Time       `json:"generated"`
+	Duration  float64         `json:"duration_s"`
+	Rate      int             `json:"packets_per_second"`
+	Flows     int             `json:"flows"`
+	Summary   []summary       `json:"summary"`
 	Steady    []*steadyResult `json:"steady,omitempty"` // one per uplinkd profile
-	Runs      []runResult   `json:"runs"`
+	Runs      []runResult     `json:"runs"`
+	Soak      *soakResult     `json:"soak,omitempty"`
 }
 
 func median(v []float64) float64 {
@@ -174,6 +175,11 @@ func (r *report) markdown(w io.Writer) {
 			outageText(s.MedianOutageMs, s.MedianNever, s.WindowS), outageText(s.WorstOutageMs, s.WorstNever, s.WindowS),
 			s.switchbackText(), after, intsText(s.RouteChanges), checks, cpu, rss)
 	}
+	if s := r.Soak; s != nil {
+		fmt.Fprintf(w, "\n| soak | minutes | false downs | suspects | spurious checks | probes/s | daemon CPU | peak RSS |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		fmt.Fprintf(w, "| %s, traffic on both, %d %% loss on each, CPU hog | %.0f | %d | %d | %d (%.1f/min) | %.2f | %.2f %% of a core | %.1f MB |\n",
+			s.Mode, s.LossPercent, s.DurationS/60, s.FalseDowns, s.Suspects, s.SpuriousChecks, s.ChecksPerMin, s.ProbesPerS, s.DaemonCPUPct, s.PeakRSSMB)
+	}
 	if len(r.Steady) > 0 {
 		fmt.Fprintf(w, "\n| no fault | probes/s idle (gw1, gw2) | under TCP | under one-way UDP | spurious checks | idle CPU | peak RSS |\n| --- | --- | --- | --- | --- | --- | --- |\n")
 		for _, st := range r.Steady {
@@ -208,6 +214,10 @@ func (r *report) printTable(w io.Writer, st style) {
 		}
 	}
 	r.printRatios(w)
+	if s := r.Soak; s != nil {
+		fmt.Fprintf(w, "\nsoak (%s, %.0f min, traffic on both, %d %% loss on each, CPU hog): %d false downs, %d suspects, %d spurious checks (%.1f/min), %.2f probes/s, CPU %.2f %%, peak RSS %.1f MB\n",
+			s.Mode, s.DurationS/60, s.LossPercent, s.FalseDowns, s.Suspects, s.SpuriousChecks, s.ChecksPerMin, s.ProbesPerS, s.DaemonCPUPct, s.PeakRSSMB)
+	}
 	for _, s := range r.Steady {
 		fmt.Fprintf(w, "\nprobes/s (%s, no fault)   %-12s %-12s %s\n", s.Mode, "idle", "TCP", "one-way UDP")
 		for i, gw := range []string{"gw1", "gw2"} {
