@@ -28,6 +28,8 @@ type benchOpts struct {
 	skipKernel   bool
 	logDir       string // each run's daemon output, when set
 	soak         time.Duration
+	bfdReps      int
+	qualityLoss  int // percent; 0 skips the quality phase
 }
 
 // benchProfile is one policy the matrix runs uplinkd with.
@@ -119,7 +121,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.bin, "uplinkd", defaultUplinkd(), "the uplinkd binary")
 	cfg := fs.String("config", "new=contrib/examples/demo.toml,old=contrib/examples/demo-v1.toml",
 		"the policies uplinkd runs with, name=path separated by commas: every fault runs with each")
-	fs.IntVar(&o.reps, "reps", 5, "runs of each fault with uplinkd")
+	fs.IntVar(&o.reps, "reps", 5, "runs of each fault with uplinkd (each policy); 0 skips them")
 	fs.IntVar(&o.kernelReps, "kernel-reps", 2, "runs of each fault with the kernel alone")
 	faults := fs.String("faults", "blackhole,blackhole-arp,linkdown,upstream,flap,loss", "faults to run")
 	fs.DurationVar(&o.window, "window", 20*time.Second, "how long uplinkd may take to restore traffic")
@@ -127,6 +129,8 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.steady, "steady", 10*time.Second, "length of each probe-rate measurement")
 	fs.StringVar(&o.outDir, "out", "out", "directory for bench.csv and bench.json")
 	fs.BoolVar(&o.skipKernel, "no-kernel", false, "skip the kernel baseline")
+	fs.IntVar(&o.qualityLoss, "quality-loss", 20, "sustained random loss (percent) on gw1 under traffic, per policy: how soon it is degraded; 0 skips it")
+	fs.IntVar(&o.bfdReps, "bfd-reps", 3, "runs of each fault with FRR's BGP and BFD at 50 ms × 3 instead of uplinkd; 0 skips them")
 	fs.StringVar(&o.logDir, "logs", "", "keep each run's daemon output in this directory")
 	fs.DurationVar(&o.soak, "soak", 10*time.Minute, "the soak with the first policy (traffic on both gateways, 1 % loss, a CPU hog); 0 skips it")
 	if err := fs.Parse(args); err != nil {
@@ -143,8 +147,8 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		}
 		o.faults = append(o.faults, f)
 	}
-	if o.reps < 1 || o.kernelReps < 0 {
-		fmt.Fprintf(stderr, "uplinkd-lab bench: --reps must be >= 1 and --kernel-reps >= 0\n")
+	if o.reps < 0 || o.kernelReps < 0 || o.bfdReps < 0 {
+		fmt.Fprintf(stderr, "uplinkd-lab bench: --reps, --kernel-reps and --bfd-reps must be >= 0\n")
 		return 2
 	}
 	var err error
@@ -169,6 +173,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	var runs []runResult
 	var steady []*steadyResult
 	var soak *soakResult
+	var quality []*qualityResult
 	code := 0
 	st := newStyle(stdout)
 	fmt.Fprintf(stdout, "%s: %d faults × %d runs with uplinkd", st.bold("uplinkd bench"), len(o.faults), o.reps)
@@ -203,6 +208,16 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 				}
 			}
 		}
+		for _, p := range o.profiles {
+			if o.qualityLoss <= 0 {
+				break
+			}
+			q, err := benchQuality(ctx, e, o, p, o.qualityLoss, stdout)
+			if err != nil {
+				return fmt.Errorf("measuring quality sampling with %s: %w", p.name, err)
+			}
+			quality = append(quality, q)
+		}
 		if o.soak > 0 {
 			var err error
 			if soak, err = benchSoak(ctx, e, o, o.profiles[0], stdout); err != nil {
@@ -216,6 +231,37 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		code = 1
 		if errors.Is(err, context.Canceled) {
 			code = 130
+		}
+	}
+	// FRR's BFD, in a fresh lab: nothing of uplinkd's left behind.
+	if code == 0 && o.bfdReps > 0 {
+		err := withLab(stdout, stderr, func(ctx context.Context, e *env) error {
+			f, err := startFRR(e)
+			if err != nil {
+				return err
+			}
+			defer f.stop()
+			if !poll(ctx, 60*time.Second, e.routeUsesBoth) {
+				return fmt.Errorf("FRR: no BGP multipath default within 60s:\n%s\n%s", e.defaultRoute(), f.output())
+			}
+			for _, fl := range o.faults {
+				for rep := 1; rep <= min(o.bfdReps, repsOf(fl, o.bfdReps)); rep++ {
+					r, err := benchRun(ctx, e, o, modeBFD, "", fl, rep)
+					if err != nil {
+						return fmt.Errorf("running %s #%d with BFD: %w", fl, rep, err)
+					}
+					printRun(stdout, r)
+					runs = append(runs, r)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			fmt.Fprintf(stderr, "uplinkd-lab bench: %v\n", err)
+			code = 1
+			if errors.Is(err, context.Canceled) {
+				code = 130
+			}
 		}
 	}
 	// The kernel alone, in a fresh lab: nothing of uplinkd's left behind.
@@ -244,11 +290,11 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	if len(runs) == 0 && soak == nil {
+	if len(runs) == 0 && soak == nil && len(quality) == 0 {
 		return code
 	}
 	rep := newReport(runs, steady, o, time.Since(began))
-	rep.Soak = soak
+	rep.Soak, rep.Quality = soak, quality
 	fmt.Fprintln(stdout)
 	rep.printTable(stdout, st)
 	if err := rep.write(o.outDir); err != nil {
@@ -330,6 +376,9 @@ func benchRun(ctx context.Context, e *env, o benchOpts, mode, cfg string, f netl
 	}
 	h := e.tu.Host
 	window := o.kernelWindow
+	if mode == modeBFD {
+		window = o.window
+	}
 	var d *daemon
 	if isUplinkd(mode) {
 		window = o.window
@@ -347,8 +396,8 @@ func benchRun(ctx context.Context, e *env, o benchOpts, mode, cfg string, f netl
 			}()
 		}
 	}
-	if !poll(ctx, 15*time.Second, e.routeUsesBoth) {
-		return r, fmt.Errorf("no default route over both gateways within 15s:\n%s", e.defaultRoute())
+	if !poll(ctx, 30*time.Second, e.routeUsesBoth) {
+		return r, fmt.Errorf("no default route over both gateways within 30s:\n%s", e.defaultRoute())
 	}
 	ports, _, err := e.flows(demoFlows, "udp", netlab.EchoPort, 40000)
 	if err != nil {
@@ -447,7 +496,7 @@ func benchRun(ctx context.Context, e *env, o benchOpts, mode, cfg string, f netl
 		r.SwitchbackAfterS = (first - off(trec)).Seconds()
 	}
 	proto := proto212
-	if mode == "kernel" {
+	if !isUplinkd(mode) {
 		proto = -1 // any route change at all
 	}
 	r.RouteChanges = mon.Count(proto, trec, end)

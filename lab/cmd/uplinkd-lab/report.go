@@ -38,14 +38,15 @@ type summary struct {
 }
 
 type report struct {
-	Generated time.Time       `json:"generated"`
-	Duration  float64         `json:"duration_s"`
-	Rate      int             `json:"packets_per_second"`
-	Flows     int             `json:"flows"`
-	Summary   []summary       `json:"summary"`
-	Steady    []*steadyResult `json:"steady,omitempty"` // one per uplinkd profile
-	Runs      []runResult     `json:"runs"`
-	Soak      *soakResult     `json:"soak,omitempty"`
+	Generated time.Time        `json:"generated"`
+	Duration  float64          `json:"duration_s"`
+	Rate      int              `json:"packets_per_second"`
+	Flows     int              `json:"flows"`
+	Summary   []summary        `json:"summary"`
+	Steady    []*steadyResult  `json:"steady,omitempty"` // one per uplinkd profile
+	Runs      []runResult      `json:"runs"`
+	Soak      *soakResult      `json:"soak,omitempty"`
+	Quality   []*qualityResult `json:"quality,omitempty"`
 }
 
 func median(v []float64) float64 {
@@ -175,6 +176,16 @@ func (r *report) markdown(w io.Writer) {
 			outageText(s.MedianOutageMs, s.MedianNever, s.WindowS), outageText(s.WorstOutageMs, s.WorstNever, s.WindowS),
 			s.switchbackText(), after, intsText(s.RouteChanges), checks, cpu, rss)
 	}
+	if len(r.Quality) > 0 {
+		fmt.Fprintf(w, "\n| sustained loss on gw1 under traffic | degraded after | probes/s to gw1 |\n| --- | --- | --- |\n")
+		for _, q := range r.Quality {
+			v := fmt.Sprintf("not within %.0f s", q.AfterS)
+			if q.Degraded {
+				v = fmt.Sprintf("%.1f s", q.AfterS)
+			}
+			fmt.Fprintf(w, "| %s, %d %% | %s | %.2f |\n", q.Mode, q.LossPercent, v, q.ProbesPerS)
+		}
+	}
 	if s := r.Soak; s != nil {
 		fmt.Fprintf(w, "\n| soak | minutes | false downs | suspects | spurious checks | probes/s | daemon CPU | peak RSS |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n")
 		fmt.Fprintf(w, "| %s, traffic on both, %d %% loss on each, CPU hog | %.0f | %d | %d | %d (%.1f/min) | %.2f | %.2f %% of a core | %.1f MB |\n",
@@ -214,6 +225,16 @@ func (r *report) printTable(w io.Writer, st style) {
 		}
 	}
 	r.printRatios(w)
+	for _, q := range r.Quality {
+		v := fmt.Sprintf("not degraded within %.0f s", q.AfterS)
+		if q.Degraded {
+			v = fmt.Sprintf("degraded after %.1f s", q.AfterS)
+		}
+		fmt.Fprintf(w, "\nquality (%s, %d %% loss on gw1 under traffic): %s, %.2f probes/s to gw1", q.Mode, q.LossPercent, v, q.ProbesPerS)
+	}
+	if len(r.Quality) > 0 {
+		fmt.Fprintln(w)
+	}
 	if s := r.Soak; s != nil {
 		fmt.Fprintf(w, "\nsoak (%s, %.0f min, traffic on both, %d %% loss on each, CPU hog): %d false downs, %d suspects, %d spurious checks (%.1f/min), %.2f probes/s, CPU %.2f %%, peak RSS %.1f MB\n",
 			s.Mode, s.DurationS/60, s.LossPercent, s.FalseDowns, s.Suspects, s.SpuriousChecks, s.ChecksPerMin, s.ProbesPerS, s.DaemonCPUPct, s.PeakRSSMB)
