@@ -199,6 +199,9 @@ func (d *Detector) observe(ctx context.Context, gs *gwState, ev Event, now time.
 	t, ok := gs.m.Observe(ev, now)
 	if check != "" && gs.m.CheckCause() == "" {
 		d.met.check(gs.g.Name, check, gs.m.State() != Down)
+		// The check's spacing no longer applies: the next probe is due
+		// by the gateway's own interval (a quality sample), not at once.
+		gs.nextProbe = time.Time{}
 	}
 	if !ok {
 		return

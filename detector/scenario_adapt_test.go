@@ -23,17 +23,7 @@ func TestScenarioLearnedTimeout(t *testing.T) {
 		t.Fatalf("start-up probes %+v: want the first with the profile's timeout, 30ms (nothing learned)", first)
 	}
 	before := len(f.p.Probes())
-	f.p.Set("eth1", false)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := 0; i < 300 && f.state("gw1") != detector.Down; i++ {
-			f.k.AddTraffic("eth1", 10, 0)
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
-	f.wait(t, "gw1", detector.Down)
-	<-done
+	f.dieSilently(t, "eth1", "gw1")
 	var timeouts []time.Duration
 	for _, p := range f.p.Probes()[before:] {
 		if p.Iface == "eth1" && len(timeouts) < 3 {

@@ -114,6 +114,24 @@ func (f *fakeLab) state(name string) detector.State {
 	return -1
 }
 
+// dieSilently makes the gateway behind iface black-hole everything,
+// probes included, while traffic keeps leaving (bounded: 1.5 s), and
+// waits for it to go down.
+func (f *fakeLab) dieSilently(t *testing.T, iface, gw string) {
+	t.Helper()
+	f.p.Set(iface, false)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 300 && f.state(gw) != detector.Down; i++ {
+			f.k.AddTraffic(iface, 10, 0)
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	f.wait(t, gw, detector.Down)
+	<-done
+}
+
 func (f *fakeLab) wait(t *testing.T, name string, st detector.State) {
 	t.Helper()
 	detectortest.WaitFor(t, fmt.Sprintf("%s %v (transitions %v)", name, st, f.rec.List()), 5*time.Second, func() bool { return f.state(name) == st })
@@ -185,18 +203,7 @@ func TestScenarioSilentDeathUnderTraffic(t *testing.T) {
 	if n := int64(f.p.Count("")) - before; n != 0 {
 		t.Errorf("%d probes while traffic flowed both ways", n)
 	}
-	// The gateway dies silently: packets leave, nothing comes back.
-	f.p.Set("eth1", false)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := 0; i < 300 && f.state("gw1") != detector.Down; i++ {
-			f.k.AddTraffic("eth1", 10, 0)
-			time.Sleep(5 * time.Millisecond)
-		}
-	}()
-	f.wait(t, "gw1", detector.Down)
-	<-done
+	f.dieSilently(t, "eth1", "gw1")
 	tr, _ := f.rec.First("gw1", detector.Down, time.Time{})
 	if tr.Cause != detector.CauseProbe || !strings.HasPrefix(tr.Reason, "3 probes lost after tx without rx for ") {
 		t.Errorf("down %+v", tr.Transition)

@@ -226,13 +226,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		}
 		return nil
 	})
-	if err != nil {
-		fmt.Fprintf(stderr, "uplinkd-lab bench: %v\n", err)
-		code = 1
-		if errors.Is(err, context.Canceled) {
-			code = 130
-		}
-	}
+	code = max(code, labCode(stderr, err))
 	// FRR's BFD, in a fresh lab: nothing of uplinkd's left behind.
 	if code == 0 && o.bfdReps > 0 {
 		err := withLab(stdout, stderr, func(ctx context.Context, e *env) error {
@@ -256,13 +250,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 			}
 			return nil
 		})
-		if err != nil {
-			fmt.Fprintf(stderr, "uplinkd-lab bench: %v\n", err)
-			code = 1
-			if errors.Is(err, context.Canceled) {
-				code = 130
-			}
-		}
+		code = max(code, labCode(stderr, err))
 	}
 	// The kernel alone, in a fresh lab: nothing of uplinkd's left behind.
 	if code == 0 && !o.skipKernel && o.kernelReps > 0 {
@@ -282,13 +270,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 			}
 			return nil
 		})
-		if err != nil {
-			fmt.Fprintf(stderr, "uplinkd-lab bench: %v\n", err)
-			code = 1
-			if errors.Is(err, context.Canceled) {
-				code = 130
-			}
-		}
+		code = max(code, labCode(stderr, err))
 	}
 	if len(runs) == 0 && soak == nil && len(quality) == 0 {
 		return code
@@ -576,14 +558,11 @@ func startUDPProgress(ctx context.Context, h *netlab.Host, ports []int, max time
 // use while idle.
 func benchSteady(ctx context.Context, e *env, o benchOpts, p benchProfile, w io.Writer) (*steadyResult, error) {
 	h := e.tu.Host
-	d, err := startDaemon(ctx, h, o.bin, p.cfg, listen)
+	d, err := freshDaemon(ctx, e, o, p.cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer d.stop()
-	if !poll(ctx, 15*time.Second, e.routeUsesBoth) {
-		return nil, fmt.Errorf("no default route over both gateways within 15s:\n%s", e.defaultRoute())
-	}
 	// Start-up probes and neighbour resolution are not steady state.
 	sleepCtx(ctx, 3*time.Second)
 	s := &steadyResult{Mode: p.mode(len(o.profiles)), WindowSeconds: o.steady.Seconds()}
@@ -677,6 +656,37 @@ func benchSteady(ctx context.Context, e *env, o benchOpts, p benchProfile, w io.
 	fmt.Fprintf(w, "  steady   %s: %d spurious checks; probes/s gw1,gw2: idle %.2f,%.2f  TCP %.2f,%.2f  UDP one-way %.2f,%.2f; idle CPU %.2f %%, peak RSS %.1f MB\n",
 		s.Mode, s.SpuriousChecks, s.ProbesIdle[0], s.ProbesIdle[1], s.ProbesTCP[0], s.ProbesTCP[1], s.ProbesUDP[0], s.ProbesUDP[1], s.IdleCPUPct, s.PeakRSSMB)
 	return s, nil
+}
+
+// labCode reports a lab's error and returns the exit code it calls for:
+// 0, 1, or 130 when interrupted.
+func labCode(stderr io.Writer, err error) int {
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(stderr, "uplinkd-lab bench: %v\n", err)
+	if errors.Is(err, context.Canceled) {
+		return 130
+	}
+	return 1
+}
+
+// freshDaemon resets the host's neighbours, starts uplinkd with cfg in
+// the host and waits for its
+// default route over both gateways; the caller stops it.
+func freshDaemon(ctx context.Context, e *env, o benchOpts, cfg string) (*daemon, error) {
+	if err := resetHost(e); err != nil {
+		return nil, err
+	}
+	d, err := startDaemon(ctx, e.tu.Host, o.bin, cfg, listen)
+	if err != nil {
+		return nil, err
+	}
+	if !poll(ctx, 15*time.Second, e.routeUsesBoth) {
+		d.stop()
+		return nil, fmt.Errorf("no default route over both gateways within 15s:\n%s", e.defaultRoute())
+	}
+	return d, nil
 }
 
 func profilePaths(ps []benchProfile) []string {

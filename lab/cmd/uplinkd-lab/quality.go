@@ -26,18 +26,12 @@ const qualityLimit = 90 * time.Second
 
 func benchQuality(ctx context.Context, e *env, o benchOpts, p benchProfile, loss int, w io.Writer) (*qualityResult, error) {
 	res := &qualityResult{Mode: p.mode(len(o.profiles)), LossPercent: loss}
-	if err := resetHost(e); err != nil {
-		return nil, err
-	}
 	h := e.tu.Host
-	d, err := startDaemon(ctx, h, o.bin, p.cfg, listen)
+	d, err := freshDaemon(ctx, e, o, p.cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer d.stop()
-	if !poll(ctx, 15*time.Second, e.routeUsesBoth) {
-		return nil, fmt.Errorf("no default route over both gateways within 15s:\n%s", e.defaultRoute())
-	}
 	ports, _, err := e.flows(demoFlows, "udp", netlab.EchoPort, 44000+100*p.idx)
 	if err != nil {
 		return nil, err

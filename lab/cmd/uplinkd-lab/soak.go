@@ -33,18 +33,12 @@ const soakLoss = 1
 
 func benchSoak(ctx context.Context, e *env, o benchOpts, p benchProfile, w io.Writer) (*soakResult, error) {
 	res := &soakResult{Mode: p.mode(len(o.profiles)), LossPercent: soakLoss}
-	if err := resetHost(e); err != nil {
-		return nil, err
-	}
 	h := e.tu.Host
-	d, err := startDaemon(ctx, h, o.bin, p.cfg, listen)
+	d, err := freshDaemon(ctx, e, o, p.cfg)
 	if err != nil {
 		return nil, err
 	}
 	defer d.stop()
-	if !poll(ctx, 15*time.Second, e.routeUsesBoth) {
-		return nil, fmt.Errorf("no default route over both gateways within 15s:\n%s", e.defaultRoute())
-	}
 	for n := 1; n <= 2; n++ {
 		if err := e.tu.Inject(n, netlab.FaultLoss, netlab.FaultOptions{LossPercent: soakLoss}); err != nil {
 			return nil, err
