@@ -68,17 +68,28 @@ func (d *Detector) watchNeighbour(ctx context.Context, spec roundSpec, wait time
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-deadline.C:
+			// One last look: when the goroutine ran late, tick and
+			// deadline are both ready and select picks either; an
+			// answer already in the table is not a loss.
+			if done, err := d.checkNeighbour(spec, check); done {
+				return err
+			}
 			return errTimeout
 		case <-tick.C:
 		}
-		n, found, err := d.findNeighbour(spec)
-		if err != nil {
-			continue
-		}
-		if done, err := check(n, found); done {
+		if done, err := d.checkNeighbour(spec, check); done {
 			return err
 		}
 	}
+}
+
+// checkNeighbour reads the entry once and asks check about it.
+func (d *Detector) checkNeighbour(spec roundSpec, check func(n Neighbour, found bool) (bool, error)) (bool, error) {
+	n, found, err := d.findNeighbour(spec)
+	if err != nil {
+		return false, nil
+	}
+	return check(n, found)
 }
 
 // resolved says the entry holds a usable link-layer address.
@@ -109,29 +120,33 @@ var errNeighProbeUnsupported = errors.New("kernel refuses NUD_PROBE")
 
 // runNeighProbe is the neighbour kind's sender: no Prober is involved.
 func (d *Detector) runNeighProbe(ctx context.Context, spec roundSpec, _ probeSpec) (time.Duration, error) {
-	return 0, d.neighProbe(ctx, spec)
+	return d.neighProbe(ctx, spec)
 }
 
 // neighProbe asks the kernel to re-validate the gateway's neighbour entry
 // (a unicast ARP request or ND solicitation) and waits for it to become
-// REACHABLE with a confirmation newer than the request.
-func (d *Detector) neighProbe(ctx context.Context, spec roundSpec) error {
+// REACHABLE with a confirmation newer than the request. Its RTT is the
+// time until the poll saw the confirmation: an upper bound, coarse by
+// the poll's 5 ms, which is what this probe's timeout must allow for.
+// (Reporting 0 taught the estimator a timeout at the floor, below what
+// polling can observe on a loaded host.)
+func (d *Detector) neighProbe(ctx context.Context, spec roundSpec) (time.Duration, error) {
 	cur, found, err := d.findNeighbour(spec)
 	if err != nil {
-		return fmt.Errorf("listing neighbours: %w", err)
+		return 0, fmt.Errorf("listing neighbours: %w", err)
 	}
 	if !found || len(cur.HwAddr) == 0 || cur.State&(NUDPermanent|NUDNoARP) != 0 {
 		// Nothing to re-validate: ask for resolution and let the ICMP
 		// probe decide. Static entries cannot be probed.
 		_ = d.neigh.Resolve(spec.index, spec.gw)
-		return errNeighProbeUnsupported
+		return 0, errNeighProbeUnsupported
 	}
 	start := d.now()
 	if err := d.neigh.Revalidate(spec.index, spec.gw, cur.HwAddr); err != nil {
 		if errors.Is(err, ErrNotSupported) {
-			return errNeighProbeUnsupported
+			return 0, errNeighProbeUnsupported
 		}
-		return err
+		return 0, err
 	}
 	err = d.watchNeighbour(ctx, spec, spec.timeout, func(n Neighbour, found bool) (bool, error) {
 		switch {
@@ -145,7 +160,7 @@ func (d *Detector) neighProbe(ctx context.Context, spec roundSpec) error {
 		return false, nil
 	})
 	if errors.Is(err, errTimeout) {
-		return fmt.Errorf("neighbour %s: %w after %s", spec.gw, errTimeout, fmtDur(spec.timeout))
+		return 0, fmt.Errorf("neighbour %s: %w after %s", spec.gw, errTimeout, fmtDur(spec.timeout))
 	}
-	return err
+	return d.now().Sub(start), err
 }

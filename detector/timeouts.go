@@ -34,6 +34,9 @@ func (gs *gwState) learnRTT(key string, rtt time.Duration) {
 func (gs *gwState) timeoutOf(ps probeSpec) time.Duration {
 	p := &gs.m.prof
 	floor := min(p.TimeoutFloor, p.Timeout)
+	if ps.kind == KindNeigh {
+		floor = min(max(floor, neighTimeoutFloor), p.Timeout)
+	}
 	e := gs.rtts[rttKey(ps)]
 	if (e == nil || e.n == 0) && ps.role == roleGateway {
 		e = gs.rtts[rttKey(probeSpec{kind: KindNeigh, target: ps.target})]
@@ -44,13 +47,33 @@ func (gs *gwState) timeoutOf(ps probeSpec) time.Duration {
 	return e.bound(rttK, rttMinSamples, floor, p.Timeout)
 }
 
-// timeouts lists the timeout of each probe and the longest of them.
+// neighTimeoutFloor is the neighbour probe's own floor. Its answer is
+// seen by polling the neighbour table every 5 ms, so a timeout of a few
+// polls turns one late poll on a busy host into a loss (a CI run saw
+// exactly that at the 20 ms timeout_floor). It costs no detection
+// speed: on a dead gateway the echo sent in the same round fails at its
+// own timeout and decides the round; only a gateway that forwards and
+// echoes but stops answering ARP waits for this one.
+const neighTimeoutFloor = 50 * time.Millisecond
+
+// timeouts lists the timeout of each probe and the round's bound: the
+// longest of them, leaving out the neighbour probe's own floor when
+// another probe is made. The bound spaces a check's probes
+// (interval), and a dead gateway is decided by the echo sent with the
+// neighbour probe.
 func (gs *gwState) timeouts(probes []probeSpec) ([]time.Duration, time.Duration) {
 	out := make([]time.Duration, len(probes))
-	var longest time.Duration
+	var longest, neigh time.Duration
 	for i, ps := range probes {
 		out[i] = gs.timeoutOf(ps)
+		if ps.kind == KindNeigh {
+			neigh = max(neigh, out[i])
+			continue
+		}
 		longest = max(longest, out[i])
+	}
+	if longest == 0 {
+		longest = neigh
 	}
 	if longest == 0 {
 		longest = gs.m.prof.Timeout
