@@ -41,7 +41,9 @@ type Snapshot map[string]Health
 
 // ConditionKey is a condition's key in a Snapshot. Names never hold a '/',
 // so it cannot be a gateway's.
-func ConditionKey(name string) string { return "condition/" + name }
+func ConditionKey(name string) string { return conditionPrefix + name }
+
+const conditionPrefix = "condition/"
 
 // ConditionUp reports whether the snapshot has the condition up.
 func ConditionUp(h Snapshot, name string) bool {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -138,12 +139,16 @@ func TestFailoverIPCondition(t *testing.T) {
 	}
 	name := map[*nstest.Host]string{d1: "director-1", d2: "director-2"}
 	ka := map[*nstest.Host]*kaProc{}
-	start := func(d *nstest.Host) {
-		track := filepath.Join(t.TempDir(), "track")
+	uk := map[*nstest.Host]*daemontest.Daemon{}
+	trackDir := map[*nstest.Host]string{d1: filepath.Join(dir, "track-d1"), d2: filepath.Join(dir, "track-d2")}
+	startUplinkd := func(d *nstest.Host) {
 		p := strings.ReplaceAll(pol, "/usr/local/lib/uplinkd/hooks/failover-ip-api", hook)
 		p = strings.ReplaceAll(p, `"director-1"`, fmt.Sprintf("%q", name[d]))
-		daemontest.Start(t, d, bin, daemontest.SetDaemonKeys(p, map[string]string{"track_dir": fmt.Sprintf("%q", track)}))
-		c := strings.ReplaceAll(conf, "/run/uplinkd/track/path-ok", filepath.Join(track, "path-ok"))
+		uk[d] = daemontest.Start(t, d, bin, daemontest.SetDaemonKeys(p, map[string]string{"track_dir": fmt.Sprintf("%q", trackDir[d])}))
+	}
+	start := func(d *nstest.Host) {
+		startUplinkd(d)
+		c := strings.ReplaceAll(conf, "/run/uplinkd/track/path-ok", filepath.Join(trackDir[d], "path-ok"))
 		if d == d2 {
 			c = strings.ReplaceAll(strings.ReplaceAll(c, "state MASTER", "state BACKUP"), "priority 150", "priority 100")
 		}
@@ -218,6 +223,26 @@ func TestFailoverIPCondition(t *testing.T) {
 	ka[d1].cmd = startKeepalived(t, d1, ka[d1].conf)
 	daemontest.WaitFor(t, 30*time.Second, "director-1 to preempt", master("director-1"))
 	expect("mastership's return to move the claim back", "release director-2", "claim director-1")
+
+	// 4. uplinkd on the claiming director crashes and is restarted. Its
+	// track files still say up, and the new instance adopts them: path-ok
+	// never reads down, so keepalived stays master, and claim never goes
+	// down, so no release and no second claim reach the provider.
+	if err := d1.ProcOf(uk[d1].Cmd).Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.Wait(uk[d1].Cmd, 10*time.Second); err == nil {
+		t.Fatal("uplinkd exited cleanly after SIGKILL?")
+	}
+	startUplinkd(d1)
+	time.Sleep(2 * time.Second) // past claim's hold_up and every first verdict
+	if ok, where := master("director-1")(); !ok {
+		t.Fatalf("after uplinkd's restart on director-1: %s", where)
+	}
+	expect("a crash and restart of uplinkd on director-1 to make no call")
+	if b, err := os.ReadFile(filepath.Join(trackDir[d1], "path-ok")); err != nil || string(b) != "0\n" {
+		t.Errorf("path-ok after the restart: %q, %v; want up", b, err)
+	}
 }
 
 type kaProc struct {

@@ -239,6 +239,18 @@ func (e *Evaluator) Deadline() (time.Time, bool) {
 	return at, !at.IsZero()
 }
 
+// Adopt starts the named conditions up, as a previous instance left them
+// (routing.Adopt): no hold_up is waited for and no change is reported.
+// Terms that fail afterwards take the condition down after hold_down,
+// like any up condition's. Names not in the policy are ignored.
+func (e *Evaluator) Adopt(names []string, now time.Time) {
+	for _, name := range names {
+		if st := e.st[name]; st != nil {
+			st.up, st.raw, st.rawAt, st.since = true, true, now, now
+		}
+	}
+}
+
 // Up reports whether the named condition is up.
 func (e *Evaluator) Up(name string) bool { return e.st[name] != nil && e.st[name].up }
 

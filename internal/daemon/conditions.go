@@ -22,16 +22,27 @@ type ConditionFacts interface {
 // conditions is the loop's share of condition state. Only the loop
 // touches it; status reads the copy published under Core.mu.
 type conditions struct {
-	eval  *condition.Evaluator
-	facts ConditionFacts // nil: no links, addresses or files (tests)
-	up    map[string]bool
-	timer *time.Timer // fires when a hold time ends
+	eval   *condition.Evaluator
+	facts  ConditionFacts // nil: no links, addresses or files (tests)
+	up     map[string]bool
+	inited map[string]bool // metric and track file set (initConditions)
+	timer  *time.Timer     // fires when a hold time ends
 }
 
 func newConditions(p *policy.Policy, facts ConditionFacts) *conditions {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
-	return &conditions{eval: condition.New(p), facts: facts, up: map[string]bool{}, timer: t}
+	return &conditions{eval: condition.New(p), facts: facts, up: map[string]bool{}, inited: map[string]bool{}, timer: t}
+}
+
+// adopt starts the named conditions up (CoreConfig.StartUp).
+func (cs *conditions) adopt(names []string, now time.Time) {
+	cs.eval.Adopt(names, now)
+	for _, name := range names {
+		if cs.eval.Up(name) {
+			cs.up[name] = true
+		}
+	}
 }
 
 // watch tells the watcher what the policy's conditions look at.
@@ -68,7 +79,17 @@ func conditionHealth(st detector.State, h routing.Health) condition.Health {
 // evalConditions evaluates every condition against the current facts and
 // records what changed; the caller pushes routes, then fires the hooks.
 // Called by the loop only.
+//
+// While the start hold lasts (gateways a restart adopted are not judged
+// yet) nothing is evaluated: an unjudged gateway's term does not hold, so
+// a condition adopted up would go down, fire its hooks and mark its track
+// file down, only to come back once the verdicts are in. The hold ends
+// with the last verdict (transition) or its bound (Loop), and both
+// evaluate then.
 func (c *Core) evalConditions() []condition.Change {
+	if c.hold.holding(c.now()) {
+		return nil
+	}
 	cs := c.conds
 	f := condition.Facts{Gateways: map[string]condition.Health{}}
 	for name, st := range c.states {
@@ -123,21 +144,34 @@ func (c *Core) conditionsChanged() {
 }
 
 // initConditions starts every condition down in its metric and track file
-// (nothing is claimed before the terms hold) and tells the watcher what to
-// look at.
+// (nothing is claimed before the terms hold), or up where a restart
+// adopted it (the claim the previous instance left stands), and tells the
+// watcher what to look at.
 func (c *Core) initConditions(p *policy.Policy) {
 	for _, cd := range p.Conditions {
-		if _, ok := c.conds.up[cd.Name]; ok {
+		if c.conds.inited[cd.Name] {
 			continue
 		}
-		c.conds.up[cd.Name] = false
-		c.metrics.setCondition(cd.Name, false)
-		if err := c.track.set(cd.Name, false); err != nil {
+		c.conds.inited[cd.Name] = true
+		up := c.conds.up[cd.Name]
+		c.conds.up[cd.Name] = up
+		c.metrics.setCondition(cd.Name, up)
+		if err := c.track.set(cd.Name, up); err != nil {
 			c.log.Error("writing track file", "condition", cd.Name, "err", err)
 		}
+		if up {
+			c.log.Info("condition starts up", "condition", cd.Name, "reason", reasonAdoptedUp)
+		}
 	}
+	st := c.conds.eval.Status()
+	c.mu.Lock()
+	c.condStatus = st
+	c.mu.Unlock()
 	c.conds.watch(p)
 }
+
+// reasonAdoptedUp is why a condition starts up.
+const reasonAdoptedUp = "shown up by the owned routes at start"
 
 // adoptConditions switches the evaluator to p on reload: kept conditions
 // keep their state, dropped ones lose their series (their track files go
@@ -145,6 +179,7 @@ func (c *Core) initConditions(p *policy.Policy) {
 func (c *Core) adoptConditions(p *policy.Policy) {
 	for _, name := range c.conds.eval.Update(p) {
 		delete(c.conds.up, name)
+		delete(c.conds.inited, name)
 		c.metrics.forgetCondition(name)
 	}
 	c.initConditions(p)

@@ -122,6 +122,11 @@ type CoreConfig struct {
 	// them Down too): those a previous instance had withdrawn, so the
 	// initial apply matches what it left.
 	StartDown map[string]string
+	// StartUp names the conditions that start up: those the routes a
+	// previous instance left show up (routing.Adopt), so the initial apply
+	// keeps what they gate instead of withdrawing it until the terms are
+	// evaluated again.
+	StartUp []string
 	// ConditionFacts watches the links, addresses and track files the
 	// policy's conditions name; nil in tests that have none.
 	ConditionFacts ConditionFacts
@@ -175,8 +180,9 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 			c.health[g.Name] = routing.Down
 		}
 	}
-	c.conds = newConditions(c.pol, cfg.ConditionFacts)
 	c.started = c.now()
+	c.conds = newConditions(c.pol, cfg.ConditionFacts)
+	c.conds.adopt(cfg.StartUp, c.started)
 	c.hold = newStartHold(c.pol, cfg.Adopted, cfg.StartDown, c.started)
 	c.lastReload = c.started
 	c.hooks.SetHooks(c.pol.Hooks)

@@ -106,6 +106,8 @@ type harness struct {
 	events []hooks.Event
 
 	ct *recordingConntrack
+
+	stop func() // ends the instance, as kill -9 would; idempotent
 }
 
 func newHarness(t *testing.T, p *policy.Policy) *harness {
@@ -152,12 +154,13 @@ func newHarnessFacts(t *testing.T, p *policy.Policy, facts ConditionFacts) *harn
 	wg.Add(2)
 	go func() { defer wg.Done(); h.rec.Run(ctx) }()
 	go func() { defer wg.Done(); h.core.Loop(ctx) }()
-	t.Cleanup(func() {
+	h.stop = sync.OnceFunc(func() {
 		cancel()
 		wg.Wait()
 		h.rec.Close()
 		hr.Close()
 	})
+	t.Cleanup(h.stop)
 	return h
 }
 
@@ -427,15 +430,16 @@ func TestRestartAdoptsWithdrawnGateway(t *testing.T) {
 	first.det.send("isp1", detector.Up, detector.Down, "3 probes lost")
 	first.waitFor("isp1 withdrawn", func() bool { return !strings.Contains(first.kernelDump(), "198.18.1.1") })
 	left := first.kernelDump()
+	first.stop()
 
 	rec, err := routing.NewReconciler(routing.Config{Netlink: first.kernel, Protocol: 212, Logger: discard()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rec.Close() }) // after runRestarted's loop stops
-	startDown, adopted := adoptWithdrawn(p, rec, discard())
-	if !adopted {
-		t.Fatal("adoptWithdrawn found nothing of ours over the first instance's kernel")
+	startDown, startUp, adopted := adoptWithdrawn(p, rec, discard())
+	if !adopted || len(startUp) != 0 {
+		t.Fatalf("adoptWithdrawn over the first instance's kernel: adopted %v, conditions up %v; want adopted, none", adopted, startUp)
 	}
 	if diff := cmp.Diff(map[string]string{"isp1": reasonAbsent}, startDown); diff != "" {
 		t.Fatalf("adopted (-want +got):\n%s", diff)
@@ -443,7 +447,7 @@ func TestRestartAdoptsWithdrawnGateway(t *testing.T) {
 	det := newFakeDetector()
 	trackDir := filepath.Join(t.TempDir(), "track")
 	before := rec.Writes()
-	core := runRestarted(t, p, det, rec, trackDir, startDown, adopted)
+	core := runRestarted(t, p, det, rec, restartFrom{trackDir: trackDir, down: startDown, adopted: adopted})
 
 	det.send("isp2", detector.Unknown, detector.Up, "probe answered")
 	waitTrue(t, "track files written", func() bool {
@@ -471,9 +475,21 @@ func TestRestartAdoptsWithdrawnGateway(t *testing.T) {
 // (reading the kernel the first one left) with what adoptWithdrawn found;
 // its initial apply must write nothing, and its loop and reconciler run
 // until the test ends.
-func runRestarted(t *testing.T, p *policy.Policy, det *fakeDetector, rec *routing.Reconciler, trackDir string, startDown map[string]string, adopted bool) *Core {
+// restartFrom is what the second instance of a restart test starts from:
+// what adoptWithdrawn returned, and where its track files and facts are.
+type restartFrom struct {
+	trackDir string
+	down     map[string]string
+	up       []string
+	adopted  bool
+	facts    ConditionFacts
+	hooks    *hooks.Runner
+}
+
+func runRestarted(t *testing.T, p *policy.Policy, det *fakeDetector, rec *routing.Reconciler, from restartFrom) *Core {
 	t.Helper()
-	core, err := NewCore(CoreConfig{Policy: p, Detector: det, Routes: rec, TrackDir: trackDir, StartDown: startDown, Adopted: adopted,
+	core, err := NewCore(CoreConfig{Policy: p, Detector: det, Routes: rec, TrackDir: from.trackDir, StartDown: from.down, StartUp: from.up,
+		Adopted: from.adopted, ConditionFacts: from.facts, Hooks: from.hooks,
 		Load: func() (*policy.Policy, error) { return p, nil }})
 	if err != nil {
 		t.Fatal(err)
@@ -519,18 +535,19 @@ func TestRestartKeepAllDownWritesNothing(t *testing.T) {
 	if !strings.Contains(left, "198.18.1.1") || !strings.Contains(left, "198.18.2.1") {
 		t.Fatalf("keep did not keep both members:\n%s", left)
 	}
+	first.stop()
 
 	rec, err := routing.NewReconciler(routing.Config{Netlink: first.kernel, Protocol: 212, Logger: discard()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rec.Close() }) // after runRestarted's loop stops
-	startDown, adopted := adoptWithdrawn(p, rec, discard())
-	if len(startDown) != 0 || !adopted {
-		t.Fatalf("adoptWithdrawn = %v, %v; want nothing down (the kept route shows every member), adopted", startDown, adopted)
+	startDown, startUp, adopted := adoptWithdrawn(p, rec, discard())
+	if len(startDown) != 0 || len(startUp) != 0 || !adopted {
+		t.Fatalf("adoptWithdrawn = %v, %v, %v; want nothing down (the kept route shows every member), no condition, adopted", startDown, startUp, adopted)
 	}
 	det := newFakeDetector()
-	core := runRestarted(t, p, det, rec, t.TempDir(), startDown, adopted)
+	core := runRestarted(t, p, det, rec, restartFrom{trackDir: t.TempDir(), down: startDown, adopted: adopted})
 
 	stayed := func(what string) {
 		t.Helper()

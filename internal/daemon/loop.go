@@ -87,7 +87,9 @@ func (c *Core) Loop(ctx context.Context) error {
 			// A gateway still unjudged: apply what the verdicts so far say.
 			holdEnd = nil
 			c.hold.release()
+			changes := c.evalConditions()
 			c.updateGroups(c.pushRoutes(), false)
+			c.announceConditions(changes)
 		case <-wd:
 			c.watchdog()
 		case now := <-beat.C:

@@ -9,7 +9,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -183,7 +185,7 @@ func (d *daemon) build() error {
 	d.bfd = bfd.New(bfd.Options{Logger: d.log})
 	d.bfd.Set(peers)
 	d.reg.MustRegister(bfd.NewCollector(d.bfd))
-	startDown, adopted := adoptWithdrawn(d.p, d.rec, d.log)
+	startDown, startUp, adopted := adoptWithdrawn(d.p, d.rec, d.log)
 	if d.det, d.dk, err = newDetector(d.p, d.log, d.reg, startDown, adopted, bfdEvidence{d.bfd}); err != nil {
 		return fmt.Errorf("creating detector: %w", err)
 	}
@@ -203,7 +205,7 @@ func (d *daemon) build() error {
 			}
 			return p, err
 		},
-		Version: d.opts.Build.Version, StartDown: startDown, Adopted: adopted, ConditionFacts: d.conds,
+		Version: d.opts.Build.Version, StartDown: startDown, StartUp: startUp, Adopted: adopted, ConditionFacts: d.conds,
 		Liveness: []LivenessSource{detectorLiveness(d.det), recCalls.report, d.httpBusy.report, hookLiveness(d.hooks),
 			conditionLiveness(d.conds), bfdLiveness(d.bfd)},
 	})
@@ -224,25 +226,62 @@ type ownedReader interface {
 }
 
 // adoptWithdrawn reads the routes and rules uplinkd owns, as a previous
-// instance left them, and returns the gateways they show withdrawn: those
-// start Down and rejoin after up_count good probes, so a restart neither
-// puts a dead gateway back for the few hundred milliseconds it takes to
-// find it dead again nor writes anything over a kernel that already
-// matches. A failed read adopts nothing: every gateway starts unknown, as
-// on a first start, and the reconciler repairs what it must. adopted says
+// instance left them, and returns the gateways they show withdrawn and the
+// conditions they show up (routing.Adopt): those gateways start Down and
+// rejoin after up_count good probes, those conditions start up, so a
+// restart neither puts a dead gateway back for the few hundred
+// milliseconds it takes to find it dead again, nor withdraws what a
+// condition gates until its terms are evaluated again, nor writes
+// anything over a kernel that already matches. A failed read adopts
+// nothing: every gateway starts unknown and every condition down, as on a
+// first start, and the reconciler repairs what it must. adopted says
 // whether a previous instance left anything of ours (startHold).
-func adoptWithdrawn(p *policy.Policy, rec ownedReader, log *slog.Logger) (down map[string]string, adopted bool) {
-	installed, err := rec.ReadOwned(routing.Desired(p, nil))
+//
+// A condition that gates no route leaves only its track file (and what
+// its hooks did, out of sight). A stopping daemon marks its track files
+// down (trackFiles.markDown), so one still up was left by an instance
+// that died holding the condition: it starts up too, rather than tell
+// keepalived "down" and fire condition_up again once the terms hold.
+func adoptWithdrawn(p *policy.Policy, rec ownedReader, log *slog.Logger) (down map[string]string, up []string, adopted bool) {
+	installed, err := rec.ReadOwned(routing.Desired(p, allConditionsUp(p)))
 	if err != nil {
 		log.Error("reading the routes a previous instance left; starting every gateway unknown", "err", err)
-		return nil, false
+		return nil, nil, false
 	}
+	a := routing.Adopt(p, installed)
 	down = map[string]string{}
-	for _, name := range routing.Withdrawn(p, installed) {
+	for _, name := range a.Withdrawn {
 		down[name] = reasonAbsent
 		log.Info("gateway starts down", "gateway", name, "reason", reasonAbsent)
 	}
-	return down, ownsAny(installed, p.Daemon.RouteProtocol)
+	left := trackLeftUp(p.Daemon.TrackDir, a.Routeless)
+	up = append(slices.Clone(a.Conditions), left...)
+	slices.Sort(up)
+	return down, up, len(left) > 0 || ownsAny(installed, p.Daemon.RouteProtocol)
+}
+
+// trackLeftUp returns the names whose track file in dir says up.
+func trackLeftUp(dir string, names []string) []string {
+	if dir == "" {
+		return nil
+	}
+	var out []string
+	for _, name := range names {
+		if condwatch.ReadTrack(filepath.Join(dir, name)) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// allConditionsUp is the snapshot that wants every key a condition can
+// gate, so that the start's read sees a foreign route on any of them.
+func allConditionsUp(p *policy.Policy) routing.Snapshot {
+	h := routing.Snapshot{}
+	for _, c := range p.Conditions {
+		h[routing.ConditionKey(c.Name)] = routing.Up
+	}
+	return h
 }
 
 // ownsAny reports whether s holds a route or rule of protocol proto.
