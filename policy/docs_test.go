@@ -112,7 +112,7 @@ func TestConfigurationDocDefaults(t *testing.T) {
 		"daemon.on_exit":               OnExitLeave,
 		"daemon.control_socket":        DefaultControlSocket,
 		"daemon.resync_interval":       DefaultResync,
-		"daemon.multipath":             string(MultipathClassic),
+		"daemon.multipath":             string(MultipathAuto),
 		"hook.NAME.timeout":            DefaultHookTimeout,
 		"gateway.NAME.weight":          1,
 		"gateway.NAME.tier":            1,

@@ -564,7 +564,7 @@ func (v *validator) daemon(r *rawDaemon, d *Daemon) {
 			v.addAt(path("daemon", "web_config_file"), obj, "web_config_file %q must be an absolute path", d.WebConfigFile)
 		}
 	}
-	d.Multipath = enumOr(v, r.Multipath, path("daemon", "multipath"), obj, MultipathClassic)
+	d.Multipath = enumOr(v, r.Multipath, path("daemon", "multipath"), obj, MultipathAuto)
 	d.ResyncEvery = DefaultResync
 	if check(v, r.ResyncInterval, path("daemon", "resync_interval"), obj) {
 		d.ResyncEvery = time.Duration(r.ResyncInterval.V)

@@ -156,7 +156,7 @@ gateways = ["dir2", "dir1"]
 		t.Errorf("dir2 defaults wrong: %+v", d2)
 	}
 	if diff := cmp.Diff(Daemon{Listen: DefaultListen, RouteProtocol: DefaultRouteProtocol, RulePriority: PriorityBand{500, 599},
-		LogFormat: "text", LogLevel: "info", OnExit: OnExitLeave, ControlSocket: DefaultControlSocket, ResyncEvery: DefaultResync, Multipath: MultipathClassic}, p.Daemon); diff != "" {
+		LogFormat: "text", LogLevel: "info", OnExit: OnExitLeave, ControlSocket: DefaultControlSocket, ResyncEvery: DefaultResync, Multipath: MultipathAuto}, p.Daemon); diff != "" {
 		t.Errorf("daemon (-want +got):\n%s", diff)
 	}
 }

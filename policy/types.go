@@ -423,15 +423,22 @@ func (n *Buckets) UnmarshalText(b []byte) error {
 type Multipath string
 
 const (
-	// MultipathClassic is one RTA_MULTIPATH route per group (the default).
+	// MultipathAuto (the default) is MultipathGroups on a host that
+	// forwards every family its groups route, MultipathClassic on one
+	// that does not. The daemon decides at start (internal/daemon,
+	// multipathForm): a router's forwarded flows gain from resilient
+	// groups, a host's own connections need classic multipath, the only
+	// form whose nexthop choice honours the source address they picked.
+	MultipathAuto Multipath = "auto"
+	// MultipathClassic is one RTA_MULTIPATH route per group.
 	MultipathClassic Multipath = "classic"
-	// MultipathAuto uses kernel nexthop objects, resilient groups where
+	// MultipathGroups uses kernel nexthop objects, resilient groups where
 	// the kernel has them (Linux 5.13+), falling back to plain nexthop
 	// groups and then to classic routes.
-	MultipathAuto Multipath = "auto"
+	MultipathGroups Multipath = "groups"
 )
 
 func (m *Multipath) UnmarshalText(b []byte) (err error) {
-	*m, err = enumText("multipath", b, MultipathClassic, MultipathAuto)
+	*m, err = enumText("multipath", b, MultipathAuto, MultipathClassic, MultipathGroups)
 	return err
 }

@@ -193,11 +193,15 @@ func TestKernelWatcherDropsForeignChurn(t *testing.T) {
 		h.MustRun(t, "ip", "route", "replace", fmt.Sprintf("198.18.77.%d/32", n), "dev", "eth1", "table", "301", "proto", "212")
 	}
 	marker(0)
+	tries := 0
 	eventually(t, "watcher subscribed", 10*time.Second, func() (bool, string) {
 		if k, _ := cf.counts(); k > 0 {
 			return true, ""
 		}
-		marker(0)
+		// A fresh route each time: the watcher may subscribe after any
+		// one of them, and an identical replace need not be notified.
+		tries++
+		marker(100 + tries%100)
 		return false, "no marker seen"
 	})
 	k0, d0 := cf.counts()
@@ -324,11 +328,15 @@ func TestKernelSocketFilterDropsForeignChurn(t *testing.T) {
 		h.MustRun(t, "ip", "route", "replace", fmt.Sprintf("198.18.77.%d/32", n), "dev", "eth1", "table", "301", "proto", "212")
 	}
 	marker(0)
+	tries := 0
 	eventually(t, "watcher subscribed", 10*time.Second, func() (bool, string) {
 		if k, _ := cf.counts(); k > 0 {
 			return true, ""
 		}
-		marker(0)
+		// A fresh route each time: the watcher may subscribe after any
+		// one of them, and an identical replace need not be notified.
+		tries++
+		marker(100 + tries%100)
 		return false, "no marker seen"
 	})
 	k0, d0 := cf.counts()

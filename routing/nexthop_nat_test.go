@@ -115,6 +115,9 @@ func TestNexthopGroupsNAT(t *testing.T) {
 					if res.OthersKept != res.OthersBefore {
 						t.Errorf("(a) conntrack entries of g2..g4: %d of %d kept, want all", res.OthersKept, res.OthersBefore)
 					}
+					if res.HealthyTCPBroken != 0 {
+						t.Errorf("(a) %d TCP streams through g2..g4 broke, want 0: %v", res.HealthyTCPBroken, res.TCPErrors)
+					}
 					// (b) every flow sends throughout, so every bucket is
 					// busy and idle_timer (120 s) holds: none may move.
 					if res.BusyMovedAtReturn != 0 {

@@ -27,6 +27,14 @@ func (r *Reconciler) Form() Form {
 	return r.form
 }
 
+// FormReason says why group defaults take the form Form returns: the
+// caller's reason (Config.FormReason), or what the kernel lacks.
+func (r *Reconciler) FormReason() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.formWhy
+}
+
 // chooseForm settles the form once: Config.Form, capped by what the
 // kernel offers.
 func (r *Reconciler) chooseForm() {
@@ -35,9 +43,13 @@ func (r *Reconciler) chooseForm() {
 		form, why = r.nh.BestForm()
 	}
 	if want := r.cfg.Form; want != FormAuto && want < form {
-		form, why = want, "Config.Form asks for "+want.String()
+		form, why = want, cmp.Or(r.cfg.FormReason, "Config.Form asks for "+want.String())
+	} else if why == "" {
+		why = r.cfg.FormReason
 	}
-	r.form = form
+	r.mu.Lock()
+	r.form, r.formWhy = form, why
+	r.mu.Unlock()
 	if form != FormResilient {
 		r.log.Info("group defaults without resilient nexthop groups", "form", form.String(), "reason", why)
 	}
@@ -51,6 +63,7 @@ func (r *Reconciler) fallBack(err error) {
 	from := r.form
 	if from > FormClassic {
 		r.form--
+		r.formWhy = fmt.Sprintf("the kernel refused a %s group: %v", from, err)
 	}
 	to := r.form
 	r.mu.Unlock()

@@ -52,6 +52,9 @@ type Config struct {
 	// Form caps the form of group defaults; FormAuto takes the best the
 	// kernel offers (resilient groups on Linux 5.13+).
 	Form Form
+	// FormReason says why the caller chose Form, for the log, status and
+	// FormReason(); empty: nothing beyond what the kernel offers.
+	FormReason string
 }
 
 // orDiscard is the tree's one logger default: a nil logger discards, as
@@ -91,6 +94,7 @@ type Reconciler struct {
 	installed   State // owned state as last read or written
 	installedNH nexthopState
 	form        Form
+	formWhy     string  // why form is what it is; under mu
 	foreign     []Route // routes of other protocols on keys uplinkd wants
 	conflicts   []Op    // OpConflict of the last reconcile that got as far as a plan
 	closing     bool    // set by Close; Run refuses to start after it

@@ -37,6 +37,7 @@ type RouteSink interface {
 	Installed() routing.State
 	Conflicts() []routing.Op
 	Form() routing.Form
+	FormReason() string
 	Withdraw(ctx context.Context) error
 	Close() error
 }

@@ -164,6 +164,7 @@ func (d *daemon) build() error {
 		return fmt.Errorf("creating reconciler: %w", err)
 	}
 	d.nexthops = nk
+	form, formWhy := multipathForm(d.p, procForwarding)
 	d.rec, err = routing.NewReconciler(routing.Config{
 		Netlink:     watchedNetlink{Netlink: kernel, p: recCalls},
 		Nexthops:    watchedNexthops{NexthopKernel: nk, p: recCalls},
@@ -171,7 +172,8 @@ func (d *daemon) build() error {
 		Logger:      d.log,
 		Metrics:     routing.NewMetrics(d.reg),
 		ResyncEvery: d.p.Daemon.ResyncEvery,
-		Form:        formOf(d.p.Daemon.Multipath),
+		Form:        form,
+		FormReason:  formWhy,
 		// d.core is set below, before anything can apply.
 		OnApplied: func(ops []routing.Op) { d.core.OnApplied(ops) },
 	})
@@ -544,12 +546,4 @@ func (w *workers) wait() error {
 	case err := <-w.errc:
 		return err
 	}
-}
-
-// formOf maps [daemon] multipath to the reconciler's form cap.
-func formOf(m policy.Multipath) routing.Form {
-	if m == policy.MultipathAuto {
-		return routing.FormAuto
-	}
-	return routing.FormClassic
 }

@@ -34,6 +34,9 @@ type Status struct {
 	// (resilient nexthop groups), mpath (nexthop groups) or classic
 	// (RTA_MULTIPATH routes), the last two a fallback.
 	Multipath string `json:"multipath"`
+	// MultipathReason says why: what the kernel lacks, or how
+	// multipath = "auto" decided (whether the host forwards).
+	MultipathReason string `json:"multipath_reason,omitempty"`
 	// Conditions are every [condition.NAME], by name.
 	Conditions []ConditionStatus `json:"conditions"`
 }
@@ -153,6 +156,7 @@ func (c *Core) Status() *Status {
 		s.Conflicts = append(s.Conflicts, op.String())
 	}
 	s.Multipath = c.rec.Form().String()
+	s.MultipathReason = c.rec.FormReason()
 	byName := map[string]detector.GatewayStatus{}
 	for _, d := range det {
 		byName[d.Name] = d

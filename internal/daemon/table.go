@@ -116,6 +116,9 @@ func WriteTable(w io.Writer, s *Status) error {
 	}
 	if s.Multipath != "" && len(s.Groups) > 0 {
 		fmt.Fprintf(&b, "\ngroup defaults: %s\n", multipathText(s.Multipath))
+		if s.MultipathReason != "" {
+			fmt.Fprintf(&b, "  because %s\n", s.MultipathReason)
+		}
 	}
 	if len(s.Conflicts) > 0 {
 		fmt.Fprintf(&b, "\nroute conflicts (not written; retried on every resync):\n")
@@ -145,9 +148,9 @@ func multipathText(form string) string {
 	case "resilient":
 		return "resilient nexthop groups"
 	case "mpath":
-		return "nexthop groups, not resilient (fallback: the kernel lacks resilient groups)"
+		return "nexthop groups, not resilient"
 	case "classic":
-		return "classic multipath routes (fallback: no nexthop objects)"
+		return "classic multipath routes"
 	}
 	return form
 }

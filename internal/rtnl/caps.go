@@ -53,6 +53,16 @@ func (c *Conn) Probe() Caps {
 	return caps
 }
 
+// KernelAtLeast reports whether the running kernel's release is at least
+// major.minor, for behaviour a capability probe cannot see.
+func KernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return false
+	}
+	return releaseAtLeast(unix.ByteSliceToString(u.Release[:]), major, minor)
+}
+
 // releaseAtLeast compares the leading "major.minor" of a kernel release
 // string ("6.18.44-fc-v669") with major.minor.
 func releaseAtLeast(release string, major, minor int) bool {

@@ -50,6 +50,11 @@ type FailoverResult struct {
 	// the route change.
 	OthersBefore, OthersKept int
 	TCPErrors                []error
+	// HealthyTCPBroken counts the TCP streams that ended in an error and
+	// had not gone through uplink 1 before the failure (by their conntrack
+	// entries; a stream not found there counts too): a stream through
+	// uplink 1 cannot keep its NAT mapping, another should never break.
+	HealthyTCPBroken int
 }
 
 // RunFailover runs cfg's scenario. The router's default must be in place
@@ -68,6 +73,7 @@ func (n *NATLab) RunFailover(ctx context.Context, cfg FailoverConfig) (*Failover
 	var evMu sync.Mutex
 	var evErr error
 	var before, after map[string]bool
+	var tcpUplink map[int]int // TCP stream's local port: its uplink before the failure
 	note := func(err error) {
 		if err != nil {
 			evMu.Lock()
@@ -93,6 +99,7 @@ func (n *NATLab) RunFailover(ctx context.Context, cfg FailoverConfig) (*Failover
 				return
 			}
 			before, _ = n.otherEntries()
+			tcpUplink = n.tcpUplinks(cfg.FirstPort+500, cfg.TCP)
 			if !at(cfg.DieAt) {
 				return
 			}
@@ -117,11 +124,15 @@ func (n *NATLab) RunFailover(ctx context.Context, cfg FailoverConfig) (*Failover
 			note(cfg.Up())
 		}()
 	}
-	tcpErr := make(chan error, cfg.TCP)
+	type tcpEnd struct {
+		port int
+		err  error
+	}
+	tcpErr := make(chan tcpEnd, cfg.TCP)
 	for i := 0; i < cfg.TCP; i++ {
 		go func(port int) {
 			_, err := RunTCP(ctx, n.Client, TCPConfig{Target: netip.AddrPortFrom(TargetAddr4, DiscardPort), LocalPort: port, Chunk: 256, Rate: 20, Duration: cfg.Duration})
-			tcpErr <- err
+			tcpErr <- tcpEnd{port, err}
 		}(cfg.FirstPort + 500 + i)
 	}
 	ports := make([]int, cfg.Flows)
@@ -131,8 +142,11 @@ func (n *NATLab) RunFailover(ctx context.Context, cfg FailoverConfig) (*Failover
 	tr, err := RunUDP(ctx, n.Client, UDPConfig{Target: netip.AddrPortFrom(TargetAddr4, EchoPort), Flows: cfg.Flows, Ports: ports, Rate: cfg.Rate, Duration: cfg.Duration}, started)
 	<-events
 	for i := 0; i < cfg.TCP; i++ {
-		if e := <-tcpErr; e != nil {
-			res.TCPErrors = append(res.TCPErrors, e)
+		if e := <-tcpErr; e.err != nil {
+			res.TCPErrors = append(res.TCPErrors, fmt.Errorf("through uplink %d: %w", tcpUplink[e.port], e.err))
+			if tcpUplink[e.port] != 1 { // uplinks 2..4, or not seen in conntrack: not excused
+				res.HealthyTCPBroken++
+			}
 		}
 	}
 	if err != nil {
@@ -215,6 +229,22 @@ func (n *NATLab) otherEntries() (map[string]bool, error) {
 	return out, nil
 }
 
+// tcpUplinks maps the local ports of the n TCP streams from first to the
+// uplink their conntrack entries use (0: unknown).
+func (n *NATLab) tcpUplinks(first, count int) map[int]int {
+	out := map[int]int{}
+	flows, err := n.Conntrack()
+	if err != nil {
+		return out
+	}
+	for _, f := range flows {
+		if p := int(f.Forward.SrcPort); f.Forward.Protocol == 6 && p >= first && p < first+count {
+			out[p] = UplinkOf(f)
+		}
+	}
+	return out
+}
+
 // EntryKey identifies a conntrack entry across dumps: its original tuple
 // and its start time (with net.netfilter.nf_conntrack_timestamp = 1), so
 // an entry deleted and recreated shows as another one.
@@ -241,6 +271,6 @@ func (r *FailoverResult) String() string {
 	for _, k := range keys {
 		spread += fmt.Sprintf(" %s:%d", k, counts[k])
 	}
-	return fmt.Sprintf("flows before:%s; failover: %d of %d healthy flows moved, uplink 1's %d resumed after %s, conntrack of uplinks 2..4 kept %d/%d; return: %d moved (%d busy of uplinks 2..4); tcp errors %d",
-		spread, r.MovedAtFailover, len(r.Before)-r.Uplink1Flows, r.Uplink1Flows, resumed, r.OthersKept, r.OthersBefore, r.MovedAtReturn, r.BusyMovedAtReturn, len(r.TCPErrors))
+	return fmt.Sprintf("flows before:%s; failover: %d of %d healthy flows moved, uplink 1's %d resumed after %s, conntrack of uplinks 2..4 kept %d/%d; return: %d moved (%d busy of uplinks 2..4); tcp errors %d (%d not through uplink 1)",
+		spread, r.MovedAtFailover, len(r.Before)-r.Uplink1Flows, r.Uplink1Flows, resumed, r.OthersKept, r.OthersBefore, r.MovedAtReturn, r.BusyMovedAtReturn, len(r.TCPErrors), r.HealthyTCPBroken)
 }

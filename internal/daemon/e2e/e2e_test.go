@@ -1260,12 +1260,12 @@ func TestPolicyThatManagesNothingIsRefused(t *testing.T) {
 	}
 }
 
-// TestResilientGroupsEndToEnd runs the daemon with multipath = "auto": the
+// TestResilientGroupsEndToEnd runs the daemon with multipath = "groups": the
 // group's default goes through a resilient nexthop group, status says so,
 // and a dead gateway is taken out of the group without a route write.
 func TestResilientGroupsEndToEnd(t *testing.T) {
 	l := newLab(t)
-	l.start(strings.Replace(l.basePolicy(2, ""), "[daemon]\n", "[daemon]\nmultipath = \"auto\"\n", 1))
+	l.start(strings.Replace(l.basePolicy(2, ""), "[daemon]\n", "[daemon]\nmultipath = \"groups\"\n", 1))
 	l.waitBothUp()
 	if st := l.status(); st.Multipath != "resilient" {
 		t.Fatalf("status multipath %q, want resilient", st.Multipath)

@@ -20,6 +20,7 @@ type benchOpts struct {
 	profiles     []benchProfile // uplinkd's policies, each a mode of its own
 	reps         int
 	kernelReps   int
+	nat          bool // the NAT rows (nat.go)
 	faults       []netlab.Fault
 	window       time.Duration // how long uplinkd may take to restore traffic
 	kernelWindow time.Duration // how long the kernel alone may take
@@ -132,6 +133,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.qualityLoss, "quality-loss", 20, "sustained random loss (percent) on gw1 under traffic, per policy: how soon it is degraded; 0 skips it")
 	fs.IntVar(&o.bfdReps, "bfd-reps", 3, "runs of each fault with FRR's BGP and BFD at 50 ms × 3 instead of uplinkd; 0 skips them")
 	fs.StringVar(&o.logDir, "logs", "", "keep each run's daemon output in this directory")
+	fs.BoolVar(&o.nat, "nat", true, "the NAT rows: a four-uplink NAT router, g1 dies and returns under 32 UDP flows (uplinkd's default, uplinkd classic, the kernel alone; masquerade and snat)")
 	fs.DurationVar(&o.soak, "soak", 10*time.Minute, "the soak with the first policy (traffic on both gateways, 1 % loss, a CPU hog); 0 skips it")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -272,11 +274,17 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		})
 		code = max(code, labCode(stderr, err))
 	}
-	if len(runs) == 0 && soak == nil && len(quality) == 0 {
+	var nat []*natResult
+	if code == 0 && o.nat {
+		var err error
+		nat, err = benchNAT(o, stdout, stderr)
+		code = max(code, labCode(stderr, err))
+	}
+	if len(runs) == 0 && soak == nil && len(quality) == 0 && len(nat) == 0 {
 		return code
 	}
 	rep := newReport(runs, steady, o, time.Since(began))
-	rep.Soak, rep.Quality = soak, quality
+	rep.Soak, rep.Quality, rep.NAT = soak, quality, nat
 	fmt.Fprintln(stdout)
 	rep.printTable(stdout, st)
 	if err := rep.write(o.outDir); err != nil {

@@ -104,8 +104,9 @@ type gwStatus struct {
 }
 
 type status struct {
-	Gateways []gwStatus `json:"gateways"`
-	Routes   []string   `json:"routes"`
+	Multipath string     `json:"multipath"`
+	Gateways  []gwStatus `json:"gateways"`
+	Routes    []string   `json:"routes"`
 }
 
 func (d *daemon) status() (*status, error) {

@@ -47,6 +47,7 @@ type report struct {
 	Runs      []runResult      `json:"runs"`
 	Soak      *soakResult      `json:"soak,omitempty"`
 	Quality   []*qualityResult `json:"quality,omitempty"`
+	NAT       []*natResult     `json:"nat,omitempty"`
 }
 
 func median(v []float64) float64 {
@@ -156,6 +157,14 @@ func intsText(v []int) string {
 
 // markdown renders the table as in the README.
 func (r *report) markdown(w io.Writer) {
+	r.markdownFaults(w)
+	r.markdownRest(w)
+}
+
+func (r *report) markdownFaults(w io.Writer) {
+	if len(r.Summary) == 0 {
+		return
+	}
 	fmt.Fprintf(w, "| fault | with | runs | median outage | worst outage | switch-back gap (worst) | switch-back after | route changes per recovery | spurious checks | false downs | daemon CPU per run | daemon peak RSS |\n")
 	fmt.Fprintf(w, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, s := range r.Summary {
@@ -176,6 +185,9 @@ func (r *report) markdown(w io.Writer) {
 			outageText(s.MedianOutageMs, s.MedianNever, s.WindowS), outageText(s.WorstOutageMs, s.WorstNever, s.WindowS),
 			s.switchbackText(), after, intsText(s.RouteChanges), checks, cpu, rss)
 	}
+}
+
+func (r *report) markdownRest(w io.Writer) {
 	if len(r.Quality) > 0 {
 		fmt.Fprintf(w, "\n| sustained loss on gw1 under traffic | degraded after | probes/s to gw1 |\n| --- | --- | --- |\n")
 		for _, q := range r.Quality {
@@ -184,6 +196,13 @@ func (r *report) markdown(w io.Writer) {
 				v = fmt.Sprintf("%.1f s", q.AfterS)
 			}
 			fmt.Fprintf(w, "| %s, %d %% | %s | %.2f |\n", q.Mode, q.LossPercent, v, q.ProbesPerS)
+		}
+	}
+	if len(r.NAT) > 0 {
+		fmt.Fprintf(w, "\n| NAT router, g1 dies and returns | healthy flows moved at failover | moved at return (busy) | outage of g1's flows | verdict after the first loss | conntrack of g2..g4 kept | flushed | TCP streams broken (through g2..g4) | writes at failover, return |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		for _, n := range r.NAT {
+			fmt.Fprintf(w, "| %s, %s | %d of %d | %d (%d) | %s | %s | %d/%d | %d | %d of 4 (%d) | %s |\n", n.NAT, n.natWith(), n.MovedAtFailover, n.Flows-n.Uplink1Flows,
+				n.MovedAtReturn, n.BusyMovedAtReturn, n.answered(), n.detected(), n.OthersKept, n.OthersBefore, n.Flushed, n.TCPErrors, n.HealthyTCP, n.writes())
 		}
 	}
 	if s := r.Soak; s != nil {
@@ -202,7 +221,17 @@ func (r *report) markdown(w io.Writer) {
 }
 
 func (r *report) printTable(w io.Writer, st style) {
+	if len(r.Summary) > 0 {
+		r.printFaultHeader(w)
+	}
+	r.printFaults(w, st)
+}
+
+func (r *report) printFaultHeader(w io.Writer) {
 	fmt.Fprintf(w, "%-13s %-12s %4s  %-16s %-16s %-22s %-10s %-14s %-9s %-6s %-9s %s\n", "fault", "with", "runs", "median outage", "worst outage", "switch-back gap", "back after", "route changes", "spurious", "false", "CPU/run", "peak RSS")
+}
+
+func (r *report) printFaults(w io.Writer, st style) {
 	for _, s := range r.Summary {
 		cpu, rss, sp, fd := "-", "-", "-", "-"
 		if isUplinkd(s.Mode) {
@@ -234,6 +263,14 @@ func (r *report) printTable(w io.Writer, st style) {
 	}
 	if len(r.Quality) > 0 {
 		fmt.Fprintln(w)
+	}
+	if len(r.NAT) > 0 {
+		fmt.Fprintf(w, "\n%-11s %-28s %-14s %-14s %-14s %-10s %-16s %-8s %-6s %s\n", "NAT", "with", "moved (fail)", "moved (ret)", "g1 outage", "verdict", "ct g2..g4 kept", "flushed", "TCP (g2..g4)", "writes")
+		for _, n := range r.NAT {
+			fmt.Fprintf(w, "%-11s %-28s %-14s %-14s %-14s %-10s %-16s %-8d %-6s %s\n", n.NAT, n.natWith(), fmt.Sprintf("%d of %d", n.MovedAtFailover, n.Flows-n.Uplink1Flows),
+				fmt.Sprintf("%d (%d busy)", n.MovedAtReturn, n.BusyMovedAtReturn), n.answered(), n.detected(), fmt.Sprintf("%d/%d", n.OthersKept, n.OthersBefore), n.Flushed,
+				fmt.Sprintf("%d/4 (%d)", n.TCPErrors, n.HealthyTCP), n.writes())
+		}
 	}
 	if s := r.Soak; s != nil {
 		fmt.Fprintf(w, "\nsoak (%s, %.0f min, traffic on both, %d %% loss on each, CPU hog): %d false downs, %d suspects, %d spurious checks (%.1f/min), %.2f probes/s, CPU %.2f %%, peak RSS %.1f MB\n",
