@@ -437,7 +437,7 @@ func (d *Detector) progressing(gs *gwState) bool {
 	if is == nil || is.index == 0 {
 		return false
 	}
-	ns, err := d.neigh.Neighbours(is.index, Family(policy.FamilyOf(gs.g.Address)))
+	ns, err := d.neigh.Neighbours(is.index, Family(gs.g.Family()))
 	if err != nil {
 		return false
 	}

@@ -72,7 +72,7 @@ var probeKinds = []kindDef{
 
 func icmpSpecs(p *policy.Probe, gw netip.Addr) []probeSpec {
 	var out []probeSpec
-	if p.Gateway {
+	if p.Gateway && gw.IsValid() { // an auto gateway that is the link itself has no address to ping
 		out = append(out, probeSpec{kind: KindICMP, role: roleGateway, addr: netip.AddrPortFrom(gw, 0), target: gw.String(), what: "gateway " + gw.String()})
 	}
 	for _, a := range p.ICMP {
@@ -82,7 +82,7 @@ func icmpSpecs(p *policy.Probe, gw netip.Addr) []probeSpec {
 }
 
 func neighSpecs(p *policy.Probe, gw netip.Addr) []probeSpec {
-	if !p.Neigh {
+	if !p.Neigh || !gw.IsValid() {
 		return nil
 	}
 	return []probeSpec{{kind: KindNeigh, role: roleNeigh, addr: netip.AddrPortFrom(gw, 0), target: gw.String(), what: "neighbour " + gw.String()}}

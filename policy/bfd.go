@@ -100,7 +100,7 @@ func (v *validator) bfd(r *rawBFD, g *Gateway, at func(...string) []string, obj 
 			return
 		}
 		a := f.V.Addr.WithZone("")
-		if g.Address.IsValid() && a.Is4() != g.Address.Is4() {
+		if g.hasFamily() && a.Is4() != (g.Family() == 4) {
 			v.addAt(k(key), obj, "%s %s is not of the gateway's address family", key, a)
 			return
 		}
@@ -111,7 +111,7 @@ func (v *validator) bfd(r *rawBFD, g *Gateway, at func(...string) []string, obj 
 	if !b.Source.IsValid() && len(g.Sources) > 0 {
 		b.Source = g.Sources[0]
 	}
-	if b.Multihop && !b.Source.IsValid() && g.Address.IsValid() {
+	if b.Multihop && !b.Source.IsValid() && g.hasFamily() {
 		v.addAt(k("multihop"), obj, "multihop needs source, the local address the peer expects (or the gateway's sources)")
 	}
 	b.Down = v.enum(r.Down, k("down"), obj, BFDDownImmediate, BFDDownImmediate, BFDDownCheck)

@@ -30,9 +30,17 @@ func (v *validator) gateway(name string, r *rawGateway, p *Policy, tables map[ui
 // link-local zone.
 func (v *validator) gatewayLink(r *rawGateway, g *Gateway, at func(...string) []string, obj string) {
 	if check(v, r.Address, at("address"), obj) {
-		g.Address = r.Address.V.Addr
+		g.Address, g.Auto = r.Address.V.Addr.Addr, r.Address.V.Auto
 	} else if !r.Address.Set {
 		v.addAt(at(), obj, "address is required")
+	}
+	switch fam := v.enum(r.Family, at("family"), obj, "", "ipv4", "ipv6"); {
+	case fam != "" && !g.Auto && r.Address.Set:
+		v.addAt(at("family"), obj, "family is only for address = \"auto\": a literal address has its own")
+	case g.Auto && fam == "ipv6":
+		g.AutoFamily = 6
+	case g.Auto:
+		g.AutoFamily = 4
 	}
 	if r.Interface.Set && r.Interface.V != "" {
 		g.Interface = string(r.Interface.V)
@@ -80,7 +88,7 @@ func (v *validator) gatewaySources(r *rawGateway, g *Gateway, at func(...string)
 			continue
 		}
 		a := s.V.Addr.WithZone("")
-		if g.Address.IsValid() && a.Is4() != g.Address.Is4() {
+		if g.hasFamily() && a.Is4() != (g.Family() == 4) {
 			v.addAt(at("sources"), obj, "source %s is not of the gateway's address family", a)
 			continue
 		}
@@ -159,7 +167,7 @@ func (v *validator) gatewayProbe(pr *rawProbe, g *Gateway, at func(...string) []
 func (v *validator) probeICMP(pr *rawProbe, g *Gateway, at func(...string) []string, obj string) {
 	for _, t := range pr.ICMP {
 		if check(v, t, at("probe", "icmp"), obj) {
-			if g.Address.IsValid() && t.V.Is4() != g.Address.Is4() {
+			if g.hasFamily() && t.V.Is4() != (g.Family() == 4) {
 				v.addAt(at("probe", "icmp"), obj, "probe target %s is not of the gateway's address family", t.V.Addr)
 				continue
 			}
@@ -178,7 +186,7 @@ func (v *validator) probeTCP(pr *rawProbe, g *Gateway, at func(...string) []stri
 			v.addAt(at("probe", "tcp"), obj, "tcp probe target %q is not address:port (IPv6 as [2001:db8::1]:80)", t.V)
 			continue
 		}
-		if g.Address.IsValid() && ap.Addr().Unmap().Is4() != g.Address.Is4() {
+		if g.hasFamily() && ap.Addr().Unmap().Is4() != (g.Family() == 4) {
 			v.addAt(at("probe", "tcp"), obj, "probe target %s is not of the gateway's address family", ap)
 			continue
 		}

@@ -80,6 +80,7 @@ type (
 	fDuration = textField[Duration, *Duration]
 	fRatio    = textField[Ratio, *Ratio]
 	fAddr     = textField[Addr, *Addr]
+	fGwAddr   = textField[GatewayAddr, *GatewayAddr]
 	fPrefix   = textField[Prefix, *Prefix]
 	fMark     = textField[Mark, *Mark]
 	fBand     = textField[PriorityBand, *PriorityBand]
@@ -181,7 +182,8 @@ type rawProbe struct {
 }
 
 type rawGateway struct {
-	Address        fAddr      `toml:"address"`
+	Address        fGwAddr    `toml:"address"`
+	Family         fWord      `toml:"family"`
 	Interface      fWord      `toml:"interface"`
 	Optional       fBool      `toml:"optional"`
 	Weight         fWeight    `toml:"weight"`
@@ -709,13 +711,13 @@ func (v *validator) group(name string, r *rawGroup, p *Policy, tables map[uint32
 			v.addAt(at("gateways"), obj, "gateway %q is not defined", gn)
 		case slices.Contains(g.Gateways, gn):
 			v.addAt(at("gateways"), obj, "gateway %q is listed twice", gn)
-		case !gw.Address.IsValid():
+		case !gw.hasFamily():
 			g.Gateways = append(g.Gateways, gn) // its own error is reported already
 		case g.Family == 0:
-			g.Family = FamilyOf(gw.Address)
+			g.Family = gw.Family()
 			g.Gateways = append(g.Gateways, gn)
-		case FamilyOf(gw.Address) != g.Family:
-			v.addAt(at("gateways"), obj, "gateway %q is IPv%d but the group is IPv%d", gn, FamilyOf(gw.Address), g.Family)
+		case gw.Family() != g.Family:
+			v.addAt(at("gateways"), obj, "gateway %q is IPv%d but the group is IPv%d", gn, gw.Family(), g.Family)
 		default:
 			g.Gateways = append(g.Gateways, gn)
 		}
@@ -821,8 +823,8 @@ func (v *validator) announce(name string, r *rawAnnounce, p *Policy, names map[s
 	}
 	if a.Track != "" && a.Prefix.IsValid() && a.Type == AnnounceUnicast && !a.Via.IsValid() && a.Dev == "" {
 		fam := FamilyOf(a.Prefix.Addr())
-		if gw := p.Gateway(a.Track); gw != nil && FamilyOf(gw.Address) != fam {
-			v.addAt(at("track"), obj, "tracked gateway %q is IPv%d but the prefix is IPv%d; set via or dev", gw.Name, FamilyOf(gw.Address), fam)
+		if gw := p.Gateway(a.Track); gw != nil && gw.hasFamily() && gw.Family() != fam {
+			v.addAt(at("track"), obj, "tracked gateway %q is IPv%d but the prefix is IPv%d; set via or dev", gw.Name, gw.Family(), fam)
 		}
 		if g := p.Group(a.Track); g != nil && g.Family != fam {
 			v.addAt(at("track"), obj, "tracked group %q is IPv%d but the prefix is IPv%d; set via or dev", g.Name, g.Family, fam)
@@ -894,7 +896,7 @@ func (v *validator) conntrack(r *rawGateway, g *Gateway, at func(...string) []st
 			continue
 		}
 		addr := a.V.Addr.WithZone("")
-		if g.Address.IsValid() && addr.Is4() != g.Address.Is4() {
+		if g.hasFamily() && addr.Is4() != (g.Family() == 4) {
 			v.addAt(at("snat_addresses"), obj, "snat address %s is not of the gateway's address family", addr)
 			continue
 		}

@@ -130,8 +130,18 @@ const (
 
 // Gateway is a first-hop router.
 type Gateway struct {
-	Name      string
-	Address   netip.Addr
+	Name    string
+	Address netip.Addr // invalid while an auto gateway has learned none, or is the link itself
+	// Auto: address = "auto", learned from the interface's default route
+	// (internal/daemon, learn.go). AutoFamily is its family (key family).
+	Auto       bool
+	AutoFamily int
+	// Link is set on an auto gateway whose interface's default has no
+	// nexthop (point-to-point, pppd's "default dev ppp0"): the gateway is
+	// the link itself and its routes are device routes.
+	Link bool
+	// Learned says where an auto gateway's address came from, for status.
+	Learned   string
 	Interface string
 	Optional  bool // the interface may be absent; the gateway is down until it appears
 	Weight    int
@@ -151,6 +161,24 @@ type Gateway struct {
 	Conntrack Conntrack
 	BFD       *BFD // nil unless [gateway.NAME.bfd] enabled = true
 }
+
+// Family is the gateway's address family, 4 or 6: its address's, or for
+// an auto gateway the family key's.
+func (g *Gateway) Family() int {
+	if g.Auto {
+		return g.AutoFamily
+	}
+	return FamilyOf(g.Address)
+}
+
+// hasFamily says whether the family is known (a bad address leaves it
+// unknown, its own error reported).
+func (g *Gateway) hasFamily() bool { return g.Auto || g.Address.IsValid() }
+
+// Unresolved says an auto gateway has nothing to route through yet: no
+// address learned and not the link itself. Routing leaves it out; the
+// daemon holds it down.
+func (g *Gateway) Unresolved() bool { return g.Auto && !g.Address.IsValid() && !g.Link }
 
 // Conntrack says when and which conntrack entries of a gateway uplinkd
 // deletes. An entry is the gateway's when its reply direction targets the
@@ -297,6 +325,19 @@ func (p *Policy) Gateway(name string) *Gateway {
 		}
 	}
 	return nil
+}
+
+// Derive returns a copy of p with other gateways and groups: the policy
+// as it runs once auto gateways have learned their address, or without
+// the ones that have not. p is not changed.
+func (p *Policy) Derive(gws []*Gateway, groups []*Group) *Policy {
+	q := *p
+	q.Gateways, q.Groups = gws, groups
+	q.byName = make(map[string]*Gateway, len(gws))
+	for _, g := range gws {
+		q.byName[g.Name] = g
+	}
+	return &q
 }
 
 // Group returns the named group or nil.

@@ -47,7 +47,7 @@ type fHTTPStatus = textField[HTTPStatus, *HTTPStatus]
 
 // probeKinds validates the HTTP and DNS probe keys into g.Probe.
 func (v *validator) probeKinds(r *rawProbe, g *Gateway, at func(...string) []string, obj string) {
-	sameFamily := func(a netip.Addr) bool { return !g.Address.IsValid() || a.Unmap().Is4() == g.Address.Is4() }
+	sameFamily := func(a netip.Addr) bool { return !g.hasFamily() || a.Unmap().Is4() == (g.Family() == 4) }
 	status := 200
 	if check(v, r.HTTPStatus, at("probe", "http_status"), obj) {
 		status = int(r.HTTPStatus.V)
@@ -93,7 +93,7 @@ func (v *validator) probeKinds(r *rawProbe, g *Gateway, at func(...string) []str
 		}
 	}
 	typ := "A"
-	if g.Address.IsValid() && g.Address.Is6() {
+	if g.hasFamily() && g.Family() == 6 {
 		typ = "AAAA"
 	}
 	typ = v.enum(r.DNSType, at("probe", "dns_type"), obj, typ, "A", "AAAA")

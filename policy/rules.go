@@ -81,7 +81,7 @@ func (v *validator) ruleLookup(r *rawRule, rule *Rule, fams map[int]bool, p *Pol
 			v.addAt(at("gateway"), obj, "gateway %q has no table of its own", r.Gateway.V)
 		} else {
 			rule.Table, rule.Gateway = gw.Table, gw.Name
-			fams[FamilyOf(gw.Address)] = true
+			fams[gw.Family()] = true
 		}
 	case r.Table.Set:
 		if id, ok := v.table(r.Table, at("table"), obj, TableUnspec); ok {
@@ -89,7 +89,7 @@ func (v *validator) ruleLookup(r *rawRule, rule *Rule, fams map[int]bool, p *Pol
 			if owner, ok := tables[id]; ok {
 				rule.Gateway = strings.TrimSuffix(strings.TrimPrefix(owner, `gateway "`), `"`)
 				if gw := p.Gateway(rule.Gateway); gw != nil {
-					fams[FamilyOf(gw.Address)] = true
+					fams[gw.Family()] = true
 				}
 			}
 		}
@@ -150,7 +150,7 @@ func gatewayRules(p *Policy) []*Rule {
 			// always routes through it: a probe meant for A never leaves via B.
 			auto = append(auto, &Rule{
 				Name:    "gateway/" + g.Name + "/probe-mark",
-				Family:  FamilyOf(g.Address),
+				Family:  g.Family(),
 				Mark:    &Mark{Value: g.Probe.Mark, Mask: 0xffffffff},
 				Table:   g.Table,
 				Gateway: g.Name,

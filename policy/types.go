@@ -145,6 +145,23 @@ func (a *Addr) UnmarshalText(b []byte) error {
 	return nil
 }
 
+// GatewayAddr is a gateway's address: an IP address, or "auto" for one
+// learned from the interface (the default route a DHCP client, the
+// kernel from router advertisements, or pppd installed there).
+type GatewayAddr struct {
+	Addr
+	Auto bool
+}
+
+func (a *GatewayAddr) UnmarshalText(b []byte) error {
+	if strings.TrimSpace(string(b)) == "auto" {
+		*a = GatewayAddr{Auto: true}
+		return nil
+	}
+	a.Auto = false
+	return a.Addr.UnmarshalText(b)
+}
+
 // Prefix is an IP prefix; a bare address means a host prefix (/32, /128),
 // as ip rule's "from 198.18.1.2" does.
 type Prefix struct{ netip.Prefix }

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"net/netip"
+	"slices"
 
 	"github.com/uplinkd/uplinkd/policy"
 )
@@ -28,6 +29,7 @@ func metricFor(family int, m uint32) uint32 {
 // Desired is the kernel state the policy wants under the given health. It is
 // pure and deterministic: the same inputs give the same State, sorted.
 func Desired(p *policy.Policy, h Snapshot) State {
+	p = withoutUnresolved(p)
 	proto := p.Daemon.RouteProtocol
 	var s State
 	gws := make(map[string]*policy.Gateway, len(p.Gateways))
@@ -58,6 +60,9 @@ func Desired(p *policy.Policy, h Snapshot) State {
 			r.Nexthops = nhs
 		case g.LastResort == policy.LastResortKeep:
 			r.Nexthops = allNexthops(gws, g)
+			if len(r.Nexthops) == 0 {
+				continue // every member an unresolved auto gateway: nothing to keep
+			}
 		case g.LastResort == policy.LastResortUnreachable:
 			r.Type = Unreachable
 		case g.LastResort == policy.LastResortBlackhole:
@@ -71,7 +76,7 @@ func Desired(p *policy.Policy, h Snapshot) State {
 		if gw.Table == 0 {
 			continue
 		}
-		fam := policy.FamilyOf(gw.Address)
+		fam := gw.Family()
 		r := Route{
 			Family:   fam,
 			Table:    gw.Table,
@@ -124,6 +129,35 @@ func Desired(p *policy.Policy, h Snapshot) State {
 	}
 	normalizeInPlace(&s)
 	return s
+}
+
+// withoutUnresolved is p without the auto gateways that have learned no
+// address (policy.Gateway.Unresolved): no route may name them, not even
+// as a group's last resort or a table's kept route, since the kernel has
+// nothing to send to. p itself is not changed.
+func withoutUnresolved(p *policy.Policy) *policy.Policy {
+	drop := map[string]bool{}
+	for _, g := range p.Gateways {
+		if g.Unresolved() {
+			drop[g.Name] = true
+		}
+	}
+	if len(drop) == 0 {
+		return p
+	}
+	var gws []*policy.Gateway
+	for _, g := range p.Gateways {
+		if !drop[g.Name] {
+			gws = append(gws, g)
+		}
+	}
+	groups := make([]*policy.Group, 0, len(p.Groups))
+	for _, g := range p.Groups {
+		c := *g
+		c.Gateways = slices.DeleteFunc(slices.Clone(g.Gateways), func(n string) bool { return drop[n] })
+		groups = append(groups, &c)
+	}
+	return p.Derive(gws, groups)
 }
 
 // dedupeKeys keeps the first route of each kernel key. Two policy objects

@@ -90,8 +90,14 @@ func summarize(w io.Writer, p *policy.Policy) {
 		for _, c := range g.Probe.DNS {
 			targets = append(targets, fmt.Sprintf("dns %s %s %s", c.Server, c.Type, c.Name))
 		}
+		via := g.Address.String()
+		if g.Auto {
+			// Where it will come from: the daemon reads it at start and
+			// follows it (internal/daemon, learn.go).
+			via = fmt.Sprintf("auto (IPv%d: the nexthop of the default route a DHCP client, RAs or pppd put on %s)", g.Family(), g.Interface)
+		}
 		fmt.Fprintf(tw, "  gateway\t%s\tvia %s dev %s weight %d tier %d%s\tprofile %s (%s), probes: %s\n",
-			g.Name, g.Address, g.Interface, g.Weight, g.Tier, extra, g.Profile.Name, g.Profile.Gating, strings.Join(targets, ", "))
+			g.Name, via, g.Interface, g.Weight, g.Tier, extra, g.Profile.Name, g.Profile.Gating, strings.Join(targets, ", "))
 	}
 	for _, g := range p.Groups {
 		gate := ""

@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/uplinkd/uplinkd/internal/daemon"
 	"github.com/uplinkd/uplinkd/policy"
 	"github.com/uplinkd/uplinkd/routing"
 )
@@ -45,6 +46,15 @@ arguments, 3 on an invalid policy.`, stderr)
 			fmt.Fprintf(stderr, "uplinkd plan: %v\n", err)
 		}
 		return exitInvalid
+	}
+	// Auto gateways: what the daemon would learn here now.
+	p, notes, err := daemon.ResolveAuto(p)
+	if err != nil {
+		fmt.Fprintf(stderr, "uplinkd plan: %v\n", err)
+		return exitFailure
+	}
+	for _, n := range notes {
+		fmt.Fprintf(stderr, "# %s\n", n)
 	}
 	health, err := parseAssume(p, *assume)
 	if err != nil {

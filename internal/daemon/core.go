@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"sync"
@@ -70,6 +71,10 @@ type Core struct {
 	conflicts int                    // route conflicts as STATUS last said; loop only
 
 	reloadc chan chan error
+	learnc  chan map[string]Learned // the learner's latest (Relearn)
+	base    *policy.Policy          // the policy as written; pol is it resolved (learn.go); loop only
+	learned map[string]Learned      // what auto gateways learned; loop only
+	onBase  func(p *policy.Policy)  // told of every reloaded policy as written (the learner); may be nil
 	beat    chanHeartbeat
 	hold    startHold        // loop-owned: routes wait for a restart's first verdicts
 	live    []LivenessSource // every other long-lived worker, for Healthy
@@ -135,6 +140,10 @@ type CoreConfig struct {
 	// instance left: route changes then wait for every gateway's first
 	// verdict (startHold).
 	Adopted bool
+	// Base is the policy as written when Policy is it with auto gateways
+	// resolved (learn.go), and Learned what they had learned; nil: Policy.
+	Base    *policy.Policy
+	Learned map[string]Learned
 }
 
 // NewCore builds the loop. It does not start anything.
@@ -149,7 +158,10 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 		load:        cfg.Load,
 		now:         cfg.Now,
 		reloadc:     make(chan chan error, 64),
+		learnc:      make(chan map[string]Learned, 1),
 		pol:         cfg.Policy,
+		base:        cmp.Or(cfg.Base, cfg.Policy),
+		learned:     cfg.Learned,
 		states:      map[string]detector.State{},
 		health:      map[string]routing.Health{},
 		groupHealth: map[string]int{},

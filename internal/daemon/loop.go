@@ -74,6 +74,8 @@ func (c *Core) Loop(ctx context.Context) error {
 			c.conditionsChanged()
 		case <-c.conds.timer.C:
 			c.conditionsChanged()
+		case m := <-c.learnc:
+			c.relearn(m)
 		case ch := <-c.reloadc:
 			if len(pending) == 0 {
 				timer.Reset(debounce)

@@ -137,6 +137,10 @@ func offLink(p *policy.Policy, onlink map[string][]netip.Prefix) map[string]stri
 	out := map[string]string{}
 	for _, g := range p.Gateways {
 		prefixes, ok := onlink[g.Interface]
+		if ok && g.Unresolved() {
+			out[g.Name] = unlearnedReason(g)
+			continue
+		}
 		if !ok || routing.OnLink(g.Address, prefixes) {
 			continue
 		}

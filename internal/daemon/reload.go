@@ -51,7 +51,7 @@ func (c *Core) reload() error {
 		c.notify(fmt.Sprintf("%s\nMONOTONIC_USEC=%d", sd.SdNotifyReloading, ts.Nano()/1000))
 		defer c.notify(sd.SdNotifyReady)
 	}
-	p, err := c.loadForReload()
+	base, p, err := c.loadForReload()
 	if err != nil {
 		c.metrics.reloaded(false, 0)
 		c.mu.Lock()
@@ -59,6 +59,10 @@ func (c *Core) reload() error {
 		c.mu.Unlock()
 		c.log.Error("reload refused, the previous policy keeps running", "err", err)
 		return err
+	}
+	c.base = base
+	if c.onBase != nil {
+		c.onBase(base)
 	}
 	c.adopt(p)
 	c.metrics.reloaded(true, float64(c.now().UnixNano())/1e9)
@@ -71,13 +75,21 @@ func (c *Core) reload() error {
 	return nil
 }
 
-// loadForReload reads the new policy and hands it to the detector, or
-// says why it cannot run.
-func (c *Core) loadForReload() (*policy.Policy, error) {
-	p, err := c.load()
+// loadForReload reads the new policy and hands it, resolved with what the
+// auto gateways learned, to the detector, or says why it cannot run. It
+// returns the policy as written and as it runs.
+func (c *Core) loadForReload() (base, p *policy.Policy, err error) {
+	base, err = c.load()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	p, err = c.runnable(resolve(base, c.learned))
+	return base, p, err
+}
+
+// runnable checks what a reload cannot change and hands p to the
+// detector and BFD.
+func (c *Core) runnable(p *policy.Policy) (*policy.Policy, error) {
 	if p.Daemon.RouteProtocol != c.pol.Daemon.RouteProtocol {
 		return nil, fmt.Errorf("route_protocol changed from %d to %d: restart uplinkd to change it, a reload would orphan every route it owns",
 			c.pol.Daemon.RouteProtocol, p.Daemon.RouteProtocol)
@@ -95,14 +107,50 @@ func (c *Core) loadForReload() (*policy.Policy, error) {
 	return p, nil
 }
 
-// adopt makes p the running policy: gateways it keeps keep their health,
-// new ones start unknown (optimistic), and the groups and gateways it
-// dropped lose their series and track files. Then routes follow.
-func (c *Core) adopt(p *policy.Policy) {
-	c.hold.release() // a reload is an operator's word: apply it now
+// Relearn hands the core what the auto gateways learned now. It never
+// blocks: a newer map replaces one the loop has not taken yet.
+func (c *Core) Relearn(m map[string]Learned) {
+	for {
+		select {
+		case c.learnc <- m:
+			return
+		default:
+		}
+		select {
+		case <-c.learnc:
+		default:
+		}
+	}
+}
+
+// relearn runs the policy with the addresses the auto gateways learned:
+// a gateway whose address changed starts its health afresh in the
+// detector (a new machine), and its routes are rewritten.
+func (c *Core) relearn(m map[string]Learned) {
+	c.learned = m
+	p, err := c.runnable(resolve(c.base, m))
+	if err != nil {
+		c.log.Error("running with the learned gateway addresses", "err", err)
+		return
+	}
+	c.adoptPolicy(p, false)
+}
+
+// adopt makes p the running policy after a reload (adoptPolicy).
+func (c *Core) adopt(p *policy.Policy) { c.adoptPolicy(p, true) }
+
+// adoptPolicy makes p the running policy: gateways it keeps keep their
+// health, new ones start unknown (optimistic), and the groups and
+// gateways it dropped lose their series and track files. Then routes
+// follow. reload says an operator asked: the start hold ends, and the
+// reload is counted.
+func (c *Core) adoptPolicy(p *policy.Policy, reload bool) {
 	old := c.pol
-	for _, w := range restartOnly(old.Daemon, p.Daemon) {
-		c.log.Warn("reload: this setting only changes on restart", "setting", w)
+	if reload {
+		c.hold.release() // a reload is an operator's word: apply it now
+		for _, w := range restartOnly(old.Daemon, p.Daemon) {
+			c.log.Warn("reload: this setting only changes on restart", "setting", w)
+		}
 	}
 	c.hooks.SetHooks(p.Hooks)
 	if c.onReload != nil {
@@ -161,9 +209,11 @@ func (c *Core) adopt(p *policy.Policy) {
 	c.states = states
 	c.health = health
 	c.groupHealth = gh
-	c.reloadErr = nil
-	c.lastReload = c.now()
-	c.reloads++
+	if reload {
+		c.reloadErr = nil
+		c.lastReload = c.now()
+		c.reloads++
+	}
 	c.mu.Unlock()
 	c.metrics.setPolicy(p)
 	for _, g := range p.Gateways {

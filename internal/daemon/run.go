@@ -93,6 +93,8 @@ type daemon struct {
 	bfd    *bfd.Server
 	dk     *detectorKernel // the detector's netlink and traffic sources
 	onlink *onLinkWatcher  // holds down gateways that are not on-link
+	learn  *learner        // follows the default routes auto gateways learn from
+	base   *policy.Policy  // the policy as written; p is it with auto gateways resolved
 	core   *Core
 
 	kernel   *routing.Kernel // the reconciler's netlink handle, closed by close
@@ -124,7 +126,12 @@ func (d *daemon) preflight() error {
 	if d.log, err = newRunLogger(stderr, format, level); err != nil {
 		return err
 	}
-	d.p = p
+	// Auto gateways learn their address before anything reads the
+	// policy, so that a restart adopts routes through them too.
+	d.base = p
+	d.learn = newLearner(netlinkRoutes{}, d.log, p, func(m map[string]Learned) { d.core.Relearn(m) })
+	d.learn.Prime()
+	d.p = resolve(p, d.learn.Current())
 	warnAbsent(d.log, p)
 	if err := checkPrivileges(); err != nil {
 		return err
@@ -209,10 +216,12 @@ func (d *daemon) build() error {
 		},
 		Version: d.opts.Build.Version, StartDown: startDown, StartUp: startUp, Adopted: adopted, ConditionFacts: d.conds,
 		Liveness: []LivenessSource{detectorLiveness(d.det), recCalls.report, d.httpBusy.report, hookLiveness(d.hooks),
-			conditionLiveness(d.conds), bfdLiveness(d.bfd)},
+			conditionLiveness(d.conds), bfdLiveness(d.bfd), d.learn.Liveness},
+		Base: d.base, Learned: d.learn.Current(),
 	})
 	if err == nil {
 		d.core.onReload = d.onlink.Update
+		d.core.onBase = d.learn.Update
 	}
 	return err
 }
@@ -375,6 +384,7 @@ func (d *daemon) serve(ctx context.Context) error {
 
 	d.onlink.Prime() // before the detector's first evidence
 	w.start("on-link watcher", d.onlink.Run)
+	w.start("auto gateway learner", d.learn.Run)
 	w.start("detector", d.det.Run)
 	w.start("bfd", d.bfd.Run)
 	w.start("reconciler", d.rec.Run)

@@ -43,17 +43,21 @@ type Status struct {
 
 // GatewayStatus is one gateway in Status.
 type GatewayStatus struct {
-	Name      string    `json:"name"`
-	Interface string    `json:"interface"`
-	Address   string    `json:"address"`
-	Groups    []string  `json:"groups,omitempty"`
-	State     string    `json:"state"`  // detector state: unknown, up, suspect, degraded, down
-	Health    string    `json:"health"` // what routing does with it: up, degraded, down
-	Up        bool      `json:"up"`     // carries traffic by health (up or degraded)
-	Since     time.Time `json:"since"`
-	Reason    string    `json:"reason"`
-	Carrier   bool      `json:"carrier"`
-	Standby   bool      `json:"standby"`
+	Name      string `json:"name"`
+	Interface string `json:"interface"`
+	Address   string `json:"address"`
+	// Auto gateways (address = "auto"): AddressSource is the route the
+	// address was learned from; empty while nothing is learned.
+	Auto          bool      `json:"auto,omitempty"`
+	AddressSource string    `json:"address_source,omitempty"`
+	Groups        []string  `json:"groups,omitempty"`
+	State         string    `json:"state"`  // detector state: unknown, up, suspect, degraded, down
+	Health        string    `json:"health"` // what routing does with it: up, degraded, down
+	Up            bool      `json:"up"`     // carries traffic by health (up or degraded)
+	Since         time.Time `json:"since"`
+	Reason        string    `json:"reason"`
+	Carrier       bool      `json:"carrier"`
+	Standby       bool      `json:"standby"`
 
 	RTTLast float64 `json:"rtt_last_seconds"`
 	RTTAvg  float64 `json:"rtt_avg_seconds"`
@@ -219,12 +223,26 @@ func (s *Status) addKernelState(installed routing.State) map[hop][]string {
 	return held
 }
 
+// gatewayAddress is the address status shows: an auto gateway's learned
+// one, "dev IFACE" for the link itself, "auto" before it learns.
+func gatewayAddress(g *policy.Gateway) string {
+	switch {
+	case g.Address.IsValid():
+		return g.Address.String()
+	case g.Link:
+		return "dev " + g.Interface
+	case g.Auto:
+		return "auto"
+	}
+	return g.Address.String()
+}
+
 // gateway is one gateway's status: the loop's view and the detector's
 // evidence. Ages of evidence that never happened are -1.
 func (v statusView) gateway(p *policy.Policy, g *policy.Gateway, det map[string]detector.GatewayStatus) GatewayStatus {
 	h := v.health[g.Name]
 	gs := GatewayStatus{
-		Name: g.Name, Interface: g.Interface, Address: g.Address.String(), Groups: groupsOf(p, g.Name),
+		Name: g.Name, Interface: g.Interface, Address: gatewayAddress(g), Auto: g.Auto, AddressSource: g.Learned, Groups: groupsOf(p, g.Name),
 		State: v.states[g.Name].String(), Health: h.String(), Up: h.Healthy(), Standby: v.standby[g.Name],
 		LastConfirmedAge: -1, LastRxAge: -1, LastTxAge: -1, LastGoodProbeAge: -1,
 	}

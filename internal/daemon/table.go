@@ -99,6 +99,7 @@ func WriteTable(w io.Writer, s *Status) error {
 		return err
 	}
 	var b strings.Builder
+	writeAuto(&b, s)
 	for _, g := range s.Gateways {
 		if len(g.Routes) == 0 {
 			continue
@@ -141,6 +142,25 @@ func WriteTable(w io.Writer, s *Status) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeAuto says, for each auto gateway, what it learned and from where.
+func writeAuto(b *strings.Builder, s *Status) {
+	first := true
+	for _, g := range s.Gateways {
+		if !g.Auto {
+			continue
+		}
+		if first {
+			b.WriteString("\nauto gateways:\n")
+			first = false
+		}
+		if g.AddressSource == "" {
+			fmt.Fprintf(b, "  %s: nothing learned on %s (no default route of another program there)\n", g.Name, g.Interface)
+			continue
+		}
+		fmt.Fprintf(b, "  %s: %s, learned from %s\n", g.Name, g.Address, g.AddressSource)
+	}
 }
 
 func multipathText(form string) string {

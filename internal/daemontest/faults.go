@@ -141,7 +141,7 @@ func MissingOwnedRoutes(host *nstest.Host, p *policy.Policy, up func(string) boo
 		if gw.Table == 0 || !exists(gw.Interface) {
 			continue
 		}
-		if fam := policy.FamilyOf(gw.Address); !present(fam, gw.Table) {
+		if fam := gw.Family(); !present(fam, gw.Table) {
 			missing = append(missing, fmt.Sprintf("gateway %s: IPv%d default in table %d", gw.Name, fam, gw.Table))
 		}
 	}

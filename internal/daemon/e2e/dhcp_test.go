@@ -36,11 +36,31 @@ exit 0
 // otherwise. SIGUSR2 makes udhcpc release its lease, the exact fault.
 type dhcpLab struct {
 	*lab
-	dir    string
-	client *exec.Cmd
+	dir     string
+	client  *exec.Cmd
+	dnsmasq string
+	server  *exec.Cmd
 }
 
-func newDHCPLab(t *testing.T) *dhcpLab {
+// startServer (re)starts dnsmasq on GW1, handing out router as the
+// router option. The lease file stays, so a restarted server renews the
+// leases it gave.
+func (d *dhcpLab) startServer(router string) {
+	d.t.Helper()
+	if d.server != nil {
+		d.GW1.Stop(d.server)
+	}
+	d.server = d.GW1.StartPeer(d.t, d.dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--no-poll",
+		"--port=0", "--bind-interfaces", "--interface="+nstest.GWDownlinkIf, "--except-interface=lo",
+		"--dhcp-range=198.18.1.50,198.18.1.59,255.255.255.0,2m", "--dhcp-option=option:router,"+router,
+		"--dhcp-authoritative", "--dhcp-leasefile="+filepath.Join(d.dir, "leases"), "--pid-file="+filepath.Join(d.dir, "dnsmasq.pid"),
+		"--user=root", "--group=root", "--log-facility=-")
+}
+
+func newDHCPLab(t *testing.T) *dhcpLab { return newDHCPLabScript(t, udhcpcScript) }
+
+// newDHCPLabScript is newDHCPLab with another client script.
+func newDHCPLabScript(t *testing.T, clientScript string) *dhcpLab {
 	t.Helper()
 	dnsmasq, err := exec.LookPath("dnsmasq")
 	if err != nil {
@@ -52,13 +72,10 @@ func newDHCPLab(t *testing.T) *dhcpLab {
 	}
 	d := &dhcpLab{lab: newLab(t), dir: t.TempDir()}
 	d.Host.MustRun(t, "ip", "-4", "addr", "flush", "dev", nstest.HostUplink1If)
-	d.GW1.StartPeer(t, dnsmasq, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--no-poll",
-		"--port=0", "--bind-interfaces", "--interface="+nstest.GWDownlinkIf, "--except-interface=lo",
-		"--dhcp-range=198.18.1.50,198.18.1.59,255.255.255.0,2m", "--dhcp-option=option:router,"+nstest.GW1Addr4.String(),
-		"--dhcp-authoritative", "--dhcp-leasefile="+filepath.Join(d.dir, "leases"), "--pid-file="+filepath.Join(d.dir, "dnsmasq.pid"),
-		"--user=root", "--group=root", "--log-facility=-")
+	d.dnsmasq = dnsmasq
+	d.startServer(nstest.GW1Addr4.String())
 	script := filepath.Join(d.dir, "udhcpc.script")
-	if err := os.WriteFile(script, []byte(udhcpcScript), 0o755); err != nil {
+	if err := os.WriteFile(script, []byte(clientScript), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	d.client = d.Host.StartPeer(t, busybox, "udhcpc", "-f", "-i", nstest.HostUplink1If, "-s", script,
