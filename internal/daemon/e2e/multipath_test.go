@@ -150,8 +150,29 @@ func TestNATRouterDefaultsToResilientGroups(t *testing.T) {
 			if nh, rt := l.Host.MustRun(t, "ip", "nexthop", "show", "proto", "212"), l.routes(); nh != nhBefore || rt != rtBefore {
 				t.Errorf("restart changed the kernel state:\nnexthops before %q\nafter %q\nroutes before %q\nafter %q", nhBefore, nh, rtBefore, rt)
 			}
+
+			// Drift: someone deletes the group object, and the kernel the
+			// default through it. uplinkd puts both back.
+			id := groupID(nhBefore)
+			if id == "" {
+				t.Fatalf("no group among the nexthop objects:\n%s", nhBefore)
+			}
+			l.Host.MustRun(t, "ip", "nexthop", "del", "id", id)
+			l.waitFor("the group and the default repaired", func() bool {
+				return l.Host.MustRun(t, "ip", "nexthop", "show", "proto", "212") == nhBefore && l.routes() == rtBefore
+			})
 		})
 	}
+}
+
+// groupID is the id of the group in `ip nexthop show` output.
+func groupID(nh string) string {
+	for _, line := range strings.Split(nh, "\n") {
+		if f := strings.Fields(line); len(f) > 2 && f[0] == "id" && strings.Contains(line, " group ") {
+			return f[1]
+		}
+	}
+	return ""
 }
 
 // waitGateway polls the daemon until gateway name is in state want. It
