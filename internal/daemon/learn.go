@@ -35,9 +35,9 @@ type DefaultRoute struct {
 
 // DefaultRoutes is the learner's kernel boundary.
 type DefaultRoutes interface {
-	// Defaults lists every default route of every table, one entry per
-	// nexthop.
-	Defaults() ([]DefaultRoute, error)
+	// Defaults lists the default routes of every table through the
+	// given interfaces, one entry per nexthop.
+	Defaults(ifaces []string) ([]DefaultRoute, error)
 	// WatchRoutes calls hint on every route change until ctx ends or the
 	// subscription fails (ENOBUFS included), and says why.
 	WatchRoutes(ctx context.Context, hint func()) error
@@ -133,6 +133,17 @@ func resolve(base *policy.Policy, learned map[string]Learned) *policy.Policy {
 		return base
 	}
 	return base.Derive(gws, base.Groups)
+}
+
+// autoIfaces lists the interfaces of p's auto gateways, once each.
+func autoIfaces(p *policy.Policy) []string {
+	var out []string
+	for _, g := range p.Gateways {
+		if g.Auto && !slices.Contains(out, g.Interface) {
+			out = append(out, g.Interface)
+		}
+	}
+	return out
 }
 
 // hasAuto says whether p has an auto gateway.
@@ -239,7 +250,7 @@ func (l *learner) recompute(notify bool) {
 		return
 	}
 	l.busy.begin()
-	routes, err := l.src.Defaults()
+	routes, err := l.src.Defaults(autoIfaces(p))
 	l.busy.end()
 	if err != nil {
 		l.log.Warn("reading default routes for auto gateways", "err", err)
@@ -291,7 +302,7 @@ func ResolveAuto(p *policy.Policy) (*policy.Policy, []string, error) {
 	if !hasAuto(p) {
 		return p, nil, nil
 	}
-	routes, err := netlinkRoutes{}.Defaults()
+	routes, err := netlinkRoutes{}.Defaults(autoIfaces(p))
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading default routes for auto gateways: %w", err)
 	}

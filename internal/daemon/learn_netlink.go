@@ -14,50 +14,72 @@ import (
 // namespace, every table.
 type netlinkRoutes struct{}
 
-func (netlinkRoutes) Defaults() ([]DefaultRoute, error) {
-	ls, err := netlink.LinkList()
+// Defaults dumps, per interface, the routes through it in every table.
+// The socket is strict (NETLINK_GET_STRICT_CHK): the kernel sends only
+// the routes whose nexthops use that interface (RTA_OIF), so a BGP
+// table of a million routes beside costs a walk in the kernel, not a
+// million messages parsed here. Without strict checking (Linux < 4.20)
+// everything is sent and defaultsOf filters, at the cost of a full dump.
+func (netlinkRoutes) Defaults(ifaces []string) ([]DefaultRoute, error) {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
-		return nil, fmt.Errorf("listing links: %w", err)
+		return nil, fmt.Errorf("opening netlink handle: %w", err)
 	}
-	names := make(map[int]string, len(ls))
-	for _, l := range ls {
-		names[l.Attrs().Index] = l.Attrs().Name
-	}
-	rs, err := netlink.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return nil, fmt.Errorf("listing routes: %w", err)
-	}
+	defer h.Close()
+	_ = h.SetStrictCheck(true)
 	var out []DefaultRoute
-	for _, r := range rs {
-		if !isDefault(r.Dst) || r.Type != unix.RTN_UNICAST {
-			continue
+	for _, name := range ifaces {
+		l, err := h.LinkByName(name)
+		if err != nil {
+			continue // absent: the detector says so
 		}
-		fam := 4
-		if r.Family == unix.AF_INET6 {
-			fam = 6
+		idx := l.Attrs().Index
+		// LinkIndex goes into the request as RTA_OIF, which a strict
+		// kernel applies to every nexthop of a multipath route; the
+		// library's own RT_FILTER_OIF would drop those (their LinkIndex
+		// is 0), so defaultsOf picks the nexthops instead.
+		filter := &netlink.Route{Table: unix.RT_TABLE_UNSPEC, LinkIndex: idx}
+		err = h.RouteListFilteredIter(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_TABLE, func(r netlink.Route) bool {
+			out = append(out, defaultsOf(r, idx, name)...)
+			return true
+		})
+		if err != nil {
+			return nil, fmt.Errorf("listing routes on %s: %w", name, err)
 		}
-		base := DefaultRoute{Family: fam, Table: uint32(r.Table), Protocol: uint8(r.Protocol), Metric: uint32(r.Priority)}
-		add := func(index int, gw net.IP) {
-			name, ok := names[index]
-			if !ok {
-				return
-			}
-			d := base
-			d.Dev = name
-			if a, ok := netip.AddrFromSlice(gw); ok {
-				d.Gateway = a.Unmap()
-			}
-			out = append(out, d)
-		}
-		if len(r.MultiPath) > 0 {
-			for _, nh := range r.MultiPath {
-				add(nh.LinkIndex, nh.Gw)
-			}
-			continue
-		}
-		add(r.LinkIndex, r.Gw)
 	}
 	return out, nil
+}
+
+// defaultsOf is r's nexthops through the interface idx (name), if r is a
+// unicast default route.
+func defaultsOf(r netlink.Route, idx int, name string) []DefaultRoute {
+	if !isDefault(r.Dst) || r.Type != unix.RTN_UNICAST {
+		return nil
+	}
+	fam := 4
+	if r.Family == unix.AF_INET6 {
+		fam = 6
+	}
+	base := DefaultRoute{Family: fam, Table: uint32(r.Table), Protocol: uint8(r.Protocol), Metric: uint32(r.Priority), Dev: name}
+	var out []DefaultRoute
+	add := func(index int, gw net.IP) {
+		if index != idx {
+			return
+		}
+		d := base
+		if a, ok := netip.AddrFromSlice(gw); ok {
+			d.Gateway = a.Unmap()
+		}
+		out = append(out, d)
+	}
+	if len(r.MultiPath) > 0 {
+		for _, nh := range r.MultiPath {
+			add(nh.LinkIndex, nh.Gw)
+		}
+		return out
+	}
+	add(r.LinkIndex, r.Gw)
+	return out
 }
 
 func isDefault(dst *net.IPNet) bool {

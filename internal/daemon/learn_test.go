@@ -1,9 +1,14 @@
 package daemon
 
 import (
+	"context"
+	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -121,5 +126,89 @@ func TestResolveAndRoutes(t *testing.T) {
 	}
 	if s := (statusView{}).gateway(p, p.Gateway("ppp"), nil); s.Address != "dev ppp0" || !s.Auto {
 		t.Errorf("status of ppp: address %q auto %v", s.Address, s.Auto)
+	}
+}
+
+// fakeRoutes is a DefaultRoutes whose routes a test sets; every Set hints.
+type fakeRoutes struct {
+	mu     sync.Mutex
+	routes []DefaultRoute
+	hints  chan struct{}
+}
+
+func (f *fakeRoutes) Defaults(ifaces []string) ([]DefaultRoute, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []DefaultRoute
+	for _, r := range f.routes {
+		if slices.Contains(ifaces, r.Dev) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeRoutes) WatchRoutes(ctx context.Context, hint func()) error {
+	hint()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-f.hints:
+			hint()
+		}
+	}
+}
+
+func (f *fakeRoutes) set(rs ...DefaultRoute) {
+	f.mu.Lock()
+	f.routes = rs
+	f.mu.Unlock()
+	f.hints <- struct{}{}
+}
+
+// The learner tells the core of every change, and only of changes: a
+// renewal naming another router, then the lease gone.
+func TestLearnerFollowsChanges(t *testing.T) {
+	a := netip.MustParseAddr
+	src := &fakeRoutes{hints: make(chan struct{})}
+	src.routes = []DefaultRoute{{Family: 4, Table: 100, Protocol: 16, Dev: "eth1", Gateway: a("198.18.1.1")}}
+	got := make(chan map[string]Learned, 8)
+	l := newLearner(src, slog.New(slog.DiscardHandler), autoPol(t), func(m map[string]Learned) { got <- m })
+	l.Prime()
+	if l.Current()["isp1"].Addr != a("198.18.1.1") {
+		t.Fatalf("primed: %v", l.Current())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	next := func() map[string]Learned {
+		t.Helper()
+		select {
+		case m := <-got:
+			return m
+		case <-time.After(10 * time.Second):
+			t.Fatal("no change reported")
+			return nil
+		}
+	}
+	src.set(DefaultRoute{Family: 4, Table: 100, Protocol: 16, Dev: "eth1", Gateway: a("198.18.1.3")})
+	if m := next(); m["isp1"].Addr != a("198.18.1.3") {
+		t.Errorf("after the renewal: %v", m)
+	}
+	src.set()
+	if m := next(); len(m) != 0 {
+		t.Errorf("after the lease went: %v, want nothing learned", m)
+	}
+	select {
+	case m := <-got:
+		t.Errorf("a change reported with nothing changed: %v", m)
+	default:
 	}
 }
