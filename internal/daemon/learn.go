@@ -206,18 +206,7 @@ func (l *learner) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for ctx.Err() == nil {
-			if err := l.src.WatchRoutes(ctx, l.hint); err != nil && ctx.Err() == nil {
-				l.log.Warn("route subscription for auto gateways failed, resubscribing", "err", err)
-				l.hint()
-			}
-			t := time.NewTimer(200 * time.Millisecond)
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			}
-			t.Stop()
-		}
+		keepWatching(ctx, l.log, "route subscription for auto gateways", l.src.WatchRoutes, l.hint)
 	}()
 	resync := time.NewTicker(learnResync)
 	defer resync.Stop()

@@ -79,18 +79,7 @@ func (w *onLinkWatcher) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for ctx.Err() == nil {
-			if err := w.src.WatchAddresses(ctx, w.hint); err != nil && ctx.Err() == nil {
-				w.log.Warn("address subscription failed, resubscribing", "err", err)
-				w.hint() // something may have changed unseen
-			}
-			t := time.NewTimer(200 * time.Millisecond)
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			}
-			t.Stop()
-		}
+		keepWatching(ctx, w.log, "address subscription", w.src.WatchAddresses, w.hint)
 	}()
 	resync := time.NewTicker(onLinkResync)
 	defer resync.Stop()
@@ -103,6 +92,24 @@ func (w *onLinkWatcher) Run(ctx context.Context) error {
 		case <-resync.C:
 		}
 		w.recompute()
+	}
+}
+
+// keepWatching runs watch until ctx ends, subscribing again 200 ms after
+// each failure (ENOBUFS included) and hinting then, since something may
+// have changed unseen. The on-link watcher and the learner share it.
+func keepWatching(ctx context.Context, log *slog.Logger, what string, watch func(context.Context, func()) error, hint func()) {
+	for ctx.Err() == nil {
+		if err := watch(ctx, hint); err != nil && ctx.Err() == nil {
+			log.Warn(what+" failed, resubscribing", "err", err)
+			hint()
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
 	}
 }
 
