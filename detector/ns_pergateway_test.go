@@ -3,7 +3,7 @@ package detector_test
 import (
 	"errors"
 	"net/netip"
-	"strings"
+	"slices"
 	"testing"
 	"time"
 
@@ -80,7 +80,8 @@ func TestNSPerGatewayFallbackToInterfaceCounters(t *testing.T) {
 
 // The per-gateway source in production form (GatewayTraffic over the
 // real kernel): the gated profile detects gw1's silent death from gw1's
-// own counters, the status says so, and Withdraw removes the table.
+// own counters (with uplinkd's tcx programs: this kernel has tcx), the
+// status says so, and Withdraw detaches the programs.
 func TestNSPerGatewayCountingDetects(t *testing.T) {
 	tu := nstest.NewTwoUplinks(t)
 	var traffic *detector.GatewayTraffic
@@ -92,9 +93,23 @@ func TestNSPerGatewayCountingDetects(t *testing.T) {
 		t.Cleanup(func() { traffic.Close() })
 		return traffic
 	})
-	detectortest.WaitFor(t, "gw1's traffic counted in table uplinkd", 5*time.Second, func() bool {
-		out, err := tu.Host.Run("nft", "list", "table", "netdev", "uplinkd")
-		return err == nil && strings.Contains(out, `comment "uplinkd eth1 `)
+	if b, why := traffic.Backend(); b != detector.BackendTCX {
+		t.Fatalf("backend %q (%s), want tcx: this kernel has tcx and the test has CAP_BPF", b, why)
+	}
+	eth1, err := tu.Host.Handle.LinkByName("eth1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	progs := func() map[string][]string {
+		st, err := l2counttest.TCXState(tu.Host.Do, eth1.Attrs().Index)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Programs
+	}
+	detectortest.WaitFor(t, "uplinkd's programs counting on eth1", 5*time.Second, func() bool {
+		got := progs()
+		return slices.Equal(got["rx"], []string{"uplinkd_rx"}) && slices.Equal(got["tx"], []string{"uplinkd_tx"})
 	})
 	if got := l.status("gw1").TrafficCounting; got != detector.TrafficPerGateway {
 		t.Errorf("TrafficCounting = %q, want %q", got, detector.TrafficPerGateway)
@@ -104,7 +119,7 @@ func TestNSPerGatewayCountingDetects(t *testing.T) {
 	if err := traffic.Withdraw(); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := tu.Host.Run("nft", "list", "tables"); err != nil || strings.Contains(out, "uplinkd") {
-		t.Errorf("tables after Withdraw: %q, %v", out, err)
+	if got := progs(); len(got) != 0 {
+		t.Errorf("programs on eth1 after Withdraw: %v", got)
 	}
 }

@@ -20,11 +20,11 @@ import (
 // flood's one last: three dual-stack gateways on one interface, worst case.
 type floodPair struct {
 	a, b *nstest.Host
-	c    *l2count.Counter
+	c    l2count.Table
 	keys []l2count.Key
 }
 
-func newFloodPair(b *testing.B, decoys int) *floodPair {
+func newFloodPair(b *testing.B, decoys int, be backend) *floodPair {
 	lab := nstest.New(b)
 	p := &floodPair{a: lab.Host("a"), b: lab.Host("b")}
 	lab.Link(p.a, "eth0", p.b, "eth0")
@@ -33,11 +33,7 @@ func newFloodPair(b *testing.B, decoys int) *floodPair {
 	// Static neighbours: no ARP in the measured path.
 	p.a.MustRun(b, "ip", "neigh", "replace", "198.18.3.2", "lladdr", macOf(b, p.b).String(), "dev", "eth0", "nud", "permanent")
 	p.b.MustRun(b, "ip", "neigh", "replace", "198.18.3.1", "lladdr", macOf(b, p.a).String(), "dev", "eth0", "nud", "permanent")
-	var err error
-	if p.c, err = l2count.Open(p.a.NsHandle()); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { p.c.Close() })
+	p.c = be.open(b, p.a)
 	real, _ := l2count.NewKey("eth0", macOf(b, p.b), l2count.EtherTypeIPv4)
 	for i := 1; i <= decoys; i++ {
 		k, _ := l2count.NewKey("eth0", net.HardwareAddr{0, 0, 0x5e, 0, 0, byte(i)}, l2count.EtherTypeIPv4)
@@ -98,15 +94,28 @@ func threadCPU(b *testing.B) time.Duration {
 // the peer's socket; ns/pkt-cost is their difference, and loss-% the
 // throughput a CPU-bound path loses to counting.
 func BenchmarkCountingCost(b *testing.B) {
-	for _, bc := range []struct {
+	type benchCase struct {
+		be     backend
 		dir    string
 		decoys int
-	}{{"tx", -1}, {"tx", 0}, {"tx", 5}, {"rx", -1}, {"rx", 0}, {"rx", 5}} {
+	}
+	var cases []benchCase
+	for _, be := range backends {
+		for _, dir := range []string{"tx", "rx"} {
+			for _, decoys := range []int{-1, 0, 5} {
+				if decoys < 0 && be.name != "nftables" {
+					continue // the empty-hooks row is nftables'
+				}
+				cases = append(cases, benchCase{be, dir, decoys})
+			}
+		}
+	}
+	for _, bc := range cases {
 		dir := bc.dir
 		// keys=0: empty netdev chains on the interface, the hooks' own
 		// cost, for comparison.
-		b.Run(fmt.Sprintf("%s/keys=%d", dir, bc.decoys+1), func(b *testing.B) {
-			p := newFloodPair(b, max(bc.decoys, 0))
+		b.Run(fmt.Sprintf("%s/%s/keys=%d", bc.be.name, dir, bc.decoys+1), func(b *testing.B) {
+			p := newFloodPair(b, max(bc.decoys, 0), bc.be)
 			hooksOnly := bc.decoys < 0
 			src, dst, from := p.a, p.b, netip.MustParseAddr("198.18.3.2")
 			if dir == "rx" {
@@ -193,15 +202,19 @@ func BenchmarkCountingCost(b *testing.B) {
 // BenchmarkCounts is the poller's read: the counts of three dual-stack
 // gateways on one interface: one dump of the "seen" set.
 func BenchmarkCounts(b *testing.B) {
-	p := newFloodPair(b, 5)
-	if _, err := p.c.Sync(p.keys); err != nil {
-		b.Fatal(err)
-	}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := p.c.Counts(); err != nil {
-			b.Fatal(err)
-		}
+	for _, be := range backends {
+		b.Run(be.name, func(b *testing.B) {
+			p := newFloodPair(b, 5, be)
+			if _, err := p.c.Sync(p.keys); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := p.c.Counts(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
@@ -238,5 +251,43 @@ func BenchmarkSourceCounters(b *testing.B) {
 		if _, err := src.Counters(l.Attrs().Index, gws); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkProgram is the eBPF program's own cost per frame, measured by
+// the kernel (BPF_PROG_TEST_RUN), for a frame of a counted neighbour and
+// for one of nobody's: what the flood's figures hold beneath their noise.
+func BenchmarkProgram(b *testing.B) {
+	lab := nstest.New(b)
+	h := lab.Host("a")
+	c := openBPF(b, h)
+	mac := net.HardwareAddr{2, 0, 0x5e, 0, 0, 1}
+	k, _ := l2count.NewKey("lo", mac, l2count.EtherTypeIPv4)
+	if _, err := c.Sync([]l2count.Key{k}); err != nil {
+		b.Fatal(err)
+	}
+	frame := make([]byte, 64)
+	copy(frame[6:12], mac)            // source: the counted neighbour
+	frame[12], frame[13] = 0x08, 0x00 // IPv4
+	for _, tc := range []struct {
+		name string
+		d    l2count.Dir
+		src  byte
+	}{{"tx/miss", l2count.Tx, 1}, {"rx/hit", l2count.Rx, 1}, {"rx/miss", l2count.Rx, 2}} {
+		b.Run(tc.name, func(b *testing.B) {
+			frame[11] = tc.src
+			per, err := l2count.RunProgram(c, tc.d, frame, b.N)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(per.Nanoseconds()), "ns/frame")
+		})
+	}
+	got, err := c.Counts()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if got[k].Rx == 0 {
+		b.Fatalf("the program never counted the neighbour's frames: %+v", got)
 	}
 }

@@ -50,8 +50,9 @@ func (c *Counter) Close() error {
 var errClosed = errors.New("counter closed")
 
 type keyDir struct {
-	k Key
-	d Dir
+	k   Key
+	d   Dir
+	bpf BPFKey // the eBPF counter's key
 }
 
 // Read returns what the kernel holds of uplinkd's table. It writes nothing.
@@ -130,7 +131,7 @@ func (c *Counter) Sync(want []Key) (writes int, err error) {
 	c.ids = map[uint32]keyDir{}
 	for _, k := range want {
 		for _, d := range []Dir{Rx, Tx} {
-			c.ids[k.id(d)] = keyDir{k, d}
+			c.ids[k.id(d)] = keyDir{k: k, d: d}
 		}
 	}
 	return len(ops), nil

@@ -74,7 +74,30 @@ func open(t testing.TB, h *nstest.Host) *l2count.Counter {
 	return c
 }
 
-func mustSync(t testing.TB, c *l2count.Counter, want ...l2count.Key) int {
+// backend opens one way of counting in a host's namespace.
+type backend struct {
+	name string
+	open func(t testing.TB, h *nstest.Host) l2count.Table
+}
+
+// backends are both ways of counting per neighbour: the behaviour tests
+// run on each, since the daemon uses whichever the kernel offers.
+var backends = []backend{
+	{"tcx", func(t testing.TB, h *nstest.Host) l2count.Table { return openBPF(t, h) }},
+	{"nftables", func(t testing.TB, h *nstest.Host) l2count.Table { return open(t, h) }},
+}
+
+func openBPF(t testing.TB, h *nstest.Host) *l2count.BPFCounter {
+	t.Helper()
+	c, err := l2count.OpenBPF(h.NsHandle())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func mustSync(t testing.TB, c l2count.Table, want ...l2count.Key) int {
 	t.Helper()
 	n, err := c.Sync(want)
 	if err != nil {
@@ -83,7 +106,7 @@ func mustSync(t testing.TB, c *l2count.Counter, want ...l2count.Key) int {
 	return n
 }
 
-func mustCounts(t testing.TB, c *l2count.Counter) map[l2count.Key]l2count.Counts {
+func mustCounts(t testing.TB, c l2count.Table) map[l2count.Key]l2count.Counts {
 	t.Helper()
 	m, err := c.Counts()
 	if err != nil {
@@ -92,7 +115,7 @@ func mustCounts(t testing.TB, c *l2count.Counter) map[l2count.Key]l2count.Counts
 	return m
 }
 
-// within reports whether at lies in [from-slack, to+slack]: the kernel
+// within reports whether at lies in [from-slack, to+slack]: nftables
 // keeps time in jiffies and reports milliseconds.
 func within(at, from, to time.Time) bool {
 	const slack = 20 * time.Millisecond

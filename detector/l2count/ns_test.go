@@ -11,8 +11,14 @@ import (
 // neighbour's counts follow its own traffic only, which interface counters
 // cannot show.
 func TestCountsPerGatewayOnSharedNIC(t *testing.T) {
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { testCountsPerGatewayOnSharedNIC(t, b) })
+	}
+}
+
+func testCountsPerGatewayOnSharedNIC(t *testing.T, b backend) {
 	s := newSharedLAN(t, 2)
-	c := open(t, s.host)
+	c := b.open(t, s.host)
 	gw1v4, gw1v6 := s.key(t, 0, l2count.EtherTypeIPv4), s.key(t, 0, l2count.EtherTypeIPv6)
 	gw2v4, gw2v6 := s.key(t, 1, l2count.EtherTypeIPv4), s.key(t, 1, l2count.EtherTypeIPv6)
 	mustSync(t, c, gw1v4, gw1v6, gw2v4, gw2v6)

@@ -68,13 +68,25 @@ func newDetector(p *policy.Policy, log *slog.Logger, reg prometheus.Registerer, 
 	}
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "uplinkd_traffic_per_neighbour",
-		Help: "1 while traffic evidence is counted per gateway (its MAC, in the nftables table uplinkd); 0 on the interface-counter fallback.",
+		Help: "1 while traffic evidence is counted per gateway (its MAC, by uplinkd's tcx programs or its nftables table); 0 on the interface-counter fallback.",
 	}, func() float64 {
 		if ok, _ := traffic.PerGateway(); ok {
 			return 1
 		}
 		return 0
 	})); err != nil {
+		det.Close()
+		k.Close()
+		return nil, nil, fmt.Errorf("registering the traffic counting metric: %w", err)
+	}
+	backend, _ := traffic.Backend()
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "uplinkd_traffic_counting_info",
+		Help:        "Always 1; backend is how traffic is counted per gateway: tcx (uplinkd's eBPF programs) or nftables (the fallback where eBPF cannot be loaded, several times the cost per packet).",
+		ConstLabels: prometheus.Labels{"backend": backend},
+	})
+	info.Set(1)
+	if err := reg.Register(info); err != nil {
 		det.Close()
 		k.Close()
 		return nil, nil, fmt.Errorf("registering the traffic counting metric: %w", err)

@@ -53,6 +53,7 @@ type Core struct {
 	log     *slog.Logger
 	det     HealthSource
 	bfd     BFDSessions // nil without BFD
+	traffic func() (string, string)
 	rec     RouteSink
 	hooks   *hooks.Runner
 	metrics *Metrics
@@ -111,10 +112,13 @@ type CoreConfig struct {
 	Logger   *slog.Logger
 	Detector HealthSource
 	BFD      BFDSessions // may be nil: no BFD sessions
-	Routes   RouteSink
-	Hooks    *hooks.Runner // may be nil
-	Metrics  *Metrics      // may be nil
-	TrackDir string
+	// TrafficBackend says how traffic is counted per gateway ("tcx",
+	// "nftables") and why not with tcx; nil: not reported.
+	TrafficBackend func() (backend, why string)
+	Routes         RouteSink
+	Hooks          *hooks.Runner // may be nil
+	Metrics        *Metrics      // may be nil
+	TrackDir       string
 	// Conntrack is where flush_conntrack deletes entries; nil disables it.
 	Conntrack routing.Conntrack
 	// Load re-reads and validates the policy on reload.
@@ -152,6 +156,7 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 		log:         cfg.Logger,
 		det:         cfg.Detector,
 		bfd:         cfg.BFD,
+		traffic:     cfg.TrafficBackend,
 		rec:         cfg.Routes,
 		hooks:       cfg.Hooks,
 		metrics:     cfg.Metrics,

@@ -206,8 +206,9 @@ func (d *daemon) build() error {
 	path, strict, log := d.opts.ConfigPath, d.opts.RequireInterfaces, d.log
 	d.core, err = NewCore(CoreConfig{
 		Policy: d.p, Logger: d.log, Detector: d.det, Routes: d.rec, Hooks: d.hooks, Metrics: dm, BFD: d.bfd,
-		Conntrack: conntrackOrNil(d.ct),
-		TrackDir:  d.p.Daemon.TrackDir, Load: func() (*policy.Policy, error) {
+		TrafficBackend: d.dk.traffic.Backend,
+		Conntrack:      conntrackOrNil(d.ct),
+		TrackDir:       d.p.Daemon.TrackDir, Load: func() (*policy.Policy, error) {
 			p, err := loadChecked(path, strict)
 			if err == nil {
 				warnAbsent(log, p)

@@ -37,6 +37,11 @@ type Status struct {
 	// MultipathReason says why: what the kernel lacks, or how
 	// multipath = "auto" decided (whether the host forwards).
 	MultipathReason string `json:"multipath_reason,omitempty"`
+	// TrafficBackend is how traffic is counted per gateway: tcx
+	// (uplinkd's eBPF programs) or nftables (its table; the fallback
+	// where eBPF cannot be loaded, TrafficBackendReason says why).
+	TrafficBackend       string `json:"traffic_backend,omitempty"`
+	TrafficBackendReason string `json:"traffic_backend_reason,omitempty"`
 	// Conditions are every [condition.NAME], by name.
 	Conditions []ConditionStatus `json:"conditions"`
 }
@@ -161,6 +166,9 @@ func (c *Core) Status() *Status {
 	}
 	s.Multipath = c.rec.Form().String()
 	s.MultipathReason = c.rec.FormReason()
+	if c.traffic != nil {
+		s.TrafficBackend, s.TrafficBackendReason = c.traffic()
+	}
 	byName := map[string]detector.GatewayStatus{}
 	for _, d := range det {
 		byName[d.Name] = d

@@ -133,6 +133,9 @@ func WriteTable(w io.Writer, s *Status) error {
 			byIface = append(byIface, g.Name)
 		}
 	}
+	if s.TrafficBackend == detector.BackendNftables {
+		fmt.Fprintf(&b, "\ntraffic counting: per gateway with nftables, not eBPF (%s): several times the cost per packet\n", s.TrafficBackendReason)
+	}
 	if len(byIface) > 0 {
 		fmt.Fprintf(&b, "\ntraffic counting: interface counters for %s (per-gateway counting unavailable, see the log): gateways sharing an interface cannot be told apart by traffic\n",
 			strings.Join(byIface, ", "))

@@ -1159,29 +1159,45 @@ gateways = ["isp1-v6", "isp2-v6"]
 	l.waitFor("isp1-v6 back", func() bool { return both6.MatchString(routes6()) })
 }
 
-// Under the systemd unit's CapabilityBoundingSet (NET_ADMIN and NET_RAW
-// only, so no CAP_SETPCAP, CAP_CHOWN or CAP_DAC_OVERRIDE) the daemon starts,
-// drops nothing it cannot, and still moves routes.
+// Under the systemd unit's CapabilityBoundingSet (NET_ADMIN, NET_RAW; BPF
+// and SYS_ADMIN for loading and adopting the counting programs, SETPCAP to
+// drop them; no CAP_CHOWN or CAP_DAC_OVERRIDE) the daemon starts, counts
+// with tcx, keeps only NET_ADMIN and NET_RAW, and still moves routes.
+// Under the older set, without BPF and SYS_ADMIN, it counts with its
+// nftables table instead and says why.
 func TestRunsUnderUnitBoundingSet(t *testing.T) {
 	if _, err := exec.LookPath("setpriv"); err != nil {
 		t.Fatalf("setpriv (util-linux) is not installed; run scripts/setup.sh: %v", err)
 	}
-	l := newLab(t)
-	l.writeFile("uplinkd.toml", l.basePolicy(2, ""), 0o600)
-	l.cmd = l.Host.Start(t, "setpriv", "--inh-caps=-all", "--bounding-set=-all,+net_admin,+net_raw", prodBinary, "run", "--config", l.policy)
-	l.waitFor("the status listener", func() bool { _, err := l.get("/healthz"); return err == nil })
-	l.waitBothUp()
-	caps, err := daemon.ReadProcCaps(strconv.Itoa(l.cmd.Process.Pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if caps.Eff != 0x3000 || caps.Bnd != 0x3000 {
-		t.Errorf("capabilities %+v, want Eff=Bnd=0x3000", caps)
-	}
-	l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
-	l.waitFor("isp1 out of the route", func() bool { return !strings.Contains(l.routes(), "198.18.1.1") })
-	if out, err := l.Host.Run(binary, "reload", "--socket", filepath.Join(l.dir, "run", "control.sock")); err != nil {
-		t.Errorf("reload under the bounding set: %v\n%s", err, out)
+	for _, tc := range []struct {
+		name, bounding, backend, why string
+	}{
+		{"unit", "-all,+net_admin,+net_raw,+bpf,+sys_admin,+setpcap", "tcx", ""},
+		{"without bpf", "-all,+net_admin,+net_raw", "nftables", "operation not permitted"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLab(t)
+			l.writeFile("uplinkd.toml", l.basePolicy(2, ""), 0o600)
+			l.cmd = l.Host.Start(t, "setpriv", "--inh-caps=-all", "--bounding-set="+tc.bounding, prodBinary, "run", "--config", l.policy)
+			l.waitFor("the status listener", func() bool { _, err := l.get("/healthz"); return err == nil })
+			l.waitBothUp()
+			caps, err := daemon.ReadProcCaps(strconv.Itoa(l.cmd.Process.Pid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if caps.Eff != 0x3000 || caps.Bnd != 0x3000 {
+				t.Errorf("capabilities %+v, want Eff=Bnd=0x3000", caps)
+			}
+			st := l.status()
+			if st.TrafficBackend != tc.backend || !strings.Contains(st.TrafficBackendReason, tc.why) || (tc.why == "") != (st.TrafficBackendReason == "") {
+				t.Errorf("traffic backend %q (%q), want %q (with %q)", st.TrafficBackend, st.TrafficBackendReason, tc.backend, tc.why)
+			}
+			l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
+			l.waitFor("isp1 out of the route", func() bool { return !strings.Contains(l.routes(), "198.18.1.1") })
+			if out, err := l.Host.Run(binary, "reload", "--socket", filepath.Join(l.dir, "run", "control.sock")); err != nil {
+				t.Errorf("reload under the bounding set: %v\n%s", err, out)
+			}
+		})
 	}
 }
 

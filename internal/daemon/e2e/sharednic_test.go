@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/uplinkd/uplinkd/detector/l2count/l2counttest"
 	"github.com/uplinkd/uplinkd/internal/daemon"
 	"github.com/uplinkd/uplinkd/internal/nstest"
 	"github.com/uplinkd/uplinkd/lab/netlab"
@@ -275,10 +277,29 @@ func TestDualStackIPv6DiesWhileIPv4Flows(t *testing.T) {
 	}
 }
 
-// countedMAC reports whether uplinkd's nftables table counts mac.
+// countedMAC reports whether uplinkd's tcx programs count mac on eth0.
 func (l *sharedLab) countedMAC(mac string) bool {
-	out, err := l.Host.Run("nft", "list", "table", "netdev", "uplinkd")
-	return err == nil && strings.Contains(out, mac)
+	st, ok := l.tcx()
+	if !ok {
+		return false
+	}
+	for _, c := range st.Counted {
+		if strings.HasPrefix(c, mac+" ") {
+			return true
+		}
+	}
+	return false
+}
+
+// tcx is uplinkd's counting on eth0: its programs (with their ids) and
+// the MACs its map counts.
+func (l *sharedLab) tcx() (l2counttest.TCX, bool) {
+	eth0, err := l.Host.Handle.LinkByName("eth0")
+	if err != nil {
+		return l2counttest.TCX{}, false
+	}
+	st, err := l2counttest.TCXState(l.Host.Do, eth0.Attrs().Index)
+	return st, err == nil
 }
 
 // A director's MAC changes under traffic (a replaced box, a failover of
@@ -469,63 +490,53 @@ func BenchmarkSharedNICFault(b *testing.B) {
 	})
 }
 
-// nftTable is `nft -a list table netdev uplinkd` (with rule handles) with
-// the set's elements and counters left out: what a restart must keep.
-func (l *sharedLab) nftTable() (string, bool) {
-	out, err := l.Host.Run("nft", "-a", "list", "table", "netdev", "uplinkd")
-	if err != nil {
-		return "", false
-	}
-	var keep []string
-	for _, line := range strings.Split(out, "\n") {
-		if t := strings.TrimSpace(line); strings.HasPrefix(t, "elements") || strings.HasPrefix(t, "0x") || strings.HasPrefix(t, "}") && strings.Contains(line, "counter") {
-			continue
-		}
-		keep = append(keep, line)
-	}
-	return strings.Join(keep, "\n"), true
-}
-
-// The counting table is uplinkd's like its routes: a restart with
-// on_exit = "leave" adopts it (same chains and rules, same handles, so
-// nothing was rewritten), and on_exit = "withdraw" deletes it.
-func TestCountingTableAdoptedAndWithdrawn(t *testing.T) {
+// The counting programs are uplinkd's like its routes: a restart with
+// on_exit = "leave" adopts them (the same program ids on eth0, the same
+// keys, so nothing was re-attached), and on_exit = "withdraw" detaches
+// them. No nftables table is made beside them.
+func TestCountingProgramsAdoptedAndWithdrawn(t *testing.T) {
 	l := newSharedLab(t, 2)
 	pol := l.directorsPolicy(2)
 	l.start(pol)
 	l.flows(t, l.s.Source4(0).String(), l.s.Source4(1).String())
-	var before string
-	l.waitFor("both directors counted in table uplinkd", func() bool {
+	var before l2counttest.TCX
+	l.waitFor("both directors counted on eth0", func() bool {
 		var ok bool
-		before, ok = l.nftTable()
-		return ok && strings.Count(before, `comment "uplinkd eth0 `) == 4
+		before, ok = l.tcx()
+		return ok && len(before.Counted) == 2 && len(before.IDs["rx"]) == 1 && len(before.IDs["tx"]) == 1
 	})
 	l.signal(syscall.SIGTERM)
 	if err := l.Host.Wait(l.cmd, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if after, ok := l.nftTable(); !ok || after != before {
-		t.Fatalf("on_exit = leave changed table uplinkd:\nbefore:\n%s\nafter:\n%s", before, after)
+	if after, ok := l.tcx(); !ok || !reflect.DeepEqual(after, before) {
+		t.Fatalf("on_exit = leave changed the counting on eth0:\nbefore: %+v\nafter:  %+v", before, after)
 	}
 	l.start(strings.Replace(pol, "[daemon]\n", "[daemon]\non_exit = \"withdraw\"\n", 1))
 	l.waitFor("both directors up again", func() bool {
 		return l.gatewayState("director1") == "up" && l.gatewayState("director2") == "up"
 	})
-	time.Sleep(time.Second) // polls and a resync of the table
-	if after, ok := l.nftTable(); !ok || after != before {
-		t.Errorf("a restart rewrote table uplinkd:\nbefore:\n%s\nafter:\n%s", before, after)
+	time.Sleep(time.Second) // polls and a resync of the counting
+	if after, ok := l.tcx(); !ok || !reflect.DeepEqual(after, before) {
+		t.Errorf("a restart re-attached or rewrote the counting:\nbefore: %+v\nafter:  %+v", before, after)
 	}
 	if v := l.metric("uplinkd_traffic_per_neighbour", nil); v != 1 {
 		t.Errorf("uplinkd_traffic_per_neighbour = %v, want 1", v)
 	}
+	if v := l.metric("uplinkd_traffic_counting_info", map[string]string{"backend": "tcx"}); v != 1 {
+		t.Errorf(`uplinkd_traffic_counting_info{backend="tcx"} = %v, want 1`, v)
+	}
 	if g := l.gatewayStatus("director1"); g.TrafficCounting != "neighbour" {
 		t.Errorf("director1 traffic_counting = %q, want neighbour", g.TrafficCounting)
+	}
+	if out, _ := l.Host.Run("nft", "list", "tables"); strings.Contains(out, "uplinkd") {
+		t.Errorf("an nftables table beside the programs:\n%s", out)
 	}
 	l.signal(syscall.SIGTERM)
 	if err := l.Host.Wait(l.cmd, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if out, _ := l.Host.Run("nft", "list", "tables"); strings.Contains(out, "uplinkd") {
-		t.Errorf("table uplinkd left after on_exit = withdraw:\n%s", out)
+	if after, ok := l.tcx(); !ok || len(after.Programs) != 0 {
+		t.Errorf("programs left on eth0 after on_exit = withdraw: %+v", after.Programs)
 	}
 }
