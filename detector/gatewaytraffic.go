@@ -8,6 +8,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/uplinkd/uplinkd/detector/l2count"
 )
@@ -45,7 +46,7 @@ func NewGatewayTraffic(ns netns.NsHandle, iface TrafficCounters, log *slog.Logge
 		return nil, fmt.Errorf("opening per-gateway counters: %w", err)
 	}
 	if why != "" {
-		log.Info("counting per gateway with nftables, not eBPF", "why", why)
+		log.Info("counting per gateway with nftables, not eBPF", "err", why)
 	}
 	neigh, err := l2count.OpenNeighbours(ns)
 	if err != nil {
@@ -144,7 +145,11 @@ func openTable(ns netns.NsHandle) (tableCloser, string, string, error) {
 	if nerr != nil {
 		return nil, "", "", nerr
 	}
-	return n, BackendNftables, err.Error(), nil
+	why := err.Error()
+	if errors.Is(err, unix.EPERM) {
+		why = "eBPF not permitted, start with CAP_BPF and CAP_SYS_ADMIN: " + why
+	}
+	return n, BackendNftables, why, nil
 }
 
 // migrating is the tcx counter, which on its first Sync also deletes the

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,6 +85,9 @@ func TestNSPerGatewayFallbackToInterfaceCounters(t *testing.T) {
 // status says so, and Withdraw detaches the programs.
 func TestNSPerGatewayCountingDetects(t *testing.T) {
 	tu := nstest.NewTwoUplinks(t)
+	// The table an earlier start without CAP_BPF left: deleted once the
+	// programs count, since one counter is enough.
+	tu.Host.MustRun(t, "nft", "add", "table", "netdev", "uplinkd")
 	var traffic *detector.GatewayTraffic
 	l := startWithTraffic(t, tu, func(k *detector.Netlink) detector.TrafficCounters {
 		var err error
@@ -111,6 +115,9 @@ func TestNSPerGatewayCountingDetects(t *testing.T) {
 		got := progs()
 		return slices.Equal(got["rx"], []string{"uplinkd_rx"}) && slices.Equal(got["tx"], []string{"uplinkd_tx"})
 	})
+	if out := tu.Host.MustRun(t, "nft", "list", "tables"); strings.Contains(out, "uplinkd") {
+		t.Errorf("the earlier start's nftables table is still there beside the programs:\n%s", out)
+	}
 	if got := l.status("gw1").TrafficCounting; got != detector.TrafficPerGateway {
 		t.Errorf("TrafficCounting = %q, want %q", got, detector.TrafficPerGateway)
 	}

@@ -31,7 +31,8 @@ type BPFCounter struct {
 	stale  map[ebpf.ProgramID]*ebpf.Program // older uplinkd programs found at Open
 	keys   map[[bpfKeySize]byte]keyDir      // what the last Sync counts
 	now    func() time.Time
-	mono   func() time.Duration
+	mono   func() time.Duration // CLOCK_MONOTONIC_COARSE, the programs' clock
+	cpus   int                  // possible CPUs: a per-CPU value's length
 	closed bool
 }
 
@@ -49,8 +50,13 @@ func OpenBPF(ns netns.NsHandle) (*BPFCounter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening netlink: %w", err)
 	}
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("counting CPUs: %w", err)
+	}
 	c := &BPFCounter{ns: ns, h: h, stale: map[ebpf.ProgramID]*ebpf.Program{},
-		now: time.Now, mono: monotonic}
+		now: time.Now, mono: monotonicCoarse, cpus: cpus}
 	if err := c.adoptOrLoad(); err != nil {
 		c.Close()
 		return nil, err
@@ -58,9 +64,9 @@ func OpenBPF(ns netns.NsHandle) (*BPFCounter, error) {
 	return c, nil
 }
 
-func monotonic() time.Duration {
+func monotonicCoarse() time.Duration {
 	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts)
 	return time.Duration(ts.Nano())
 }
 

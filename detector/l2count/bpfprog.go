@@ -25,8 +25,12 @@ const (
 	// neighbour's MAC (6 bytes), the ethertype (2 bytes, network order,
 	// as in the frame) and the direction (u32, host order).
 	bpfKeySize = 16
-	// bpfValueSize is the map value: packets (u64) and the
-	// CLOCK_MONOTONIC time of the last one in ns (u64).
+	// bpfValueSize is the map value, one per CPU: packets (u64) and the
+	// CLOCK_MONOTONIC_COARSE time of the last one in ns (u64). Per CPU,
+	// so that two CPUs counting one gateway never share a cache line or
+	// need an atomic add; the coarse clock (a tick, 4 ms at HZ=250, as
+	// the nftables timeouts) is a load where the precise one reads the
+	// clock source.
 	bpfValueSize = 16
 
 	dirRx = 1
@@ -45,7 +49,7 @@ const (
 )
 
 func seenMapSpec() *ebpf.MapSpec {
-	return &ebpf.MapSpec{Name: mapName, Type: ebpf.Hash, KeySize: bpfKeySize,
+	return &ebpf.MapSpec{Name: mapName, Type: ebpf.PerCPUHash, KeySize: bpfKeySize,
 		ValueSize: bpfValueSize, MaxEntries: setSize}
 }
 
@@ -91,10 +95,11 @@ func progInsns(d Dir, mapFD int) asm.Instructions {
 		asm.Add.Imm(asm.R2, -16),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "out"),
-		asm.Mov.Reg(asm.R7, asm.R0),
-		asm.Mov.Imm(asm.R1, 1),
-		asm.StoreXAdd(asm.R7, asm.R1, asm.DWord), // packets, atomically: both CPUs count
-		asm.FnKtimeGetNs.Call(),
+		asm.Mov.Reg(asm.R7, asm.R0), // this CPU's value
+		asm.LoadMem(asm.R1, asm.R7, 0, asm.DWord),
+		asm.Add.Imm(asm.R1, 1),
+		asm.StoreMem(asm.R7, 0, asm.R1, asm.DWord), // packets
+		asm.FnKtimeGetCoarseNs.Call(),
 		asm.StoreMem(asm.R7, 8, asm.R0, asm.DWord), // the last packet
 		asm.Mov.Imm(asm.R0, tcxNext).WithSymbol("out"),
 		asm.Return(),
@@ -125,13 +130,19 @@ func bpfKey(index int, k Key, d Dir) [bpfKeySize]byte {
 	return b
 }
 
-// bpfValue is a map value: the packets and the monotonic ns of the last.
+// bpfValue is a key's count: the packets on every CPU, and the
+// monotonic coarse ns of the last on any.
 type bpfValue struct {
 	Packets, LastNS uint64
 }
 
-func parseBPFValue(b []byte) bpfValue {
-	return bpfValue{Packets: binary.NativeEndian.Uint64(b[0:8]), LastNS: binary.NativeEndian.Uint64(b[8:16])}
+func sumBPFValues(perCPU [][bpfValueSize]byte) bpfValue {
+	var v bpfValue
+	for _, b := range perCPU {
+		v.Packets += binary.NativeEndian.Uint64(b[0:8])
+		v.LastNS = max(v.LastNS, binary.NativeEndian.Uint64(b[8:16]))
+	}
+	return v
 }
 
 // decodeBPFKey reads a map key back; the interface is known by index only.

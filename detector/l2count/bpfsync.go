@@ -33,10 +33,12 @@ func (c *BPFCounter) read() (BPFHave, error) {
 			}
 		}
 	}
-	var k [bpfKeySize]byte
-	var v [bpfValueSize]byte
-	it := c.seen.Iterate()
-	for it.Next(&k, &v) {
+	entries, err := c.walk()
+	if err != nil {
+		return BPFHave{}, err
+	}
+	for _, e := range entries {
+		k := e.key
 		if bk, ok := c.keys[k]; ok {
 			have.Keys[bk.bpf] = true
 		} else {
@@ -44,9 +46,6 @@ func (c *BPFCounter) read() (BPFHave, error) {
 			// with no interface name, so that the plan deletes it.
 			have.Keys[decodeBPFKey(k)] = true
 		}
-	}
-	if err := it.Err(); err != nil {
-		return BPFHave{}, fmt.Errorf("reading map %s: %w", mapName, err)
 	}
 	return have, nil
 }
@@ -108,7 +107,7 @@ func (c *BPFCounter) applyOne(o BPFOp) error {
 	switch o.Kind {
 	case PutKey:
 		k := bpfKey(o.Key.Index, o.Key.Key, o.Key.Dir)
-		var zero [bpfValueSize]byte
+		zero := make([][bpfValueSize]byte, c.cpus)
 		if err := c.seen.Update(k, zero, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 			return err
 		}
@@ -160,12 +159,13 @@ func (c *BPFCounter) Counts() (map[Key]Counts, error) {
 	}
 	out := map[Key]Counts{}
 	now, mono := c.now(), c.mono()
-	var k [bpfKeySize]byte
-	var v [bpfValueSize]byte
-	it := c.seen.Iterate()
-	for it.Next(&k, &v) {
-		kd, ok := c.keys[k]
-		val := parseBPFValue(v[:])
+	entries, err := c.walk()
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		kd, ok := c.keys[e.key]
+		val := e.val
 		if !ok || val.Packets == 0 {
 			continue
 		}
@@ -177,9 +177,6 @@ func (c *BPFCounter) Counts() (map[Key]Counts, error) {
 			cs.Rx, cs.LastRx = val.Packets, last
 		}
 		out[kd.k] = cs
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("reading map %s: %w", mapName, err)
 	}
 	return out, nil
 }
@@ -205,4 +202,47 @@ func (c *BPFCounter) Withdraw() error {
 		return fmt.Errorf("withdrawing eBPF counting: %w", err)
 	}
 	return nil
+}
+
+type bpfEntry struct {
+	key [bpfKeySize]byte
+	val bpfValue
+}
+
+// walk reads the whole map in batches (BPF_MAP_LOOKUP_BATCH, one syscall
+// for a few keys, where iterating costs two per key). A hash bucket
+// larger than the batch makes the kernel refuse it (ENOSPC): the walk
+// starts again with a batch twice the size.
+func (c *BPFCounter) walk() ([]bpfEntry, error) {
+	n := max(2*len(c.keys), 16)
+	for {
+		out, err := c.walkBatch(n)
+		if errors.Is(err, unix.ENOSPC) && n < setSize {
+			n *= 2
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading map %s: %w", mapName, err)
+		}
+		return out, nil
+	}
+}
+
+func (c *BPFCounter) walkBatch(n int) ([]bpfEntry, error) {
+	keys := make([][bpfKeySize]byte, n)
+	vals := make([][bpfValueSize]byte, n*c.cpus)
+	var out []bpfEntry
+	var cur ebpf.MapBatchCursor
+	for {
+		got, err := c.seen.BatchLookup(&cur, keys, vals, nil)
+		for i := range got {
+			out = append(out, bpfEntry{keys[i], sumBPFValues(vals[i*c.cpus : (i+1)*c.cpus])})
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 }

@@ -11,26 +11,31 @@
 // decision "sent to gw1, nothing from gw1 for tx_without_rx" without
 // pinging anybody while traffic flows normally (RFC 1122 §3.3.1.4).
 //
-// How: one nftables table of uplinkd's own, family netdev, named "uplinkd"
-// (see docs/design.md for why nftables and not tc/eBPF). For every managed
-// interface it holds an ingress chain and an egress chain; for every
-// counted neighbour, one rule in each that matches the neighbour's MAC
-// (source on ingress, destination on egress) and ethertype and updates
-// the neighbour's element of the dynamic set "seen": the element's counter
-// is the packets, its remaining timeout tells when the last one passed,
-// and one dump of the set is the whole read. Only IPv4 and IPv6 frames are
-// counted, and on ingress only those addressed to this host: a dead
-// gateway that still answers ARP or neighbour discovery, or multicasts
-// router advertisements, gives no evidence of forwarding.
+// How, by preference: two tc programs of uplinkd's own, uplinkd_rx and
+// uplinkd_tx, attached with tcx to the managed interfaces (BPFCounter),
+// counting in one per-CPU hash map, uplinkd_seen, keyed by interface
+// index, the neighbour's MAC, the ethertype and the direction: one JITed
+// lookup per frame, a hit only for keys uplinkd put there. Where eBPF
+// cannot be loaded (no tcx, no CAP_BPF or CAP_SYS_ADMIN at start), one
+// nftables table of uplinkd's own, family netdev, named "uplinkd"
+// (Counter): for every managed interface an ingress chain and an egress
+// chain; for every counted neighbour, one rule in each that matches the
+// neighbour's MAC and ethertype and updates its element of the dynamic
+// set "seen". docs/design.md weighs the two and has their costs. Both
+// count only IPv4 and IPv6 frames, and on ingress only those addressed to
+// this host: a dead gateway that still answers ARP or neighbour
+// discovery, or multicasts router advertisements, gives no evidence of
+// forwarding. Both implement Table, which the Source drives.
 //
-// Ownership follows the routing package's rules: Plan(want, have) is pure
-// and table-tested; the apply is one nftables transaction (so counting
-// never has a gap, and a MAC change swaps rules atomically); a restart
-// adopts the table with zero writes; Withdraw deletes the table and nothing
-// else. Nothing outside the table is read or written: an operator's
-// rulesets and tc qdiscs are not touched.
+// Ownership follows the routing package's rules: Plan and PlanBPF are
+// pure and table-tested; a restart adopts what is there with zero writes
+// (the programs by name and kernel tag, with their counts; the table by
+// name); Withdraw detaches uplinkd's programs or deletes its table, and
+// nothing else. The programs hand every frame on (TCX_NEXT): an
+// operator's tcx programs, tc filters and nftables tables see what they
+// saw before.
 //
-// Where the kernel lacks what is needed (no nf_tables, no netdev egress
-// hook, no dynamic sets), Sync returns an error wrapping ErrUnsupported and
-// the caller falls back to interface counters, saying so.
+// Where the kernel lacks both, Sync returns an error wrapping
+// ErrUnsupported and the caller falls back to interface counters, saying
+// so.
 package l2count

@@ -40,7 +40,7 @@ type GatewayCounts struct {
 type Mode string
 
 const (
-	ModeNeighbour Mode = "neighbour" // per gateway, in uplinkd's nftables table
+	ModeNeighbour Mode = "neighbour" // per gateway: uplinkd's tcx programs or nftables table
 	ModeInterface Mode = "interface" // the interface's counters, shared by its gateways
 )
 

@@ -35,8 +35,9 @@ func TestWriteTable(t *testing.T) {
 					Info: bfd.Info{State: bfd.Up, Diag: bfd.DiagNone, LocalDiscr: 7, RemoteDiscr: 4242, RemoteState: bfd.Up,
 						RemoteDiag: bfd.DiagTimeExpired}, TxIntervalSeconds: 0.05, DetectTimeSeconds: 0.15}},
 		},
-		Groups: []GroupStatus{{Name: "wan", Family: 4, Table: 254, Up: true, Healthy: 1, Gateways: []string{"isp1", "isp2"}}},
-		Rules:  []string{"1000: from 198.18.1.2 lookup 201 proto 212"},
+		Groups:         []GroupStatus{{Name: "wan", Family: 4, Table: 254, Up: true, Healthy: 1, Gateways: []string{"isp1", "isp2"}}},
+		Rules:          []string{"1000: from 198.18.1.2 lookup 201 proto 212"},
+		TrafficBackend: "nftables", TrafficBackendReason: "loading program: operation not permitted",
 		Conditions: []ConditionStatus{
 			{Name: "claim", Up: false, Since: now.Add(-5 * time.Second), Pending: true, Until: now.Add(1500 * time.Millisecond),
 				Terms: []ConditionTerm{{"address 198.18.0.100 on eth1", true}, {"gateway isp2 up", true}}},

@@ -76,7 +76,7 @@ func readCounted(ids []ebpf.MapID, index int, into map[string]bool) error {
 			return err
 		}
 		var k [16]byte
-		var v [16]byte
+		var v [][16]byte // per CPU
 		it := m.Iterate()
 		for it.Next(&k, &v) {
 			if int(binary.NativeEndian.Uint32(k[0:4])) == index {
