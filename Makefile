@@ -35,13 +35,7 @@ test-unit:
 	status=$$?; cat out/faults.txt 2>/dev/null; exit $$status
 
 test-fuzz:
-	@set -e; targets=$$(git grep -n '^func Fuzz' -- '*_test.go' | sed -E 's#^(.*)/[^/]*_test\.go:[0-9]+:func (Fuzz[A-Za-z0-9_]*).*#./\1:\2#'); \
-	[ -n "$$targets" ] || { echo "no fuzz targets found"; exit 1; }; \
-	for t in $$targets; do \
-		pkg=$${t%%:*}; fn=$${t##*:}; \
-		echo "fuzz $$pkg $$fn for $(FUZZTIME)"; \
-		$(GO) test -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) $$pkg; \
-	done
+	@sh scripts/fuzz.sh $(GO) $(FUZZTIME)
 
 # Checks on contrib/ that need external tools (promtool, systemd-analyze);
 # filled in by contrib/Makefile.inc when present.

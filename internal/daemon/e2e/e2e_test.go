@@ -1188,6 +1188,9 @@ func TestRunsUnderUnitBoundingSet(t *testing.T) {
 			if caps.Eff != 0x3000 || caps.Bnd != 0x3000 {
 				t.Errorf("capabilities %+v, want Eff=Bnd=0x3000", caps)
 			}
+			// Counting works with the capabilities kept: the programs
+			// are attached after the drop, with CAP_NET_ADMIN only.
+			l.waitFor("isp1 counted per gateway", func() bool { return l.gatewayStatus("isp1").TrafficCounting == "neighbour" })
 			st := l.status()
 			if st.TrafficBackend != tc.backend || !strings.Contains(st.TrafficBackendReason, tc.why) || (tc.why == "") != (st.TrafficBackendReason == "") {
 				t.Errorf("traffic backend %q (%q), want %q (with %q)", st.TrafficBackend, st.TrafficBackendReason, tc.backend, tc.why)
