@@ -102,30 +102,16 @@ func PlanBPF(want []BPFKey, have BPFHave) []BPFOp {
 }
 
 func sortedHooks(m map[Hook]bool) []Hook {
-	var hs []Hook
-	for h, ok := range m {
-		if ok {
-			hs = append(hs, h)
+	return sortedSet(m, func(a, b Hook) bool {
+		if a.Index != b.Index {
+			return a.Index < b.Index
 		}
-	}
-	sort.Slice(hs, func(i, j int) bool {
-		if hs[i].Index != hs[j].Index {
-			return hs[i].Index < hs[j].Index
-		}
-		return hs[i].Dir < hs[j].Dir
+		return a.Dir < b.Dir
 	})
-	return hs
 }
 
 func sortedBPFKeys(m map[BPFKey]bool) []BPFKey {
-	var ks []BPFKey
-	for k, ok := range m {
-		if ok {
-			ks = append(ks, k)
-		}
-	}
-	sort.Slice(ks, func(i, j int) bool {
-		a, b := ks[i], ks[j]
+	return sortedSet(m, func(a, b BPFKey) bool {
 		if a.Index != b.Index {
 			return a.Index < b.Index
 		}
@@ -134,5 +120,18 @@ func sortedBPFKeys(m map[BPFKey]bool) []BPFKey {
 		}
 		return a.Dir < b.Dir
 	})
-	return ks
+}
+
+// sortedSet returns the members of a set (the keys mapped to true) in
+// less's order: plans are written in a fixed order, so they can be
+// compared in tests and read in logs.
+func sortedSet[T comparable](m map[T]bool, less func(a, b T) bool) []T {
+	var out []T
+	for k, ok := range m {
+		if ok {
+			out = append(out, k)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return less(out[i], out[j]) })
+	return out
 }
