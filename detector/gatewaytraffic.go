@@ -132,14 +132,13 @@ type tableCloser interface {
 // openTable opens the cheapest per-neighbour counter the kernel and the
 // process's capabilities allow: uplinkd's tcx programs (a JITed hash
 // lookup per frame), else its nftables table (interpreted rules, several
-// times the cost per frame; docs/design.md), with the reason.
+// times the cost per frame; docs/design.md), with the reason. Any failure
+// of eBPF falls back, not only ErrUnsupported: counting is evidence, and
+// a dearer counter is better than a daemon that does not start.
 func openTable(ns netns.NsHandle) (tableCloser, string, string, error) {
 	b, err := l2count.OpenBPF(ns)
 	if err == nil {
 		return &migrating{BPFCounter: b, ns: ns}, BackendTCX, "", nil
-	}
-	if !errors.Is(err, l2count.ErrUnsupported) {
-		return nil, "", "", err
 	}
 	n, nerr := l2count.Open(ns)
 	if nerr != nil {
