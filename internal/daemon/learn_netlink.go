@@ -91,40 +91,7 @@ func isDefault(dst *net.IPNet) bool {
 }
 
 func (netlinkRoutes) WatchRoutes(ctx context.Context, hint func()) error {
-	ch := make(chan netlink.RouteUpdate, 256)
-	done := make(chan struct{})
-	errc := make(chan error, 1)
-	err := netlink.RouteSubscribeWithOptions(ch, done, netlink.RouteSubscribeOptions{
-		ErrorCallback: func(err error) {
-			select {
-			case errc <- err:
-			default:
-			}
-		},
-		ReceiveBufferSize: 1 << 20,
-	})
-	if err != nil {
-		return fmt.Errorf("subscribing to route updates: %w", err)
-	}
-	defer func() {
-		close(done)
-		for range ch {
-		}
-	}()
-	hint() // changes before the subscription are read now
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-errc:
-			return err
-		case u, ok := <-ch:
-			if !ok {
-				return fmt.Errorf("route subscription closed")
-			}
-			if isDefault(u.Dst) {
-				hint()
-			}
-		}
-	}
+	return subscribeHints(ctx, "route", func(ch chan netlink.RouteUpdate, done chan struct{}, onErr func(error)) error {
+		return netlink.RouteSubscribeWithOptions(ch, done, netlink.RouteSubscribeOptions{ErrorCallback: onErr, ReceiveBufferSize: 1 << 20})
+	}, func(u netlink.RouteUpdate) bool { return isDefault(u.Dst) }, hint)
 }

@@ -55,38 +55,7 @@ func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
 }
 
 func (netlinkAddresses) WatchAddresses(ctx context.Context, hint func()) error {
-	ch := make(chan netlink.AddrUpdate, 64)
-	done := make(chan struct{})
-	errc := make(chan error, 1)
-	err := netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{
-		ErrorCallback: func(err error) {
-			select {
-			case errc <- err:
-			default:
-			}
-		},
-		ReceiveBufferSize: 1 << 20,
-	})
-	if err != nil {
-		return fmt.Errorf("subscribing to address updates: %w", err)
-	}
-	defer func() {
-		close(done)
-		for range ch {
-		}
-	}()
-	hint() // changes before the subscription are read now
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-errc:
-			return err
-		case _, ok := <-ch:
-			if !ok {
-				return fmt.Errorf("address subscription closed")
-			}
-			hint()
-		}
-	}
+	return subscribeHints(ctx, "address", func(ch chan netlink.AddrUpdate, done chan struct{}, onErr func(error)) error {
+		return netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{ErrorCallback: onErr, ReceiveBufferSize: 1 << 20})
+	}, func(netlink.AddrUpdate) bool { return true }, hint)
 }
