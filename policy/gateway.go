@@ -21,6 +21,7 @@ func (v *validator) gateway(name string, r *rawGateway, p *Policy, tables map[ui
 	v.gatewayTable(r, g, at, obj, tables)
 	g.Profile = v.gatewayProfile(r, p, at, obj)
 	v.gatewayProbe(&r.Probe, g, at, obj)
+	v.gatewayVRF(r, g, at, obj)
 	g.Conntrack = v.conntrack(r, g, at, obj)
 	g.BFD = v.bfd(&r.BFD, g, at, obj)
 	return g

@@ -185,6 +185,7 @@ type rawGateway struct {
 	Address        fGwAddr    `toml:"address"`
 	Family         fWord      `toml:"family"`
 	Interface      fWord      `toml:"interface"`
+	VRF            fWord      `toml:"vrf"`
 	Optional       fBool      `toml:"optional"`
 	Weight         fWeight    `toml:"weight"`
 	Tier           fTier      `toml:"tier"`
@@ -731,6 +732,7 @@ func (v *validator) group(name string, r *rawGroup, p *Policy, tables map[uint32
 			}
 		}
 	}
+	v.groupVRF(r, g, p, at, obj)
 	if check(v, r.Metric, at("metric"), obj) {
 		g.Metric = uint32(r.Metric.V)
 	}
@@ -766,14 +768,19 @@ func (v *validator) group(name string, r *rawGroup, p *Policy, tables map[uint32
 func (v *validator) groupTables(p *Policy, raw *rawFile) {
 	type key struct {
 		table  uint32
+		vrf    string // a VRF's groups share its table, unknown until run time
 		family int
 		metric uint32
 	}
 	seen := map[key]string{}
 	for _, g := range p.Groups {
-		k := key{g.Table, g.Family, g.Metric}
+		k := key{g.Table, g.VRF, g.Family, g.Metric}
 		if other, dup := seen[k]; dup {
-			v.addAt(path("group", g.Name, "table"), objName("group", g.Name), "the IPv%d default route of table %s (metric %d) is already managed by group %q", g.Family, TableName(g.Table), g.Metric, other)
+			where := "table " + TableName(g.Table)
+			if g.VRF != "" {
+				where = vrfText(g.VRF) + "'s table"
+			}
+			v.addAt(path("group", g.Name, "table"), objName("group", g.Name), "the IPv%d default route of %s (metric %d) is already managed by group %q", g.Family, where, g.Metric, other)
 			continue
 		}
 		seen[k] = g.Name

@@ -144,8 +144,15 @@ type Gateway struct {
 	Learned   string
 	Interface string
 	Optional  bool // the interface may be absent; the gateway is down until it appears
-	Weight    int
-	Tier      int
+	// VRF is the VRF device the interface is enslaved to ("" for the
+	// default VRF). Its groups route in the VRF's table, which the kernel
+	// knows and the daemon reads (Group.Table); VRFProblem is the daemon's
+	// reason the gateway cannot route there now ("vrf blue absent"), ""
+	// when its interface is in the VRF or it has none.
+	VRF        string
+	VRFProblem string
+	Weight     int
+	Tier       int
 
 	DegradedWeight int // weight while degraded
 	DegradedTier   int // tier while degraded
@@ -179,6 +186,10 @@ func (g *Gateway) hasFamily() bool { return g.Auto || g.Address.IsValid() }
 // address learned and not the link itself. Routing leaves it out; the
 // daemon holds it down.
 func (g *Gateway) Unresolved() bool { return g.Auto && !g.Address.IsValid() && !g.Link }
+
+// Unresolved says a group in a VRF does not know the VRF's table yet
+// (the VRF device is absent): it has no route to write.
+func (g *Group) Unresolved() bool { return g.VRF != "" && g.Table == 0 }
 
 // Conntrack says when and which conntrack entries of a gateway uplinkd
 // deletes. An entry is the gateway's when its reply direction targets the
@@ -230,9 +241,13 @@ const (
 
 // Group is a default route spread over its gateways.
 type Group struct {
-	Name       string
-	Gateways   []string // names, in the order written
+	Name     string
+	Gateways []string // names, in the order written
+	// Table is the table of the group's default; for a group in a VRF
+	// (VRF set, from its gateways) the VRF's table, 0 until the daemon
+	// has read it from the kernel (Unresolved).
 	Table      uint32
+	VRF        string
 	Family     int // 4 or 6
 	Metric     uint32
 	LastResort LastResort

@@ -134,7 +134,8 @@ func Desired(p *policy.Policy, h Snapshot) State {
 // withoutUnresolved is p without the auto gateways that have learned no
 // address (policy.Gateway.Unresolved): no route may name them, not even
 // as a group's last resort or a table's kept route, since the kernel has
-// nothing to send to. p itself is not changed.
+// nothing to send to; and without the groups whose VRF's table is not
+// known (policy.Group.Unresolved). p itself is not changed.
 func withoutUnresolved(p *policy.Policy) *policy.Policy {
 	drop := map[string]bool{}
 	for _, g := range p.Gateways {
@@ -142,7 +143,7 @@ func withoutUnresolved(p *policy.Policy) *policy.Policy {
 			drop[g.Name] = true
 		}
 	}
-	if len(drop) == 0 {
+	if len(drop) == 0 && !slices.ContainsFunc(p.Groups, (*policy.Group).Unresolved) {
 		return p
 	}
 	var gws []*policy.Gateway
@@ -153,6 +154,9 @@ func withoutUnresolved(p *policy.Policy) *policy.Policy {
 	}
 	groups := make([]*policy.Group, 0, len(p.Groups))
 	for _, g := range p.Groups {
+		if g.Unresolved() {
+			continue // a VRF not read yet (absent): no table to write in
+		}
 		c := *g
 		c.Gateways = slices.DeleteFunc(slices.Clone(g.Gateways), func(n string) bool { return drop[n] })
 		groups = append(groups, &c)

@@ -74,6 +74,9 @@ func summarize(w io.Writer, p *policy.Policy) {
 		if g.Table != 0 {
 			extra = fmt.Sprintf(" table %d (on down: %s)", g.Table, g.OnDown)
 		}
+		if g.VRF != "" {
+			extra = " vrf " + g.VRF
+		}
 		targets := []string{}
 		if g.Probe.Gateway {
 			targets = append(targets, "gateway")
@@ -104,8 +107,14 @@ func summarize(w io.Writer, p *policy.Policy) {
 		if g.Condition != "" {
 			gate = fmt.Sprintf(", only while %q is up", g.Condition)
 		}
-		fmt.Fprintf(tw, "  group\t%s\tIPv%d default in table %d over %s%s\tlast resort: %s\n",
-			g.Name, g.Family, g.Table, strings.Join(g.Gateways, ", "), gate, g.LastResort)
+		table := fmt.Sprintf("table %d", g.Table)
+		if g.VRF != "" {
+			// The VRF device's table, which the daemon reads at start
+			// and follows (internal/daemon, vrf.go).
+			table = fmt.Sprintf("vrf %s's table (read from the device)", g.VRF)
+		}
+		fmt.Fprintf(tw, "  group\t%s\tIPv%d default in %s over %s%s\tlast resort: %s\n",
+			g.Name, g.Family, table, strings.Join(g.Gateways, ", "), gate, g.LastResort)
 	}
 	for _, c := range p.Conditions {
 		fmt.Fprintf(tw, "  condition\t%s\t%s\t%s\n", c.Name, conditionText(c), holdText(c))

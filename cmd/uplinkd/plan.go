@@ -48,7 +48,7 @@ arguments, 3 on an invalid policy.`, stderr)
 		return exitInvalid
 	}
 	// Auto gateways: what the daemon would learn here now.
-	p, notes, err := daemon.ResolveAuto(p)
+	p, notes, err := daemon.Resolve(p)
 	if err != nil {
 		fmt.Fprintf(stderr, "uplinkd plan: %v\n", err)
 		return exitFailure

@@ -72,10 +72,10 @@ type Core struct {
 	conflicts int                    // route conflicts as STATUS last said; loop only
 
 	reloadc chan chan error
-	learnc  chan map[string]Learned // the learner's latest (Relearn)
-	base    *policy.Policy          // the policy as written; pol is it resolved (learn.go); loop only
-	learned map[string]Learned      // what auto gateways learned; loop only
-	onBase  func(p *policy.Policy)  // told of every reloaded policy as written (the learner); may be nil
+	learnc  chan Facts             // the learner's latest (Relearn)
+	base    *policy.Policy         // the policy as written; pol is it resolved (learn.go); loop only
+	learned Facts                  // what the learner read; loop only
+	onBase  func(p *policy.Policy) // told of every reloaded policy as written (the learner); may be nil
 	beat    chanHeartbeat
 	hold    startHold        // loop-owned: routes wait for a restart's first verdicts
 	live    []LivenessSource // every other long-lived worker, for Healthy
@@ -144,10 +144,10 @@ type CoreConfig struct {
 	// instance left: route changes then wait for every gateway's first
 	// verdict (startHold).
 	Adopted bool
-	// Base is the policy as written when Policy is it with auto gateways
-	// resolved (learn.go), and Learned what they had learned; nil: Policy.
+	// Base is the policy as written when Policy is it resolved with the
+	// Facts the learner read (learn.go); nil: Policy.
 	Base    *policy.Policy
-	Learned map[string]Learned
+	Learned Facts
 }
 
 // NewCore builds the loop. It does not start anything.
@@ -163,7 +163,7 @@ func NewCore(cfg CoreConfig) (*Core, error) {
 		load:        cfg.Load,
 		now:         cfg.Now,
 		reloadc:     make(chan chan error, 64),
-		learnc:      make(chan map[string]Learned, 1),
+		learnc:      make(chan Facts, 1),
 		pol:         cfg.Policy,
 		base:        cmp.Or(cfg.Base, cfg.Policy),
 		learned:     cfg.Learned,

@@ -18,10 +18,27 @@ import (
 // A gateway with address = "auto" learns its address from its interface:
 // the nexthop of the default route another program installed there (a
 // DHCP client, the kernel from router advertisements, pppd), in any
-// table, of any protocol but uplinkd's own. The learner follows those
-// routes and hands the core the addresses; the core runs the policy with
-// them filled in (resolve), which rewrites the gateway's routes and, as
-// for any changed address, starts its health afresh (detector.apply).
+// table, of any protocol but uplinkd's own. A gateway in a VRF routes in
+// the VRF's table, which the VRF device holds (vrf.go). The learner
+// follows those routes and devices and hands the core the Facts; the core
+// runs the policy with them filled in (resolve), which rewrites the
+// gateway's routes and, as for any changed address, starts its health
+// afresh (detector.apply).
+
+// Facts is what the learner read from the kernel for a policy that leaves
+// things to it. The zero value knows nothing.
+type Facts struct {
+	Gateways map[string]Learned // the auto gateways that learned an address
+	VRFs     map[string]VRF     // the VRF devices the policy names that exist
+}
+
+func (f Facts) clone() Facts {
+	return Facts{Gateways: maps.Clone(f.Gateways), VRFs: maps.Clone(f.VRFs)}
+}
+
+func (f Facts) equal(o Facts) bool {
+	return maps.Equal(f.Gateways, o.Gateways) && maps.EqualFunc(f.VRFs, o.VRFs, VRF.equal)
+}
 
 // DefaultRoute is one nexthop of a default route, as the learner sees it.
 type DefaultRoute struct {
@@ -111,28 +128,30 @@ func protoName(p uint8) string {
 	return fmt.Sprint(p)
 }
 
-// resolve is base with every auto gateway's learned address filled in;
-// one that learned nothing stays unresolved (policy.Gateway.Unresolved):
-// routing leaves it out and the on-link watcher holds it down. base is
-// not changed; without auto gateways it is returned as is.
-func resolve(base *policy.Policy, learned map[string]Learned) *policy.Policy {
-	auto := false
+// resolve is base with the facts filled in: every auto gateway's learned
+// address (one that learned nothing stays unresolved, Gateway.Unresolved:
+// routing leaves it out and the on-link watcher holds it down), and for
+// a VRF's gateways and groups the VRF's state and table (resolveVRFs).
+// base is not changed; without auto gateways or VRFs it is returned as is.
+func resolve(base *policy.Policy, f Facts) *policy.Policy {
+	if !hasAuto(base) && !hasVRF(base) {
+		return base
+	}
 	gws := make([]*policy.Gateway, len(base.Gateways))
 	for i, g := range base.Gateways {
 		gws[i] = g
-		if !g.Auto {
+		if !g.Auto && g.VRF == "" {
 			continue
 		}
-		auto = true
 		c := *g
-		l := learned[g.Name]
-		c.Address, c.Link, c.Learned = l.Addr, l.Link, l.Source
+		if g.Auto {
+			l := f.Gateways[g.Name]
+			c.Address, c.Link, c.Learned = l.Addr, l.Link, l.Source
+		}
+		c.VRFProblem = vrfProblem(g, f.VRFs)
 		gws[i] = &c
 	}
-	if !auto {
-		return base
-	}
-	return base.Derive(gws, base.Groups)
+	return base.Derive(gws, resolveVRFs(base.Groups, f.VRFs))
 }
 
 // autoIfaces lists the interfaces of p's auto gateways, once each.
@@ -158,19 +177,21 @@ const learnResync = 10 * time.Second
 // Update, Current and Run may be called concurrently.
 type learner struct {
 	src     DefaultRoutes
+	vrfs    VRFDevices
 	log     *slog.Logger
 	own     uint8
 	pol     atomic.Pointer[policy.Policy] // the policy as written (auto unresolved)
 	kick    chan struct{}
-	changed func(map[string]Learned) // told of every change; must not block
+	changed func(Facts) // told of every change; must not block
 
-	mu   sync.Mutex
-	last map[string]Learned
-	busy *progress // liveness: a route dump that never returns stalls it
+	mu    sync.Mutex
+	last  Facts
+	known bool      // last has been read once
+	busy  *progress // liveness: a route dump that never returns stalls it
 }
 
-func newLearner(src DefaultRoutes, log *slog.Logger, p *policy.Policy, changed func(map[string]Learned)) *learner {
-	l := &learner{src: src, log: log, own: p.Daemon.RouteProtocol, kick: make(chan struct{}, 1), changed: changed, busy: newProgress("auto gateway learner", time.Now)}
+func newLearner(src DefaultRoutes, vrfs VRFDevices, log *slog.Logger, p *policy.Policy, changed func(Facts)) *learner {
+	l := &learner{src: src, vrfs: vrfs, log: log, own: p.Daemon.RouteProtocol, kick: make(chan struct{}, 1), changed: changed, busy: newProgress("auto gateway learner", time.Now)}
 	l.pol.Store(p)
 	return l
 }
@@ -188,11 +209,11 @@ func (l *learner) hint() {
 	}
 }
 
-// Current is what the auto gateways have learned so far.
-func (l *learner) Current() map[string]Learned {
+// Current is what the learner has read so far.
+func (l *learner) Current() Facts {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return maps.Clone(l.last)
+	return l.last.clone()
 }
 
 // Prime learns once, before anything runs, so that the first routes and
@@ -203,10 +224,14 @@ func (l *learner) Prime() { l.recompute(false) }
 func (l *learner) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		keepWatching(ctx, l.log, "route subscription for auto gateways", l.src.WatchRoutes, l.hint)
+	}()
+	go func() {
+		defer wg.Done()
+		keepWatching(ctx, l.log, "link subscription for VRFs", l.vrfs.WatchLinks, l.hint)
 	}()
 	resync := time.NewTicker(learnResync)
 	defer resync.Stop()
@@ -235,25 +260,54 @@ func (l *learner) Liveness() []Worker { return l.busy.report() }
 
 func (l *learner) recompute(notify bool) {
 	p := l.pol.Load()
-	if !hasAuto(p) {
+	if !hasAuto(p) && !hasVRF(p) {
 		return
 	}
-	l.busy.begin()
-	routes, err := l.src.Defaults(autoIfaces(p))
-	l.busy.end()
+	now, err := l.read(p)
 	if err != nil {
-		l.log.Warn("reading default routes for auto gateways", "err", err)
+		l.log.Warn("reading the kernel for auto gateways and VRFs", "err", err)
 		return
 	}
-	now := learn(p, routes, l.own)
 	l.mu.Lock()
-	prev := l.last
-	same := prev != nil && maps.Equal(prev, now)
-	l.last = now
+	prev, known := l.last, l.known
+	same := known && prev.equal(now)
+	l.last, l.known = now, true
 	l.mu.Unlock()
 	if same {
 		return
 	}
+	logLearned(l.log, p, prev.Gateways, now.Gateways, known)
+	logVRFs(l.log, p, prev.VRFs, now.VRFs, known)
+	if notify && l.changed != nil {
+		l.changed(now.clone())
+	}
+}
+
+// read reads what p needs: the default routes of its auto gateways'
+// interfaces, the VRF devices it names.
+func (l *learner) read(p *policy.Policy) (Facts, error) {
+	l.busy.begin()
+	defer l.busy.end()
+	var f Facts
+	if hasAuto(p) {
+		routes, err := l.src.Defaults(autoIfaces(p))
+		if err != nil {
+			return Facts{}, fmt.Errorf("reading default routes for auto gateways: %w", err)
+		}
+		f.Gateways = learn(p, routes, l.own)
+	}
+	if hasVRF(p) {
+		vrfs, err := l.vrfs.VRFs()
+		if err != nil {
+			return Facts{}, fmt.Errorf("reading VRF devices: %w", err)
+		}
+		f.VRFs = namedVRFs(p, vrfs)
+	}
+	return f, nil
+}
+
+// logLearned says what changed for each auto gateway.
+func logLearned(log *slog.Logger, p *policy.Policy, prev, now map[string]Learned, known bool) {
 	for _, g := range p.Gateways {
 		if !g.Auto {
 			continue
@@ -262,13 +316,10 @@ func (l *learner) recompute(notify bool) {
 		got, has := now[g.Name]
 		switch {
 		case has && (!had || was.Addr != got.Addr || was.Link != got.Link):
-			l.log.Info("auto gateway learned", "gateway", g.Name, "iface", g.Interface, "address", addrText(got), "source", got.Source)
-		case !has && (had || prev == nil):
-			l.log.Info("auto gateway: nothing learned", "gateway", g.Name, "iface", g.Interface, "reason", unlearnedReason(g))
+			log.Info("auto gateway learned", "gateway", g.Name, "iface", g.Interface, "address", addrText(got), "source", got.Source)
+		case !has && (had || !known):
+			log.Info("auto gateway: nothing learned", "gateway", g.Name, "iface", g.Interface, "reason", unlearnedReason(g))
 		}
-	}
-	if notify && l.changed != nil {
-		l.changed(maps.Clone(now))
 	}
 }
 
@@ -284,28 +335,31 @@ func unlearnedReason(g *policy.Gateway) string {
 	return "no gateway learned on " + g.Interface
 }
 
-// ResolveAuto reads this namespace's default routes once and resolves
-// p's auto gateways as the daemon would at start, for `uplinkd plan`. The
-// notes say, per auto gateway, what it learned or that it learned nothing.
-func ResolveAuto(p *policy.Policy) (*policy.Policy, []string, error) {
-	if !hasAuto(p) {
+// Resolve reads this namespace's default routes and VRF devices once and
+// resolves p's auto gateways and VRFs as the daemon would at start, for
+// `uplinkd plan`. The notes say, per auto gateway, what it learned or that
+// it learned nothing, and per VRF gateway its VRF's table or problem.
+func Resolve(p *policy.Policy) (*policy.Policy, []string, error) {
+	if !hasAuto(p) && !hasVRF(p) {
 		return p, nil, nil
 	}
-	routes, err := netlinkRoutes{}.Defaults(autoIfaces(p))
+	lr := newLearner(netlinkRoutes{}, netlinkVRFs{}, slog.New(slog.DiscardHandler), p, nil)
+	f, err := lr.read(p)
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading default routes for auto gateways: %w", err)
+		return nil, nil, err
 	}
-	learned := learn(p, routes, p.Daemon.RouteProtocol)
 	var notes []string
 	for _, g := range p.Gateways {
-		if !g.Auto {
-			continue
-		}
-		if l, ok := learned[g.Name]; ok {
+		switch l, ok := f.Gateways[g.Name]; {
+		case !g.Auto:
+		case ok:
 			notes = append(notes, fmt.Sprintf("gateway %s: %s, learned from %s", g.Name, addrText(l), l.Source))
-		} else {
+		default:
 			notes = append(notes, fmt.Sprintf("gateway %s: %s (down, its routes left out)", g.Name, unlearnedReason(g)))
 		}
+		if g.VRF != "" {
+			notes = append(notes, vrfNote(g, f.VRFs))
+		}
 	}
-	return resolve(p, learned), notes, nil
+	return resolve(p, f), notes, nil
 }

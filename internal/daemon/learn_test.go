@@ -88,7 +88,7 @@ func TestLearn(t *testing.T) {
 // watcher holds it down with the reason operators see.
 func TestResolveAndRoutes(t *testing.T) {
 	base := autoPol(t)
-	none := resolve(base, nil)
+	none := resolve(base, Facts{})
 	if !none.Gateway("isp1").Unresolved() || none.Gateway("isp2").Unresolved() {
 		t.Fatal("isp1 should be unresolved, isp2 not")
 	}
@@ -108,7 +108,7 @@ func TestResolveAndRoutes(t *testing.T) {
 		"isp1": {Addr: netip.MustParseAddr("198.18.1.1"), Source: "default via 198.18.1.1 dev eth1 table main proto dhcp metric 100"},
 		"ppp":  {Link: true, Source: "default dev ppp0 table main proto boot metric 0"},
 	}
-	p := resolve(base, learned)
+	p := resolve(base, Facts{Gateways: learned})
 	if base.Gateway("isp1").Address.IsValid() {
 		t.Fatal("resolve changed the policy as written")
 	}
@@ -133,7 +133,7 @@ func TestResolveAndRoutes(t *testing.T) {
 type fakeRoutes struct {
 	mu     sync.Mutex
 	routes []DefaultRoute
-	hints  chan struct{}
+	hints  hintFeed
 }
 
 func (f *fakeRoutes) Defaults(ifaces []string) ([]DefaultRoute, error) {
@@ -149,15 +149,7 @@ func (f *fakeRoutes) Defaults(ifaces []string) ([]DefaultRoute, error) {
 }
 
 func (f *fakeRoutes) WatchRoutes(ctx context.Context, hint func()) error {
-	hint()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-f.hints:
-			hint()
-		}
-	}
+	return f.hints.watch(ctx, hint)
 }
 
 func (f *fakeRoutes) set(rs ...DefaultRoute) {
@@ -167,37 +159,63 @@ func (f *fakeRoutes) set(rs ...DefaultRoute) {
 	f.hints <- struct{}{}
 }
 
-// The learner tells the core of every change, and only of changes: a
-// renewal naming another router, then the lease gone.
-func TestLearnerFollowsChanges(t *testing.T) {
-	a := netip.MustParseAddr
-	src := &fakeRoutes{hints: make(chan struct{})}
-	src.routes = []DefaultRoute{{Family: 4, Table: 100, Protocol: 16, Dev: "eth1", Gateway: a("198.18.1.1")}}
-	got := make(chan map[string]Learned, 8)
-	l := newLearner(src, slog.New(slog.DiscardHandler), autoPol(t), func(m map[string]Learned) { got <- m })
-	l.Prime()
-	if l.Current()["isp1"].Addr != a("198.18.1.1") {
-		t.Fatalf("primed: %v", l.Current())
+// hintFeed is the subscription half of the learner's fakes: a hint when
+// subscribed, as the kernel's dump after subscribing, then one for each
+// value sent, until ctx ends.
+type hintFeed chan struct{}
+
+func (f hintFeed) watch(ctx context.Context, hint func()) error {
+	hint()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-f:
+			hint()
+		}
 	}
+}
+
+// runLearner runs l until the test ends, and fails it if Run fails.
+func runLearner(t *testing.T, l *learner) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
-	}()
-	next := func() map[string]Learned {
-		t.Helper()
-		select {
-		case m := <-got:
-			return m
-		case <-time.After(10 * time.Second):
-			t.Fatal("no change reported")
-			return nil
-		}
+	})
+}
+
+// receive is the next value on ch, or fails the test after 10 s.
+func receive[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatal("no change reported")
 	}
+	var zero T
+	return zero
+}
+
+// The learner tells the core of every change, and only of changes: a
+// renewal naming another router, then the lease gone.
+func TestLearnerFollowsChanges(t *testing.T) {
+	a := netip.MustParseAddr
+	src := &fakeRoutes{hints: make(hintFeed)}
+	src.routes = []DefaultRoute{{Family: 4, Table: 100, Protocol: 16, Dev: "eth1", Gateway: a("198.18.1.1")}}
+	got := make(chan map[string]Learned, 8)
+	l := newLearner(src, newFakeVRFs(), slog.New(slog.DiscardHandler), autoPol(t), func(f Facts) { got <- f.Gateways })
+	l.Prime()
+	if l.Current().Gateways["isp1"].Addr != a("198.18.1.1") {
+		t.Fatalf("primed: %v", l.Current())
+	}
+	runLearner(t, l)
+	next := func() map[string]Learned { t.Helper(); return receive(t, got) }
 	src.set(DefaultRoute{Family: 4, Table: 100, Protocol: 16, Dev: "eth1", Gateway: a("198.18.1.3")})
 	if m := next(); m["isp1"].Addr != a("198.18.1.3") {
 		t.Errorf("after the renewal: %v", m)

@@ -125,12 +125,12 @@ func (w *onLinkWatcher) recompute() {
 	}
 	for name, r := range held {
 		if w.held[name] != r {
-			w.log.Info("gateway not on-link, held down", "gateway", name, "reason", r)
+			w.log.Info("gateway held down: it cannot route through its interface", "gateway", name, "reason", r)
 		}
 	}
 	for name := range w.held {
 		if _, ok := held[name]; !ok {
-			w.log.Info("gateway on-link again", "gateway", name)
+			w.log.Info("gateway released: it can route through its interface again", "gateway", name)
 		}
 	}
 	w.held = held
@@ -138,7 +138,7 @@ func (w *onLinkWatcher) recompute() {
 }
 
 // offLink names the gateways of p whose address is not on-link on their
-// interface, with the reason. An absent interface is the detector's to
+// interface, or that cannot route in their VRF (vrf.go), with the reason. An absent interface is the detector's to
 // report ("interface eth3 absent"), not a hold.
 func offLink(p *policy.Policy, onlink map[string][]netip.Prefix) map[string]string {
 	out := map[string]string{}
@@ -146,6 +146,10 @@ func offLink(p *policy.Policy, onlink map[string][]netip.Prefix) map[string]stri
 		prefixes, ok := onlink[g.Interface]
 		if ok && g.Unresolved() {
 			out[g.Name] = unlearnedReason(g)
+			continue
+		}
+		if ok && g.VRFProblem != "" {
+			out[g.Name] = g.VRFProblem // its VRF absent, or its interface not in it
 			continue
 		}
 		if !ok || routing.OnLink(g.Address, prefixes) {

@@ -107,9 +107,9 @@ func (c *Core) runnable(p *policy.Policy) (*policy.Policy, error) {
 	return p, nil
 }
 
-// Relearn hands the core what the auto gateways learned now. It never
-// blocks: a newer map replaces one the loop has not taken yet.
-func (c *Core) Relearn(m map[string]Learned) {
+// Relearn hands the core what the learner read now. It never blocks:
+// newer facts replace those the loop has not taken yet.
+func (c *Core) Relearn(m Facts) {
 	for {
 		select {
 		case c.learnc <- m:
@@ -123,10 +123,11 @@ func (c *Core) Relearn(m map[string]Learned) {
 	}
 }
 
-// relearn runs the policy with the addresses the auto gateways learned:
-// a gateway whose address changed starts its health afresh in the
-// detector (a new machine), and its routes are rewritten.
-func (c *Core) relearn(m map[string]Learned) {
+// relearn runs the policy with what the learner read: a gateway whose
+// address changed starts its health afresh in the detector (a new
+// machine), and its routes are rewritten, as are a VRF's groups when its
+// table changed.
+func (c *Core) relearn(m Facts) {
 	c.learned = m
 	p, err := c.runnable(resolve(c.base, m))
 	if err != nil {

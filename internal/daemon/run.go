@@ -129,7 +129,7 @@ func (d *daemon) preflight() error {
 	// Auto gateways learn their address before anything reads the
 	// policy, so that a restart adopts routes through them too.
 	d.base = p
-	d.learn = newLearner(netlinkRoutes{}, d.log, p, func(m map[string]Learned) { d.core.Relearn(m) })
+	d.learn = newLearner(netlinkRoutes{}, netlinkVRFs{}, d.log, p, func(f Facts) { d.core.Relearn(f) })
 	d.learn.Prime()
 	d.p = resolve(p, d.learn.Current())
 	warnAbsent(d.log, p)

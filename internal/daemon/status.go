@@ -55,6 +55,7 @@ type GatewayStatus struct {
 	// address was learned from; empty while nothing is learned.
 	Auto          bool      `json:"auto,omitempty"`
 	AddressSource string    `json:"address_source,omitempty"`
+	VRF           string    `json:"vrf,omitempty"` // the VRF device its interface is in ("" for the default VRF)
 	Groups        []string  `json:"groups,omitempty"`
 	State         string    `json:"state"`  // detector state: unknown, up, suspect, degraded, down
 	Health        string    `json:"health"` // what routing does with it: up, degraded, down
@@ -91,7 +92,8 @@ type GatewayStatus struct {
 type GroupStatus struct {
 	Name     string   `json:"name"`
 	Family   int      `json:"family"`
-	Table    uint32   `json:"table"`
+	Table    uint32   `json:"table"`         // a VRF's group: the VRF's table, 0 while the VRF is absent
+	VRF      string   `json:"vrf,omitempty"` // the VRF its gateways are in
 	Up       bool     `json:"up"`
 	Healthy  int      `json:"healthy"`
 	Gateways []string `json:"gateways"`
@@ -188,7 +190,7 @@ func (c *Core) Status() *Status {
 		s.Gateways = append(s.Gateways, gs)
 	}
 	for _, grp := range p.Groups {
-		s.Groups = append(s.Groups, GroupStatus{Name: grp.Name, Family: grp.Family, Table: grp.Table,
+		s.Groups = append(s.Groups, GroupStatus{Name: grp.Name, Family: grp.Family, Table: grp.Table, VRF: grp.VRF,
 			Up: gh[grp.Name] > 0, Healthy: gh[grp.Name], Gateways: slices.Clone(grp.Gateways)})
 	}
 	s.Conditions = conditionStatus(p, conds)
@@ -250,7 +252,7 @@ func gatewayAddress(g *policy.Gateway) string {
 func (v statusView) gateway(p *policy.Policy, g *policy.Gateway, det map[string]detector.GatewayStatus) GatewayStatus {
 	h := v.health[g.Name]
 	gs := GatewayStatus{
-		Name: g.Name, Interface: g.Interface, Address: gatewayAddress(g), Auto: g.Auto, AddressSource: g.Learned, Groups: groupsOf(p, g.Name),
+		Name: g.Name, Interface: g.Interface, Address: gatewayAddress(g), Auto: g.Auto, AddressSource: g.Learned, VRF: g.VRF, Groups: groupsOf(p, g.Name),
 		State: v.states[g.Name].String(), Health: h.String(), Up: h.Healthy(), Standby: v.standby[g.Name],
 		LastConfirmedAge: -1, LastRxAge: -1, LastTxAge: -1, LastGoodProbeAge: -1,
 	}

@@ -90,7 +90,7 @@ func WriteTable(w io.Writer, s *Status) error {
 			if g.Up {
 				state = "up"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%d\t%s\n", g.Name, state, g.Healthy, len(g.Gateways), g.Table, strings.Join(g.Gateways, ", "))
+			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\n", g.Name, state, g.Healthy, len(g.Gateways), groupTableText(g), strings.Join(g.Gateways, ", "))
 		}
 	}
 	writeConditions(tw, s)
@@ -145,6 +145,18 @@ func WriteTable(w io.Writer, s *Status) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// groupTableText is a group's table for the status table: a VRF's group
+// names its VRF, and says so while the VRF is absent.
+func groupTableText(g GroupStatus) string {
+	switch {
+	case g.VRF != "" && g.Table == 0:
+		return "vrf " + g.VRF + " (absent)"
+	case g.VRF != "":
+		return fmt.Sprintf("%d (vrf %s)", g.Table, g.VRF)
+	}
+	return fmt.Sprint(g.Table)
 }
 
 // writeAuto says, for each auto gateway, what it learned and from where.

@@ -1,0 +1,114 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+
+	"github.com/uplinkd/uplinkd/policy"
+)
+
+// A gateway in a VRF (vrf = "blue") routes in the VRF's table, which is
+// the VRF device's: the operator chose it when creating the device (ip
+// link add blue type vrf table 10), and may create it again with another.
+// The learner reads the VRF devices the policy names; resolve writes each
+// VRF's table into its groups and holds its gateways down while the VRF is
+// absent or their interface is not in it, since the kernel would then
+// route their traffic by another table.
+
+// VRF is one VRF device as the learner sees it.
+type VRF struct {
+	Table   uint32
+	Members []string // interfaces enslaved to it, sorted
+}
+
+func (v VRF) equal(o VRF) bool { return v.Table == o.Table && slices.Equal(v.Members, o.Members) }
+
+// VRFDevices is the learner's kernel boundary for VRFs.
+type VRFDevices interface {
+	// VRFs lists the VRF devices of the namespace by name.
+	VRFs() (map[string]VRF, error)
+	// WatchLinks calls hint on every link change until ctx ends or the
+	// subscription fails (ENOBUFS included), and says why.
+	WatchLinks(ctx context.Context, hint func()) error
+}
+
+// hasVRF says whether p has a gateway in a VRF.
+func hasVRF(p *policy.Policy) bool {
+	return slices.ContainsFunc(p.Gateways, func(g *policy.Gateway) bool { return g.VRF != "" })
+}
+
+// namedVRFs keeps the VRFs p names.
+func namedVRFs(p *policy.Policy, all map[string]VRF) map[string]VRF {
+	out := map[string]VRF{}
+	for _, g := range p.Gateways {
+		if v, ok := all[g.VRF]; ok && g.VRF != "" {
+			out[g.VRF] = v
+		}
+	}
+	return out
+}
+
+// vrfProblem is why g cannot route in its VRF now: the VRF is absent, or
+// g's interface is not enslaved to it. "" when it can, or g has no VRF.
+func vrfProblem(g *policy.Gateway, vrfs map[string]VRF) string {
+	if g.VRF == "" {
+		return ""
+	}
+	v, ok := vrfs[g.VRF]
+	switch {
+	case !ok:
+		return "vrf " + g.VRF + " absent"
+	case !slices.Contains(v.Members, g.Interface):
+		return g.Interface + " is not in vrf " + g.VRF
+	}
+	return ""
+}
+
+// resolveVRFs gives every group in a VRF the VRF's table, 0 (unresolved)
+// while the VRF is absent. groups are not changed.
+func resolveVRFs(groups []*policy.Group, vrfs map[string]VRF) []*policy.Group {
+	if !slices.ContainsFunc(groups, func(g *policy.Group) bool { return g.VRF != "" }) {
+		return groups
+	}
+	out := make([]*policy.Group, len(groups))
+	for i, g := range groups {
+		out[i] = g
+		if g.VRF == "" {
+			continue
+		}
+		c := *g
+		c.Table = vrfs[g.VRF].Table
+		out[i] = &c
+	}
+	return out
+}
+
+// logVRFs says what changed for each VRF p names.
+func logVRFs(log *slog.Logger, p *policy.Policy, prev, now map[string]VRF, known bool) {
+	var names []string
+	for _, g := range p.Gateways {
+		if g.VRF != "" && !slices.Contains(names, g.VRF) {
+			names = append(names, g.VRF)
+		}
+	}
+	for _, n := range names {
+		was, had := prev[n]
+		got, has := now[n]
+		switch {
+		case has && (!had || !was.equal(got)):
+			log.Info("vrf read", "vrf", n, "table", got.Table, "members", got.Members)
+		case !has && (had || !known):
+			log.Info("vrf absent: its groups write nothing, its gateways are down", "vrf", n)
+		}
+	}
+}
+
+// vrfNote is what `uplinkd plan` says of a VRF gateway.
+func vrfNote(g *policy.Gateway, vrfs map[string]VRF) string {
+	if r := vrfProblem(g, vrfs); r != "" {
+		return fmt.Sprintf("gateway %s: %s (down, its groups write nothing there)", g.Name, r)
+	}
+	return fmt.Sprintf("gateway %s: in vrf %s, table %d", g.Name, g.VRF, vrfs[g.VRF].Table)
+}
