@@ -462,8 +462,12 @@ func (p *SocketProber) route(t Target, dst netip.Addr, v6 bool) (ic *icmpConn, f
 	// A remote target, or the gateway itself when the detector gave its
 	// MAC (it shares its interface with other gateways, so routing by
 	// the source's table could hand the probe to another of them): a
-	// frame to that MAC reaches that gateway whatever the tables say.
-	if p.pkt >= 0 && (remote || len(t.HwAddr) > 0) {
+	// frame to that MAC reaches that gateway whatever the tables say. A
+	// gateway that is the link itself (a point-to-point device, "default
+	// dev ppp0") has no MAC and needs none: the device has one peer, and
+	// a probe bound to it reaches that peer even where no route names
+	// the device (the kernel takes the destination as on-link then).
+	if p.pkt >= 0 && t.NextHop.IsValid() && (remote || len(t.HwAddr) > 0) {
 		return ic, true, 0, nil
 	}
 	return ic, false, t.IfIndex, nil

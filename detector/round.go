@@ -163,7 +163,7 @@ func (d *Detector) runProbe(ctx context.Context, r roundSpec, ps probeSpec, hw f
 	} else {
 		t := d.target(r, ps)
 		byFrame := ps.role == roleRemote || (ps.role == roleGateway && r.shared)
-		if byFrame && k.frames && (t.Pin == policy.PinDevice || t.Pin == "") {
+		if byFrame && k.frames && r.gw.IsValid() && (t.Pin == policy.PinDevice || t.Pin == "") {
 			t.HwAddr = hw()
 		}
 		rtt, err = d.pr.Probe(ctx, t)

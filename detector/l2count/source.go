@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 )
@@ -134,7 +135,10 @@ func (s *Source) Counters(index int, gws []netip.Addr) ([]GatewayCounts, error) 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.cfg.Now()
-	if s.mode == ModeInterface || s.withdraw {
+	if s.mode == ModeInterface || s.withdraw || !slices.ContainsFunc(gws, netip.Addr.IsValid) {
+		// Without an address the gateway is the link itself (a
+		// point-to-point device): the only peer there, so the
+		// interface's counters are its own, and it has no MAC to key.
 		return s.fromInterface(index, gws)
 	}
 	st, err := s.iface(index, now)

@@ -195,3 +195,16 @@ func TestSourceForgetsGatewaysAndInterfaces(t *testing.T) {
 		t.Errorf("Withdraw: %v, table withdrawn %v", err, r.table.Withdrawn)
 	}
 }
+
+// A gateway that is the link itself (no address: "default dev ppp0") is
+// counted by its interface, the only peer there, and installs no key.
+func TestSourceCountsALinkGatewayByItsInterface(t *testing.T) {
+	r := newSourceRig(t)
+	r.ifTx, r.ifRx = 40, 38
+	r.want([][2]uint64{{40, 38}}, netip.Addr{})
+	r.ifTx, r.ifRx = 45, 38
+	r.want([][2]uint64{{45, 38}}, netip.Addr{})
+	if r.table.Syncs != 0 {
+		t.Errorf("%d table changes for a link gateway, want none", r.table.Syncs)
+	}
+}

@@ -370,7 +370,7 @@ func (l *lab) gatewayStatus(name string) daemon.GatewayStatus {
 }
 
 // probesSent sums uplinkd_probes_sent_total of a gateway.
-func (l *sharedLab) probesSent(gw string) float64 {
+func (l *lab) probesSent(gw string) float64 {
 	return l.metric("uplinkd_probes_sent_total", map[string]string{"gateway": gw})
 }
 
