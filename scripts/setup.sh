@@ -8,7 +8,7 @@ need=""
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/lib/frr/$1" ]; }
 for pair in make:make ip:iproute2 ping:ping:iputils-ping arping:iputils-arping nft:nftables iptables:iptables \
             ethtool:ethtool zebra:frr keepalived:keepalived promtool:prometheus \
-            systemd-analyze:systemd setpriv:util-linux lintian:lintian dpkg-deb:dpkg dnsmasq:dnsmasq-base busybox:busybox radvd:radvd ps:procps tcpdump:tcpdump git:git gcc:gcc curl:curl; do
+            systemd-analyze:systemd setpriv:util-linux lintian:lintian dpkg-deb:dpkg dnsmasq:dnsmasq-base busybox:busybox radvd:radvd pppd:ppp pppoe-server:pppoe ps:procps tcpdump:tcpdump git:git gcc:gcc curl:curl; do
 	cmd=${pair%%:*}
 	pkg=${pair##*:}
 	have "$cmd" || need="$need $pkg"
@@ -17,7 +17,7 @@ if [ -n "$need" ]; then
 	echo "setup: installing$need"
 	export DEBIAN_FRONTEND=noninteractive
 	# Services from these packages must not start on the host: uplinkd's
-	# tests start their own FRR/keepalived/dnsmasq/radvd inside throwaway
+	# tests start their own FRR/keepalived/dnsmasq/radvd/pppoe-server/pppd inside throwaway
 	# namespaces, with private pid, lease and config paths.
 	if [ ! -e /usr/sbin/policy-rc.d ]; then
 		printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
