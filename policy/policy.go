@@ -151,6 +151,10 @@ type Gateway struct {
 	// when its interface is in the VRF or it has none.
 	VRF        string
 	VRFProblem string
+	// VRFWarning is the daemon's word on a VRF that routes wrongly though
+	// the gateway is fine: no l3mdev rule of its family, so the VRF's
+	// traffic never reaches its table. "" otherwise.
+	VRFWarning string
 	Weight     int
 	Tier       int
 

@@ -30,14 +30,15 @@ import (
 type Facts struct {
 	Gateways map[string]Learned // the auto gateways that learned an address
 	VRFs     map[string]VRF     // the VRF devices the policy names that exist
+	L3mdev   map[int]bool       // the families (4, 6) with an l3mdev rule; read with VRFs
 }
 
 func (f Facts) clone() Facts {
-	return Facts{Gateways: maps.Clone(f.Gateways), VRFs: maps.Clone(f.VRFs)}
+	return Facts{Gateways: maps.Clone(f.Gateways), VRFs: maps.Clone(f.VRFs), L3mdev: maps.Clone(f.L3mdev)}
 }
 
 func (f Facts) equal(o Facts) bool {
-	return maps.Equal(f.Gateways, o.Gateways) && maps.EqualFunc(f.VRFs, o.VRFs, VRF.equal)
+	return maps.Equal(f.Gateways, o.Gateways) && maps.EqualFunc(f.VRFs, o.VRFs, VRF.equal) && maps.Equal(f.L3mdev, o.L3mdev)
 }
 
 // DefaultRoute is one nexthop of a default route, as the learner sees it.
@@ -149,6 +150,7 @@ func resolve(base *policy.Policy, f Facts) *policy.Policy {
 			c.Address, c.Link, c.Learned = l.Addr, l.Link, l.Source
 		}
 		c.VRFProblem = vrfProblem(g, f.VRFs)
+		c.VRFWarning = vrfWarning(g, f)
 		gws[i] = &c
 	}
 	return base.Derive(gws, resolveVRFs(base.Groups, f.VRFs))
@@ -278,6 +280,7 @@ func (l *learner) recompute(notify bool) {
 	}
 	logLearned(l.log, p, prev.Gateways, now.Gateways, known)
 	logVRFs(l.log, p, prev.VRFs, now.VRFs, known)
+	logL3mdev(l.log, p, prev, now, known)
 	if notify && l.changed != nil {
 		l.changed(now.clone())
 	}
@@ -302,6 +305,9 @@ func (l *learner) read(p *policy.Policy) (Facts, error) {
 			return Facts{}, fmt.Errorf("reading VRF devices: %w", err)
 		}
 		f.VRFs = namedVRFs(p, vrfs)
+		if f.L3mdev, err = l.vrfs.L3mdev(); err != nil {
+			return Facts{}, fmt.Errorf("reading l3mdev rules: %w", err)
+		}
 	}
 	return f, nil
 }
@@ -358,7 +364,7 @@ func Resolve(p *policy.Policy) (*policy.Policy, []string, error) {
 			notes = append(notes, fmt.Sprintf("gateway %s: %s (down, its routes left out)", g.Name, unlearnedReason(g)))
 		}
 		if g.VRF != "" {
-			notes = append(notes, vrfNote(g, f.VRFs))
+			notes = append(notes, vrfNote(g, f))
 		}
 	}
 	return resolve(p, f), notes, nil

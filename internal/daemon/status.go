@@ -53,17 +53,20 @@ type GatewayStatus struct {
 	Address   string `json:"address"`
 	// Auto gateways (address = "auto"): AddressSource is the route the
 	// address was learned from; empty while nothing is learned.
-	Auto          bool      `json:"auto,omitempty"`
-	AddressSource string    `json:"address_source,omitempty"`
-	VRF           string    `json:"vrf,omitempty"` // the VRF device its interface is in ("" for the default VRF)
-	Groups        []string  `json:"groups,omitempty"`
-	State         string    `json:"state"`  // detector state: unknown, up, suspect, degraded, down
-	Health        string    `json:"health"` // what routing does with it: up, degraded, down
-	Up            bool      `json:"up"`     // carries traffic by health (up or degraded)
-	Since         time.Time `json:"since"`
-	Reason        string    `json:"reason"`
-	Carrier       bool      `json:"carrier"`
-	Standby       bool      `json:"standby"`
+	Auto          bool   `json:"auto,omitempty"`
+	AddressSource string `json:"address_source,omitempty"`
+	VRF           string `json:"vrf,omitempty"` // the VRF device its interface is in ("" for the default VRF)
+	// VRFWarning: the gateway is fine but its VRF routes by the wrong
+	// table (no l3mdev rule of its family).
+	VRFWarning string    `json:"vrf_warning,omitempty"`
+	Groups     []string  `json:"groups,omitempty"`
+	State      string    `json:"state"`  // detector state: unknown, up, suspect, degraded, down
+	Health     string    `json:"health"` // what routing does with it: up, degraded, down
+	Up         bool      `json:"up"`     // carries traffic by health (up or degraded)
+	Since      time.Time `json:"since"`
+	Reason     string    `json:"reason"`
+	Carrier    bool      `json:"carrier"`
+	Standby    bool      `json:"standby"`
 
 	RTTLast float64 `json:"rtt_last_seconds"`
 	RTTAvg  float64 `json:"rtt_avg_seconds"`
@@ -252,7 +255,7 @@ func gatewayAddress(g *policy.Gateway) string {
 func (v statusView) gateway(p *policy.Policy, g *policy.Gateway, det map[string]detector.GatewayStatus) GatewayStatus {
 	h := v.health[g.Name]
 	gs := GatewayStatus{
-		Name: g.Name, Interface: g.Interface, Address: gatewayAddress(g), Auto: g.Auto, AddressSource: g.Learned, VRF: g.VRF, Groups: groupsOf(p, g.Name),
+		Name: g.Name, Interface: g.Interface, Address: gatewayAddress(g), Auto: g.Auto, AddressSource: g.Learned, VRF: g.VRF, VRFWarning: g.VRFWarning, Groups: groupsOf(p, g.Name),
 		State: v.states[g.Name].String(), Health: h.String(), Up: h.Healthy(), Standby: v.standby[g.Name],
 		LastConfirmedAge: -1, LastRxAge: -1, LastTxAge: -1, LastGoodProbeAge: -1,
 	}

@@ -100,6 +100,7 @@ func WriteTable(w io.Writer, s *Status) error {
 	}
 	var b strings.Builder
 	writeAuto(&b, s)
+	writeVRFWarnings(&b, s)
 	for _, g := range s.Gateways {
 		if len(g.Routes) == 0 {
 			continue
@@ -157,6 +158,15 @@ func groupTableText(g GroupStatus) string {
 		return fmt.Sprintf("%d (vrf %s)", g.Table, g.VRF)
 	}
 	return fmt.Sprint(g.Table)
+}
+
+// writeVRFWarnings lists the gateways whose VRF routes by the wrong table.
+func writeVRFWarnings(b *strings.Builder, s *Status) {
+	for _, g := range s.Gateways {
+		if g.VRFWarning != "" {
+			fmt.Fprintf(b, "\nWARNING gateway %s: %s\n", g.Name, g.VRFWarning)
+		}
+	}
 }
 
 // writeAuto says, for each auto gateway, what it learned and from where.

@@ -29,6 +29,8 @@ func (v VRF) equal(o VRF) bool { return v.Table == o.Table && slices.Equal(v.Mem
 type VRFDevices interface {
 	// VRFs lists the VRF devices of the namespace by name.
 	VRFs() (map[string]VRF, error)
+	// L3mdev says which families (4, 6) have an l3mdev rule.
+	L3mdev() (map[int]bool, error)
 	// WatchLinks calls hint on every link change until ctx ends or the
 	// subscription fails (ENOBUFS included), and says why.
 	WatchLinks(ctx context.Context, hint func()) error
@@ -64,6 +66,28 @@ func vrfProblem(g *policy.Gateway, vrfs map[string]VRF) string {
 		return g.Interface + " is not in vrf " + g.VRF
 	}
 	return ""
+}
+
+// vrfWarning is what routes wrongly for g though g itself is fine: its
+// VRF is there with its interface in it, but no rule of its family sends
+// the VRF's traffic to the VRF's table (the l3mdev rule the kernel adds
+// with its first VRF, which may have been deleted or never re-added).
+func vrfWarning(g *policy.Gateway, f Facts) string {
+	v, ok := f.VRFs[g.VRF]
+	if g.VRF == "" || !ok || vrfProblem(g, f.VRFs) != "" || f.L3mdev[g.Family()] {
+		return ""
+	}
+	return fmt.Sprintf("no IPv%d l3mdev rule: traffic in vrf %s never reaches its table %d (ip rule add l3mdev pref 1000)", g.Family(), g.VRF, v.Table)
+}
+
+// logL3mdev warns of each VRF gateway's new warning, once.
+func logL3mdev(log *slog.Logger, p *policy.Policy, prev, now Facts, known bool) {
+	for _, g := range p.Gateways {
+		was, is := vrfWarning(g, prev), vrfWarning(g, now)
+		if is != "" && (is != was || !known) {
+			log.Warn("vrf routes by the wrong table", "gateway", g.Name, "iface", g.Interface, "vrf", g.VRF, "err", is)
+		}
+	}
 }
 
 // resolveVRFs gives every group in a VRF the VRF's table, 0 (unresolved)
@@ -106,9 +130,13 @@ func logVRFs(log *slog.Logger, p *policy.Policy, prev, now map[string]VRF, known
 }
 
 // vrfNote is what `uplinkd plan` says of a VRF gateway.
-func vrfNote(g *policy.Gateway, vrfs map[string]VRF) string {
-	if r := vrfProblem(g, vrfs); r != "" {
+func vrfNote(g *policy.Gateway, f Facts) string {
+	if r := vrfProblem(g, f.VRFs); r != "" {
 		return fmt.Sprintf("gateway %s: %s (down, its groups write nothing there)", g.Name, r)
 	}
-	return fmt.Sprintf("gateway %s: in vrf %s, table %d", g.Name, g.VRF, vrfs[g.VRF].Table)
+	n := fmt.Sprintf("gateway %s: in vrf %s, table %d", g.Name, g.VRF, f.VRFs[g.VRF].Table)
+	if w := vrfWarning(g, f); w != "" {
+		n += "; warning: " + w
+	}
+	return n
 }

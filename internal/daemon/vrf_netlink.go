@@ -6,6 +6,10 @@ import (
 	"slices"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/uplinkd/uplinkd/internal/rtnl"
 )
 
 // netlinkVRFs is the production VRFDevices, in the daemon's network
@@ -47,4 +51,18 @@ func (netlinkVRFs) WatchLinks(ctx context.Context, hint func()) error {
 	return subscribeHints(ctx, "link", func(ch chan netlink.LinkUpdate, done chan struct{}, onErr func(error)) error {
 		return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr, ReceiveBufferSize: 1 << 20})
 	}, func(netlink.LinkUpdate) bool { return true }, hint)
+}
+
+// L3mdev dumps the rules once (a rule list is small).
+func (netlinkVRFs) L3mdev() (map[int]bool, error) {
+	c, err := rtnl.Dial(netns.None())
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	fams, err := c.L3mdevFamilies()
+	if err != nil {
+		return nil, err
+	}
+	return map[int]bool{4: fams[unix.AF_INET], 6: fams[unix.AF_INET6]}, nil
 }

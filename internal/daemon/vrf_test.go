@@ -74,7 +74,7 @@ func TestResolveVRF(t *testing.T) {
 			default via 198.18.3.1 dev eth3 table main proto 212`,
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := resolve(base, Facts{VRFs: namedVRFs(base, tc.vrfs)})
+			p := resolve(base, Facts{VRFs: namedVRFs(base, tc.vrfs), L3mdev: map[int]bool{4: true}})
 			if diff := cmp.Diff(tc.held, offLink(p, vrfOnLink)); diff != "" {
 				t.Errorf("held (-want +got):\n%s", diff)
 			}
@@ -106,12 +106,22 @@ func routingDump(s string) string {
 
 // fakeVRFs is a VRFDevices whose devices a test sets; every set hints.
 type fakeVRFs struct {
-	mu    sync.Mutex
-	vrfs  map[string]VRF
-	hints hintFeed
+	mu     sync.Mutex
+	vrfs   map[string]VRF
+	l3mdev map[int]bool
+	hints  hintFeed
 }
 
-func newFakeVRFs() *fakeVRFs { return &fakeVRFs{hints: make(hintFeed)} }
+// newFakeVRFs has no VRF and both families' l3mdev rules.
+func newFakeVRFs() *fakeVRFs {
+	return &fakeVRFs{hints: make(hintFeed), l3mdev: map[int]bool{4: true, 6: true}}
+}
+
+func (f *fakeVRFs) L3mdev() (map[int]bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.l3mdev), nil
+}
 
 func (f *fakeVRFs) VRFs() (map[string]VRF, error) {
 	f.mu.Lock()
@@ -197,5 +207,31 @@ gateways = ["isp2"]
 	} {
 		h.core.Relearn(Facts{VRFs: st.vrfs})
 		h.waitFor(fmt.Sprintf("the routes for %v", st.vrfs), func() bool { return h.kernelDump() == st.want })
+	}
+}
+
+// A VRF that is there, with its gateways' interfaces in it, but no l3mdev
+// rule of their family: the gateways are not held (they are fine), each
+// carries the warning, and plan says it.
+func TestVRFWithoutL3mdevRule(t *testing.T) {
+	base := vrfPol(t)
+	f := Facts{VRFs: map[string]VRF{"blue": {Table: 10, Members: []string{"eth1", "eth2"}}}, L3mdev: map[int]bool{6: true}}
+	p := resolve(base, f)
+	if diff := cmp.Diff(map[string]string{}, offLink(p, vrfOnLink)); diff != "" {
+		t.Errorf("held (-want +got):\n%s", diff)
+	}
+	want := "no IPv4 l3mdev rule: traffic in vrf blue never reaches its table 10 (ip rule add l3mdev pref 1000)"
+	got := map[string]string{}
+	for _, g := range p.Gateways {
+		got[g.Name] = g.VRFWarning
+	}
+	if diff := cmp.Diff(map[string]string{"isp1": want, "isp2": want, "mgmt": ""}, got); diff != "" {
+		t.Errorf("warnings (-want +got):\n%s", diff)
+	}
+	if n := vrfNote(base.Gateway("isp1"), f); n != "gateway isp1: in vrf blue, table 10; warning: "+want {
+		t.Errorf("plan note %q", n)
+	}
+	if w := vrfWarning(base.Gateway("isp1"), Facts{VRFs: f.VRFs, L3mdev: map[int]bool{4: true}}); w != "" {
+		t.Errorf("warning with the rule there: %q", w)
 	}
 }

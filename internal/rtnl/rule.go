@@ -91,3 +91,36 @@ func RuleDeleteRequest(r Rule) (Request, error) {
 	}
 	return Request{Type: unix.RTM_DELRULE, Data: b, What: fmt.Sprintf("deleting rule %d", r.Priority)}, nil
 }
+
+// fraL3mdev is FRA_L3MDEV: the rule looks up the table of the flow's VRF
+// (ip rule add l3mdev), the rule that makes VRFs route by their tables.
+const fraL3mdev = 19
+
+// L3mdevFamilies dumps the rules of both families and says which have an
+// l3mdev rule (unix.AF_INET, AF_INET6), whoever added it: the kernel
+// adds one at priority 1000 with its first VRF, and operators move it.
+func (c *Conn) L3mdevFamilies() (map[uint8]bool, error) {
+	bodies, err := c.dump(unix.RTM_GETRULE, make([]byte, sizeofFibRuleHdr))
+	if err != nil {
+		return nil, fmt.Errorf("dumping rules: %w", err)
+	}
+	out := map[uint8]bool{}
+	for _, b := range bodies {
+		if len(b) < sizeofFibRuleHdr {
+			return nil, fmt.Errorf("decoding rule: %d bytes", len(b))
+		}
+		ad, err := netlink.NewAttributeDecoder(b[sizeofFibRuleHdr:])
+		if err != nil {
+			return nil, fmt.Errorf("decoding rule: %w", err)
+		}
+		for ad.Next() {
+			if ad.Type() == fraL3mdev && ad.Uint8() != 0 {
+				out[b[0]] = true
+			}
+		}
+		if err := ad.Err(); err != nil {
+			return nil, fmt.Errorf("decoding rule: %w", err)
+		}
+	}
+	return out, nil
+}

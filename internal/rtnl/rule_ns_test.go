@@ -60,3 +60,27 @@ func TestRulesInNamespace(t *testing.T) {
 		t.Errorf("after deleting ours, ip rule:\n%s", v4)
 	}
 }
+
+// The kernel's own rules have no l3mdev rule until one is added (by the
+// kernel with its first VRF, or by hand, as here: it needs only
+// CONFIG_NET_L3_MASTER_DEV, not VRF devices); then its family has one.
+func TestL3mdevFamilies(t *testing.T) {
+	h, c, _ := nexthopLab(t)
+	got, err := c.L3mdevFamilies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 0 {
+		t.Fatalf("before any l3mdev rule: %v", got)
+	}
+	if out, err := h.Run("ip", "rule", "add", "pref", "1000", "l3mdev"); err != nil {
+		t.Fatalf("ip rule add l3mdev: %v: %s", err, out)
+	}
+	got, err = c.L3mdevFamilies()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got[unix.AF_INET] || got[unix.AF_INET6] {
+		t.Errorf("with an IPv4 l3mdev rule: %v, want IPv4 only", got)
+	}
+}

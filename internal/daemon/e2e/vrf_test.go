@@ -83,6 +83,17 @@ func TestVRFTwoUplinks(t *testing.T) {
 	}
 	vrfPing("with both uplinks")
 
+	// The kernel's l3mdev rule deleted (by an operator, a config tool):
+	// the gateways are fine, the VRF routes by the wrong table, and
+	// status says so until the rule is back.
+	l.Host.MustRun(t, "ip", "rule", "del", "pref", "1000", "l3mdev")
+	l.waitFor("the warning on isp1", func() bool { return strings.Contains(l.gateway("isp1").VRFWarning, "no IPv4 l3mdev rule") })
+	if st := l.gatewayState("isp1"); st != "up" {
+		t.Errorf("isp1 %s without the l3mdev rule, want up (the gateway is fine)", st)
+	}
+	l.Host.MustRun(t, "ip", "rule", "add", "pref", "1000", "l3mdev")
+	l.waitFor("the warning gone", func() bool { return l.gateway("isp1").VRFWarning == "" })
+
 	l.GW1.BlackholeIP(t, nstest.GWDownlinkIf)
 	l.waitFor("isp1 down by probes and table 10's default via isp2 alone", func() bool {
 		return l.gatewayState("isp1") == "down" && strings.Contains(l.ownRoutes(10), "default via 198.18.2.1 dev eth2")
