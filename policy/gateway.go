@@ -3,7 +3,6 @@ package policy
 import (
 	"net/netip"
 	"slices"
-	"strings"
 )
 
 // gateway validates one [gateway.NAME] table. Each step below checks one
@@ -45,7 +44,7 @@ func (v *validator) gatewayLink(r *rawGateway, g *Gateway, at func(...string) []
 	}
 	if r.Interface.Set && r.Interface.V != "" {
 		g.Interface = string(r.Interface.V)
-		if len(g.Interface) > 15 || strings.ContainsAny(g.Interface, "/ \t") {
+		if !ifaceNameOK(g.Interface) {
 			v.addAt(at("interface"), obj, "interface %q is not a valid Linux interface name", g.Interface)
 		}
 	} else {

@@ -17,13 +17,12 @@ import "strings"
 // l3mdev rule). That leaves pin = "device" as the only pin: "source"
 // needs sources and "mark" a table.
 func (v *validator) gatewayVRF(r *rawGateway, g *Gateway, at func(...string) []string, obj string) {
-	if !r.VRF.Set || r.VRF.Err != nil {
-		check(v, r.VRF, at("vrf"), obj)
+	if !check(v, r.VRF, at("vrf"), obj) {
 		return
 	}
 	name := string(r.VRF.V)
 	switch {
-	case name == "" || len(name) > 15 || strings.ContainsAny(name, "/ \t"):
+	case !ifaceNameOK(name):
 		v.addAt(at("vrf"), obj, "vrf %q is not a valid Linux interface name", name)
 		return
 	case name == g.Interface:
@@ -61,6 +60,12 @@ func (v *validator) groupVRF(r *rawGroup, g *Group, p *Policy, at func(...string
 	if r.Table.Set {
 		v.addAt(at("table"), obj, "table is vrf %q's own, read from the kernel; remove table", g.VRF)
 	}
+}
+
+// ifaceNameOK says whether name can be a Linux interface's (IFNAMSIZ
+// less the NUL; no '/' or white space): a gateway's interface, a VRF.
+func ifaceNameOK(name string) bool {
+	return name != "" && len(name) <= 15 && !strings.ContainsAny(name, "/ \t")
 }
 
 func vrfText(vrf string) string {

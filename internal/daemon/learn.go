@@ -193,7 +193,7 @@ type learner struct {
 }
 
 func newLearner(src DefaultRoutes, vrfs VRFDevices, log *slog.Logger, p *policy.Policy, changed func(Facts)) *learner {
-	l := &learner{src: src, vrfs: vrfs, log: log, own: p.Daemon.RouteProtocol, kick: make(chan struct{}, 1), changed: changed, busy: newProgress("auto gateway learner", time.Now)}
+	l := &learner{src: src, vrfs: vrfs, log: log, own: p.Daemon.RouteProtocol, kick: make(chan struct{}, 1), changed: changed, busy: newProgress("auto gateway and VRF learner", time.Now)}
 	l.pol.Store(p)
 	return l
 }

@@ -385,7 +385,7 @@ func (d *daemon) serve(ctx context.Context) error {
 
 	d.onlink.Prime() // before the detector's first evidence
 	w.start("on-link watcher", d.onlink.Run)
-	w.start("auto gateway learner", d.learn.Run)
+	w.start("auto gateway and VRF learner", d.learn.Run)
 	w.start("detector", d.det.Run)
 	w.start("bfd", d.bfd.Run)
 	w.start("reconciler", d.rec.Run)
